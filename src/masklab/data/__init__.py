@@ -1,0 +1,1 @@
+"""Datasets, the target contract, transforms and the Lightning datamodule."""

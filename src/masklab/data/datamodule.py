@@ -1,0 +1,45 @@
+"""One LightningDataModule for every dataset: train/val/test datasets + class names from config."""
+from __future__ import annotations
+
+import lightning.pytorch as L
+from torch.utils.data import DataLoader, Dataset
+
+from masklab.data.transforms import Augment, CapInstances, Compose, to_tensor
+
+
+def collate(batch):
+    """Detection batches are lists: images differ in size and targets in instance count."""
+    return tuple(zip(*batch))
+
+
+class DetectionDataModule(L.LightningDataModule):
+    def __init__(self, train: Dataset, val: Dataset, class_names, test: Dataset | None = None,
+                 image_size: int | None = None, augmentation: Augment | None = None,
+                 max_gt_instances: int = 100, batch_size: int = 2, num_workers: int = 0):
+        super().__init__()
+        self.class_names = list(class_names)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        train.transform = Compose([augmentation, CapInstances(max_gt_instances), to_tensor])
+        for ds in (val, test):
+            if ds is not None:
+                ds.transform = Compose([to_tensor])
+        self.datasets = {"train": train, "val": val, "test": test}
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes + background (what torchvision's MaskRCNN calls num_classes)."""
+        return len(self.class_names) + 1
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, collate_fn=collate,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test" if self.datasets["test"] is not None else "val", shuffle=False)

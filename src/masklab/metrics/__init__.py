@@ -1,0 +1,1 @@
+"""COCO evaluation and other metrics; never imports model or train code."""

@@ -1,0 +1,110 @@
+"""COCO bbox/segm evaluation of torchvision-style predictions against contract targets.
+
+One path for validation during training and for ``evaluate.py``. pycocotools does the scoring;
+this module builds its inputs safely: ids from 1 (pycocotools silently scores annotation id 0 as
+AP 0), ``area``/``iscrowd`` always set, non-finite boxes dropped, predictions for images that are
+not in the ground truth refused, and "no predictions at all" scored 0.0 instead of crashing.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+log = logging.getLogger(__name__)
+
+#: names of COCOeval.stats[0:6], as metric suffixes
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def encode_masks(masks: np.ndarray) -> list[dict]:
+    """N×H×W binary masks -> COCO compressed RLEs (JSON-ready: counts as str)."""
+    if len(masks) == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.astype(np.uint8).transpose(1, 2, 0)))  # wants H×W×N
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+class CocoEvaluator:
+    """Accumulate (target, prediction) pairs, then :meth:`compute` COCO metrics for bbox and segm."""
+
+    def __init__(self, class_names, mask_threshold: float = 0.5):
+        self.class_names = list(class_names)
+        self.mask_threshold = mask_threshold
+        self.reset()
+
+    def reset(self) -> None:
+        self.images, self.gt, self.dt = [], [], []
+
+    def update(self, targets, predictions) -> None:
+        for target, pred in zip(targets, predictions):
+            self._add_target(target)
+            self._add_prediction(int(target["image_id"]), pred)
+
+    def _add_target(self, t: dict) -> None:
+        masks = t["masks"].cpu().numpy()
+        h, w = masks.shape[1:] if masks.ndim == 3 else (0, 0)
+        self.images.append({"id": int(t["image_id"]), "height": int(h), "width": int(w)})
+        boxes = t["boxes"].cpu().numpy()
+        crowd = t.get("iscrowd", torch.zeros(len(boxes), dtype=torch.int64)).cpu().numpy()
+        for box, label, rle, c in zip(boxes, t["labels"].cpu().numpy(), encode_masks(masks), crowd):
+            self.gt.append({"id": len(self.gt) + 1, "image_id": int(t["image_id"]), "category_id": int(label),
+                            "bbox": _xywh(box), "segmentation": rle, "area": float(mask_utils.area(rle)),
+                            "iscrowd": int(c)})
+
+    def _add_prediction(self, image_id: int, p: dict) -> None:
+        boxes = p["boxes"].detach().cpu().float().numpy()
+        finite = np.isfinite(boxes).all(axis=1)
+        if not finite.all():
+            log.warning("image %d: dropped %d predictions with non-finite boxes", image_id, (~finite).sum())
+        masks = (p["masks"].detach().cpu().numpy()[:, 0] >= self.mask_threshold) if len(boxes) else np.zeros((0, 1, 1), bool)
+        scores, labels = p["scores"].detach().cpu().numpy(), p["labels"].detach().cpu().numpy()
+        rles = encode_masks(masks[finite]) if finite.any() else []
+        for box, s, label, rle in zip(boxes[finite], scores[finite], labels[finite], rles):
+            self.dt.append({"image_id": image_id, "category_id": int(label), "bbox": _xywh(box),
+                            "score": float(s), "segmentation": rle})
+
+    def compute(self, prefix: str = "val", per_class: bool = True) -> dict[str, float]:
+        """``{prefix}/{bbox,segm}_{AP,AP50,...}`` and ``{prefix}/segm_AP_<class>``; zeros with no predictions."""
+        metrics = {}
+        for iou_type in ("bbox", "segm"):
+            for k, v in self._evaluate(iou_type, per_class).items():
+                metrics[f"{prefix}/{iou_type}_{k}"] = v
+        return metrics
+
+    def _evaluate(self, iou_type: str, per_class: bool) -> dict[str, float]:
+        zeros = {k: 0.0 for k in STAT_NAMES}
+        if per_class:
+            zeros.update({f"AP_{n}": 0.0 for n in self.class_names})
+        if not self.gt or not self.dt:
+            return zeros
+        gt = COCO()
+        gt.dataset = {"images": self.images, "annotations": self.gt,
+                      "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)]}
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; we log results
+            gt.createIndex()
+            dt = gt.loadRes(list(self.dt))
+            ev = COCOeval(gt, dt, iou_type)
+            ev.evaluate(), ev.accumulate(), ev.summarize()
+        # COCO writes -1 where there is nothing to score (e.g. no large objects): report NaN, not 0
+        out = {k: (float(v) if v >= 0 else float("nan")) for k, v in zip(STAT_NAMES, ev.stats[:6])}
+        if per_class:
+            # precision: [T iou, R recall, K class, A area, M maxdets]; area "all", maxdets 100
+            prec = ev.eval["precision"][:, :, :, 0, -1]
+            for k, name in enumerate(self.class_names):
+                p = prec[:, :, k]
+                out[f"AP_{name}"] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+        return out
+
+
+def _xywh(box) -> list[float]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, x2 - x1, y2 - y1]

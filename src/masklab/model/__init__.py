@@ -1,0 +1,1 @@
+"""Model building from config and the LightningModule."""

@@ -1,0 +1,143 @@
+"""The one function that builds torchvision's ``MaskRCNN`` from a composed config, and its weights.
+
+Weights (see conf/config.yaml and conf/backbone/*.yaml):
+  * ``backbone.weights``: null (random) | ``imagenet`` (torchvision weights API) | a local state_dict
+  * ``model.weights``: null | ``coco`` (torchvision weights API, r50 only) | a local full-model
+    state_dict or masklab checkpoint. Tensors whose shape differs (the box and mask predictors when
+    ``num_classes`` differs) are re-initialised; everything else loads, and the log says which.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from hydra.utils import get_method
+from omegaconf import DictConfig
+from torchvision.models import get_weight
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+from masklab import MasklabError
+from masklab.model.backbones import load_backbone_state_dict
+from masklab.model.heads import DropoutTwoMLPHead, L2BoxLossRPN
+
+log = logging.getLogger(__name__)
+
+#: trainable_layers -> lowest backbone stage that trains (Matterport's layer sets; 6 = none: heads only)
+TRAINABLE = {"heads": 6, "3+": 3, "4+": 4, "5+": 5, "all": 1}
+
+
+@dataclass
+class LoadReport:
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"weights from {self.source}: loaded {len(self.loaded)} tensors, re-initialised "
+                f"{len(self.reinitialised)} ({', '.join(self.reinitialised) or 'none'}), "
+                f"not in source {len(self.missing)}")
+
+
+def _anchor_generator(anchors: DictConfig, num_maps: int, backbone_name: str) -> AnchorGenerator:
+    sizes = [int(s) for s in anchors.sizes]
+    if len(sizes) != num_maps:
+        raise MasklabError(
+            f"anchors.sizes has {len(sizes)} sizes {sizes} but backbone '{backbone_name}' gives {num_maps} "
+            f"feature maps (strides 4..64): give exactly one size per map, e.g. anchors.sizes=[16,32,64,128,256]")
+    ratios = tuple(float(r) for r in anchors.aspect_ratios)
+    return AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=(ratios,) * num_maps)
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:
+    """torchvision ``MaskRCNN`` from cfg.backbone / anchors / nms / model and the plain keys."""
+    pretrained = bool(cfg.backbone.weights) or bool(cfg.model.weights)
+    m = cfg.model
+    backbone = get_method(cfg.backbone._target_)(
+        arch=cfg.backbone.arch, weights=cfg.backbone.weights, imagenet_weights=cfg.backbone.imagenet_weights,
+        fpn_channels=m.fpn_channels, frozen_bn=pretrained)
+    if cfg.backbone.weights not in (None, "imagenet"):
+        missing, unexpected = load_backbone_state_dict(backbone, cfg.backbone.weights)
+        n_body = len(backbone.body.state_dict())
+        if len(missing) == n_body:
+            raise MasklabError(f"{cfg.backbone.weights}: no tensor matches backbone '{cfg.backbone.arch}' (unexpected keys: {unexpected[:3]} ...)")
+        log.info("backbone weights from %s: loaded %d/%d tensors, missing %s, unexpected %s",
+                 cfg.backbone.weights, n_body - len(missing), n_body, missing[:5], unexpected[:5])
+    num_maps = 5  # every masklab backbone: 4 levels + max-pool (see backbones.py)
+    resolution = 7  # torchvision's MultiScaleRoIAlign output for the box head
+    model = MaskRCNN(
+        backbone, num_classes=None,  # predictors below carry num_classes
+        min_size=cfg.image_min_size, max_size=cfg.image_max_size,
+        rpn_anchor_generator=_anchor_generator(cfg.anchors, num_maps, cfg.backbone.arch),
+        rpn_nms_thresh=cfg.nms.rpn_nms_thresh,
+        rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=m.rpn_post_nms_top_n_test, box_nms_thresh=cfg.nms.box_nms_thresh,
+        box_score_thresh=cfg.nms.box_score_thresh, box_detections_per_img=cfg.nms.box_detections_per_img,
+        box_batch_size_per_image=cfg.rois_per_image,
+        box_head=DropoutTwoMLPHead(m.fpn_channels * resolution**2, m.box_head_dim, cfg.box_head_dropout),
+        box_predictor=FastRCNNPredictor(m.box_head_dim, num_classes),
+        mask_head=MaskRCNNHeads(m.fpn_channels, [m.mask_head_channels] * 4, 1),
+        mask_predictor=MaskRCNNPredictor(m.mask_head_channels, m.mask_head_channels, num_classes),
+    )
+    if cfg.rpn_box_loss == "l2":
+        model.rpn.__class__ = L2BoxLossRPN
+    elif cfg.rpn_box_loss != "smooth_l1":
+        raise MasklabError(f"rpn_box_loss must be smooth_l1 or l2, got {cfg.rpn_box_loss!r}")
+    if m.weights:
+        log.info(load_full_model(model, _full_model_state(cfg)).summary())
+    return model
+
+
+def _full_model_state(cfg: DictConfig) -> tuple[str, dict]:
+    if cfg.model.weights == "coco":
+        if not cfg.backbone.coco_weights:
+            raise MasklabError(f"model.weights=coco: torchvision has no COCO Mask R-CNN for backbone "
+                               f"'{cfg.backbone.arch}' (only r50); use backbone.weights=imagenet or a local file")
+        weights = get_weight(cfg.backbone.coco_weights)
+        return str(weights), weights.get_state_dict(progress=True)
+    ckpt = torch.load(cfg.model.weights, map_location="cpu", weights_only=False)
+    state = ckpt.get("state_dict", ckpt)
+    if any(k.startswith("model.") for k in state):  # a masklab Lightning checkpoint
+        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    return str(cfg.model.weights), state
+
+
+def load_full_model(model: torch.nn.Module, source_state: tuple[str, dict]) -> LoadReport:
+    """Load every tensor whose name and shape match; the rest (predictors for other classes) stay new."""
+    source, state = source_state
+    own = model.state_dict()
+    report = LoadReport(source)
+    usable = {}
+    for name, tensor in state.items():
+        if name not in own:
+            continue
+        if own[name].shape == tensor.shape:
+            usable[name] = tensor
+            report.loaded.append(name)
+        else:
+            report.reinitialised.append(name)
+    report.missing = [n for n in own if n not in state]
+    if not report.loaded:
+        raise MasklabError(f"{source}: no tensor matches this model (is it a Mask R-CNN state_dict?)")
+    model.load_state_dict(usable, strict=False)
+    return report
+
+
+def set_trainable(model: MaskRCNN, layers: str) -> tuple[int, int]:
+    """Freeze backbone stages below ``layers`` (heads | 3+ | 4+ | 5+ | all); FPN, RPN, heads always train.
+
+    Returns (trainable, total) parameter counts.
+    """
+    if layers not in TRAINABLE:
+        raise MasklabError(f"trainable layers must be one of {list(TRAINABLE)}, got {layers!r}")
+    lowest = TRAINABLE[layers]
+    stage_of = model.backbone.stage_of
+    for child, module in model.backbone.body.named_children():
+        for p in module.parameters():
+            p.requires_grad_(stage_of[child] >= lowest)
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

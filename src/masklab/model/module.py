@@ -1,0 +1,146 @@
+"""The LightningModule: one step for train, val and test around torchvision's MaskRCNN.
+
+Training loss = sum of torchvision's five losses. Validation also computes those losses, through
+the model's training path with no gradients and batch-norm/dropout in eval mode (torchvision gives
+no validation loss; the seeds plotted it), then predicts in eval mode for COCO AP.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import lightning.pytorch as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from masklab import MasklabError
+from masklab.metrics.coco import CocoEvaluator
+from masklab.model.build import build_model, set_trainable
+from masklab.model.schedules import warmup
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+
+
+class NonFiniteLossError(MasklabError):
+    pass
+
+
+class MaskRCNNModule(L.LightningModule):
+    def __init__(self, cfg: dict | DictConfig):
+        super().__init__()
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg)}, logger=False)  # train.py logs params
+        self.cfg = cfg
+        self.class_names = list(cfg.data.class_names)
+        self.model = build_model(cfg, num_classes=len(self.class_names) + 1)
+        self.evaluator = CocoEvaluator(self.class_names)
+        self._stage = None
+
+    # ---- one step for every stage -------------------------------------------------------------
+    def forward(self, images):
+        return self.model(images)
+
+    def _losses(self, images, targets, stage: str) -> torch.Tensor:
+        loss_dict = self.model(list(images), list(targets))
+        loss = sum(loss_dict.values())
+        if not torch.isfinite(loss):
+            parts = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
+            raise NonFiniteLossError(f"non-finite {stage} loss at epoch {self.current_epoch} step "
+                                     f"{self.global_step}: {parts} (lower the LR, add warmup or grad_clip_norm)")
+        logs = {f"{stage}/{k}": v for k, v in loss_dict.items()}
+        on_step = stage == "train"
+        self.log_dict(logs, on_step=on_step, on_epoch=not on_step, batch_size=len(images), sync_dist=not on_step)
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=len(images), sync_dist=not on_step)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._losses(*batch, stage="train")
+
+    def _eval_step(self, batch, stage: str):
+        images, targets = batch
+        _loss_mode(self.model)
+        self._losses(images, targets, stage)
+        self.model.eval()
+        self.evaluator.update(targets, self.model(list(images)))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _eval_epoch_end(self, stage: str):
+        metrics = self.evaluator.compute(prefix=stage)
+        self.evaluator.reset()
+        headline = f"{stage}/segm_AP"
+        self.log(headline, metrics[headline], prog_bar=True, sync_dist=True)
+        self.log_dict({k: v for k, v in metrics.items() if k != headline}, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            loss = self.trainer.callback_metrics.get(f"{stage}/loss", float("nan"))
+            log.info("epoch %d %s: loss %.4f  segm_AP %.4f  segm_AP50 %.4f  bbox_AP %.4f", self.current_epoch, stage,
+                     float(loss), metrics[headline], metrics[f"{stage}/segm_AP50"], metrics[f"{stage}/bbox_AP"])
+
+    def on_validation_epoch_start(self):
+        self.evaluator.reset()
+
+    def on_validation_epoch_end(self):
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_start(self):
+        self.evaluator.reset()
+
+    def on_test_epoch_end(self):
+        self._eval_epoch_end("test")
+
+    # ---- staged training ------------------------------------------------------------------------
+    def stage_for_epoch(self, epoch: int) -> tuple[int, str]:
+        """(index, trainable layers) of ``model.stages`` for ``epoch``; one stage from backbone config if none."""
+        stages = list(self.cfg.model.stages) or [{"trainable": self.cfg.backbone.trainable_layers}]
+        start = 0
+        for i, st in enumerate(stages):
+            if st.get("epochs") is None or epoch < start + st["epochs"] or i == len(stages) - 1:
+                return i, st["trainable"]
+            start += st["epochs"]
+        raise AssertionError("unreachable")
+
+    def on_train_epoch_start(self):
+        index, layers = self.stage_for_epoch(self.current_epoch)
+        if index != self._stage:
+            trainable, total = set_trainable(self.model, layers)
+            n = max(len(self.cfg.model.stages), 1)
+            log.info("stage %d/%d from epoch %d: training '%s' (%.1fM of %.1fM parameters)",
+                     index + 1, n, self.current_epoch, layers, trainable / 1e6, total / 1e6)
+            self._stage = index
+
+    # ---- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        # every parameter is in the optimizer: frozen ones get no gradient, so SGD/AdamW skip them,
+        # and a later stage that unfreezes them needs no new optimizer.
+        optimizer = instantiate(self.cfg.optimizer)(self.model.parameters())
+        sched = self.cfg.schedule
+        lr_lambda = instantiate(sched.lr_lambda)
+        epochs = sched.epochs
+        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / max(self.trainer.max_epochs, 1)))
+
+        def factor(step: int) -> float:
+            return warmup(step, sched.warmup_iters, sched.warmup_factor) * lr_lambda(step / steps_per_epoch, epochs)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        run_id = getattr(self.logger, "run_id", None)
+        if run_id:
+            checkpoint["mlflow_run_id"] = run_id
+
+
+def _loss_mode(model: nn.Module) -> None:
+    """Training-mode forward (so torchvision returns losses) with BN statistics and dropout frozen."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
+            m.eval()

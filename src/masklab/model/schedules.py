@@ -1,0 +1,40 @@
+"""LR factor functions of the ``schedule`` group: ``f(epoch, epochs) -> factor`` (epoch is fractional).
+
+The LightningModule multiplies the optimizer's LR by ``warmup(step) * f(step / steps_per_epoch)``
+every optimizer step, so every schedule gets the same linear warmup and step-exact boundaries.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+
+def constant(epoch: float, epochs: int) -> float:
+    return 1.0
+
+
+def multistep(epoch: float, epochs: int, milestones: Sequence[int] = (), gamma: float = 0.1) -> float:
+    """x gamma at each milestone epoch (0-based: milestone 8 means from the 9th epoch on)."""
+    return gamma ** sum(epoch >= m for m in milestones)
+
+
+def piecewise(epoch: float, epochs: int, pieces: Sequence[Sequence[float]] = ((0, 1.0),)) -> float:
+    """Factor of the last ``[start_epoch, factor]`` piece whose start is <= epoch (the seeds' tables)."""
+    factor = 1.0
+    for start, value in sorted(pieces, key=lambda p: p[0]):
+        if epoch >= start:
+            factor = value
+    return float(factor)
+
+
+def cosine(epoch: float, epochs: int, min_factor: float = 0.0) -> float:
+    t = min(max(epoch / max(epochs, 1), 0.0), 1.0)
+    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def warmup(step: int, warmup_iters: int, warmup_factor: float) -> float:
+    """Linear warmup from ``warmup_factor`` to 1 over ``warmup_iters`` optimizer steps (torchvision refs)."""
+    if step >= warmup_iters:
+        return 1.0
+    alpha = step / warmup_iters
+    return warmup_factor * (1 - alpha) + alpha

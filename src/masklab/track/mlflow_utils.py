@@ -1,0 +1,57 @@
+"""MLflow helpers: run names, flattened params, the resolved config and the best checkpoint."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    choices = {}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices
+    except ValueError:  # composed outside @hydra.main (tests, notebooks)
+        pass
+    parts = [choices.get("backbone", cfg.backbone.arch), choices.get("anchors", "")]
+    return "-".join(p for p in parts if p) + time.strftime("-%m%d-%H%M%S")
+
+
+def flat_params(cfg: DictConfig) -> dict[str, object]:
+    """Resolved config flattened to ``a.b.c`` keys (what MLflow shows as params)."""
+    out: dict[str, object] = {}
+
+    def walk(node, prefix: str):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def log_params(logger, cfg: DictConfig) -> None:
+    """Log the flattened config; a resumed run keeps its params and tags the ones that changed."""
+    params = {k: str(v)[:6000] for k, v in flat_params(cfg).items()}
+    existing = logger.experiment.get_run(logger.run_id).data.params
+    changed = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+    new = {k: v for k, v in params.items() if k not in existing}
+    if new:
+        logger.log_hyperparams(new)
+    if changed:  # MLflow params are immutable: record what the resumed run changed as a tag
+        logger.experiment.set_tag(logger.run_id, "resume_changed_params",
+                                  ", ".join(f"{k}: {existing[k]} -> {params[k]}" for k in changed)[:5000])
+
+
+def log_run_files(logger, cfg: DictConfig, best_ckpt: str | None, best_score) -> None:
+    """Resolved config YAML as an artifact, best checkpoint path and score as tags."""
+    client, run_id = logger.experiment, logger.run_id
+    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    if best_ckpt:
+        client.set_tag(run_id, "best_checkpoint", str(Path(best_ckpt).resolve()))
+    if best_score is not None:
+        client.set_tag(run_id, "best_score", f"{float(best_score):.6f}")

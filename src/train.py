@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Train Mask R-CNN from composed Hydra config groups (``python src/train.py --help``).
+
+compose config -> datamodule, module, callbacks, logger, trainer -> fit -> test -> return the
+value of ``optimized_metric`` (what the Optuna sweeper optimises).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout, installed or not
+
+import hydra  # noqa: E402
+import lightning.pytorch as L  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from masklab import MasklabError  # noqa: E402
+from masklab.model.module import MaskRCNNModule  # noqa: E402
+from masklab.track.mlflow_utils import default_run_name, log_params, log_run_files  # noqa: E402
+from masklab.track.resume import mlflow_run_id, resume_checkpoint  # noqa: E402
+from masklab.track.summary import metrics_table  # noqa: E402
+
+log = logging.getLogger("masklab.train")
+
+
+def make_logger(cfg: DictConfig, run_id: str | None):
+    if not cfg.logger.get("_target_"):
+        return False
+    return instantiate(cfg.logger, run_name=cfg.run_name or default_run_name(cfg), run_id=run_id)
+
+
+def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
+    """One training run; returns the best value of ``cfg.optimized_metric``."""
+    L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resume_checkpoint(cfg.resume, Path(cfg.paths.output_root) / cfg.experiment_name)
+    datamodule = instantiate(cfg.data, augmentation=instantiate(cfg.augmentation),
+                             max_gt_instances=cfg.max_gt_instances, batch_size=cfg.batch_size,
+                             num_workers=cfg.num_workers, _convert_="object")
+    module = MaskRCNNModule(cfg)
+    ckpt_dir = Path(output_dir) / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.optimized_metric, mode=cfg.optimized_mode,
+                                 filename="best-epoch{epoch:03d}", auto_insert_metric_name=False)
+    # Lightning 2.6 writes save_last=True only when a top-k file is written: a separate callback
+    # keeps last.ckpt truly the latest epoch, which is what resume needs.
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    logger = make_logger(cfg, mlflow_run_id(ckpt_path))
+    if logger:
+        log_params(logger, cfg)
+    trainer = instantiate(cfg.trainer, max_epochs=cfg.schedule.epochs, logger=logger,
+                          callbacks=[checkpoint, last, *extra_callbacks], default_root_dir=str(output_dir),
+                          gradient_clip_val=cfg.grad_clip_norm or None)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/"))}
+    if datamodule.datasets["test"] is not None and checkpoint.best_model_path:
+        test = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
+        metrics.update(test[0] if test else {})
+    best = checkpoint.best_model_score
+    value = float(best) if best is not None else metrics.get(cfg.optimized_metric, float("nan"))
+    if logger:
+        log_run_files(logger, cfg, checkpoint.best_model_path, best)
+    print(metrics_table(metrics, title=f"final metrics ({cfg.optimized_metric} best = {value:.4f})"))
+    print(f"best checkpoint: {checkpoint.best_model_path or '(none)'}")
+    if logger:
+        print(f"MLflow run {logger.run_id} in experiment '{cfg.experiment_name}' at {cfg.paths.tracking_uri}\n"
+              f"  compare runs: mlflow ui --backend-store-uri {cfg.paths.tracking_uri}")
+    return value
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg, HydraConfig.get().runtime.output_dir)
+    except MasklabError as e:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper records the trial as failed with this message
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Model building from every option of every config group, weights loading and trainable layers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as L
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import ROOT, compose_cfg, needs_shared
+from masklab import MasklabError
+from masklab.model.build import build_model, set_trainable
+from masklab.model.module import MaskRCNNModule
+
+GROUPS = ["data", "backbone", "model", "anchors", "nms", "augmentation", "schedule", "optimizer", "trainer", "logger"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob("*.yaml"))]
+PREDICTORS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
+
+
+def make_datamodule(cfg):
+    return instantiate(cfg.data, augmentation=instantiate(cfg.augmentation), max_gt_instances=cfg.max_gt_instances,
+                       batch_size=cfg.batch_size, num_workers=cfg.num_workers, _convert_="object")
+
+
+def test_every_group_has_options():
+    found = {g for g, _ in OPTIONS}
+    assert found == set(GROUPS)
+    assert {o for g, o in OPTIONS if g == "backbone"} == {"r18", "r50", "r101", "x101", "mobilenet_v2", "mobilenet_v3"}
+    assert {o for g, o in OPTIONS if g == "schedule"} == {"constant", "step", "piecewise", "cosine"}
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_builds_and_trains_one_step(group, option, tmp_path):
+    cfg = compose_cfg([f"{group}={option}"])
+    if group == "trainer" and cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        assert cfg.trainer.precision == "16-mixed"
+        pytest.skip("trainer=%s needs a CUDA GPU (config composed and checked)" % option)
+    module = MaskRCNNModule(cfg)
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+    logger = instantiate(cfg.logger, run_name="t") if cfg.logger.get("_target_") else False
+    trainer = instantiate(cfg.trainer, max_steps=1, limit_val_batches=0, logger=logger,
+                          enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=make_datamodule(cfg))
+    assert trainer.global_step == 1
+    loss = trainer.callback_metrics["train/loss"]
+    assert torch.isfinite(loss) and loss > 0
+    changed = [n for n, p in module.model.named_parameters() if not torch.equal(before[n], p)]
+    assert any(n.startswith("roi_heads.") for n in changed), "one optimizer step must move the heads"
+
+
+def test_anchor_sizes_must_match_feature_maps():
+    cfg = compose_cfg(["anchors.sizes=[16,32,64]"])
+    with pytest.raises(MasklabError, match=r"3 sizes .* gives 5 feature maps"):
+        build_model(cfg, num_classes=5)
+
+
+def test_full_model_with_other_num_classes_reinitialises_only_predictors(tmp_path, caplog):
+    src = build_model(compose_cfg(), num_classes=7)
+    path = tmp_path / "model.pth"
+    torch.save(src.state_dict(), path)
+    cfg = compose_cfg([f"model.weights={path}"])  # shapes: 4 classes + background = 5
+    with caplog.at_level("INFO"):
+        dst = build_model(cfg, num_classes=5)
+    s, d = src.state_dict(), dst.state_dict()
+    differ = sorted(n for n in d if d[n].shape != s[n].shape or not torch.equal(d[n], s[n]))
+    assert differ and all(n.startswith(PREDICTORS) for n in differ)
+    assert {n for n in differ} == {n for n in d if n.startswith(PREDICTORS)}
+    assert "re-initialised 6" in caplog.text and "roi_heads.box_predictor.cls_score.weight" in caplog.text
+
+
+def test_lightning_checkpoint_loads_as_full_model_weights(tmp_path):
+    cfg = compose_cfg()
+    module = MaskRCNNModule(cfg)
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=make_datamodule(cfg))
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    loaded = build_model(compose_cfg([f"model.weights={tmp_path / 'run.ckpt'}"]), num_classes=5).state_dict()
+    # fine-tuning from weights freezes BN statistics (FrozenBatchNorm2d keeps no num_batches_tracked)
+    compared = [n for n in module.model.state_dict() if not n.endswith("num_batches_tracked")]
+    assert len(compared) == len(loaded) > 200
+    for name in compared:
+        assert torch.equal(module.model.state_dict()[name], loaded[name]), name
+
+
+def _fake_hub_file(torch_home: Path, weights, state_dict) -> None:
+    """Put a state_dict where torch.hub caches ``weights.url``: the real weights-API path, offline."""
+    target = torch_home / "hub" / "checkpoints" / Path(weights.url).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, target)
+
+
+def test_coco_weights_through_torchvision_weights_api(tmp_path, monkeypatch):
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights, maskrcnn_resnet50_fpn
+
+    coco = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    _fake_hub_file(tmp_path, MaskRCNN_ResNet50_FPN_Weights.COCO_V1, coco.state_dict())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cfg = compose_cfg(["backbone=r50", "model=standard", "model.weights=coco", "data.image_size=64"], tiny=False)
+    model = build_model(cfg, num_classes=5)
+    ours, theirs = model.state_dict(), coco.state_dict()
+    for name, tensor in ours.items():
+        if not name.startswith(PREDICTORS):
+            assert torch.equal(tensor, theirs[name]), name
+    assert ours["roi_heads.box_predictor.cls_score.weight"].shape[0] == 5
+
+
+def test_coco_weights_refused_for_backbone_without_them():
+    with pytest.raises(MasklabError, match="no COCO Mask R-CNN for backbone 'mobilenet_v3_large'"):
+        build_model(compose_cfg(["model.weights=coco"]), num_classes=5)
+
+
+def test_imagenet_backbone_through_torchvision_weights_api(tmp_path, monkeypatch):
+    from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
+
+    net = mobilenet_v3_large()
+    _fake_hub_file(tmp_path, MobileNet_V3_Large_Weights.IMAGENET1K_V1, net.state_dict())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    model = build_model(compose_cfg(["backbone.weights=imagenet"]), num_classes=5)
+    body = model.backbone.body.state_dict()
+    for name, tensor in net.features.state_dict().items():
+        if "num_batches_tracked" not in name:
+            assert torch.equal(body[name], tensor), name
+    # pretrained backbones keep BN statistics frozen, as torchvision does
+    norms = {type(m).__name__ for m in model.backbone.body.modules() if type(m).__name__.endswith("Norm2d")}
+    assert norms == {"FrozenBatchNorm2d"}
+
+
+def test_local_backbone_state_dict_from_shared_weights():
+    path = needs_shared("weights", "mobilenet_v2_imagenet_features.pth")
+    model = build_model(compose_cfg(["backbone=mobilenet_v2", f"backbone.weights={path}"]), num_classes=5)
+    reference = torch.load(path, map_location="cpu", weights_only=True)
+    body = model.backbone.body.state_dict()
+    assert all(torch.equal(body[k], v) for k, v in reference.items() if "num_batches_tracked" not in k)
+
+
+def test_backbone_file_that_matches_nothing_is_a_clear_error(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(MasklabError, match="no tensor matches backbone"):
+        build_model(compose_cfg([f"backbone.weights={path}"]), num_classes=5)
+
+
+@pytest.mark.parametrize("backbone", ["r50", "mobilenet_v3"])
+@pytest.mark.parametrize("layers,lowest", [("heads", 6), ("3+", 3), ("4+", 4), ("5+", 5), ("all", 1)])
+def test_trainable_layers(backbone, layers, lowest):
+    model = build_model(compose_cfg([f"backbone={backbone}"]), num_classes=5)
+    set_trainable(model, layers)
+    stage_of = model.backbone.stage_of
+    for child, module in model.backbone.body.named_children():
+        for p in module.parameters():
+            assert p.requires_grad == (stage_of[child] >= lowest), (child, layers)
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("backbone.body."))
+    assert sorted(set(stage_of.values())) == [1, 2, 3, 4, 5]
+
+
+def test_staged_training_switches_layers_and_logs_each_stage(tmp_path, caplog):
+    cfg = compose_cfg(["schedule.epochs=3", "model.stages=[{epochs: 1, trainable: heads}, {trainable: all}]",
+                       "data.train.num_images=2"])
+    module = MaskRCNNModule(cfg)
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(all(p.requires_grad for p in pl_module.model.backbone.body.parameters()))
+
+    trainer = L.Trainer(max_epochs=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, callbacks=[Spy()], default_root_dir=str(tmp_path))
+    with caplog.at_level("INFO"):
+        trainer.fit(module, datamodule=make_datamodule(cfg))
+    assert seen == [False, True, True]
+    assert "stage 1/2 from epoch 0: training 'heads'" in caplog.text
+    assert "stage 2/2 from epoch 1: training 'all'" in caplog.text
+
+
+def test_rpn_l2_box_loss_and_box_head_dropout_change_the_model():
+    from masklab.data.transforms import to_tensor
+    from masklab.data.shapes import ShapesDataset
+
+    image, target = to_tensor(*ShapesDataset(1, 64)[0])
+    losses = {}
+    for variant in ("smooth_l1", "l2"):
+        torch.manual_seed(0)
+        model = build_model(compose_cfg([f"rpn_box_loss={variant}"]), num_classes=5).train()
+        torch.manual_seed(1)
+        losses[variant] = {k: v.item() for k, v in model([image], [target]).items()}
+    assert type(model.rpn).__name__ == "L2BoxLossRPN"
+    assert losses["l2"]["loss_objectness"] == pytest.approx(losses["smooth_l1"]["loss_objectness"])
+    assert losses["l2"]["loss_rpn_box_reg"] != pytest.approx(losses["smooth_l1"]["loss_rpn_box_reg"])
+    model = build_model(compose_cfg(["box_head_dropout=0.5"]), num_classes=5)
+    assert model.roi_heads.box_head.dropout.p == 0.5
+    with pytest.raises(MasklabError, match="rpn_box_loss"):
+        build_model(compose_cfg(["rpn_box_loss=l1"]), num_classes=5)

@@ -1,0 +1,112 @@
+"""End-to-end runs of src/train.py: MLflow contents, resume after a kill, non-finite loss, --help."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from conftest import ROOT, TINY, compose_cfg
+
+pytestmark = pytest.mark.slow
+LOSSES = ["loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"]
+
+
+def cli(*overrides, tmp_path, timeout=600, wait=True):
+    args = [sys.executable, str(ROOT / "src" / "train.py"), *[o for o in TINY if not o.startswith("logger=")],
+            f"hydra.run.dir={tmp_path}/run", f"paths.output_root={tmp_path}/outputs", *overrides]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    if not wait:
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_mlflow_run_has_params_curves_metrics_and_artifacts(tmp_path):
+    from train import train
+
+    GlobalHydra.instance().clear()
+    cfg = compose_cfg(["logger=mlflow", "schedule.epochs=2", "trainer.log_every_n_steps=1", "experiment_name=e2e",
+                       f"paths.tracking_uri=sqlite:///{tmp_path}/mlflow.db"])
+    value = train(cfg, tmp_path / "run")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("e2e")
+    (run,) = client.search_runs([exp.experiment_id])
+    params = run.data.params
+    assert params["backbone.arch"] == "mobilenet_v3_large" and params["anchors.sizes"] == "[8, 16, 32, 64, 128]"
+    assert params["optimizer.lr"] == "0.02" and params["data.image_size"] == "64"
+    for stage in ("train", "val"):
+        for name in LOSSES:
+            history = client.get_metric_history(run.info.run_id, f"{stage}/{name}")
+            assert history, f"{stage}/{name} missing"
+            assert all(torch.isfinite(torch.tensor(m.value)) for m in history)
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2  # one point per epoch
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 4  # one per step (2 x 2)
+    metrics = run.data.metrics
+    for iou in ("bbox", "segm"):
+        for k in ("AP", "AP50", "AP75"):
+            assert 0.0 <= metrics[f"val/{iou}_{k}"] <= 1.0
+        for k in ("APs", "APm", "APl", "AP_square", "AP_circle", "AP_triangle", "AP_ellipse"):
+            value = metrics[f"val/{iou}_{k}"]  # NaN where the val images hold no such object
+            assert math.isnan(value) or 0.0 <= value <= 1.0
+    assert value == pytest.approx(float(run.data.tags["best_score"]), abs=1e-6)
+    assert os.path.isfile(run.data.tags["best_checkpoint"])
+    config = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
+    assert "mobilenet_v3_large" in config and "${" not in config
+
+
+def test_resume_after_kill_continues_from_the_last_epoch(tmp_path):
+    proc = cli("schedule.epochs=40", "data.train.num_images=8", "logger=mlflow", "trainer.log_every_n_steps=1",
+               tmp_path=tmp_path, wait=False)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let the checkpoint finish writing
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "the run never reached the end of an epoch"
+    killed = torch.load(last, map_location="cpu", weights_only=False)
+    epoch, step = killed["epoch"], killed["global_step"]
+    assert epoch < 39, "killed too late to test resuming"
+    resume_started_ms = time.time() * 1000
+    resumed = cli(f"schedule.epochs={epoch + 3}", "data.train.num_images=8", "logger=mlflow", "trainer.log_every_n_steps=1",
+                  f"resume={last}", f"hydra.run.dir={tmp_path}/run2", tmp_path=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = torch.load(tmp_path / "run2" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert final["epoch"] == epoch + 2  # two more epochs, not epoch + 3 from zero
+    assert final["global_step"] == step + 2 * 4  # 8 images / batch 2 = 4 steps per epoch
+    assert final["mlflow_run_id"] == killed["mlflow_run_id"]  # the same MLflow run goes on
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    history = client.get_metric_history(final["mlflow_run_id"], "train/loss")
+    steps = sorted(m.step for m in history if m.timestamp >= resume_started_ms)
+    assert steps == list(range(step, final["global_step"]))  # the resumed process went on from `step`
+
+
+def test_resume_true_without_checkpoint_is_one_clear_line(tmp_path):
+    out = cli("resume=true", tmp_path=tmp_path)
+    assert out.returncode == 1
+    assert "error: resume=true: no */checkpoints/last.ckpt under" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
+    out = cli("optimizer.lr=1e30", "schedule.warmup_iters=0", "schedule.epochs=3", "data.train.num_images=8", tmp_path=tmp_path)
+    assert out.returncode == 1
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "non-finite train loss at epoch" in lines[0] and "loss_classifier=" in lines[0]
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_help_lists_groups_and_options():
+    out = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    for group, options in {"backbone": "mobilenet_v2, mobilenet_v3, r101, r18, r50, x101", "anchors": "default, small, tiny",
+                           "schedule": "constant, cosine, piecewise, step", "trainer": "cpu, ddp, gpu"}.items():
+        assert f"{group}: {options}" in out.stdout
