@@ -58,6 +58,7 @@ class MaskRCNNModule(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         return self._losses(*batch, stage="train")
 
     def _eval_step(self, batch, stage: str):

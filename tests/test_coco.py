@@ -1,0 +1,85 @@
+"""The COCO wrapper: perfect -> 1.0, nothing -> 0.0, and the same numbers as plain pycocotools."""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from masklab.data.shapes import ShapesDataset
+from masklab.metrics.coco import CocoEvaluator
+
+NAMES = ShapesDataset.class_names
+
+
+def perfect(target):
+    n = len(target["labels"])
+    return {"boxes": target["boxes"].clone(), "labels": target["labels"].clone(), "scores": torch.ones(n),
+            "masks": target["masks"][:, None].float()}
+
+
+def test_perfect_predictions_score_one_and_empty_predictions_zero():
+    ds = ShapesDataset(12, 128, max_instances=4, seed=5)
+    good, empty = CocoEvaluator(NAMES), CocoEvaluator(NAMES)
+    for i in range(len(ds)):
+        _, t = ds[i]
+        good.update([t], [perfect(t)])
+        empty.update([t], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                            "scores": torch.zeros(0), "masks": torch.zeros(0, 1, 128, 128)}])
+    for name, value in good.compute().items():
+        assert math.isnan(value) or value == pytest.approx(1.0), name  # NaN: no object of that size
+    assert good.compute()["val/segm_AP"] == pytest.approx(1.0)
+    assert all(v == 0.0 for v in empty.compute().values())
+
+
+def test_non_finite_boxes_are_dropped_not_scored():
+    _, t = ShapesDataset(1, 64, seed=2)[0]
+    p = perfect(t)
+    p["boxes"][0, 0] = float("nan")
+    ev = CocoEvaluator(NAMES)
+    ev.update([t], [p])
+    assert len(ev.dt) == len(t["labels"]) - 1
+    assert np.isfinite(ev.compute()["val/bbox_AP"])
+
+
+def test_numbers_equal_plain_pycocotools():
+    ds = ShapesDataset(20, 96, max_instances=4, seed=9)
+    rng = np.random.default_rng(0)
+    ev = CocoEvaluator(NAMES)
+    images, anns, dets = [], [], []
+    for i in range(len(ds)):
+        _, t = ds[i]
+        p = perfect(t)  # perturb: shifted boxes, eroded masks, random scores and a wrong label
+        p["boxes"] = p["boxes"] + torch.from_numpy(rng.normal(0, 3, p["boxes"].shape)).float()
+        p["masks"] = torch.roll(p["masks"], shifts=int(rng.integers(-3, 4)), dims=3)
+        p["scores"] = torch.from_numpy(rng.uniform(0.1, 1, len(p["scores"]))).float()
+        p["labels"][0] = 1 + (p["labels"][0] % 4)
+        ev.update([t], [p])
+        h, w = t["masks"].shape[1:]
+        images.append({"id": t["image_id"], "height": h, "width": w})
+        for box, label, m in zip(t["boxes"].tolist(), t["labels"].tolist(), t["masks"].numpy()):
+            rle = mask_utils.encode(np.asfortranarray(m))
+            anns.append({"id": len(anns) + 1, "image_id": t["image_id"], "category_id": label, "iscrowd": 0,
+                         "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                         "area": float(mask_utils.area(rle)), "segmentation": rle})
+        for box, label, s, m in zip(p["boxes"].tolist(), p["labels"].tolist(), p["scores"].tolist(), p["masks"][:, 0].numpy()):
+            dets.append({"image_id": t["image_id"], "category_id": label, "score": s,
+                         "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                         "segmentation": mask_utils.encode(np.asfortranarray((m >= 0.5).astype(np.uint8)))})
+    ours = ev.compute()
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        for iou_type in ("bbox", "segm"):
+            e = COCOeval(gt, gt.loadRes(dets), iou_type)
+            e.evaluate(), e.accumulate(), e.summarize()
+            for k, v in zip(("AP", "AP50", "AP75"), e.stats[:3]):
+                assert ours[f"val/{iou_type}_{k}"] == pytest.approx(v, abs=1e-6)
+    assert 0.05 < ours["val/segm_AP"] < 0.95  # the perturbation makes this a real test
