@@ -17,6 +17,7 @@ class DetectionDataModule(L.LightningDataModule):
                  image_size: int | None = None, augmentation: Augment | None = None,
                  max_gt_instances: int = 100, batch_size: int = 2, num_workers: int = 0):
         super().__init__()
+        self.image_size = image_size  # the data group's nominal size; the model resizes (image_min/max_size)
         self.class_names = list(class_names)
         self.batch_size, self.num_workers = batch_size, num_workers
         train.transform = Compose([augmentation, CapInstances(max_gt_instances), to_tensor])
