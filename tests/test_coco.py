@@ -83,3 +83,22 @@ def test_numbers_equal_plain_pycocotools():
             for k, v in zip(("AP", "AP50", "AP75"), e.stats[:3]):
                 assert ours[f"val/{iou_type}_{k}"] == pytest.approx(v, abs=1e-6)
     assert 0.05 < ours["val/segm_AP"] < 0.95  # the perturbation makes this a real test
+
+
+def test_merging_rank_states_equals_one_evaluator():
+    """What DDP does at epoch end: the union of the ranks' states scores like one evaluator."""
+    ds = ShapesDataset(8, 64, seed=4)
+    whole, ranks = CocoEvaluator(NAMES), [CocoEvaluator(NAMES), CocoEvaluator(NAMES)]
+    for i in range(len(ds)):
+        _, t = ds[i]
+        p = perfect(t)
+        p["scores"] = torch.linspace(1, 0.5, len(p["scores"]))
+        p["boxes"] = p["boxes"] + i % 3
+        whole.update([t], [p])
+        ranks[i % 2].update([t], [p])
+    merged = CocoEvaluator(NAMES)
+    merged.merge([(r.images, r.gt, r.dt) for r in ranks])
+    assert sorted(a["id"] for a in merged.gt) == list(range(1, len(whole.gt) + 1))
+    a, b = whole.compute(), merged.compute()
+    assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], nan_ok=True) for k in a)
+    assert a["val/bbox_AP"] < 1.0

@@ -72,6 +72,14 @@ class CocoEvaluator:
             self.dt.append({"image_id": image_id, "category_id": int(label), "bbox": _xywh(box),
                             "score": float(s), "segmentation": rle})
 
+    def merge(self, parts: list[tuple[list, list, list]]) -> None:
+        """Replace the state by the union of several evaluators' ``(images, gt, dt)`` (DDP ranks)."""
+        self.reset()
+        for images, gt, dt in parts:
+            self.images += images
+            self.gt += [{**a, "id": len(self.gt) + i + 1} for i, a in enumerate(gt)]  # ids stay unique, from 1
+            self.dt += dt
+
     def compute(self, prefix: str = "val", per_class: bool = True) -> dict[str, float]:
         """``{prefix}/{bbox,segm}_{AP,AP50,...}`` and ``{prefix}/segm_AP_<class>``; zeros with no predictions."""
         metrics = {}

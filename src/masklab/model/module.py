@@ -75,6 +75,11 @@ class MaskRCNNModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _eval_epoch_end(self, stage: str):
+        if self.trainer.world_size > 1:  # DDP: every rank scores the union of all ranks' images
+            parts = [None] * self.trainer.world_size
+            ev = self.evaluator
+            torch.distributed.all_gather_object(parts, (ev.images, ev.gt, ev.dt))
+            ev.merge(parts)
         metrics = self.evaluator.compute(prefix=stage)
         self.evaluator.reset()
         headline = f"{stage}/segm_AP"
