@@ -24,7 +24,7 @@ from masklab import MasklabError  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.track.mlflow_utils import default_run_name, log_params, log_run_files  # noqa: E402
 from masklab.track.resume import mlflow_run_id, resume_checkpoint  # noqa: E402
-from masklab.track.summary import metrics_table  # noqa: E402
+from masklab.track.summary import run_summary  # noqa: E402
 
 log = logging.getLogger("masklab.train")
 
@@ -66,11 +66,8 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     value = float(best) if best is not None else metrics.get(cfg.optimized_metric, float("nan"))
     if logger:
         log_run_files(logger, cfg, checkpoint.best_model_path, best)
-    print(metrics_table(metrics, title=f"final metrics ({cfg.optimized_metric} best = {value:.4f})"))
-    print(f"best checkpoint: {checkpoint.best_model_path or '(none)'}")
-    if logger:
-        print(f"MLflow run {logger.run_id} in experiment '{cfg.experiment_name}' at {cfg.paths.tracking_uri}\n"
-              f"  compare runs: mlflow ui --backend-store-uri {cfg.paths.tracking_uri}")
+    print(run_summary(metrics, cfg.optimized_metric, value, checkpoint.best_model_path,
+                      logger.run_id if logger else None, cfg.experiment_name, cfg.paths.tracking_uri))
     return value
 
 

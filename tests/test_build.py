@@ -192,3 +192,19 @@ def test_rpn_l2_box_loss_and_box_head_dropout_change_the_model():
     assert model.roi_heads.box_head.dropout.p == 0.5
     with pytest.raises(MasklabError, match="rpn_box_loss"):
         build_model(compose_cfg(["rpn_box_loss=l1"]), num_classes=5)
+
+
+def test_readme_command_r50_small_anchors_trains_a_step(tmp_path):
+    """`python src/train.py backbone=r50 anchors=small` as the README writes it (shrunk data, one step)."""
+    cfg = compose_cfg(["backbone=r50", "anchors=small"])
+    assert list(cfg.anchors.sizes) == [16, 32, 64, 128, 256] and cfg.backbone.arch == "resnet50"
+    module = MaskRCNNModule(cfg)
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=make_datamodule(cfg))
+    assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_shapes_picks_tiny_anchors_unless_the_command_line_says_otherwise():
+    assert list(compose_cfg([], tiny=False).anchors.sizes) == [8, 16, 32, 64, 128]
+    assert list(compose_cfg(["anchors=default"], tiny=False).anchors.sizes) == [32, 64, 128, 256, 512]
