@@ -1,0 +1,37 @@
+"""Transforms move boxes with masks, and drop instances whose mask vanishes."""
+import albumentations as A
+import numpy as np
+import torch
+
+from masklab.data.shapes import ShapesDataset
+from masklab.data.target import make_target, masks_to_boxes, validate_target
+from masklab.data.transforms import Augment, CapInstances, Compose, to_tensor
+
+
+def test_flip_moves_masks_and_boxes_together():
+    image, target = ShapesDataset(1, 96, seed=11)[0]
+    out_image, out = Augment([A.HorizontalFlip(p=1.0)])(image, target)
+    assert np.array_equal(out_image, image[:, ::-1])
+    assert np.array_equal(out["masks"].numpy(), target["masks"].numpy()[:, :, ::-1])
+    x1, y1, x2, y2 = target["boxes"].unbind(1)
+    assert torch.equal(out["boxes"], torch.stack([96 - x2, y1, 96 - x1, y2], 1))
+    validate_target(out, out_image.shape[:2])
+
+
+def test_instance_whose_mask_vanishes_is_dropped_with_its_label():
+    masks = np.zeros((2, 40, 40), np.uint8)
+    masks[0, 2:8, 2:8] = 1      # left: cropped away
+    masks[1, 20:30, 25:35] = 1  # right: kept
+    image = np.zeros((40, 40, 3), np.uint8)
+    _, out = Augment([A.Crop(x_min=20, y_min=0, x_max=40, y_max=40)])(image, make_target(masks, [3, 4], 1))
+    assert out["labels"].tolist() == [4]
+    assert out["boxes"].tolist() == [[5.0, 20.0, 15.0, 30.0]]
+    assert np.array_equal(out["boxes"].numpy(), masks_to_boxes(out["masks"].numpy()))
+
+
+def test_cap_keeps_the_largest_instances_and_to_tensor_scales():
+    masks = np.zeros((3, 20, 20), np.uint8)
+    masks[0, :2, :2], masks[1, :10, :10], masks[2, 10:15, 10:15] = 1, 1, 1
+    image, target = Compose([CapInstances(2), to_tensor])(np.full((20, 20, 3), 255, np.uint8), make_target(masks, [1, 2, 3], 0))
+    assert target["labels"].tolist() == [2, 3] and target["area"].tolist() == [100.0, 25.0]
+    assert image.shape == (3, 20, 20) and image.dtype == torch.float32 and float(image.max()) == 1.0
