@@ -22,7 +22,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from masklab import MasklabError  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
-from masklab.track.mlflow_utils import default_run_name, log_params, log_run_files  # noqa: E402
+from masklab.track.mlflow_utils import artifact_location, default_run_name, log_params, log_run_files  # noqa: E402
 from masklab.track.resume import mlflow_run_id, resume_checkpoint  # noqa: E402
 from masklab.track.summary import run_summary  # noqa: E402
 
@@ -32,7 +32,8 @@ log = logging.getLogger("masklab.train")
 def make_logger(cfg: DictConfig, run_id: str | None):
     if not cfg.logger.get("_target_"):
         return False
-    return instantiate(cfg.logger, run_name=cfg.run_name or default_run_name(cfg), run_id=run_id)
+    return instantiate(cfg.logger, run_name=cfg.run_name or default_run_name(cfg), run_id=run_id,
+                       artifact_location=artifact_location(cfg.logger.tracking_uri))
 
 
 def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:

@@ -57,6 +57,7 @@ def test_mlflow_run_has_params_curves_metrics_and_artifacts(tmp_path):
             assert math.isnan(value) or 0.0 <= value <= 1.0
     assert value == pytest.approx(float(run.data.tags["best_score"]), abs=1e-6)
     assert os.path.isfile(run.data.tags["best_checkpoint"])
+    assert run.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside the database, not in the cwd
     config = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
     assert "mobilenet_v3_large" in config and "${" not in config
 

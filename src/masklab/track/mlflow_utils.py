@@ -19,6 +19,14 @@ def default_run_name(cfg: DictConfig) -> str:
     return "-".join(p for p in parts if p) + time.strftime("-%m%d-%H%M%S")
 
 
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database (MLflow's default is ./mlruns of the cwd);
+    for a tracking server the server decides (None)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+    return None
+
+
 def flat_params(cfg: DictConfig) -> dict[str, object]:
     """Resolved config flattened to ``a.b.c`` keys (what MLflow shows as params)."""
     out: dict[str, object] = {}
