@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
+from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 
 
@@ -85,8 +86,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["logger=none", *args.overrides])
-    datamodule = instantiate(cfg.data, augmentation=instantiate(cfg.augmentation), max_gt_instances=cfg.max_gt_instances,
-                             batch_size=cfg.batch_size, num_workers=cfg.num_workers, _convert_="object")
+    datamodule = build_datamodule(cfg)
     light, bare = [], []
     for r in range(args.rounds):
         light.append(lightning_run(cfg, datamodule, args.batches, args.warmup))

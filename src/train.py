@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from masklab import MasklabError  # noqa: E402
+from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.track.mlflow_utils import artifact_location, default_run_name, log_params, log_run_files  # noqa: E402
 from masklab.track.resume import mlflow_run_id, resume_checkpoint  # noqa: E402
@@ -40,9 +41,7 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     """One training run; returns the best value of ``cfg.optimized_metric``."""
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_checkpoint(cfg.resume, Path(cfg.paths.output_root) / cfg.experiment_name)
-    datamodule = instantiate(cfg.data, augmentation=instantiate(cfg.augmentation),
-                             max_gt_instances=cfg.max_gt_instances, batch_size=cfg.batch_size,
-                             num_workers=cfg.num_workers, _convert_="object")
+    datamodule = build_datamodule(cfg)
     module = MaskRCNNModule(cfg)
     ckpt_dir = Path(output_dir) / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.optimized_metric, mode=cfg.optimized_mode,

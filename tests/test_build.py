@@ -10,17 +10,13 @@ from hydra.utils import instantiate
 
 from conftest import ROOT, compose_cfg, needs_shared
 from masklab import MasklabError
+from masklab.data.datamodule import build_datamodule
 from masklab.model.build import build_model, set_trainable
 from masklab.model.module import MaskRCNNModule
 
 GROUPS = ["data", "backbone", "model", "anchors", "nms", "augmentation", "schedule", "optimizer", "trainer", "logger"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob("*.yaml"))]
 PREDICTORS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
-
-
-def make_datamodule(cfg):
-    return instantiate(cfg.data, augmentation=instantiate(cfg.augmentation), max_gt_instances=cfg.max_gt_instances,
-                       batch_size=cfg.batch_size, num_workers=cfg.num_workers, _convert_="object")
 
 
 def test_every_group_has_options():
@@ -41,7 +37,7 @@ def test_option_builds_and_trains_one_step(group, option, tmp_path):
     logger = instantiate(cfg.logger, run_name="t") if cfg.logger.get("_target_") else False
     trainer = instantiate(cfg.trainer, max_steps=1, limit_val_batches=0, logger=logger,
                           enable_checkpointing=False, default_root_dir=str(tmp_path))
-    trainer.fit(module, datamodule=make_datamodule(cfg))
+    trainer.fit(module, datamodule=build_datamodule(cfg))
     assert trainer.global_step == 1
     loss = trainer.callback_metrics["train/loss"]
     assert torch.isfinite(loss) and loss > 0
@@ -74,7 +70,7 @@ def test_lightning_checkpoint_loads_as_full_model_weights(tmp_path):
     module = MaskRCNNModule(cfg)
     trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, default_root_dir=str(tmp_path))
-    trainer.fit(module, datamodule=make_datamodule(cfg))
+    trainer.fit(module, datamodule=build_datamodule(cfg))
     trainer.save_checkpoint(tmp_path / "run.ckpt")
     loaded = build_model(compose_cfg([f"model.weights={tmp_path / 'run.ckpt'}"]), num_classes=5).state_dict()
     # fine-tuning from weights freezes BN statistics (FrozenBatchNorm2d keeps no num_batches_tracked)
@@ -168,7 +164,7 @@ def test_staged_training_switches_layers_and_logs_each_stage(tmp_path, caplog):
     trainer = L.Trainer(max_epochs=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, callbacks=[Spy()], default_root_dir=str(tmp_path))
     with caplog.at_level("INFO"):
-        trainer.fit(module, datamodule=make_datamodule(cfg))
+        trainer.fit(module, datamodule=build_datamodule(cfg))
     assert seen == [False, True, True]
     assert "stage 1/2 from epoch 0: training 'heads'" in caplog.text
     assert "stage 2/2 from epoch 1: training 'all'" in caplog.text
@@ -201,7 +197,7 @@ def test_readme_command_r50_small_anchors_trains_a_step(tmp_path):
     module = MaskRCNNModule(cfg)
     trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, default_root_dir=str(tmp_path))
-    trainer.fit(module, datamodule=make_datamodule(cfg))
+    trainer.fit(module, datamodule=build_datamodule(cfg))
     assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics["train/loss"])
 
 

@@ -30,8 +30,7 @@ def test_linear_warmup():
 
 def test_module_applies_warmup_times_schedule_per_step(tiny_cfg):
     import lightning.pytorch as L
-    from hydra.utils import instantiate
-
+    from masklab.data.datamodule import build_datamodule
     from masklab.model.module import MaskRCNNModule
 
     cfg = tiny_cfg(["schedule=step", "schedule.epochs=3", "schedule.warmup_iters=2", "schedule.lr_lambda.milestones=[1,2]",
@@ -43,7 +42,7 @@ def test_module_applies_warmup_times_schedule_per_step(tiny_cfg):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    dm = instantiate(cfg.data, augmentation=None, batch_size=2, num_workers=0, _convert_="object")
+    dm = build_datamodule(cfg)
     L.Trainer(max_epochs=3, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               callbacks=[Spy()]).fit(module, datamodule=dm)
     expected = [0.1 * 0.001, 0.1 * 0.5005, 0.01, 0.01, 0.001, 0.001]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import lightning.pytorch as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from masklab.data.transforms import Augment, CapInstances, Compose, to_tensor
@@ -44,3 +46,9 @@ class DetectionDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test" if self.datasets["test"] is not None else "val", shuffle=False)
+
+
+def build_datamodule(cfg: DictConfig) -> DetectionDataModule:
+    """The datamodule of a composed config: ``data`` group + augmentation + the plain loader keys."""
+    return instantiate(cfg.data, augmentation=instantiate(cfg.augmentation), max_gt_instances=cfg.max_gt_instances,
+                       batch_size=cfg.batch_size, num_workers=cfg.num_workers, _convert_="object")
