@@ -15,12 +15,14 @@ sys.path.insert(0, str(SRC))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 #: overrides that make any run fast on a 2-core CPU while keeping every code path
-TINY = [
-    "data.image_size=64", "data.train.num_images=4", "data.val.num_images=2", "data.train.max_instances=2",
-    "data.val.max_instances=2", "batch_size=2", "num_workers=0", "schedule.epochs=1",
+TINY_MODEL = [
+    "data.image_size=64", "batch_size=2", "num_workers=0", "schedule.epochs=1",
     "model.fpn_channels=32", "model.box_head_dim=64", "model.mask_head_channels=16", "rois_per_image=32",
     "logger=none", "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
 ]
+#: ... and for the shapes data
+TINY = TINY_MODEL + ["data.train.num_images=4", "data.val.num_images=2", "data.train.max_instances=2",
+                     "data.val.max_instances=2"]
 
 
 def compose_cfg(overrides=(), tiny: bool = True):
@@ -46,3 +48,27 @@ def needs_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present (real data/weights live beside the project in ../shared; CI has them)")
     return path
+
+
+def make_tiny_prepared(tmp_path: Path, n: int = 4, size: int = 64) -> Path:
+    """A canonical dataset written by prepare.py's own code from tiny instance-id PNGs (two classes' worth of shapes)."""
+    import numpy as np
+    from PIL import Image
+
+    from masklab.data.prepare import prepare
+    from masklab.data.shapes import ShapesDataset
+
+    (tmp_path / "src_img").mkdir(parents=True)
+    (tmp_path / "src_mask").mkdir()
+    shapes = ShapesDataset(n, size, max_instances=2, seed=1)
+    for i in range(n):
+        image, target = shapes[i]
+        ids = np.zeros((size, size), np.uint8)
+        for k, m in enumerate(target["masks"].numpy(), start=1):
+            ids[m.astype(bool)] = k
+        Image.fromarray(image).save(tmp_path / "src_img" / f"s{i}.png")
+        Image.fromarray(ids, mode="L").save(tmp_path / "src_mask" / f"s{i}_mask.png")
+    cfg = compose_cfg(["data=instance_png", f"data.root={tmp_path / 'prepared'}", f"data.source.images={tmp_path / 'src_img'}",
+                       f"data.source.masks={tmp_path / 'src_mask'}", "data.prepare.split={train:0.5,val:0.5}"], tiny=False)
+    prepare(cfg, progress=False)
+    return tmp_path / "prepared"

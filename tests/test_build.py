@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import ROOT, compose_cfg, needs_shared
+from conftest import ROOT, TINY_MODEL, compose_cfg, make_tiny_prepared, needs_shared
 from masklab import MasklabError
 from masklab.data.datamodule import build_datamodule
 from masklab.model.build import build_model, set_trainable
@@ -28,16 +28,20 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_builds_and_trains_one_step(group, option, tmp_path):
-    cfg = compose_cfg([f"{group}={option}"])
+    if group == "data" and option != "shapes":  # a prepared-data option, on a tiny dataset prepare.py wrote
+        cfg = compose_cfg([*TINY_MODEL, f"data={option}", f"data.root={make_tiny_prepared(tmp_path)}"], tiny=False)
+    else:
+        cfg = compose_cfg([f"{group}={option}"])
     if group == "trainer" and cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         assert cfg.trainer.precision == "16-mixed"
         pytest.skip("trainer=%s needs a CUDA GPU (config composed and checked)" % option)
-    module = MaskRCNNModule(cfg)
+    datamodule = build_datamodule(cfg)
+    module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     logger = instantiate(cfg.logger, run_name="t") if cfg.logger.get("_target_") else False
     trainer = instantiate(cfg.trainer, max_steps=1, limit_val_batches=0, logger=logger,
                           enable_checkpointing=False, default_root_dir=str(tmp_path))
-    trainer.fit(module, datamodule=build_datamodule(cfg))
+    trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == 1
     loss = trainer.callback_metrics["train/loss"]
     assert torch.isfinite(loss) and loss > 0

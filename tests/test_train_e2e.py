@@ -111,3 +111,24 @@ def test_help_lists_groups_and_options():
     for group, options in {"backbone": "mobilenet_v2, mobilenet_v3, r101, r18, r50, x101", "anchors": "default, small, tiny",
                            "schedule": "constant, cosine, piecewise, step", "trainer": "cpu, ddp, gpu"}.items():
         assert f"{group}: {options}" in out.stdout
+
+
+def test_prepare_pennfudan_then_train_on_it(tmp_path):
+    from conftest import TINY_MODEL, needs_shared
+
+    needs_shared("data", "PennFudanPed")
+    root = tmp_path / "pf"
+    prep = subprocess.run([sys.executable, str(ROOT / "src" / "prepare.py"), "data=pennfudan", f"data.root={root}",
+                           "data.prepare.max_image_size=160", f"hydra.run.dir={tmp_path}/prep"],
+                          capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr[-2000:]
+    assert "| train | 119 | 0 | 294 | 294 |" in prep.stdout  # the report table, printed
+    args = [sys.executable, str(ROOT / "src" / "train.py"), *TINY_MODEL, "data=pennfudan", f"data.root={root}",
+            "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
+            f"hydra.run.dir={tmp_path}/run", f"paths.output_root={tmp_path}/outputs"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "val/segm_AP_pedestrian" in proc.stdout and "test/segm_AP" in proc.stdout  # class name from the data
+    ckpt = torch.load(next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt")), map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["class_names"] == ["pedestrian"]

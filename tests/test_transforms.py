@@ -1,5 +1,6 @@
 """Transforms move boxes with masks, and drop instances whose mask vanishes."""
 import albumentations as A
+import pytest
 import numpy as np
 import torch
 
@@ -35,3 +36,53 @@ def test_cap_keeps_the_largest_instances_and_to_tensor_scales():
     image, target = Compose([CapInstances(2), to_tensor])(np.full((20, 20, 3), 255, np.uint8), make_target(masks, [1, 2, 3], 0))
     assert target["labels"].tolist() == [2, 3] and target["area"].tolist() == [100.0, 25.0]
     assert image.shape == (3, 20, 20) and image.dtype == torch.float32 and float(image.max()) == 1.0
+
+
+AUGMENTATIONS = ["none", "flip", "geometric", "color", "blur_sharpen", "clahe", "equalize", "full"]
+
+
+def _always(cfg_aug):
+    """The group's transforms with every probability set to 1, so each one really runs."""
+    for t in cfg_aug.transforms.values():
+        if "p" in t:
+            t.p = 1.0
+    return cfg_aug
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS)
+def test_every_augmentation_group_keeps_boxes_tight_and_masks_nonempty(name):
+    from hydra.utils import instantiate
+
+    from conftest import compose_cfg
+
+    augment = instantiate(_always(compose_cfg([f"augmentation={name}"]).augmentation), _convert_="all")
+    data = ShapesDataset(12, 96, max_instances=4, seed=5)
+    changed = 0
+    for i in range(len(data)):
+        image, target = data[i]
+        out_image, out = augment(image.copy(), target)
+        validate_target(out, out_image.shape[:2])  # labels >= 1, no empty mask, masks at image size
+        boxes, tight = out["boxes"].numpy(), masks_to_boxes(out["masks"].numpy())
+        assert np.abs(boxes - tight).max(initial=0) <= 1
+        assert len(out["labels"]) <= len(target["labels"])
+        changed += not np.array_equal(out_image, image)
+    assert (changed == 0) if name == "none" else changed >= 10  # each group really alters the images
+
+
+def test_full_is_the_union_of_the_other_groups():
+    from conftest import compose_cfg
+
+    full = set(compose_cfg(["augmentation=full"]).augmentation.transforms)
+    parts = set()
+    for name in AUGMENTATIONS[1:-1]:
+        parts |= set(compose_cfg([f"augmentation={name}"]).augmentation.transforms)
+    assert full == parts and len(full) == 8
+
+
+def test_geometric_moves_masks_with_the_image():
+    """After an affine warp the shape's pixels (its colour) still sit under its mask."""
+    image, target = ShapesDataset(1, 96, max_instances=1, seed=3)[0]
+    colour = image[target["masks"][0].numpy().astype(bool)].mean(0)
+    out_image, out = Augment([A.Affine(rotate=(25, 25), translate_percent=(0.1, 0.1), p=1.0)])(image, target)
+    inside = out_image[out["masks"][0].numpy().astype(bool)].mean(0)
+    assert np.abs(inside - colour).max() < 12

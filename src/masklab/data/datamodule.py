@@ -1,9 +1,11 @@
 """One LightningDataModule for every dataset: train/val/test datasets + class names from config."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning.pytorch as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from masklab.data.transforms import Augment, CapInstances, Compose, to_tensor
@@ -48,7 +50,22 @@ class DetectionDataModule(L.LightningDataModule):
         return self._loader("test" if self.datasets["test"] is not None else "val", shuffle=False)
 
 
+def from_prepared(root: str, image_size: int | None = None, drop_empty: bool = True, **kwargs) -> DetectionDataModule:
+    """The datamodule of a dataset ``prepare.py`` wrote to ``root`` (train/val, and test when written)."""
+    from masklab.data.dataset import CocoDataset
+
+    train = CocoDataset(root, "train", train=True, drop_empty=drop_empty)
+    val = CocoDataset(root, "val")
+    test = CocoDataset(root, "test") if (Path(root) / "annotations" / "test.json").is_file() else None
+    return DetectionDataModule(train, val, train.class_names, test=test, image_size=image_size, **kwargs)
+
+
+#: keys of a data group that describe the source (for prepare.py), not the datamodule
+SOURCE_KEYS = ("name", "source", "source_splits", "prepare")
+
+
 def build_datamodule(cfg: DictConfig) -> DetectionDataModule:
     """The datamodule of a composed config: ``data`` group + augmentation + the plain loader keys."""
-    return instantiate(cfg.data, augmentation=instantiate(cfg.augmentation), max_gt_instances=cfg.max_gt_instances,
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in SOURCE_KEYS}
+    return instantiate(data, augmentation=instantiate(cfg.augmentation, _convert_="all"), max_gt_instances=cfg.max_gt_instances,
                        batch_size=cfg.batch_size, num_workers=cfg.num_workers, _convert_="object")

@@ -30,9 +30,10 @@ class Augment:
         return out["image"], new
 
 
-def build_augmentation(transforms: Sequence[A.BasicTransform] = ()) -> Augment:
-    """Hydra entry point of the ``augmentation`` group."""
-    return Augment(transforms)
+def build_augmentation(transforms: Sequence[A.BasicTransform] | dict = ()) -> Augment:
+    """Hydra entry point of the ``augmentation`` group: transforms as a list, or a dict keyed by name
+    (so ``full`` merges the other options and ``augmentation.transforms.flip.p=1`` reaches one)."""
+    return Augment(list(transforms.values()) if isinstance(transforms, dict) else transforms)
 
 
 class CapInstances:

@@ -30,12 +30,14 @@ class NonFiniteLossError(MasklabError):
 
 
 class MaskRCNNModule(L.LightningModule):
-    def __init__(self, cfg: dict | DictConfig):
+    def __init__(self, cfg: dict | DictConfig, class_names=None):
+        """``class_names``: the datamodule's (a prepared dataset names them); default ``cfg.data.class_names``."""
         super().__init__()
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
-        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg)}, logger=False)  # train.py logs params
+        self.class_names = list(class_names if class_names is not None else cfg.data.class_names)
+        # the checkpoint alone rebuilds the model (evaluate.py, predict.py); train.py logs params itself
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg), "class_names": self.class_names}, logger=False)
         self.cfg = cfg
-        self.class_names = list(cfg.data.class_names)
         self.model = build_model(cfg, num_classes=len(self.class_names) + 1)
         self.evaluator = CocoEvaluator(self.class_names)
         self._stage = None

@@ -1,0 +1,227 @@
+"""Any :class:`~masklab.data.formats.Source` -> the canonical dataset: COCO JSON (RLE) + an image folder.
+
+``<out>/images/<file>``, ``<out>/annotations/{train,val,test}.json`` (categories 1..K, image and
+annotation ids from 1, ``bbox`` = tight box of the mask, ``area`` = mask pixels), ``<out>/report.json``
+and ``<out>/report.md``. The output is built in a sibling temporary folder and moved into place
+only when complete: a failed run leaves the previous output as it was.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_utils
+from PIL import Image
+from tqdm import tqdm
+
+from masklab.data.formats import DatasetError, Drop, Source, SourceImage, SourceInstance
+from masklab.data.validate import Report
+
+SPLITS = ("train", "val", "test")
+
+
+def encode(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def decode(rle: dict) -> np.ndarray:
+    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
+
+
+def _open_image(image: SourceImage, report: Report):
+    if not image.path.is_file():
+        return report.add("image_missing", image.record, f"{image.record}: {image.path} not found")
+    try:
+        with Image.open(image.path) as im:
+            im.load()
+            return im.height, im.width
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return report.add("image_unreadable", image.record, f"{image.record}: {image.path.name} unreadable ({exc})")
+
+
+def _check_box(inst: SourceInstance, h: int, w: int, report: Report) -> bool:
+    """False when the source box has zero area (drop); a box leaving the image is reported as clamped."""
+    if inst.box is None:
+        return True
+    x1, y1, x2, y2 = (v * s for v, s in zip(inst.box, (w, h, w, h) if inst.box_normalized else (1, 1, 1, 1)))
+    if not np.isfinite([x1, y1, x2, y2]).all() or x2 <= x1 or y2 <= y1:
+        report.add("zero_area_box", inst.record, f"{inst.record}: box {inst.box} has zero area")
+        return False
+    if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
+        report.add("box_outside_image", inst.record, f"{inst.record}: box {[round(v, 1) for v in (x1, y1, x2, y2)]} "
+                                                     f"leaves the {w}x{h} image; clamped (tight box of the mask)")
+    return True
+
+
+def _instance(inst: SourceInstance, h: int, w: int, report: Report) -> dict | None:
+    try:
+        mask = inst.decode(h, w)
+    except Drop as drop:
+        return report.add(drop.rule, inst.record, drop.detail)
+    for rule, detail in inst.notes:
+        report.add(rule, inst.record, detail)
+    if mask.shape != (h, w):
+        report.add("mask_size_mismatch", inst.record, f"{inst.record}: mask {mask.shape[1]}x{mask.shape[0]} "
+                                                      f"resized to the {w}x{h} image")
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    if not mask.any():
+        return report.add("empty_mask", inst.record, f"{inst.record}: mask has zero area")
+    if not _check_box(inst, h, w, report):
+        return None
+    rle = encode(mask)
+    return {"name": inst.category, "rle": rle, "bbox": mask_utils.toBbox(_bytes(rle)).tolist(), "area": float(mask.sum()), "iscrowd": int(inst.iscrowd), "source_id": inst.source_id,
+            "record": inst.record}
+
+
+def collect(source: Source, report: Report, progress: bool = True) -> list[dict]:
+    """Open every image, decode and check every instance; the report gets each drop and fix."""
+    for rule, record, detail in source.issues:
+        report.add(rule, record, detail)
+    items = []
+    for image in tqdm(source.images, desc="reading", unit="img", disable=not progress):
+        hw = _open_image(image, report)
+        if hw is None:
+            continue
+        anns = []
+        for inst in image.instances:
+            if source.categories is not None and inst.category not in source.categories:
+                report.add("unknown_category", inst.record, f"{inst.record}: class {inst.category!r} not declared")
+            elif (ann := _instance(inst, *hw, report)) is not None:
+                anns.append(ann)
+        items.append({"file": image.path, "height": hw[0], "width": hw[1], "split": image.split, "anns": anns})
+    _check_ids(items, report)
+    return items
+
+
+def _check_ids(items: list[dict], report: Report) -> None:
+    """Ids are renumbered 1..N on writing; report the ones that needed it."""
+    seen = Counter(a["source_id"] for it in items for a in it["anns"] if a["source_id"] is not None)
+    for a in (a for it in items for a in it["anns"] if a["source_id"] is not None):
+        sid = a["source_id"]
+        if not isinstance(sid, int) or isinstance(sid, bool) or sid <= 0:
+            report.add("bad_annotation_id", a["record"], f"{a['record']}: id {sid!r} renumbered")
+        elif seen[sid] > 1:
+            report.add("duplicate_annotation_id", a["record"], f"{a['record']}: id {sid} used {seen[sid]} times; renumbered")
+
+
+def select_classes(items: list[dict], report: Report, classes=None, min_instances: int = 0,
+                   declared=None) -> list[str]:
+    """Keep the selected classes (by name) with at least ``min_instances``; return the kept names in order."""
+    counts = Counter(a["name"] for it in items for a in it["anns"])
+    order = list(declared) if declared else sorted(counts)
+    order += [c for c in sorted(counts) if c not in order]
+    if classes:
+        unknown = [c for c in classes if c not in order]
+        if unknown:
+            raise DatasetError("data.prepare.classes", f"{unknown} not in the dataset; its classes are {order}")
+        for c in order:
+            if c not in classes and counts[c]:
+                report.add("class_not_selected", f"class {c}", f"class {c!r}: {counts[c]} instances dropped (not selected)")
+        order = [c for c in order if c in classes]
+    kept = []
+    for c in order:
+        if counts[c] < min_instances:
+            report.add("class_too_rare", f"class {c}", f"class {c!r}: {counts[c]} instances < min_instances {min_instances}; dropped")
+        else:
+            kept.append(c)
+    if not kept:
+        raise DatasetError("data.prepare", f"no class left (counts {dict(counts)}, min_instances {min_instances})")
+    label = {c: i + 1 for i, c in enumerate(kept)}
+    for it in items:
+        it["anns"] = [dict(a, label=label[a["name"]]) for a in it["anns"] if a["name"] in label]
+    return kept
+
+
+def split_items(items: list[dict], ratios: dict, seed: int) -> dict[str, list[dict]]:
+    """Given splits when every image has one, else a seeded shuffle cut by ``ratios`` (train/val/test)."""
+    if items and all(it["split"] for it in items):
+        return {s: [it for it in items if it["split"] == s] for s in SPLITS if any(it["split"] == s for it in items)}
+    total = sum(float(ratios.get(s, 0)) for s in SPLITS)
+    if total <= 0:
+        raise DatasetError("data.prepare.split", f"split ratios must add up to more than 0, got {dict(ratios)}")
+    order = np.random.default_rng(seed).permutation(len(items))
+    bounds = np.round(np.cumsum([float(ratios.get(s, 0)) / total for s in SPLITS]) * len(items)).astype(int)
+    starts = np.concatenate([[0], bounds[:-1]])
+    return {s: [items[i] for i in order[a:b]] for s, a, b in zip(SPLITS, starts, bounds) if b > a}
+
+
+def _unique_names(items: list[dict]) -> None:
+    used = set()
+    for it in items:
+        name, stem, k = it["file"].name, it["file"].stem, 1
+        while name in used:
+            name, k = f"{stem}_{k}{it['file'].suffix}", k + 1
+        used.add(name)
+        it["file_name"] = name
+
+
+def _write_image(it: dict, dest: Path, max_size: int | None) -> None:
+    """Copy the image, or shrink it (and its masks) so its longer side is ``max_size``."""
+    h, w = it["height"], it["width"]
+    if not max_size or max(h, w) <= max_size:
+        shutil.copyfile(it["file"], dest)
+        return
+    s = max_size / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    with Image.open(it["file"]) as im:
+        im.convert("RGB").resize((nw, nh), Image.BILINEAR).save(dest)
+    for a in it["anns"]:
+        a["rle"] = encode(cv2.resize(decode(a["rle"]), (nw, nh), interpolation=cv2.INTER_NEAREST))
+    it["anns"] = [a for a in it["anns"] if mask_utils.area(_bytes(a["rle"])) > 0]
+    it["height"], it["width"] = nh, nw
+
+
+def _bytes(rle: dict) -> dict:
+    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+
+
+def coco_json(items: list[dict], class_names: list[str]) -> dict:
+    images, anns = [], []
+    for it in items:
+        images.append({"id": len(images) + 1, "file_name": it["file_name"], "height": it["height"], "width": it["width"]})
+        for a in it["anns"]:
+            bbox = mask_utils.toBbox(_bytes(a["rle"])).tolist()
+            a.update(bbox=bbox, area=float(mask_utils.area(_bytes(a["rle"]))))
+            anns.append({"id": len(anns) + 1, "image_id": len(images), "category_id": a["label"], "bbox": bbox,
+                         "area": a["area"], "iscrowd": a["iscrowd"], "segmentation": a["rle"]})
+    return {"images": images, "annotations": anns,
+            "categories": [{"id": i + 1, "name": c, "supercategory": ""} for i, c in enumerate(class_names)]}
+
+
+def write(out_dir: Path, splits: dict, class_names: list[str], make_report, max_size: int | None,
+          progress: bool = True) -> dict:
+    """Write everything into a temporary sibling, then swap it in (the old output survives any failure).
+
+    ``make_report(splits) -> (report dict, markdown)`` runs once the images are written (sizes final).
+    """
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    (tmp / "annotations").mkdir()
+    try:
+        every = [it for items in splits.values() for it in items]
+        _unique_names(every)
+        for it in tqdm(every, desc="writing", unit="img", disable=not progress):
+            _write_image(it, tmp / "images" / it["file_name"], max_size)
+        for split, items in splits.items():
+            (tmp / "annotations" / f"{split}.json").write_text(json.dumps(coco_json(items, class_names)))
+        report, text = make_report(splits)
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        (tmp / "report.md").write_text(text)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return report

@@ -1,0 +1,65 @@
+"""The one Dataset over the canonical form (COCO JSON with RLE + images) for training, evaluation and prediction."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from PIL import Image
+from torch.utils.data import Dataset
+
+from masklab import MasklabError
+from masklab.data.target import make_target
+
+
+class CocoDataset(Dataset):
+    """``root/annotations/<split>.json`` + ``root/images``; labels are the category's 1-based rank by id.
+
+    ``train=True`` leaves out crowd regions and (with ``drop_empty``) images without instances, as
+    torchvision's detection references do; evaluation keeps everything.
+    """
+
+    def __init__(self, root: str | Path, split: str, train: bool = False, drop_empty: bool = True, transform=None):
+        self.root, self.split, self.transform = Path(root), split, transform
+        path = self.root / "annotations" / f"{split}.json"
+        if not path.is_file():
+            raise MasklabError(f"{path} not found: run `python src/prepare.py data=<this data option>` first "
+                               f"(the canonical dataset goes to {self.root})")
+        coco = json.loads(path.read_text())
+        cats = sorted(coco["categories"], key=lambda c: c["id"])
+        self.class_names = [c["name"] for c in cats]
+        self.label_of = {c["id"]: i + 1 for i, c in enumerate(cats)}
+        anns = {im["id"]: [] for im in coco["images"]}
+        for a in coco["annotations"]:
+            if not (train and a.get("iscrowd", 0)):
+                anns[a["image_id"]].append(a)
+        self.images = [im for im in coco["images"] if not (train and drop_empty and not anns[im["id"]])]
+        self.anns = anns
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_image(self, index: int) -> np.ndarray:
+        with Image.open(self.root / "images" / self.images[index]["file_name"]) as im:
+            return np.array(im.convert("RGB"))  # writable (torch.from_numpy warns on read-only arrays)
+
+    def target(self, index: int) -> dict:
+        info = self.images[index]
+        anns = self.anns[info["id"]]
+        h, w = info["height"], info["width"]
+        masks = np.stack([_decode(a["segmentation"], h, w) for a in anns]) if anns else np.zeros((0, h, w), np.uint8)
+        return make_target(masks, [self.label_of[a["category_id"]] for a in anns], info["id"],
+                           iscrowd=[a.get("iscrowd", 0) for a in anns])
+
+    def __getitem__(self, index: int):
+        image, target = self.load_image(index), self.target(index)
+        return self.transform(image, target) if self.transform is not None else (image, target)
+
+
+def _decode(seg, h: int, w: int) -> np.ndarray:
+    if isinstance(seg, list):  # polygons (a canonical file edited by hand, or a plain COCO file)
+        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
+    if isinstance(seg["counts"], list):
+        return mask_utils.decode(mask_utils.frPyObjects(seg, h, w))
+    return mask_utils.decode({"size": seg["size"], "counts": seg["counts"].encode("ascii")})

@@ -1,0 +1,62 @@
+"""``prepare.py``'s work: read a source format, validate, select classes, split, write the canonical form."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf
+
+from masklab import MasklabError
+from masklab.data import canonical
+from masklab.data.formats import Source
+from masklab.data.validate import Report, markdown, size_stats, split_tables
+
+log = logging.getLogger("masklab.prepare")
+
+
+def read_source(data: DictConfig) -> Source:
+    """The ``data.source`` reader; with ``data.source_splits`` one read per given split (splits kept)."""
+    if data.get("source") is None:
+        raise MasklabError(f"data={data.get('name', '?')} has no 'source' to prepare (shapes are generated on the fly); "
+                           "pick a format: data=coco|via|openimages|instance_png|imaterialist or a preset")
+    kwargs = OmegaConf.to_container(data.source, resolve=True)
+    reader = get_method(kwargs.pop("_target_"))  # called directly: its DatasetError reaches the CLI unwrapped
+    if not data.get("source_splits"):
+        return reader(**kwargs)
+    merged = Source([], issues=[])
+    for split, overrides in OmegaConf.to_container(data.source_splits, resolve=True).items():
+        part = reader(**{**kwargs, **overrides})
+        for image in part.images:
+            image.split = split
+        merged.images += part.images
+        merged.issues += part.issues
+        merged.categories = merged.categories or part.categories
+    return merged
+
+
+def prepare(cfg: DictConfig, progress: bool = True) -> dict:
+    """Convert ``cfg.data.source`` into ``cfg.data.root``; return the report dict."""
+    data = cfg.data
+    source, report, opts = read_source(data), Report(), data.prepare
+    items = canonical.collect(source, report, progress)
+    if not items:
+        raise MasklabError(f"{data.name}: no usable image in the source ({report.counts() or 'no images listed'})")
+    class_names = canonical.select_classes(items, report, opts.get("classes"), int(opts.get("min_instances", 0)),
+                                           source.categories)
+    if not opts.get("keep_empty", True):
+        items = [it for it in items if it["anns"]]
+    splits = canonical.split_items(items, opts.split, int(opts.seed))
+
+    def make_report(written: dict):
+        rep = {"name": data.name, "source": OmegaConf.to_container(data.source, resolve=True),
+               "created": dt.datetime.now().isoformat(timespec="seconds"), "class_names": class_names,
+               "splits": split_tables(written, class_names),
+               "sizes": size_stats(written, int(cfg.image_min_size), int(cfg.image_max_size), cfg.anchors.sizes),
+               "issue_counts": report.counts(), "issues": report.entries}
+        return rep, markdown(rep)
+
+    out = canonical.write(Path(data.root), splits, class_names, make_report, opts.get("max_image_size"), progress)
+    log.info("wrote %s", data.root)
+    return out

@@ -1,0 +1,256 @@
+"""Every reader: tiny fixtures written here, round trip source -> canonical -> masks, and the real data in ../shared."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+from PIL import Image
+
+from conftest import compose_cfg, needs_shared
+from masklab.data import canonical
+from masklab.data.dataset import CocoDataset
+from masklab.data.formats import imaterialist, instance_png, openimages, via
+from masklab.data.formats import coco as coco_fmt
+from masklab.data.prepare import prepare
+from masklab.data.target import validate_target
+
+H, W = 30, 40
+
+
+def write_image(path, h=H, w=W, value=120):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), value, np.uint8)).save(path)
+    return path
+
+
+def blob(y1, y2, x1, x2, h=H, w=W):
+    m = np.zeros((h, w), np.uint8)
+    m[y1:y2, x1:x2] = 1
+    return m
+
+
+def ring():
+    """A mask no polygon describes exactly: a square with a hole and a lone pixel."""
+    m = blob(5, 20, 5, 25)
+    m[9:15, 10:18] = 0
+    m[27, 38] = 1
+    return m
+
+
+def run_prepare(tmp_path, data_option, source: dict, extra=()):
+    overrides = [f"data={data_option}", f"data.root={tmp_path / 'out'}", "data.prepare.split.val=0.0"]
+    overrides += [f"data.source.{k}={v}" for k, v in source.items()] + list(extra)
+    cfg = compose_cfg(overrides, tiny=False)
+    report = prepare(cfg, progress=False)
+    return report, CocoDataset(tmp_path / "out", "train")
+
+
+def decoded(ds: CocoDataset) -> dict[str, list[np.ndarray]]:
+    """{file_name: [masks in annotation order]} of a canonical split."""
+    return {ds.images[i]["file_name"]: list(ds.target(i)["masks"].numpy()) for i in range(len(ds))}
+
+
+def uncompressed_counts(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE by hand: alternating 0/1 run lengths over the column-major pixels, from 0s."""
+    col = mask.flatten(order="F").astype(int)
+    cuts = np.flatnonzero(np.diff(col)) + 1
+    runs = np.diff(np.r_[0, cuts, len(col)]).tolist()
+    return ([0] if col[0] else []) + runs
+
+
+def test_coco_polygons_rle_crowd_background_and_odd_ids_round_trip(tmp_path):
+    write_image(tmp_path / "img" / "a.png")
+    rle = mask_utils.encode(np.asfortranarray(ring()))
+    counts = uncompressed_counts(ring())
+    data = {
+        "images": [{"id": 0, "file_name": "a.png", "height": H, "width": W}],
+        "categories": [{"id": 0, "name": "_background_"}, {"id": 7, "name": "cat"}, {"id": 9, "name": "dog"}],
+        "annotations": [
+            {"id": 0, "image_id": 0, "category_id": 7, "segmentation": [[2, 2, 12, 2, 12, 9, 2, 9]], "bbox": [2, 2, 10, 7]},
+            {"id": 5, "image_id": 0, "category_id": 9, "segmentation": {"size": [H, W], "counts": rle["counts"].decode()}},
+            {"id": 5, "image_id": 0, "category_id": 9, "segmentation": {"size": [H, W], "counts": counts}, "iscrowd": 1},
+            {"id": 6, "image_id": 0, "category_id": 0, "segmentation": [[0, 0, 5, 0, 5, 5]]},
+        ],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    report, ds = run_prepare(tmp_path, "coco", {"annotations": tmp_path / "ann.json", "images": tmp_path / "img"})
+    assert ds.class_names == ["cat", "dog"]  # _background_ never a class; ids 7/9 -> labels 1/2
+    polygon = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([[2, 2, 12, 2, 12, 9, 2, 9]], H, W)))
+    masks = decoded(CocoDataset(tmp_path / "out", "train", train=False))["a.png"]
+    assert np.array_equal(masks[0], polygon) and np.array_equal(masks[1], ring()) and np.array_equal(masks[2], ring())
+    target = CocoDataset(tmp_path / "out", "train", train=False).target(0)
+    assert target["labels"].tolist() == [1, 2, 2] and target["iscrowd"].tolist() == [0, 0, 1]
+    rules = report["issue_counts"]
+    assert rules == {"background_category": 1, "bad_annotation_id": 1, "duplicate_annotation_id": 2}
+    written = json.loads((tmp_path / "out" / "annotations" / "train.json").read_text())
+    assert [a["id"] for a in written["annotations"]] == [1, 2, 3] and written["images"][0]["id"] == 1
+    assert CocoDataset(tmp_path / "out", "train", train=True).target(0)["labels"].tolist() == [1, 2]  # no crowd
+
+
+def test_coco_polygon_rectangle_is_the_expected_pixels(tmp_path):
+    """An axis-aligned polygon from (2,2) to (12,9) covers pixels x 2..11, y 2..8: its area, 10 x 7."""
+    write_image(tmp_path / "a.png")
+    (tmp_path / "ann.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1, "name": "box"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[2, 2, 12, 2, 12, 9, 2, 9]]}]}))
+    _, ds = run_prepare(tmp_path, "coco", {"annotations": tmp_path / "ann.json"})
+    mask = ds.target(0)["masks"][0].numpy()
+    ys, xs = np.nonzero(mask)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (2, 11, 2, 8) and mask.sum() == 10 * 7
+
+
+def via_regions(shapes, attrs):
+    return [{"shape_attributes": s, "region_attributes": a} for s, a in zip(shapes, attrs)]
+
+
+@pytest.mark.parametrize("version", ["1.x", "2.x"])
+def test_via_shapes_classes_and_round_trip(tmp_path, version):
+    write_image(tmp_path / "a.jpg")
+    shapes = [{"name": "polygon", "all_points_x": [2, 12, 12, 2], "all_points_y": [2, 2, 9, 9]},
+              {"name": "polyline", "all_points_x": [20, 30, 25], "all_points_y": [2, 2, 12]},
+              {"name": "rect", "x": 2, "y": 15, "width": 10, "height": 7},
+              {"name": "circle", "cx": 30, "cy": 20, "r": 5},
+              {"name": "ellipse", "cx": 20, "cy": 22, "rx": 6, "ry": 3, "theta": 0.3},
+              {"name": "point", "cx": 1, "cy": 1}]
+    attrs = [{"kind": "hat"}, {"kind": {"mask": True, "hat": False}}, {"kind": "hat"}, {}, {"kind": "mask"}, {"kind": "hat"}]
+    regions = via_regions(shapes, attrs)
+    record = {"filename": "a.jpg", "size": 1234, "regions": regions if version == "2.x" else dict(enumerate(regions))}
+    data = {"_via_settings": {}, "_via_img_metadata": {"a.jpg1234": record}} if version == "2.x" else {"a.jpg1234": record}
+    (tmp_path / "via.json").write_text(json.dumps(data))
+    report, ds = run_prepare(tmp_path, "via", {"annotations": tmp_path / "via.json", "class_attribute": "kind",
+                                               "default_class": "mask"})
+    assert ds.class_names == ["hat", "mask"]
+    target = ds.target(0)
+    assert target["labels"].tolist() == [1, 2, 1, 2, 2]  # the point region is dropped
+    assert report["issue_counts"] == {"bad_shape": 1}
+    source = via.read(tmp_path / "via.json", class_attribute="kind", default_class="mask")
+    expected = [inst.decode(H, W) for inst in source.images[0].instances]
+    assert all(np.array_equal(a, b) for a, b in zip(target["masks"].numpy(), expected))
+    rect = target["masks"][2].numpy()
+    assert rect.sum() == 10 * 7 and rect[15:22, 2:12].all()  # x 2, y 15, width 10, height 7
+    circle = target["masks"][3].numpy()
+    assert abs(int(circle.sum()) - np.pi * 25) < 0.15 * np.pi * 25  # a 64-gon of radius 5
+
+
+def test_openimages_masks_at_another_resolution_are_resized(tmp_path):
+    write_image(tmp_path / "images" / "img1.jpg", 30, 40)
+    big = np.kron(blob(4, 16, 6, 30), np.ones((2, 2), np.uint8))  # the same shape at 2x: 60x80
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(big * 255).save(tmp_path / "masks" / "img1_m01_abc.png")
+    (tmp_path / "classes.csv").write_text("/m/01,Suit\n/m/02,Dress\n")
+    (tmp_path / "seg.csv").write_text(
+        "MaskPath,ImageID,LabelName,BoxID,BoxXMin,BoxXMax,BoxYMin,BoxYMax,PredictedIoU,Clicks\n"
+        "img1_m01_abc.png,img1,/m/01,abc,0.15,0.75,0.13,0.53,0.9,\n"
+        "img1_m03_x.png,img1,/m/03,x,0.1,0.2,0.1,0.2,0.9,\n")
+    report, ds = run_prepare(tmp_path, "openimages", {"annotations": tmp_path / "seg.csv", "masks": tmp_path / "masks",
+                                                      "images": tmp_path / "images",
+                                                      "class_descriptions": tmp_path / "classes.csv"})
+    assert ds.class_names == ["Suit"]  # classes come from the instances; /m/03 is not described
+    target = ds.target(0)
+    assert np.array_equal(target["masks"][0].numpy(), blob(4, 16, 6, 30))  # equal after the documented resize
+    assert report["issue_counts"] == {"unknown_category": 1, "mask_size_mismatch": 1}
+
+
+def test_instance_png_ids_round_trip(tmp_path):
+    write_image(tmp_path / "images" / "p1.png")
+    ids = np.zeros((H, W), np.uint8)
+    ids[2:10, 3:9], ids[12:25, 20:35], ids[26:28, 1:4] = 1, 2, 7
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(ids, mode="L").save(tmp_path / "masks" / "p1_mask.png")
+    write_image(tmp_path / "images" / "p2.png")  # no mask file
+    report, ds = run_prepare(tmp_path, "instance_png", {"images": tmp_path / "images", "masks": tmp_path / "masks",
+                                                        "class_name": "person"})
+    masks = ds.target(0)["masks"].numpy()
+    assert [np.array_equal(m, ids == v) for m, v in zip(masks, (1, 2, 7))] == [True] * 3
+    assert report["issue_counts"] == {"mask_missing": 1}
+
+
+def kaggle_rle(mask: np.ndarray) -> str:
+    col = np.r_[0, mask.flatten(order="F"), 0]
+    edges = np.flatnonzero(np.diff(col))
+    starts, ends = edges[0::2] + 1, edges[1::2] + 1  # 1-based
+    return " ".join(f"{s} {e - s}" for s, e in zip(starts, ends))
+
+
+def test_imaterialist_rle_csv_round_trip(tmp_path):
+    write_image(tmp_path / "images" / "f1.jpg")
+    a, b = ring(), blob(20, 29, 0, 40)
+    (tmp_path / "labels.json").write_text(json.dumps({"categories": [{"id": 0, "name": "shirt"}, {"id": 6, "name": "pants"}]}))
+    (tmp_path / "train.csv").write_text(
+        "ImageId,EncodedPixels,Height,Width,ClassId\n"
+        f"f1,{kaggle_rle(a)},{H},{W},0\n"
+        f"f1,{kaggle_rle(b)},{H},{W},6_28_31\n"
+        f"f1,1190 20,{H},{W},6\n")  # runs past the 1200-pixel image
+    report, ds = run_prepare(tmp_path, "imaterialist", {"annotations": tmp_path / "train.csv", "images": tmp_path / "images",
+                                                        "label_descriptions": tmp_path / "labels.json"})
+    target = ds.target(0)
+    assert ds.class_names == ["shirt", "pants"] and target["labels"].tolist() == [1, 2]
+    assert np.array_equal(target["masks"][0].numpy(), a) and np.array_equal(target["masks"][1].numpy(), b)
+    assert report["issue_counts"] == {"rle_out_of_bounds": 1}
+
+
+def test_imaterialist_decoder_is_one_based_column_major():
+    mask = imaterialist.rle_to_mask(3, 2, runs="2 2", size=(3, 2), record="r")
+    assert mask.tolist() == [[0, 0], [1, 0], [1, 0]]  # pixels 2, 3 go down the first column
+    mask = imaterialist.rle_to_mask(3, 2, runs="3 2", size=(3, 2), record="r")
+    assert mask.tolist() == [[0, 1], [0, 0], [1, 0]]
+
+
+def test_split_ratios_classes_and_min_instances(tmp_path):
+    ids = np.zeros((H, W), np.uint8)
+    ids[2:10, 3:9] = 1
+    for i in range(10):
+        write_image(tmp_path / "images" / f"p{i}.png")
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(ids, mode="L").save(tmp_path / "masks" / f"p{i}_mask.png")
+    cfg = compose_cfg(["data=instance_png", f"data.root={tmp_path / 'out'}", f"data.source.images={tmp_path / 'images'}",
+                       f"data.source.masks={tmp_path / 'masks'}", "data.prepare.split={train:0.6,val:0.2,test:0.2}"], tiny=False)
+    report = prepare(cfg, progress=False)
+    assert {s: t["images"] for s, t in report["splits"].items()} == {"train": 6, "val": 2, "test": 2}
+    files = {s: {im["file_name"] for im in json.loads((tmp_path / "out" / "annotations" / f"{s}.json").read_text())["images"]}
+             for s in ("train", "val", "test")}
+    assert set.union(*files.values()) == {f"p{i}.png" for i in range(10)} and not files["train"] & files["val"]
+    prepare(cfg, progress=False)  # same seed, same split
+    again = {im["file_name"] for im in json.loads((tmp_path / "out" / "annotations" / "train.json").read_text())["images"]}
+    assert again == files["train"]
+    with pytest.raises(Exception, match="no class left"):
+        prepare(compose_cfg([*cfg_overrides(cfg), "data.prepare.min_instances=11"], tiny=False), progress=False)
+
+
+def cfg_overrides(cfg):
+    return ["data=instance_png", f"data.root={cfg.data.root}", f"data.source.images={cfg.data.source.images}",
+            f"data.source.masks={cfg.data.source.masks}"]
+
+
+# ---- the real data in ../shared ---------------------------------------------------------------
+
+def test_pennfudan_gives_170_images_and_423_instances(tmp_path):
+    needs_shared("data", "PennFudanPed")
+    cfg = compose_cfg(["data=pennfudan", f"data.root={tmp_path / 'pf'}"], tiny=False)
+    report = prepare(cfg, progress=False)
+    assert sum(t["images"] for t in report["splits"].values()) == 170
+    assert sum(t["instances"]["pedestrian"] for t in report["splits"].values()) == 423
+    assert report["issues"] == []
+    ds = CocoDataset(tmp_path / "pf", "val")
+    image, target = ds[0]
+    validate_target(target, image.shape[:2])
+
+
+def test_balloon_val_gives_13_images_and_50_instances(tmp_path):
+    needs_shared("data", "balloon_val")
+    report = prepare(compose_cfg(["data=balloon", f"data.root={tmp_path / 'b'}"], tiny=False), progress=False)
+    assert sum(t["images"] for t in report["splits"].values()) == 13
+    assert sum(t["instances"]["balloon"] for t in report["splits"].values()) == 50
+
+
+def test_labelme_coco_gives_3_images_12_instances_and_no_background(tmp_path):
+    root = needs_shared("data", "labelme_coco", "data_dataset_coco")
+    cfg = compose_cfg(["data=coco", f"data.root={tmp_path / 'l'}", f"data.source.annotations={root / 'annotations.json'}"],
+                      tiny=False)
+    report = prepare(cfg, progress=False)
+    assert "_background_" not in report["class_names"]
+    assert sum(t["images"] for t in report["splits"].values()) == 3
+    assert sum(sum(t["instances"].values()) for t in report["splits"].values()) == 12
+    assert report["issue_counts"] == {"bad_annotation_id": 1}  # labelme numbers annotations from 0

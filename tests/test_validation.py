@@ -1,0 +1,147 @@
+"""A corpus of broken inputs, at least one per validation rule: each gets its documented outcome in the report."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+from PIL import Image
+
+from conftest import ROOT, compose_cfg
+from masklab.data.dataset import CocoDataset
+from masklab.data.prepare import prepare
+from masklab.data.validate import RULES
+
+H, W = 30, 40
+
+
+def rle(mask):
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": list(mask.shape), "counts": r["counts"].decode()}
+
+
+def square(h=H, w=W):
+    m = np.zeros((h, w), np.uint8)
+    m[5:15, 5:15] = 1
+    return m
+
+
+POLY = [[5, 5, 15, 5, 15, 15, 5, 15]]
+
+#: annotation id -> (the broken thing, the rule it must trigger); id 1 is the healthy reference
+CASES = {
+    1: ({"segmentation": POLY}, None),
+    2: ({"segmentation": [[1, 1, 5, 5]]}, "polygon_too_few_points"),
+    3: ({"segmentation": rle(np.zeros((H, W)))}, "empty_mask"),
+    4: ({"segmentation": POLY, "bbox": [5, 5, 0, 10]}, "zero_area_box"),
+    5: ({"segmentation": POLY, "bbox": [-4, 5, 60, 10]}, "box_outside_image"),
+    -3: ({"segmentation": POLY}, "bad_annotation_id"),
+    7: ({"segmentation": POLY, "category_id": 99}, "unknown_category"),
+    8: ({"segmentation": rle(np.kron(square(), np.ones((2, 2))))}, "mask_size_mismatch"),  # the square at 2x
+    9: ({"segmentation": {"size": [H, W], "counts": [0, 50, 10, H * W]}}, "rle_out_of_bounds"),
+    10: ({"segmentation": POLY, "image_id": 42}, "unknown_image"),
+}
+
+
+def broken_coco(tmp_path):
+    img = tmp_path / "img"
+    img.mkdir()
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(img / "ok.png")
+    (img / "garbage.jpg").write_bytes(b"this is not a jpeg")
+    anns = [{"id": i, "image_id": 1, "category_id": 1, **extra} for i, (extra, _) in CASES.items()]
+    anns += [{"id": 11, "image_id": 1, "category_id": 1, "segmentation": POLY}] * 2  # duplicated id
+    data = {"images": [{"id": 1, "file_name": "ok.png", "height": H, "width": W},
+                       {"id": 2, "file_name": "missing.png"}, {"id": 3, "file_name": "garbage.jpg"}],
+            "categories": [{"id": 1, "name": "thing"}], "annotations": anns}
+    (tmp_path / "broken.json").write_text(json.dumps(data))
+    return tmp_path / "broken.json"
+
+
+def cfg_for(tmp_path, annotations, *extra):
+    return compose_cfg(["data=coco", f"data.source.annotations={annotations}", f"data.source.images={tmp_path / 'img'}",
+                        f"data.root={tmp_path / 'out'}",
+                        "data.prepare.split.val=0", *extra], tiny=False)
+
+
+def test_every_rule_in_the_corpus_gets_its_documented_outcome(tmp_path):
+    report = prepare(cfg_for(tmp_path, broken_coco(tmp_path)), progress=False)
+    by_record = {}
+    for e in report["issues"]:
+        by_record.setdefault(e["record"], []).append(e)
+    for ann_id, (_, rule) in CASES.items():
+        got = [e["rule"] for e in by_record.get(f"broken.json: annotation {ann_id}", [])]
+        assert got == ([rule] if rule else []), (ann_id, got)
+    for e in report["issues"]:
+        assert e["outcome"] == RULES[e["rule"]][0] and e["detail"]
+    counts = report["issue_counts"]
+    assert counts["duplicate_annotation_id"] == 2 and counts["image_missing"] == 1 and counts["image_unreadable"] == 1
+    # kept: the reference, the clamped box, the renumbered id, the resized mask, the two duplicates
+    target = CocoDataset(tmp_path / "out", "train").target(0)
+    assert len(target["labels"]) == 6
+    assert target["boxes"].tolist()[1] == [5.0, 5.0, 15.0, 15.0]  # clamped = the tight box of the mask
+    assert np.array_equal(target["masks"][3].numpy(), square())   # 60x80 mask resized to the 30x40 image
+    written = json.loads((tmp_path / "out" / "annotations" / "train.json").read_text())
+    assert sorted(a["id"] for a in written["annotations"]) == list(range(1, 7))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert all(rule in md for _, rule in CASES.values() if rule)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "src" / "prepare.py"), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("content, problem", [("{not json", "not valid JSON"), ('["a", "list"]', "expected a JSON dict"),
+                                              ('{"images": [], "annotations": {}}', "needs a 'annotations' list")])
+def test_unusable_file_is_one_line_nonzero_exit_and_keeps_previous_output(tmp_path, content, problem):
+    good = broken_coco(tmp_path)
+    out = tmp_path / "out"
+    images = f"data.source.images={tmp_path / 'img'}"
+    assert run_cli("data=coco", f"data.source.annotations={good}", images, f"data.root={out}").returncode == 0
+    before = (out / "annotations" / "train.json").read_bytes()
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    proc = run_cli("data=coco", f"data.source.annotations={bad}", images, f"data.root={out}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0] and problem in lines[0]
+    assert (out / "annotations" / "train.json").read_bytes() == before  # nothing already written is lost
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_failure_while_writing_leaves_no_half_written_output(tmp_path, monkeypatch):
+    from masklab.data import canonical
+
+    cfg = cfg_for(tmp_path, broken_coco(tmp_path))
+    prepare(cfg, progress=False)
+    before = (tmp_path / "out" / "report.json").read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(canonical, "coco_json", boom)
+    with pytest.raises(OSError, match="disk full"):
+        prepare(cfg, progress=False)
+    assert (tmp_path / "out" / "report.json").read_bytes() == before
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_other_bad_inputs_name_file_and_problem(tmp_path):
+    from masklab.data.formats import DatasetError
+
+    (tmp_path / "x.csv").write_text("ImageId,Height\n1,2\n")
+    with pytest.raises(DatasetError, match=r"x.csv: header: missing columns \['EncodedPixels', 'ClassId', 'Width'\]"):
+        prepare(compose_cfg(["data=imaterialist", f"data.source.annotations={tmp_path / 'x.csv'}",
+                             f"data.source.images={tmp_path}", "data.source.class_names=[a]",
+                             f"data.root={tmp_path / 'o'}"], tiny=False), progress=False)
+    with pytest.raises(Exception, match="has no 'source'"):
+        prepare(compose_cfg([], tiny=False), progress=False)
+
+
+def test_readme_documents_every_rule_with_its_outcome():
+    readme = (ROOT / "README.md").read_text()
+    for rule, (outcome, _) in RULES.items():
+        assert f"| `{rule}` | {outcome} |" in readme
