@@ -23,6 +23,7 @@ from omegaconf import DictConfig  # noqa: E402
 from masklab import MasklabError  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
+from masklab.sweep.trial import PruningBridge, finish_trial, sweep_tags, trial_of  # noqa: E402
 from masklab.track.mlflow_utils import artifact_location, default_run_name, log_params, log_run_files  # noqa: E402
 from masklab.track.resume import mlflow_run_id, resume_checkpoint  # noqa: E402
 from masklab.track.summary import run_summary  # noqa: E402
@@ -33,8 +34,10 @@ log = logging.getLogger("masklab.train")
 def make_logger(cfg: DictConfig, run_id: str | None):
     if not cfg.logger.get("_target_"):
         return False
-    return instantiate(cfg.logger, run_name=cfg.run_name or default_run_name(cfg), run_id=run_id,
-                       artifact_location=artifact_location(cfg.logger.tracking_uri))
+    trial = cfg.sweep.trial_number
+    name = cfg.run_name or (f"{cfg.sweep.study}-trial{trial:03d}" if trial is not None else default_run_name(cfg))
+    return instantiate(cfg.logger, run_name=name, run_id=run_id,
+                       artifact_location=artifact_location(cfg.logger.tracking_uri), tags=sweep_tags(cfg) or None)
 
 
 def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
@@ -42,7 +45,7 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_checkpoint(cfg.resume, Path(cfg.paths.output_root) / cfg.experiment_name)
     datamodule = build_datamodule(cfg)
-    module = MaskRCNNModule(cfg)
+    module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
     ckpt_dir = Path(output_dir) / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.optimized_metric, mode=cfg.optimized_mode,
                                  filename="best-epoch{epoch:03d}", auto_insert_metric_name=False)
@@ -52,14 +55,19 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     logger = make_logger(cfg, mlflow_run_id(ckpt_path))
     if logger:
         log_params(logger, cfg)
+    study, trial = trial_of(cfg)  # an Optuna trial of a sweep, or none
+    bridge = [PruningBridge(study, trial, cfg.optimized_metric)] if trial else []
+    if trial and logger:
+        trial.set_user_attr("mlflow_run_id", logger.run_id)
     trainer = instantiate(cfg.trainer, max_epochs=cfg.schedule.epochs, logger=logger,
-                          callbacks=[checkpoint, last, *extra_callbacks], default_root_dir=str(output_dir),
+                          callbacks=[checkpoint, last, *bridge, *extra_callbacks], default_root_dir=str(output_dir),
                           gradient_clip_val=cfg.grad_clip_norm or None)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/"))}
-    if datamodule.datasets["test"] is not None and checkpoint.best_model_path:
+    pruned = bool(bridge) and bridge[0].pruned_at is not None
+    if datamodule.datasets["test"] is not None and checkpoint.best_model_path and not pruned:
         test = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
         metrics.update(test[0] if test else {})
     best = checkpoint.best_model_score
@@ -68,6 +76,8 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
         log_run_files(logger, cfg, checkpoint.best_model_path, best)
     print(run_summary(metrics, cfg.optimized_metric, value, checkpoint.best_model_path,
                       logger.run_id if logger else None, cfg.experiment_name, cfg.paths.tracking_uri))
+    if trial:
+        finish_trial(trial, bridge[0], metrics)  # raises optuna.TrialPruned for a pruned trial
     return value
 
 

@@ -38,7 +38,7 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
         else:
             out[prefix[:-1]] = node
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    walk({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hparams_search"}, "")
     return out
 
 

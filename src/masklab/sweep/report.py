@@ -1,0 +1,180 @@
+"""What a study leaves behind: MLflow parent/child runs, a summary table, best params, Optuna plots.
+
+One MLflow parent run per study (its id is kept in the study, so resumed sessions and parallel
+workers share it); each trial's own run is its child (``mlflow.parentRunId``, set by ``train.py``)
+and gets tags ``trial_number``, ``trial_state`` (COMPLETE / PRUNED / FAIL), ``fail_reason`` and
+``sampled.<param>``. At the end the parent gets the best value and params, ``best_params.yaml``
+(a config ``train.py`` loads: ``python src/train.py --config-dir <sweep dir> --config-name best_params``)
+and the plots.
+"""
+from __future__ import annotations
+
+import logging
+
+import warnings
+from pathlib import Path
+
+import optuna
+import yaml
+from omegaconf import DictConfig
+from optuna.trial import TrialState
+
+from masklab import CONFIG_DIR
+
+log = logging.getLogger("masklab.sweep")
+
+
+class Tracker:
+    def __init__(self, cfg: DictConfig, study: optuna.Study, sweep_dir: Path, fixed: list[str]):
+        self.cfg, self.study, self.sweep_dir, self.fixed = cfg, study, Path(sweep_dir), list(fixed)
+        self.client, self.parent_id = None, None
+        if cfg.logger.get("_target_"):
+            self._open_parent()
+
+    def _open_parent(self) -> None:
+        from mlflow import MlflowClient
+
+        from masklab.track.mlflow_utils import artifact_location
+
+        uri = self.cfg.paths.tracking_uri
+        self.client = MlflowClient(uri)
+        exp = self.client.get_experiment_by_name(self.cfg.experiment_name)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(
+            self.cfg.experiment_name, artifact_location=artifact_location(uri))
+        known = self.study.user_attrs.get("mlflow_parent_run_id")
+        if known:
+            self.parent_id = known
+            self.client.update_run(known, status="RUNNING")
+            return
+        run = self.client.create_run(exp_id, run_name=f"study-{self.study.study_name}",
+                                     tags={"masklab.role": "study", "study": self.study.study_name})
+        self.parent_id = run.info.run_id
+        self.study.set_user_attr("mlflow_parent_run_id", self.parent_id)
+        sweeper = self.cfg.hydra.sweeper
+        for key in ("sampler", "seed", "pruner", "n_trials", "max_failures"):
+            self.client.log_param(self.parent_id, f"sweeper.{key}", sweeper.get(key))
+
+    def _child(self, trial_id: int) -> str | None:
+        return self.study._storage.get_trial(trial_id).user_attrs.get("mlflow_run_id")
+
+    def after_trial(self, trial: optuna.Trial, state: TrialState, reason: str) -> TrialState:
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        value = frozen.values[0] if frozen.values else None
+        log.info("trial %d %s%s%s", trial.number, state.name, f" value={value:.4f}" if value is not None else "",
+                 f" ({reason})" if reason else "")
+        run_id = self._child(trial._trial_id)
+        if self.client and run_id:
+            tags = {"trial_number": str(trial.number), "trial_state": state.name, "study": self.study.study_name,
+                    **{f"sampled.{k}": str(v) for k, v in frozen.params.items()}}
+            if reason:
+                tags["fail_reason" if state == TrialState.FAIL else "prune_reason"] = reason[:5000]
+            for k, v in tags.items():
+                self.client.set_tag(run_id, k, v)
+        if self.client and value is not None:
+            self.client.log_metric(self.parent_id, "trial_value", value, step=trial.number)
+        return state
+
+    # ---- end of the study ----------------------------------------------------------------------
+    def finish(self, names: list[str], complete: bool) -> dict:
+        trials = self.study.get_trials(deepcopy=False)
+        print(summary_table(trials, names))
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        result = {"study": self.study.study_name, "n_complete": len(done), "best": None}
+        if done:
+            best = self.study.best_trials[0] if len(names) > 1 else self.study.best_trial
+            path = write_best_params(self.sweep_dir / "best_params.yaml", best, self.fixed, names)
+            result["best"] = {"number": best.number, "values": dict(zip(names, best.values)), "params": best.params,
+                              "yaml": str(path)}
+            print(f"best: trial {best.number} {dict(zip(names, best.values))}\nretrain it: python src/train.py "
+                  f"--config-dir {self.sweep_dir} --config-name best_params")
+            self._log_best(best, names, path)
+        running = any(t.state == TrialState.RUNNING for t in trials)
+        if self.client and not running:
+            self.client.set_terminated(self.parent_id, status="FINISHED" if complete else "FAILED")
+        return result
+
+    def _log_best(self, best, names, path: Path) -> None:
+        if not self.client:
+            return
+        for n, v in zip(names, best.values):
+            self.client.log_metric(self.parent_id, f"best/{n}", v)
+        for k, v in best.params.items():
+            self.client.set_tag(self.parent_id, f"best.{k}", str(v))
+        self.client.set_tag(self.parent_id, "best_trial", str(best.number))
+        self.client.log_artifact(self.parent_id, str(path))
+        for png in save_plots(self.study, self.sweep_dir / "plots", names):
+            self.client.log_artifact(self.parent_id, str(png), "plots")
+
+
+def summary_table(trials, names: list[str]) -> str:
+    params = sorted({k for t in trials for k in t.params})
+    head = ["trial", "state", *names, "minutes", *params, "reason"]
+    rows = []
+    for t in sorted(trials, key=lambda t: t.number):
+        vals = [f"{v:.4f}" for v in t.values] if t.values else ["-"] * len(names)
+        minutes = f"{t.duration.total_seconds() / 60:.1f}" if t.duration else "-"
+        reason = t.user_attrs.get("fail_reason", "")[:60]
+        rows.append([str(t.number), t.state.name, *vals, minutes, *[_fmt(t.params.get(p, "-")) for p in params], reason])
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head, *rows])
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def write_best_params(path: Path, best, fixed: list[str], names) -> Path:
+    """A primary config: the project's ``config`` + the winner's group choices and values."""
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    overrides = {}
+    for line in fixed:
+        key, _, raw = line.lstrip("+~").partition("=")
+        if not key.startswith(("hydra.", "sweep.")):
+            overrides[key] = yaml.safe_load(raw) if raw else None
+    overrides.update(best.params)
+    defaults, values = ["config"], {}
+    for key, v in overrides.items():
+        if key in groups:
+            defaults.append({f"override {key}": v})
+        else:
+            node = values
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = v
+    header = (f"# Best trial {best.number}: {dict(zip(names, best.values))}\n"
+              f"# python src/train.py --config-dir {path.parent} --config-name best_params\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump({"defaults": [*defaults, "_self_"], **values}, sort_keys=False))
+    return path
+
+
+def save_plots(study: optuna.Study, out: Path, names: list[str]) -> list[Path]:
+    """Optimization history, parameter importances, parallel coordinates (Pareto front for several objectives)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    out.mkdir(parents=True, exist_ok=True)
+    single = len(names) == 1
+    plots = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances,
+             "parallel_coordinate": ovm.plot_parallel_coordinate} if single else {"pareto_front": ovm.plot_pareto_front}
+    written = []
+    for name, plot in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = plot(study) if single or name == "pareto_front" else plot(study, target=lambda t: t.values[0])
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
+            fig.set_size_inches(9, 5)
+            fig.tight_layout()
+            fig.savefig(out / f"{name}.png", dpi=100)
+            plt.close(fig)
+            written.append(out / f"{name}.png")
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. importances need 2+ trials
+            log.info("plot %s skipped: %s", name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return written
+
+

@@ -1,0 +1,104 @@
+"""Study storage, crash recovery and the shared trial budget.
+
+Storage: ``journal:<file>`` (Optuna's journal file storage, default: ``<sweep dir>/optuna.journal``;
+it takes file locks, so several processes on one machine share it without "database is locked"),
+or any RDB URL (``postgresql://…``, ``mysql://…``, ``sqlite:///…``) for workers on several machines.
+
+Crash recovery: each trial records the host, pid and process start time of the worker running it.
+At start, RUNNING trials of *this* host whose process is gone are marked FAIL (the kill of a sweep
+mid-trial); on other hosts a trial is declared dead when its heartbeat (refreshed every validation
+epoch) is older than ``stale_after_s``.
+
+Budget: ``n_trials`` counts COMPLETE + PRUNED trials (FAIL ones are retried, up to
+``max_failures``). Asking for a trial happens under a lock file beside the storage, and a worker
+only asks while finished + running < ``n_trials``, so workers never overshoot and trial numbers
+are distinct (Optuna numbers them in the storage).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from pathlib import Path
+
+import optuna
+from filelock import FileLock
+from optuna.trial import TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+PRUNERS = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
+           "successive_halving": optuna.pruners.SuccessiveHalvingPruner, "none": optuna.pruners.NopPruner}
+
+
+def make_pruner(name: str, kwargs: dict | None = None) -> optuna.pruners.BasePruner:
+    from masklab import MasklabError
+
+    if name not in PRUNERS:
+        raise MasklabError(f"hydra.sweeper.pruner={name!r}: choose one of {sorted(PRUNERS)}")
+    try:
+        return PRUNERS[name](**dict(kwargs or {}))
+    except TypeError as exc:
+        raise MasklabError(f"hydra.sweeper.pruner_kwargs for {name}: {exc}") from None
+
+
+def open_storage(spec: str):
+    if spec.startswith("journal:"):
+        path = Path(spec[len("journal:"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path)))
+        return optuna.storages.JournalStorage(backend)
+    return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True})
+
+
+def lock_for(spec: str, sweep_dir: Path):
+    """A cross-process lock for ask/count: beside a journal file, else in the sweep dir (one machine)."""
+    # not "<journal>.lock": that name is Optuna's own lock of the journal file
+    path = Path(spec[len("journal:"):] + ".masklab-lock") if spec.startswith("journal:") else Path(sweep_dir) / "optuna.masklab-lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=600)
+
+
+def _process_start(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def mark_owner(study: optuna.Study, trial: optuna.Trial) -> None:
+    attrs = {"host": socket.gethostname(), "pid": os.getpid(), "proc_start": _process_start(os.getpid()),
+             "heartbeat": time.time()}
+    for k, v in attrs.items():
+        study._storage.set_trial_system_attr(trial._trial_id, f"masklab_{k}", v)
+
+
+def heartbeat(study: optuna.Study, trial_id: int) -> None:
+    study._storage.set_trial_system_attr(trial_id, "masklab_heartbeat", time.time())
+
+
+def is_stale(frozen: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
+    a = frozen.system_attrs
+    if a.get("masklab_host") == socket.gethostname() and a.get("masklab_pid") is not None:
+        start = _process_start(int(a["masklab_pid"]))
+        return start is None or (a.get("masklab_proc_start") is not None and abs(start - a["masklab_proc_start"]) > 1)
+    return time.time() - float(a.get("masklab_heartbeat", 0)) > stale_after_s
+
+
+def fail_stale(study: optuna.Study, stale_after_s: float) -> list[int]:
+    """Mark RUNNING trials whose worker is gone FAIL (with the reason); return their numbers."""
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if is_stale(t, stale_after_s):
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker died (killed or crashed) mid-trial")
+            with contextlib.suppress(Exception):  # another worker may have just marked it
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            failed.append(t.number)
+    return failed
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {s.name: sum(t.state == s for t in trials) for s in TrialState}

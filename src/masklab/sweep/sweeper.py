@@ -1,0 +1,192 @@
+"""``hydra/sweeper=optuna``: a small Hydra Sweeper on Optuna >= 4.
+
+Why our own: the official ``hydra-optuna-sweeper`` 1.3 pins ``optuna<3``; with SQLAlchemy 2 its
+SQLite storage fails with an ``AssertionError``; a NaN objective crashes the whole sweep; trials
+cannot be pruned; and a resumed study restarts its trial count. This one asks Optuna for one trial
+at a time, launches it through Hydra's launcher (so each trial is a normal ``train.py`` job with its
+own output dir), and tells Optuna the outcome:
+
+- COMPLETE with the returned ``optimized_metric`` (or several ``objectives`` for NSGA-II);
+- PRUNED when the pruner stopped it (see :mod:`masklab.sweep.trial`);
+- FAIL with the reason for an exception, an out-of-memory or a NaN objective; the study goes on
+  until ``max_failures`` failures in one session stop it with a clear message.
+
+Storage, crash recovery and the shared ``n_trials`` budget: :mod:`masklab.sweep.study`.
+MLflow parent/child runs, the best-params YAML, plots and the summary: :mod:`masklab.sweep.report`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+
+from masklab import MasklabError
+from masklab.sweep import report, space, study as st
+
+log = logging.getLogger("masklab.sweep")
+
+def _grid_values(d) -> list | None:
+    if isinstance(d, optuna.distributions.CategoricalDistribution):
+        return list(d.choices)
+    if isinstance(d, optuna.distributions.IntDistribution) and not d.log:
+        return list(range(d.low, d.high + 1, d.step))
+    if isinstance(d, optuna.distributions.FloatDistribution) and d.step:
+        return [d.low + i * d.step for i in range(int(round((d.high - d.low) / d.step)) + 1)]
+    return None  # a continuous interval has no grid
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler calls ``study.stop()`` when the grid is done, which raises outside
+    ``study.optimize`` (we ask and tell) before the trial's state is stored; ``n_trials`` is our stop."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "cmaes": optuna.samplers.CmaEsSampler, "grid": _GridSampler,
+            "nsgaii": optuna.samplers.NSGAIISampler}
+
+
+class OptunaSweeperBase(Sweeper):
+    def __init__(self, study_name: str, storage: str | None = None, n_trials: int = 20, sampler: str = "tpe",
+                 seed: int | None = None, sampler_kwargs: dict | None = None, pruner: str = "median",
+                 pruner_kwargs: dict | None = None, objectives=None, directions=None, max_failures: int = 5,
+                 stale_after_s: float = 3600.0, params: dict | None = None):
+        self.study_name, self.storage, self.n_trials = study_name, storage, int(n_trials)
+        self.sampler_name, self.seed, self.sampler_kwargs = sampler, seed, dict(sampler_kwargs or {})
+        self.pruner_name, self.pruner_kwargs = pruner, dict(pruner_kwargs or {})
+        self.objectives, self.directions = list(objectives or []), list(directions or [])
+        self.max_failures, self.stale_after_s, self.params = int(max_failures), float(stale_after_s), dict(params or {})
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function,
+                                                                config=config)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    # ---- the study -----------------------------------------------------------------------------
+    def _sampler(self, dists):
+        if self.sampler_name not in SAMPLERS:
+            raise MasklabError(f"hydra.sweeper.sampler={self.sampler_name!r}: choose one of {sorted(SAMPLERS)}")
+        kwargs = dict(self.sampler_kwargs)
+        if self.sampler_name == "grid":
+            grid = {k: _grid_values(d) for k, d in dists.items()}
+            bad = [k for k, v in grid.items() if v is None]
+            if bad:
+                raise MasklabError(f"sampler=grid needs choice(...) or range(...) for every parameter; not: {bad}")
+            kwargs["search_space"] = grid
+            size = math.prod(len(v) for v in grid.values())
+            if self.n_trials > size:
+                log.warning("sampler=grid: the grid has %d points; n_trials=%d lowered to it", size, self.n_trials)
+                self.n_trials = size
+        return SAMPLERS[self.sampler_name](seed=self.seed, **kwargs)
+
+    def _objectives(self) -> tuple[list[str], list[str]]:
+        names = self.objectives or [self.config.optimized_metric]
+        dirs = self.directions or ["maximize" if self.config.optimized_mode == "max" else "minimize"] * len(names)
+        if len(dirs) != len(names):
+            raise MasklabError(f"hydra.sweeper: {len(names)} objectives but {len(dirs)} directions")
+        return names, dirs
+
+    def _open(self, dists) -> tuple[optuna.Study, str]:
+        spec = self.storage or f"journal:{self.sweep_dir / 'optuna.journal'}"
+        pruner = st.make_pruner(self.pruner_name, self.pruner_kwargs)
+        study = optuna.create_study(study_name=self.study_name, storage=st.open_storage(spec),
+                                    sampler=self._sampler(dists), pruner=pruner,
+                                    directions=self._objectives()[1], load_if_exists=True)
+        # trials decide on pruning in their own process (maybe elsewhere): they rebuild the pruner from this
+        study.set_user_attr("masklab_pruner", {"name": self.pruner_name, "kwargs": self.pruner_kwargs})
+        return study, spec
+
+    def sweep(self, arguments: list[str]):
+        try:
+            return self._sweep(arguments)
+        except MasklabError as exc:  # one line, no traceback (Hydra would print one)
+            log.error("%s", exc)
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+
+    def _sweep(self, arguments: list[str]):
+        dists, fixed = space.parse(self.config.get("hparams_search"), self.params, arguments)
+        if not dists:
+            raise MasklabError("the search space is empty: pick hparams_search=<file> or give sweeps like "
+                               "'optimizer.lr=tag(log,interval(1e-3,1e-1))' on the command line")
+        study, spec = self._open(dists)
+        with st.lock_for(spec, self.sweep_dir):
+            for number in st.fail_stale(study, self.stale_after_s):
+                log.warning("trial %d was left RUNNING by a worker that is gone: marked FAIL", number)
+            self.tracker = report.Tracker(self.config, study, self.sweep_dir, fixed)
+        log.info("study %r (%s): %s finished of n_trials=%d; space %s", self.study_name, spec,
+                 sum(st.counts(study)[s.name] for s in st.FINISHED), self.n_trials, sorted(dists))
+        failures = 0
+        while (trial := self._ask(study, spec, dists)) is not None:
+            state = self._run(study, trial, fixed, spec, self.tracker.parent_id)
+            failures += state == optuna.trial.TrialState.FAIL
+            if failures >= self.max_failures:
+                self.tracker.finish(names=self._objectives()[0], complete=False)
+                raise MasklabError(f"study {self.study_name!r} stopped: {failures} failed trials in this session "
+                                   f"(hydra.sweeper.max_failures={self.max_failures}); see the fail_reason of each trial above")
+        return self.tracker.finish(names=self._objectives()[0], complete=True)
+
+    def _ask(self, study: optuna.Study, spec: str, dists):
+        with st.lock_for(spec, self.sweep_dir):
+            c = st.counts(study)
+            if c["COMPLETE"] + c["PRUNED"] + c["RUNNING"] >= self.n_trials:
+                return None
+            trial = study.ask(dists)
+            st.mark_owner(study, trial)
+            return trial
+
+    # ---- one trial -----------------------------------------------------------------------------
+    def _run(self, study: optuna.Study, trial: optuna.Trial, fixed, spec: str, parent: str | None):
+        overrides = [*fixed, *space.to_overrides(trial.params), f"sweep.study={self.study_name}",
+                     f"sweep.storage='{spec}'", f"sweep.trial_id={trial._trial_id}", f"sweep.trial_number={trial.number}",
+                     f"sweep.parent_run_id={parent or 'null'}"]
+        log.info("trial %d: %s", trial.number, " ".join(space.to_overrides(trial.params)))
+        try:
+            self.validate_batch_is_legal([overrides])
+            (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            outcome = ret._return_value if ret.status == JobStatus.FAILED else None
+            value = ret._return_value if ret.status == JobStatus.COMPLETED else None
+        except Exception as exc:  # the overrides do not compose: that trial fails, the study goes on
+            outcome, value = exc, None
+        finally:
+            _free_memory()
+        return self._tell(study, trial, outcome, value)
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, error, value):
+        names, _ = self._objectives()
+        State = optuna.trial.TrialState
+        if isinstance(error, optuna.TrialPruned):
+            study.tell(trial, state=State.PRUNED)
+            return self.tracker.after_trial(trial, State.PRUNED, str(error))
+        if error is None:
+            metrics = study._storage.get_trial(trial._trial_id).user_attrs.get("metrics", {})
+            values = [float(value)] if len(names) == 1 and value is not None else [metrics.get(n, math.nan) for n in names]
+            bad = [n for n, v in zip(names, values) if v is None or not math.isfinite(v)]
+            if not bad:
+                study.tell(trial, values if len(values) > 1 else values[0])
+                return self.tracker.after_trial(trial, State.COMPLETE, "")
+            error = f"objective {bad} is NaN/inf (diverged, or no validation ran)"
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        trial.set_user_attr("fail_reason", reason[:2000])
+        study.tell(trial, state=State.FAIL)
+        return self.tracker.after_trial(trial, State.FAIL, reason)
+
+
+def _free_memory() -> None:
+    """A failed (e.g. out-of-memory) trial must not leave its tensors to the next one."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,68 @@
+"""The job side of a sweep: the trial a training run belongs to, and the Lightning pruning bridge.
+
+The sweeper passes ``sweep.{study,storage,trial_id,parent_run_id}`` as overrides, so a trial finds
+its Optuna trial whether the launcher runs it in this process or elsewhere.
+"""
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as L
+import optuna
+from omegaconf import DictConfig
+
+from masklab.sweep.study import heartbeat, make_pruner, open_storage
+
+
+def trial_of(cfg: DictConfig) -> tuple[optuna.Study, optuna.Trial] | tuple[None, None]:
+    s = cfg.get("sweep")
+    if not s or s.get("trial_id") is None:
+        return None, None
+    storage = open_storage(s.storage)
+    pruner = optuna.load_study(study_name=s.study, storage=storage).user_attrs.get("masklab_pruner")
+    study = optuna.load_study(study_name=s.study, storage=storage,
+                              pruner=make_pruner(pruner["name"], pruner["kwargs"]) if pruner else None)
+    return study, optuna.Trial(study, int(s.trial_id))
+
+
+class PruningBridge(L.Callback):
+    """Report ``metric`` to the trial after every validation epoch; stop training when the pruner says so.
+
+    Pruning stops the Trainer gracefully (``should_stop``) instead of raising inside Lightning, so the
+    MLflow run ends FINISHED with ``trial_state=PRUNED`` rather than FAILED; ``train.py`` raises
+    ``optuna.TrialPruned`` after ``fit`` returns.
+    """
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, metric: str):
+        self.study, self.trial, self.metric = study, trial, metric
+        self.pruned_at: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        value = trainer.callback_metrics.get(self.metric)
+        heartbeat(self.study, self.trial._trial_id)
+        if value is None or not math.isfinite(float(value)):
+            return
+        self.trial.report(float(value), step=trainer.current_epoch)
+        if self.trial.should_prune():
+            self.pruned_at = trainer.current_epoch
+            trainer.should_stop = True
+
+
+def sweep_tags(cfg: DictConfig) -> dict[str, str]:
+    """MLflow tags that make a trial's run the child of its study's parent run."""
+    s = cfg.get("sweep")
+    if not s or s.get("trial_id") is None:
+        return {}
+    tags = {"study": str(s.study), "trial_number": str(s.trial_number)}
+    if s.get("parent_run_id"):
+        tags["mlflow.parentRunId"] = str(s.parent_run_id)
+    return tags
+
+
+def finish_trial(trial: optuna.Trial, bridge: PruningBridge, metrics: dict) -> None:
+    """Leave the final metrics on the trial (for several objectives); raise ``TrialPruned`` if it was pruned."""
+    trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
+    if bridge.pruned_at is not None:
+        raise optuna.TrialPruned(f"pruned by the {type(trial.study.pruner).__name__} after epoch {bridge.pruned_at}")

@@ -1,0 +1,172 @@
+"""The Optuna sweeper end to end: MLflow parent/child runs, best params, resume after a kill, NaN, pruning, workers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import optuna
+import pytest
+import yaml
+
+from conftest import ROOT, TINY
+from masklab.sweep.space import parse, to_overrides
+from masklab.sweep.study import open_storage
+
+pytestmark = pytest.mark.slow
+SHOW = [o for o in TINY if not o.startswith("logger=")]
+
+
+def sweep_cmd(tmp_path, *overrides, n_trials=4, name="s"):
+    return [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", *SHOW,
+            f"paths.root_dir={tmp_path}", f"experiment_name={name}", f"hydra.sweeper.n_trials={n_trials}",
+            "hparams_search=none", *overrides]
+
+
+def run(cmd, tmp_path, timeout=600, wait=True):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def load(tmp_path, name="s"):
+    return optuna.load_study(study_name=name, storage=open_storage(f"journal:{tmp_path}/multirun/{name}/{name}/optuna.journal"))
+
+
+def states(study):
+    return sorted((t.number, t.state.name) for t in study.get_trials())
+
+
+def test_search_space_grammar_to_optuna():
+    dists, fixed = parse({"backbone": "choice(r18, r50)", "optimizer.lr": "0.1"}, {"nms.rpn_nms_thresh": "interval(0.6, 0.9)"},
+                         ["optimizer.lr=tag(log, interval(0.001, 0.1))", "schedule.epochs=2", "data.image_size=range(64,129,32)"])
+    assert dists["backbone"].choices == ("r18", "r50")
+    assert dists["optimizer.lr"].log and dists["optimizer.lr"].low == 0.001  # the command line wins
+    assert not dists["nms.rpn_nms_thresh"].log and dists["nms.rpn_nms_thresh"].high == 0.9
+    assert (dists["data.image_size"].low, dists["data.image_size"].high, dists["data.image_size"].step) == (64, 128, 32)
+    assert fixed == ["schedule.epochs=2"]
+    assert to_overrides({"optimizer.lr": 0.0123456789, "backbone": "r18"}) == ["optimizer.lr=0.0123456789", "backbone=r18"]
+
+
+def test_default_space_composes_and_is_not_empty():
+    from conftest import compose_cfg
+
+    cfg = compose_cfg([])
+    dists, _ = parse(cfg.hparams_search, {}, [])
+    assert {"backbone", "anchors", "nms", "augmentation", "schedule", "optimizer.lr", "data.image_size",
+            "nms.box_score_thresh"} <= set(dists)
+    for key, dist in dists.items():  # every choice of a group is an option that exists
+        if key in ("backbone", "anchors", "nms", "augmentation", "schedule"):
+            assert all((ROOT / "conf" / key / f"{c}.yaml").is_file() for c in dist.choices), key
+
+
+def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "backbone=choice(mobilenet_v3,r18)"), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(tmp_path)
+    assert [s for _, s in states(study)] == ["COMPLETE"] * 4 and [n for n, _ in states(study)] == [0, 1, 2, 3]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("s")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("masklab.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(int(r.data.tags["trial_number"]) for r in children) == [0, 1, 2, 3]
+    for r in children:
+        t = study.trials[int(r.data.tags["trial_number"])]
+        assert r.data.tags["trial_state"] == "COMPLETE" and r.data.tags["sampled.backbone"] == t.params["backbone"]
+        assert float(r.data.params["optimizer.lr"]) == pytest.approx(t.params["optimizer.lr"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["best_trial"] == str(study.best_trial.number)
+    assert parent.data.metrics["best/val/segm_AP"] == pytest.approx(study.best_value)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
+        a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"best_params.yaml", "plots/optimization_history.png"} <= artifacts
+    best = yaml.safe_load((tmp_path / "multirun" / "s" / "s" / "best_params.yaml").read_text())
+    assert {"override backbone": study.best_params["backbone"]} in best["defaults"]
+    assert best["optimizer"]["lr"] == pytest.approx(study.best_params["optimizer.lr"])
+    assert "trial" in proc.stdout and "COMPLETE" in proc.stdout  # the summary table
+    # the YAML is a config train.py loads: the winner's choices compose
+    show = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "--config-dir", str(tmp_path / "multirun" / "s" / "s"),
+                           "--config-name", "best_params", "--cfg", "job"], capture_output=True, text=True, timeout=120)
+    assert show.returncode == 0 and f"lr: {study.best_params['optimizer.lr']}" in show.stdout
+
+
+def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
+    cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=3", n_trials=3)
+    proc = run(cmd, tmp_path, wait=False)
+    journal = tmp_path / "multirun" / "s" / "s" / "optuna.journal"
+    deadline, killed = time.time() + 300, None
+    while time.time() < deadline and killed is None:  # kill while the second trial runs
+        if journal.exists():
+            running = [t.number for t in load(tmp_path).get_trials() if t.state.name == "RUNNING" and t.number >= 1]
+            killed = running[0] if running else None
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = states(load(tmp_path))
+    assert killed is not None and before[-1] == (killed, "RUNNING")
+    assert all(s == "COMPLETE" for _, s in before[:-1])
+    again = run(cmd, tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    study = load(tmp_path)
+    after = states(study)
+    assert after[: len(before) - 1] == before[:-1]  # finished trials stay
+    assert dict(after)[killed] == "FAIL" and "worker died" in study.trials[killed].user_attrs["fail_reason"]
+    assert [s for _, s in after].count("COMPLETE") == 3 and len(after) == 4  # n_trials finished, the killed one extra
+    assert f"trial {killed} was left RUNNING" in again.stdout + again.stderr
+
+
+def test_nan_trial_fails_and_the_study_finishes(tmp_path):
+    # lr 1e6 diverges at once (non-finite loss); random sampling with seed 0 draws 1e6, 0.01, 1e6, 1e6, 0.01
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,1000000.0)", "hydra.sweeper.sampler=random",
+                         "hydra.sweeper.seed=0", n_trials=2), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(tmp_path)
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert failed and all(t.params["optimizer.lr"] == 1e6 for t in failed)
+    assert all("non-finite" in t.user_attrs["fail_reason"] for t in failed)
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 2 and len(failed) == 3
+
+
+def test_too_many_failures_stop_the_study_with_one_line(tmp_path):
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(1000000.0)", "hydra.sweeper.max_failures=2", n_trials=3), tmp_path)
+    assert proc.returncode == 1
+    assert "error: study 's' stopped: 2 failed trials" in proc.stderr and "Traceback" not in proc.stderr
+    assert [s for _, s in states(load(tmp_path))] == ["FAIL", "FAIL"]
+
+
+def test_bad_trials_are_pruned_and_tagged(tmp_path):
+    # lr 0 cannot learn: its val loss stays at the start while lr 0.02 trials go down; minimise val/loss
+    # (box_score_thresh does not change the loss: it only makes 3 copies of each learning rate for the grid)
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.02,0.0)", "nms.box_score_thresh=choice(0.05,0.06,0.07)",
+                         "hydra.sweeper.sampler=grid", "schedule=constant", "schedule.warmup_iters=0",
+                         "hydra.sweeper.seed=0", "optimized_metric=val/loss", "optimized_mode=min", "schedule.epochs=3",
+                         "data.train.num_images=8", "hydra.sweeper.pruner_kwargs={n_startup_trials:1,n_warmup_steps:0}",
+                         n_trials=6), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(tmp_path)
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned and all(t.params["optimizer.lr"] == 0.0 for t in pruned)
+    assert all(len(t.intermediate_values) < 3 for t in pruned)  # stopped before the last epoch
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id], "tags.trial_state = 'PRUNED'")
+    assert sorted(int(r.data.tags["trial_number"]) for r in runs) == sorted(t.number for t in pruned)
+    assert all(r.info.status == "FINISHED" for r in runs)  # pruned is not shown as a failure
+
+
+def test_two_workers_share_one_study(tmp_path):
+    cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", n_trials=4, name="w")
+    first = run(cmd, tmp_path, wait=False)
+    time.sleep(1.0)
+    second = run(cmd, tmp_path, wait=False)
+    outs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], [o[-2000:] for o in outs]
+    study = load(tmp_path, "w")
+    assert states(study) == [(i, "COMPLETE") for i in range(4)]  # n_trials in total, distinct numbers
+    workers = {t.system_attrs["masklab_pid"] for t in study.trials}
+    assert workers == {first.pid, second.pid}  # both really worked
+    assert "database is locked" not in "".join(outs)
