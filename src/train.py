@@ -24,6 +24,7 @@ from masklab import MasklabError  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import PruningBridge, finish_trial, sweep_tags, trial_of  # noqa: E402
+from masklab.track.history import History  # noqa: E402
 from masklab.track.mlflow_utils import artifact_location, default_run_name, log_params, log_run_files  # noqa: E402
 from masklab.track.resume import mlflow_run_id, resume_checkpoint  # noqa: E402
 from masklab.track.summary import run_summary  # noqa: E402
@@ -60,7 +61,8 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     if trial and logger:
         trial.set_user_attr("mlflow_run_id", logger.run_id)
     trainer = instantiate(cfg.trainer, max_epochs=cfg.schedule.epochs, logger=logger,
-                          callbacks=[checkpoint, last, *bridge, *extra_callbacks], default_root_dir=str(output_dir),
+                          callbacks=[checkpoint, last, History(output_dir), *bridge, *extra_callbacks],
+                          default_root_dir=str(output_dir),
                           gradient_clip_val=cfg.grad_clip_norm or None)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)

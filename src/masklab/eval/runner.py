@@ -1,0 +1,67 @@
+"""One network pass over a split, then every metric from the same state, and inference-only re-tuning."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from tqdm import tqdm
+
+from masklab.metrics import voc
+from masklab.metrics.coco import CocoEvaluator
+from masklab.model.inference import postprocess, raw_predictions
+
+
+@torch.no_grad()
+def run_network(model, loader, score_floor: float, device: str = "cpu", progress: bool = True):
+    """(ground-truth evaluator state, {image_id: raw detections}) for every image of ``loader``."""
+    gt, raw = CocoEvaluator([]), {}
+    model.to(device).eval()
+    for images, targets in tqdm(loader, desc="network", unit="batch", disable=not progress):
+        outs = raw_predictions(model, [im.to(device) for im in images], score_floor)
+        gt.add_targets(targets)
+        for t, r in zip(targets, outs):
+            raw[int(t["image_id"])] = r
+    return gt, raw
+
+
+def evaluate_setting(gt: CocoEvaluator, raw: dict, class_names, score_thresh: float, nms_thresh: float,
+                     max_dets: int, prefix: str, full: bool = True) -> tuple[dict, CocoEvaluator, dict]:
+    """Metrics ``{prefix}/...`` of one post-processing setting; with ``full`` also VOC mAP50 and the confusion matrix."""
+    ev = CocoEvaluator(class_names)
+    ev.images, ev.gt = gt.images, gt.gt
+    preds = {i: postprocess(r, score_thresh, nms_thresh, max_dets) for i, r in raw.items()}
+    ev.add_predictions(list(preds), list(preds.values()))
+    metrics = ev.compute(prefix)
+    extra = {}
+    if full:
+        metrics[f"{prefix}/voc_mAP50"] = voc.voc_map50(ev.images, ev.gt, ev.dt)
+        matrix = voc.confusion(ev.images, ev.gt, ev.dt, len(class_names), score_thresh)
+        metrics.update({f"{prefix}/{k}": v for k, v in voc.precision_recall(matrix, class_names).items()})
+        extra = {"confusion": matrix, "predictions": preds}
+    return metrics, ev, extra
+
+
+def retune(gt: CocoEvaluator, raw: dict, class_names, grid: dict, score_floor: float, prefix: str) -> list[dict]:
+    """Every combination of ``grid`` (score_thresh, nms_thresh, max_dets lists) on the cached raw detections."""
+    too_low = [s for s in grid["score_thresh"] if s < score_floor]
+    if too_low:
+        raise ValueError(f"retune.score_thresh {too_low} below the cached floor {score_floor}: lower score_floor")
+    rows = []
+    combos = list(itertools.product(grid["score_thresh"], grid["nms_thresh"], grid["max_dets"]))
+    for s, n, m in tqdm(combos, desc="re-tuning", unit="setting"):
+        metrics, _, _ = evaluate_setting(gt, raw, class_names, s, n, m, prefix, full=True)
+        rows.append({"score_thresh": s, "nms_thresh": n, "max_dets": m, **{k.split("/", 1)[1]: v for k, v in metrics.items()
+                                                                          if "_AP_" not in k and "precision_" not in k
+                                                                          and "recall_" not in k}})
+    return rows
+
+
+def best_settings(rows: list[dict], metrics=("segm_AP", "segm_AP50", "bbox_AP", "voc_mAP50", "f1")):
+    """{metric: the row that maximises it} (NaN rows ignored)."""
+    best = {}
+    for m in metrics:
+        scored = [r for r in rows if m in r and not math.isnan(r[m])]
+        if scored:
+            best[m] = max(scored, key=lambda r: r[m])
+    return best

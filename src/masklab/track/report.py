@@ -1,0 +1,65 @@
+"""Compare the runs of an MLflow experiment: their loss curves on one figure and a sorted table."""
+from __future__ import annotations
+
+import csv
+import math
+import tempfile
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from masklab import MasklabError
+from masklab.track.history import read_csv
+from masklab.viz import plots
+
+
+def runs_of(client: MlflowClient, experiment: str, include_children: bool = True):
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise MasklabError(f"no MLflow experiment {experiment!r} at {client.tracking_uri} (there are: {names})")
+    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    return [r for r in runs if r.data.tags.get("masklab.role") not in ("study", "evaluate")
+            and (include_children or "mlflow.parentRunId" not in r.data.tags)]
+
+
+def history_of(client: MlflowClient, run) -> list[dict]:
+    """The run's per-epoch history.csv artifact, else its val/* metric histories (one point per epoch)."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return read_csv(Path(client.download_artifacts(run.info.run_id, "plots/history.csv", tmp)))
+    except Exception:  # noqa: BLE001 - older runs or runs killed before the first epoch end have no artifact
+        rows: dict[int, dict] = {}
+        for key in (k for k in run.data.metrics if k.startswith("val/loss")):
+            for i, m in enumerate(sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)):
+                rows.setdefault(i, {"epoch": i})[key] = m.value
+        return [rows[i] for i in sorted(rows)]
+
+
+def table(runs, params, metrics, metric: str, mode: str) -> list[dict]:
+    rows = [{"run": r.info.run_name, "status": r.data.tags.get("trial_state", r.info.status), "run_id": r.info.run_id,
+             **{p: r.data.params.get(p, "") for p in params}, **{m: r.data.metrics.get(m, math.nan) for m in metrics}}
+            for r in runs]
+    def key(r):  # best first; runs without the metric last
+        v = r.get(metric, math.nan)
+        return (1, 0.0) if math.isnan(v) else (0, -v if mode == "max" else v)
+
+    return sorted(rows, key=key)
+
+
+def write(out: Path, rows: list[dict], histories: dict[str, list[dict]], metric: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(rows[0]) if rows else ["run"]
+    with open(out / "runs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    shown = [k for k in keys if k != "run_id"]
+    lines = [f"Runs sorted by {metric}", "", "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in shown) + " |" for r in rows]
+    (out / "runs.md").write_text("\n".join(lines) + "\n")
+    files = [out / "runs.csv", out / "runs.md"]
+    for stage in ("val", "train"):
+        files.append(plots.save(plots.compare_losses(histories, stage), out / f"losses_{stage}.png"))
+    print("\n".join(lines))
+    return files

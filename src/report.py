@@ -1,0 +1,41 @@
+#!/usr/bin/env python
+"""Compare the runs of an MLflow experiment (``python src/report.py --help``).
+
+MLflow runs of the experiment -> a table of key params and final metrics sorted by the optimized
+metric (Markdown + CSV) and every run's total and per-component loss vs epoch on one figure (PNG).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout, installed or not
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from masklab import MasklabError  # noqa: E402
+from masklab.track import report  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+def main(cfg: DictConfig) -> None:
+    out = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        client = MlflowClient(cfg.paths.tracking_uri)
+        runs = report.runs_of(client, cfg.experiment, cfg.include_children)
+        if not runs:
+            raise MasklabError(f"experiment {cfg.experiment!r} has no training runs yet")
+        rows = report.table(runs, list(cfg.params), list(cfg.metrics), cfg.metric, cfg.mode)
+        histories = {r.info.run_name: report.history_of(client, r) for r in runs}
+        report.write(out, rows, histories, cfg.metric)
+    except MasklabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
