@@ -1,6 +1,7 @@
 """A masklab checkpoint -> the LightningModule, its training config and class names."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[MaskRC
         cfg = OmegaConf.create(hp["cfg"])
         module = MaskRCNNModule(cfg, class_names=hp.get("class_names"))
         module.load_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError, EOFError) as exc:
+    except (KeyError, RuntimeError, EOFError, TypeError, ValueError, pickle.UnpicklingError) as exc:
         raise MasklabError(f"{path}: not a masklab checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     return module.eval(), cfg, ckpt.get("mlflow_run_id")
 

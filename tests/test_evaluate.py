@@ -1,0 +1,174 @@
+"""evaluate.py, inference-only re-tuning, predict.py (splash, video), end-of-training plots and report.py."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import cv2
+import mlflow
+import numpy as np
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from conftest import ROOT, compose_cfg
+from masklab.data.datamodule import build_datamodule
+from masklab.eval import runner
+from masklab.eval.checkpoint import load_checkpoint
+from masklab.metrics.coco import CocoEvaluator
+from masklab.model.inference import detection_settings
+from masklab.viz import draw
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for 3 epochs, tracked in its own MLflow store: (checkpoint, tracking uri, run dir)."""
+    from train import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    GlobalHydra.instance().clear()
+    cfg = compose_cfg(["logger=mlflow", "schedule.epochs=3", "data.train.num_images=16", "data.val.num_images=6",
+                       "batch_size=4", "experiment_name=ev", f"paths.tracking_uri={uri}", "schedule.warmup_iters=5"])
+    train(cfg, tmp / "run")
+    return tmp / "run" / "checkpoints" / "last.ckpt", uri, tmp / "run"
+
+
+def env_for(uri):
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri}
+
+
+def test_inference_only_retuning_equals_rerunning_the_model(trained):
+    module, cfg, _ = load_checkpoint(trained[0])
+    model, names = module.model, module.class_names
+    loader = build_datamodule(cfg).val_dataloader()
+    gt, raw = runner.run_network(model, loader, score_floor=0.05, progress=False)
+    counts = []
+    for setting in [(0.05, 0.5, 100), (0.1, 0.3, 5), (0.2, 0.7, 20)]:
+        full = CocoEvaluator(names)
+        with detection_settings(model, *setting), torch.no_grad():
+            for images, targets in loader:
+                full.update(targets, model(list(images)))
+        expected = full.compute("val")
+        got, ours, _ = runner.evaluate_setting(gt, raw, names, *setting, prefix="val", full=False)
+        counts.append(len(full.dt))
+        assert len(ours.dt) == len(full.dt)
+        for k, v in expected.items():
+            assert (math.isnan(v) and math.isnan(got[k])) or got[k] == pytest.approx(v, abs=1e-12), (setting, k)
+    assert counts[0] > counts[1] > 0  # detections to compare, and the settings really change them
+
+
+def test_evaluate_cli_writes_everything_and_logs_to_the_training_run(trained, tmp_path):
+    ckpt, uri, _ = trained
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={ckpt}", f"hydra.run.dir={tmp_path}",
+                           "retune.score_thresh=[0.05,0.5,0.9]", "retune.nms_thresh=[0.3,0.5]"],
+                          capture_output=True, text=True, timeout=600, env=env_for(uri))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("val/segm_AP", "val/segm_AP50", "val/segm_AP75", "val/segm_APs", "val/bbox_AP", "val/voc_mAP50",
+                "val/precision", "val/recall", "val/segm_AP_square"):
+        assert key in metrics
+    for name in ("pr_curves.png", "confusion_matrix.png", "coco_results.json", "raw_predictions.pt", "retune.md"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    results = json.loads((tmp_path / "coco_results.json").read_text())
+    assert results and {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(results[0])
+    rows = (tmp_path / "retune.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3 * 2 and "Best setting per metric" in proc.stdout
+    client = mlflow.MlflowClient(uri)
+    run_id = torch.load(ckpt, map_location="cpu", weights_only=False)["mlflow_run_id"]
+    run = client.get_run(run_id)
+    assert run.data.metrics["eval/val/segm_AP"] == pytest.approx(metrics["val/segm_AP"])
+    assert "evaluate/pr_curves.png" in {a.path for a in client.list_artifacts(run_id, "evaluate")}
+    # the cached detections re-tune without the network, with the same numbers
+    again = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={ckpt}", f"cache={tmp_path / 'raw_predictions.pt'}",
+                            f"hydra.run.dir={tmp_path / 'again'}", "log_mlflow=false"], capture_output=True, text=True,
+                           timeout=600, env=env_for(uri))
+    assert again.returncode == 0 and json.loads((tmp_path / "again" / "metrics.json").read_text()) == metrics
+
+
+def test_evaluate_bad_checkpoint_is_one_line(tmp_path):
+    bad = tmp_path / "x.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={bad}", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: not a masklab checkpoint")
+
+
+def test_splash_keeps_instances_in_colour_and_grays_the_rest():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    masks = torch.zeros(2, 1, 40, 50)
+    masks[0, 0, 5:15, 5:20], masks[1, 0, 25:35, 30:45] = 0.9, 0.6
+    masks[1, 0, 0:3, 0:3] = 0.3  # below 0.5: not part of the instance
+    out = draw.splash(image, {"masks": masks})
+    inside = (masks[:, 0] >= 0.5).any(0).numpy()
+    assert np.array_equal(out[inside], image[inside])
+    outside = out[~inside]
+    assert (outside[:, 0] == outside[:, 1]).all() and (outside[:, 1] == outside[:, 2]).all()
+    assert not np.array_equal(outside, image[~inside])  # it really changed the background
+    none = draw.splash(image, {"masks": torch.zeros(0, 1, 40, 50)})
+    assert (none[..., 0] == none[..., 2]).all()
+
+
+def test_predict_video_in_video_out_same_frames_and_rate(trained, tmp_path):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (64, 64))
+    from masklab.data.shapes import ShapesDataset
+
+    frames = ShapesDataset(9, 64, seed=4)
+    for i in range(len(frames)):
+        writer.write(cv2.cvtColor(frames[i][0], cv2.COLOR_RGB2BGR))
+    writer.release()
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={video}",
+                           "mode=splash", f"output={tmp_path / 'out'}", "results_json=true", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "clip_splash.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 9 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 9
+    preds = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert len(preds["images"]) == 9
+
+
+def test_predict_images_instances(trained, tmp_path):
+    from masklab.data.shapes import ShapesDataset
+
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "in" / f"s{i}.png"), cv2.cvtColor(ShapesDataset(2, 64, seed=9)[i][0], cv2.COLOR_RGB2BGR))
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}",
+                           f"output={tmp_path / 'out'}", "nms.box_score_thresh=0.0", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    drawn = cv2.imread(str(tmp_path / "out" / "s0_instances.png"))
+    assert drawn.shape == (64, 64, 3)
+
+
+def test_training_leaves_loss_and_ap_plots_and_report_compares_runs(trained, tmp_path):
+    ckpt, uri, run_dir = trained
+    assert (run_dir / "loss_curves.png").stat().st_size > 0 and (run_dir / "ap_curves.png").stat().st_size > 0
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 3 and "train/loss_mask" in history[0] and "val/loss_mask" in history[0]
+    client = mlflow.MlflowClient(uri)
+    run_id = torch.load(ckpt, map_location="cpu", weights_only=False)["mlflow_run_id"]
+    assert {"plots/loss_curves.png", "plots/ap_curves.png", "plots/history.csv"} <= {
+        a.path for a in client.list_artifacts(run_id, "plots")}
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), "experiment=ev", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=300, env=env_for(uri))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "runs.md").read_text()
+    assert "val/segm_AP" in table and "mobilenet_v3_large" in table
+    assert (tmp_path / "losses_val.png").stat().st_size > 0 and (tmp_path / "runs.csv").exists()
+    missing = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), "experiment=nope", f"hydra.run.dir={tmp_path}"],
+                             capture_output=True, text=True, timeout=300, env=env_for(uri))
+    assert missing.returncode == 1 and "no MLflow experiment 'nope'" in missing.stderr
