@@ -48,10 +48,11 @@ def test_non_finite_boxes_are_dropped_not_scored():
     assert np.isfinite(ev.compute()["val/bbox_AP"])
 
 
-def test_numbers_equal_plain_pycocotools():
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_numbers_equal_plain_pycocotools(backend):
     ds = ShapesDataset(20, 96, max_instances=4, seed=9)
     rng = np.random.default_rng(0)
-    ev = CocoEvaluator(NAMES)
+    ev = CocoEvaluator(NAMES, backend=backend)
     images, anns, dets = [], [], []
     for i in range(len(ds)):
         _, t = ds[i]
@@ -80,8 +81,8 @@ def test_numbers_equal_plain_pycocotools():
         for iou_type in ("bbox", "segm"):
             e = COCOeval(gt, gt.loadRes(dets), iou_type)
             e.evaluate(), e.accumulate(), e.summarize()
-            for k, v in zip(("AP", "AP50", "AP75"), e.stats[:3]):
-                assert ours[f"val/{iou_type}_{k}"] == pytest.approx(v, abs=1e-6)
+            for k, v in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), e.stats[:6]):
+                assert ours[f"val/{iou_type}_{k}"] == pytest.approx(v if v >= 0 else float("nan"), abs=1e-6, nan_ok=True)
     assert 0.05 < ours["val/segm_AP"] < 0.95  # the perturbation makes this a real test
 
 
@@ -102,3 +103,18 @@ def test_merging_rank_states_equals_one_evaluator():
     a, b = whole.compute(), merged.compute()
     assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], nan_ok=True) for k in a)
     assert a["val/bbox_AP"] < 1.0
+
+
+def test_known_traps_image_id_zero_no_iscrowd_unknown_images():
+    """Image id 0 and targets without iscrowd score normally; predictions for images that have no
+    ground truth are left out instead of crashing pycocotools; no predictions at all is 0.0."""
+    _, t = ShapesDataset(1, 64, seed=3)[0]
+    t = {k: v for k, v in t.items() if k != "iscrowd"}
+    t["image_id"] = 0
+    ev = CocoEvaluator(NAMES)
+    ev.update([t], [perfect(t)])
+    ev.add_predictions([99], [perfect(t)])
+    assert ev.gt[0]["id"] == 1 and ev.compute()["val/segm_AP"] == pytest.approx(1.0)
+    nothing = CocoEvaluator(NAMES)
+    nothing.add_targets([t])
+    assert nothing.compute()["val/bbox_AP"] == 0.0

@@ -128,6 +128,12 @@ class CocoEvaluator:
         zeros = {k: 0.0 for k in STAT_NAMES}
         if per_class:
             zeros.update({f"AP_{n}": 0.0 for n in self.class_names})
+        known = {im["id"] for im in self.images}
+        unknown = [d for d in self.dt if d["image_id"] not in known]
+        if unknown:  # pycocotools would assert; score what has ground truth and say what was left out
+            log.warning("%d predictions for images without ground truth were left out (image ids %s)",
+                        len(unknown), sorted({d["image_id"] for d in unknown})[:10])
+            self.dt = [d for d in self.dt if d["image_id"] in known]
         if not self.gt or not self.dt:
             return zeros
         ev = self.run_cocoeval(iou_type)
