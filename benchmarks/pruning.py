@@ -34,7 +34,6 @@ def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
            f"experiment_name={name}", "logger=none", "hparams_search=none", f"hydra.sweeper.pruner={pruner}",
            f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.seed={args.seed}", "hydra.sweeper.sampler=tpe",
            "hydra.sweeper.sampler_kwargs={n_startup_trials:4}",
-           "hydra.sweeper.pruner_kwargs={n_startup_trials:3,n_warmup_steps:1}" if pruner == "median" else "hydra.sweeper.pruner_kwargs={}",
            "optimizer.lr=tag(log,interval(0.0005,0.1))", "schedule.warmup_iters=20",
            "anchors=choice(tiny,small)", f"schedule.epochs={args.epochs}", f"data.train.num_images={args.images}",
            "data.val.num_images=50", "data.image_size=96", "num_workers=0", "+trainer.enable_progress_bar=false"]

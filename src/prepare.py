@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
     text = markdown(report)
     print(text.split("\n### ")[0])  # the tables; every record is in report.md / report.json
-    print(f"canonical dataset: {cfg.data.root}\nreport: {Path(cfg.data.root) / 'report.md'}")
+    root = Path(cfg.data.prepare.get("root") or cfg.data.root)
+    print(f"canonical dataset: {root}\nreport: {root / 'report.md'}\ntrain on it: python src/train.py data=prepared data.name={root.name}")
 
 
 if __name__ == "__main__":

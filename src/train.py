@@ -27,7 +27,7 @@ from masklab.sweep.trial import PruningBridge, finish_trial, sweep_tags, trial_o
 from masklab.track.history import History  # noqa: E402
 from masklab.track.mlflow_utils import artifact_location, default_run_name, log_params, log_run_files  # noqa: E402
 from masklab.track.resume import mlflow_run_id, resume_checkpoint  # noqa: E402
-from masklab.track.summary import run_summary  # noqa: E402
+from masklab.track.summary import export_files, run_summary  # noqa: E402
 
 log = logging.getLogger("masklab.train")
 
@@ -78,6 +78,7 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
         log_run_files(logger, cfg, checkpoint.best_model_path, best)
     print(run_summary(metrics, cfg.optimized_metric, value, checkpoint.best_model_path,
                       logger.run_id if logger else None, cfg.experiment_name, cfg.paths.tracking_uri))
+    export_files(cfg.export, checkpoint.best_model_path, metrics, value, Path(output_dir) / "history.csv")
     if trial:
         finish_trial(trial, bridge[0], metrics)  # raises optuna.TrialPruned for a pruned trial
     return value

@@ -84,15 +84,21 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     assert parent.data.metrics["best/val/segm_AP"] == pytest.approx(study.best_value)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
         a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert {"best_params.yaml", "plots/optimization_history.png"} <= artifacts
-    best = yaml.safe_load((tmp_path / "multirun" / "s" / "s" / "best_params.yaml").read_text())
-    assert {"override backbone": study.best_params["backbone"]} in best["defaults"]
+    assert {"best.yaml", "plots/optimization_history.png"} <= artifacts
+    best_file = tmp_path / "multirun" / "s" / "s" / "tuned" / "best.yaml"
+    assert best_file.read_text().startswith("# @package _global_")
+    best = yaml.safe_load(best_file.read_text())
+    assert {"override /backbone": study.best_params["backbone"]} in best["defaults"]
     assert best["optimizer"]["lr"] == pytest.approx(study.best_params["optimizer.lr"])
+    assert "paths" not in best and "experiment_name" not in best  # where it ran is not part of the winner
     assert "trial" in proc.stdout and "COMPLETE" in proc.stdout  # the summary table
     # the YAML is a config train.py loads: the winner's choices compose
     show = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "--config-dir", str(tmp_path / "multirun" / "s" / "s"),
-                           "--config-name", "best_params", "--cfg", "job"], capture_output=True, text=True, timeout=120)
-    assert show.returncode == 0 and f"lr: {study.best_params['optimizer.lr']}" in show.stdout
+                           "+tuned=best", "--cfg", "job"], capture_output=True, text=True, timeout=120)
+    assert show.returncode == 0, show.stderr
+    shown = yaml.safe_load(show.stdout)
+    assert shown["optimizer"]["lr"] == pytest.approx(study.best_params["optimizer.lr"])
+    assert shown["backbone"]["arch"] == {"r18": "resnet18", "mobilenet_v3": "mobilenet_v3_large"}[study.best_params["backbone"]]
 
 
 def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):

@@ -57,6 +57,7 @@ def prepare(cfg: DictConfig, progress: bool = True) -> dict:
                "issue_counts": report.counts(), "issues": report.entries}
         return rep, markdown(rep)
 
-    out = canonical.write(Path(data.root), splits, class_names, make_report, opts.get("max_image_size"), progress)
-    log.info("wrote %s", data.root)
+    root = Path(opts.get("root") or data.root)
+    out = canonical.write(root, splits, class_names, make_report, opts.get("max_image_size"), progress)
+    log.info("wrote %s", root)
     return out

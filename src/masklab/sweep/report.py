@@ -3,9 +3,9 @@
 One MLflow parent run per study (its id is kept in the study, so resumed sessions and parallel
 workers share it); each trial's own run is its child (``mlflow.parentRunId``, set by ``train.py``)
 and gets tags ``trial_number``, ``trial_state`` (COMPLETE / PRUNED / FAIL), ``fail_reason`` and
-``sampled.<param>``. At the end the parent gets the best value and params, ``best_params.yaml``
-(a config ``train.py`` loads: ``python src/train.py --config-dir <sweep dir> --config-name best_params``)
-and the plots.
+``sampled.<param>``. At the end the parent gets the best value and params, ``tuned/best.yaml``
+(a config ``train.py`` loads: ``python src/train.py --config-dir <sweep dir> +tuned=best``; copied to
+``conf/tuned/best.yaml`` it feeds the DVC train stage) and the plots.
 """
 from __future__ import annotations
 
@@ -82,11 +82,11 @@ class Tracker:
         result = {"study": self.study.study_name, "n_complete": len(done), "best": None}
         if done:
             best = self.study.best_trials[0] if len(names) > 1 else self.study.best_trial
-            path = write_best_params(self.sweep_dir / "best_params.yaml", best, self.fixed, names)
+            path = write_best_params(self.sweep_dir / "tuned" / "best.yaml", best, self.fixed, names)
             result["best"] = {"number": best.number, "values": dict(zip(names, best.values)), "params": best.params,
                               "yaml": str(path)}
             print(f"best: trial {best.number} {dict(zip(names, best.values))}\nretrain it: python src/train.py "
-                  f"--config-dir {self.sweep_dir} --config-name best_params")
+                  f"--config-dir {self.sweep_dir} +tuned=best   (or copy {path} to conf/tuned/best.yaml for dvc repro)")
             self._log_best(best, names, path)
         running = any(t.state == TrialState.RUNNING for t in trials)
         if self.client and not running:
@@ -123,29 +123,35 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+#: overrides that describe where a trial ran, not what it trained: left out of the winner's config
+NOT_PARAMS = ("hydra.", "sweep.", "paths.", "experiment_name", "hparams_search", "run_name", "export.")
+
+
 def write_best_params(path: Path, best, fixed: list[str], names) -> Path:
-    """A primary config: the project's ``config`` + the winner's group choices and values."""
+    """The winner as a ``tuned`` config (``# @package _global_``, group choices as ``override /group``)."""
     groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
     overrides = {}
     for line in fixed:
         key, _, raw = line.lstrip("+~").partition("=")
-        if not key.startswith(("hydra.", "sweep.")):
+        if not key.startswith(NOT_PARAMS):
             overrides[key] = yaml.safe_load(raw) if raw else None
     overrides.update(best.params)
-    defaults, values = ["config"], {}
+    defaults, values = [], {}
     for key, v in overrides.items():
         if key in groups:
-            defaults.append({f"override {key}": v})
+            defaults.append({f"override /{key}": v})
         else:
             node = values
             *parents, leaf = key.split(".")
             for p in parents:
                 node = node.setdefault(p, {})
             node[leaf] = v
-    header = (f"# Best trial {best.number}: {dict(zip(names, best.values))}\n"
-              f"# python src/train.py --config-dir {path.parent} --config-name best_params\n")
+    header = (f"# @package _global_\n# Best trial {best.number}: {dict(zip(names, best.values))}\n"
+              f"# retrain: python src/train.py --config-dir {path.parent.parent} +tuned={path.stem}\n"
+              f"# pipeline: copy to conf/tuned/best.yaml (dvc repro's train stage includes it)\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump({"defaults": [*defaults, "_self_"], **values}, sort_keys=False))
+    body = {"defaults": defaults, **values} if defaults else values
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False))
     return path
 
 

@@ -31,9 +31,14 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.Hy
            "successive_halving": optuna.pruners.SuccessiveHalvingPruner, "none": optuna.pruners.NopPruner}
 
 
+#: our defaults when pruner_kwargs is null: no pruning before 3 finished trials nor in the first epoch
+PRUNER_DEFAULTS = {"median": {"n_startup_trials": 3, "n_warmup_steps": 1}}
+
+
 def make_pruner(name: str, kwargs: dict | None = None) -> optuna.pruners.BasePruner:
     from masklab import MasklabError
 
+    kwargs = PRUNER_DEFAULTS.get(name, {}) if kwargs is None else kwargs
     if name not in PRUNERS:
         raise MasklabError(f"hydra.sweeper.pruner={name!r}: choose one of {sorted(PRUNERS)}")
     try:

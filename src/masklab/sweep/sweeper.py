@@ -61,7 +61,8 @@ class OptunaSweeperBase(Sweeper):
                  stale_after_s: float = 3600.0, params: dict | None = None):
         self.study_name, self.storage, self.n_trials = study_name, storage, int(n_trials)
         self.sampler_name, self.seed, self.sampler_kwargs = sampler, seed, dict(sampler_kwargs or {})
-        self.pruner_name, self.pruner_kwargs = pruner, dict(pruner_kwargs or {})
+        self.pruner_name = pruner
+        self.pruner_kwargs = dict(pruner_kwargs) if pruner_kwargs is not None else None
         self.objectives, self.directions = list(objectives or []), list(directions or [])
         self.max_failures, self.stale_after_s, self.params = int(max_failures), float(stale_after_s), dict(params or {})
 

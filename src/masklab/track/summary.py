@@ -1,6 +1,8 @@
 """Console summaries printed at the end of a run."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def metrics_table(metrics: dict[str, float], title: str = "final metrics") -> str:
     """A plain two-column table, grouped by stage (val/..., test/...), names sorted."""
@@ -20,3 +22,22 @@ def run_summary(metrics: dict[str, float], optimized_metric: str, best: float, b
         lines += [f"MLflow run {run_id} in experiment '{experiment}' at {tracking_uri}",
                   f"  compare runs: mlflow ui --backend-store-uri {tracking_uri}"]
     return "\n".join(lines)
+
+
+def export_files(export, best_checkpoint: str | None, metrics: dict, best_value: float, history: Path) -> None:
+    """Copies at fixed paths for pipelines: ``export.{checkpoint,metrics,history}`` (each optional)."""
+    import json
+    import math
+    import shutil
+
+    for key, path in (("checkpoint", export.checkpoint), ("metrics", export.metrics), ("history", export.history)):
+        if not path:
+            continue
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if key == "checkpoint" and best_checkpoint:
+            shutil.copyfile(best_checkpoint, path)
+        elif key == "metrics":
+            flat = {k: (None if math.isnan(v) else v) for k, v in metrics.items()}
+            Path(path).write_text(json.dumps({**flat, "best": None if math.isnan(best_value) else best_value}, indent=1))
+        elif key == "history" and history.is_file():
+            shutil.copyfile(history, path)
