@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Run one of the seeds' studies as a recipe: check its data, prepare it, train (or sweep) it.
+
+    python experiments/run.py shapes                     # train the recipe experiments/shapes.yaml
+    python experiments/run.py balloon --sweep            # its Optuna study (the recipe's hparams_search)
+    python experiments/run.py clothing schedule.epochs=5 # any Hydra override after the name
+    python experiments/run.py --list
+
+Each recipe is a Hydra config (``experiments/<name>.yaml``) on top of ``conf/``; ``needs`` lists the
+files it reads, and a missing one stops here with where to put what. The same recipe runs without
+this script: ``python src/train.py --config-dir experiments --config-name <name>``.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+def recipes() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("*.yaml"))
+
+
+def load(name: str, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(HERE), version_base="1.3"):
+        return compose(name, overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]", *overrides])
+
+
+def missing_data(cfg: DictConfig) -> list[str]:
+    return [f"  {need.path}\n      {need.what}" for need in cfg.get("needs") or [] if not Path(need.path).exists()]
+
+
+def cli(script: str, name: str, overrides: list[str], *extra: str) -> None:
+    cmd = [sys.executable, str(ROOT / "src" / script), "--config-dir", str(HERE), "--config-name", name, *extra, *overrides]
+    print("+", " ".join(cmd[1:]), flush=True)
+    code = subprocess.call(cmd)
+    if code:
+        sys.exit(code)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", nargs="?", help=f"one of: {', '.join(recipes())}")
+    p.add_argument("--sweep", action="store_true", help="run the recipe's Optuna study instead of one training")
+    p.add_argument("--list", action="store_true", help="list the recipes")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides (key=value, group=option)")
+    args = p.parse_args(argv)
+    if args.list or not args.recipe:
+        print("\n".join(f"{r:10s} {(HERE / f'{r}.yaml').read_text().splitlines()[0].lstrip('# ')}" for r in recipes()))
+        return
+    if args.recipe not in recipes():
+        sys.exit(f"error: no recipe {args.recipe!r}; there are: {', '.join(recipes())}")
+    cfg = load(args.recipe, args.overrides)
+    missing = missing_data(cfg)
+    if missing:
+        sys.exit(f"error: recipe {args.recipe!r} needs data that is not there; put it here:\n" + "\n".join(missing))
+    if cfg.data.get("source") is not None and cfg.data.get("root") and not (Path(cfg.data.root) / "annotations").is_dir():
+        cli("prepare.py", args.recipe, args.overrides)
+    if args.sweep:
+        cli("train.py", args.recipe, args.overrides, "-m", "hydra/sweeper=optuna")
+        return
+    best = Path(cfg.paths.output_root) / cfg.experiment_name / "best.ckpt"
+    cli("train.py", args.recipe, [f"export.checkpoint={best}", *args.overrides])
+    for target in cfg.get("splash") or []:
+        if Path(target).exists():
+            cli("predict.py", args.recipe, [f"ckpt={best}", f"input={target}", "mode=splash", *args.overrides])
+
+
+if __name__ == "__main__":
+    main()
