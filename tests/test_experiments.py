@@ -21,7 +21,7 @@ RECIPES = recipes_run.recipes()
 
 
 def test_the_seeds_recipes_are_all_there():
-    assert set(RECIPES) == {"clothing", "mask_hat", "balloon", "shapes", "fashion"}
+    assert set(RECIPES) == {"clothing", "mask_hat", "balloon", "shapes", "fashion", "pennfudan"}
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Peak memory of the default training run: ``python src/train.py`` (the main job) in a subprocess.
+
+Samples the resident set size (RSS) of the training process and of its whole process tree (data
+loader workers included) every ``--interval`` seconds and prints the peaks. MLflow goes to a
+temporary store so the project's mlflow.db is untouched.
+
+    python benchmarks/memory.py                         # the main job as the README runs it (~8 min on 2 cores)
+    python benchmarks/memory.py schedule.epochs=1       # any override
+Target: peak RSS <= 4 GiB.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+GIB = 1024 ** 3
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--interval", type=float, default=0.2)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the main job (none: exactly the default)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+        cmd = [sys.executable, str(ROOT / "src" / "train.py"), f"paths.output_root={tmp}/outputs", *args.overrides]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        main_peak = tree_peak = 0
+        ps = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                rss = ps.memory_info().rss
+                kids = sum(c.memory_info().rss for c in ps.children(recursive=True))
+            except psutil.NoSuchProcess:
+                break
+            main_peak, tree_peak = max(main_peak, rss), max(tree_peak, rss + kids)
+            time.sleep(args.interval)
+        err = proc.stderr.read()
+    if proc.returncode != 0:
+        sys.exit(f"train.py failed:\n{err[-3000:]}")
+    result = {"main_peak_gib": main_peak / GIB, "tree_peak_gib": tree_peak / GIB, "minutes": (time.perf_counter() - start) / 60}
+    print(f"python src/train.py {' '.join(args.overrides)}  ({result['minutes']:.1f} min, this machine)\n"
+          f"  peak RSS, training process        {result['main_peak_gib']:.2f} GiB\n"
+          f"  peak RSS, with loader workers     {result['tree_peak_gib']:.2f} GiB   (target <= 4 GiB)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

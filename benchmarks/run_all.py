@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Every benchmark of the project in one command; one table of ratios and figures -> benchmarks/RESULTS.md.
+
+    python benchmarks/run_all.py            # everything (~80 min on 2 cores, most of it the PennFudan study)
+    python benchmarks/run_all.py --quick    # shorter versions of each (minutes; figures less representative)
+
+Ratios are measured side by side within each benchmark; absolute times are this machine's.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import dataloader  # noqa: E402
+import eval_speed  # noqa: E402
+import memory  # noqa: E402
+import overhead  # noqa: E402
+import pennfudan  # noqa: E402
+import pruning  # noqa: E402
+
+
+def machine() -> str:
+    import lightning
+    import psutil
+    import torch
+    import torchvision
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{os.cpu_count()} CPU cores, {psutil.virtual_memory().total / 1024 ** 3:.0f} GiB RAM, GPU: {gpu}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+            f"Lightning {lightning.__version__}")
+
+
+def run(quick: bool) -> list[dict]:
+    rows = []
+    o = overhead.main(["--batches", "10" if quick else "30", "--rounds", "1" if quick else "3"])
+    rows.append({"benchmark": "framework overhead", "figure": f"{o['ratio']:.3f}", "target": ">= 0.97",
+                 "met": o["ratio"] >= 0.97, "detail": f"Lightning {o['lightning_img_s']:.2f} vs bare {o['bare_img_s']:.2f} img/s",
+                 "command": "python benchmarks/overhead.py"})
+    d = dataloader.main(["--batches", "20" if quick else "40"])
+    rows.append({"benchmark": "data loading vs training", "figure": f"{d['ratio']:.1f}x", "target": ">= 3x",
+                 "met": d["ratio"] >= 3, "detail": f"{d['loading_img_s']:.0f} vs {d['training_img_s']:.2f} img/s (full augmentation, 2 workers)",
+                 "command": "python benchmarks/dataloader.py"})
+    e = eval_speed.main(["--images", "500", "--repeats", "1" if quick else "3"])
+    rows.append({"benchmark": "COCO evaluation speed", "figure": f"{e['ratio']:.1f}x", "target": ">= 3x", "met": e["ratio"] >= 3,
+                 "detail": f"pycocotools {e['pycocotools_s']:.2f} s vs masklab {e['masklab_s']:.2f} s, 500 images, numbers identical",
+                 "command": "python benchmarks/eval_speed.py"})
+    pr = pruning.main(["--trials", "6", "--epochs", "3"] if quick else [])
+    rows.append({"benchmark": "pruning savings", "figure": f"{pr['ratio']:.2f}", "target": "<= 0.5", "met": pr["ratio"] <= 0.5,
+                 "detail": "epochs to a best segm AP within 0.01 of the final best, pruned / unpruned; "
+                           f"total epochs ratio {pr['total_ratio']:.2f}", "command": "python benchmarks/pruning.py"})
+    m = memory.main(["schedule.epochs=1"] if quick else [])
+    rows.append({"benchmark": "peak RSS of the main job", "figure": f"{m['tree_peak_gib']:.2f} GiB", "target": "<= 4 GiB",
+                 "met": m["tree_peak_gib"] <= 4, "detail": f"training process {m['main_peak_gib']:.2f} GiB; run took {m['minutes']:.1f} min",
+                 "command": "python benchmarks/memory.py"})
+    pf = pennfudan.main(["--epochs", "3"] if quick else [])
+    if pf:
+        pre, scr = pf["pretrained (ImageNet)"], pf["scratch"]
+        rows.append({"benchmark": "PennFudan transfer (test segm AP50)", "figure": f"{pre['test/segm_AP50']:.3f} vs {scr['test/segm_AP50']:.3f}",
+                     "target": ">= 0.85 pretrained, in 20 min", "met": pre["test/segm_AP50"] >= 0.85 and pre["minutes"] <= 20,
+                     "detail": f"pretrained: segm AP {pre['test/segm_AP']:.3f}, bbox AP50 {pre['test/bbox_AP50']:.3f}, "
+                               f"{pre['minutes']:.1f} min; scratch: segm AP {scr['test/segm_AP']:.3f}, bbox AP50 {scr['test/bbox_AP50']:.3f}, "
+                               f"{scr['minutes']:.1f} min", "command": "python benchmarks/pennfudan.py"})
+    return rows
+
+
+def write(rows: list[dict], quick: bool, path: Path = HERE / "RESULTS.md") -> str:
+    lines = [f"# Benchmark results ({dt.date.today().isoformat()}{', --quick' if quick else ''})", "",
+             f"Machine: {machine()}.", "", "Ratios are measured side by side in one run; times are this machine's.", "",
+             "| benchmark | figure | target | met | detail | reproduce |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['benchmark']} | {r['figure']} | {r['target']} | {'yes' if r['met'] else 'NO'} | {r['detail']} | "
+              f"`{r['command']}` |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    print(write(run(args.quick), args.quick))
+
+
+if __name__ == "__main__":
+    main()
