@@ -138,7 +138,7 @@ def test_other_bad_inputs_name_file_and_problem(tmp_path):
                              f"data.source.images={tmp_path}", "data.source.class_names=[a]",
                              f"data.root={tmp_path / 'o'}"], tiny=False), progress=False)
     with pytest.raises(Exception, match="has no 'source'"):
-        prepare(compose_cfg([], tiny=False), progress=False)
+        prepare(compose_cfg(["data=prepared", "data.name=x"], tiny=False), progress=False)
 
 
 def test_readme_documents_every_rule_with_its_outcome():

@@ -19,8 +19,8 @@ log = logging.getLogger("masklab.prepare")
 def read_source(data: DictConfig) -> Source:
     """The ``data.source`` reader; with ``data.source_splits`` one read per given split (splits kept)."""
     if data.get("source") is None:
-        raise MasklabError(f"data={data.get('name', '?')} has no 'source' to prepare (shapes are generated on the fly); "
-                           "pick a format: data=coco|via|openimages|instance_png|imaterialist or a preset")
+        raise MasklabError(f"data={data.get('name', '?')} has no 'source' to prepare (it reads a prepared dataset); "
+                           "pick a format: data=coco|via|openimages|instance_png|imaterialist, a preset, or data=shapes")
     kwargs = OmegaConf.to_container(data.source, resolve=True)
     reader = get_method(kwargs.pop("_target_"))  # called directly: its DatasetError reaches the CLI unwrapped
     if not data.get("source_splits"):
