@@ -58,8 +58,9 @@ def run(quick: bool) -> list[dict]:
                  "detail": "epochs to a best segm AP within 0.01 of the final best, pruned / unpruned; "
                            f"total epochs ratio {pr['total_ratio']:.2f}", "command": "python benchmarks/pruning.py"})
     m = memory.main(["schedule.epochs=1"] if quick else [])
-    rows.append({"benchmark": "peak RSS of the main job", "figure": f"{m['tree_peak_gib']:.2f} GiB", "target": "<= 4 GiB",
-                 "met": m["tree_peak_gib"] <= 4, "detail": f"training process {m['main_peak_gib']:.2f} GiB; run took {m['minutes']:.1f} min",
+    rows.append({"benchmark": "peak RSS of the main job", "figure": f"{m['main_peak_gib']:.2f} GiB", "target": "<= 4 GiB",
+                 "met": m["main_peak_gib"] <= 4, "detail": f"with the 2 loader workers (PSS) {m['tree_peak_gib']:.2f} GiB; "
+                                                           f"run took {m['minutes']:.1f} min",
                  "command": "python benchmarks/memory.py"})
     pf = pennfudan.main(["--epochs", "3"] if quick else [])
     if pf:
