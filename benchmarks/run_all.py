@@ -3,6 +3,7 @@
 
     python benchmarks/run_all.py            # everything (~80 min on 2 cores, most of it the PennFudan study)
     python benchmarks/run_all.py --quick    # shorter versions of each (minutes; figures less representative)
+    python benchmarks/run_all.py --resume   # keep the figures of benchmarks that already finished (benchmarks/.results/)
 
 Ratios are measured side by side within each benchmark; absolute times are this machine's.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import sys
@@ -39,30 +41,45 @@ def machine() -> str:
             f"Lightning {lightning.__version__}")
 
 
-def run(quick: bool) -> list[dict]:
+CACHE = HERE / ".results"
+
+
+def cached(name: str, resume: bool, fn, argv: list[str]) -> dict:
+    """Run one benchmark's main(argv), keeping its result so --resume can skip it after a later failure."""
+    path = CACHE / f"{name}.json"
+    if resume and path.is_file():
+        print(f"{name}: reusing {path}")
+        return json.loads(path.read_text())
+    result = fn(argv)
+    CACHE.mkdir(exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+def run(quick: bool, resume: bool = False) -> list[dict]:
     rows = []
-    o = overhead.main(["--batches", "10" if quick else "30", "--rounds", "1" if quick else "3"])
+    o = cached("overhead", resume, overhead.main, ["--batches", "10" if quick else "30", "--rounds", "1" if quick else "3"])
     rows.append({"benchmark": "framework overhead", "figure": f"{o['ratio']:.3f}", "target": ">= 0.97",
                  "met": o["ratio"] >= 0.97, "detail": f"Lightning {o['lightning_img_s']:.2f} vs bare {o['bare_img_s']:.2f} img/s",
                  "command": "python benchmarks/overhead.py"})
-    d = dataloader.main(["--batches", "20" if quick else "40"])
+    d = cached("dataloader", resume, dataloader.main, ["--batches", "20" if quick else "40"])
     rows.append({"benchmark": "data loading vs training", "figure": f"{d['ratio']:.1f}x", "target": ">= 3x",
                  "met": d["ratio"] >= 3, "detail": f"{d['loading_img_s']:.0f} vs {d['training_img_s']:.2f} img/s (full augmentation, 2 workers)",
                  "command": "python benchmarks/dataloader.py"})
-    e = eval_speed.main(["--images", "500", "--repeats", "1" if quick else "3"])
+    e = cached("eval_speed", resume, eval_speed.main, ["--images", "500", "--repeats", "1" if quick else "3"])
     rows.append({"benchmark": "COCO evaluation speed", "figure": f"{e['ratio']:.1f}x", "target": ">= 3x", "met": e["ratio"] >= 3,
                  "detail": f"pycocotools {e['pycocotools_s']:.2f} s vs masklab {e['masklab_s']:.2f} s, 500 images, numbers identical",
                  "command": "python benchmarks/eval_speed.py"})
-    pr = pruning.main(["--trials", "6", "--epochs", "3"] if quick else [])
+    pr = cached("pruning", resume, pruning.main, ["--trials", "6", "--epochs", "3"] if quick else [])
     rows.append({"benchmark": "pruning savings", "figure": f"{pr['ratio']:.2f}", "target": "<= 0.5", "met": pr["ratio"] <= 0.5,
                  "detail": "epochs to a best segm AP within 0.01 of the final best, pruned / unpruned; "
                            f"total epochs ratio {pr['total_ratio']:.2f}", "command": "python benchmarks/pruning.py"})
-    m = memory.main(["schedule.epochs=1"] if quick else [])
+    m = cached("memory", resume, memory.main, ["schedule.epochs=1"] if quick else [])
     rows.append({"benchmark": "peak RSS of the main job", "figure": f"{m['main_peak_gib']:.2f} GiB", "target": "<= 4 GiB",
                  "met": m["main_peak_gib"] <= 4, "detail": f"with the 2 loader workers (PSS) {m['tree_peak_gib']:.2f} GiB; "
                                                            f"run took {m['minutes']:.1f} min",
                  "command": "python benchmarks/memory.py"})
-    pf = pennfudan.main(["--epochs", "3"] if quick else [])
+    pf = cached("pennfudan", resume, pennfudan.main, ["--epochs", "3"] if quick else [])
     if pf:
         pre, scr = pf["pretrained (ImageNet)"], pf["scratch"]
         rows.append({"benchmark": "PennFudan transfer (test segm AP50)", "figure": f"{pre['test/segm_AP50']:.3f} vs {scr['test/segm_AP50']:.3f}",
@@ -87,8 +104,9 @@ def write(rows: list[dict], quick: bool, path: Path = HERE / "RESULTS.md") -> st
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--resume", action="store_true", help="reuse benchmarks/.results/<name>.json of finished benchmarks")
     args = p.parse_args(argv)
-    print(write(run(args.quick), args.quick))
+    print(write(run(args.quick, args.resume), args.quick))
 
 
 if __name__ == "__main__":

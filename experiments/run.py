@@ -35,7 +35,8 @@ def load(name: str, overrides: list[str]) -> DictConfig:
 
 
 def missing_data(cfg: DictConfig) -> list[str]:
-    return [f"  {need.path}\n      {need.what}" for need in cfg.get("needs") or [] if not Path(need.path).exists()]
+    # a need whose path is null is switched off by an override (e.g. backbone.weights=null: from scratch)
+    return [f"  {need.path}\n      {need.what}" for need in cfg.get("needs") or [] if need.path and not Path(need.path).exists()]
 
 
 def cli(script: str, name: str, overrides: list[str], *extra: str) -> None:

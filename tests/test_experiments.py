@@ -60,6 +60,13 @@ def test_missing_data_is_one_clear_message():
     assert "needs data that is not there" in proc.stderr and "/nonexistent/data/raw/openimages/train-masks" in proc.stderr
 
 
+def test_a_need_switched_off_by_an_override_is_not_required():
+    GlobalHydra.instance().clear()
+    cfg = recipes_run.load("pennfudan", ["backbone.weights=null", "paths.root_dir=/nonexistent"])
+    missing = recipes_run.missing_data(cfg)
+    assert len(missing) == 2 and not any("weights" in m for m in missing)  # the data, not the (unused) weights
+
+
 @pytest.mark.slow
 def test_shapes_recipe_runs_end_to_end(tmp_path):
     tiny = [o for o in TINY if not o.startswith("schedule.epochs")]
