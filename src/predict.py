@@ -20,10 +20,10 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from masklab import MasklabError  # noqa: E402
+from masklab import MasklabError, exit_on_error  # noqa: E402
 from masklab.data.formats.instance_png import IMAGE_EXTENSIONS  # noqa: E402
 from masklab.eval.checkpoint import load_checkpoint, runtime_config  # noqa: E402
-from masklab.metrics.coco import encode_masks  # noqa: E402
+from masklab.data.rle import encode_masks  # noqa: E402
 from masklab.model.inference import detection_settings  # noqa: E402
 from masklab.viz import draw  # noqa: E402
 
@@ -107,11 +107,8 @@ def run(cfg: DictConfig, out: Path) -> Path:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_error():
         out = run(cfg, Path(cfg.output or HydraConfig.get().runtime.output_dir))
-    except MasklabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     print(f"written to {out}")
 
 

@@ -9,7 +9,8 @@ import torch
 
 from masklab.data.shapes import ShapesDataset
 from masklab.metrics import voc
-from masklab.metrics.coco import CocoEvaluator, encode_masks
+from masklab.data.rle import encode_masks
+from masklab.metrics.coco import CocoEvaluator
 
 
 def square(y, x, s=10, size=64):

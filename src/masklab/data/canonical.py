@@ -20,19 +20,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from masklab.data.formats import DatasetError, Drop, Source, SourceImage, SourceInstance
+from masklab.data.rle import as_pycoco, encode
+from masklab.data.rle import decode as decode_rle
 from masklab.data.validate import Report
 
 SPLITS = ("train", "val", "test")
-
-
-def encode(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
-def decode(rle: dict) -> np.ndarray:
-    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
 
 
 def _open_image(image: SourceImage, report: Report):
@@ -76,7 +68,8 @@ def _instance(inst: SourceInstance, h: int, w: int, report: Report) -> dict | No
     if not _check_box(inst, h, w, report):
         return None
     rle = encode(mask)
-    return {"name": inst.category, "rle": rle, "bbox": mask_utils.toBbox(_bytes(rle)).tolist(), "area": float(mask.sum()), "iscrowd": int(inst.iscrowd), "source_id": inst.source_id,
+    return {"name": inst.category, "rle": rle, "bbox": mask_utils.toBbox(as_pycoco(rle)).tolist(),
+            "area": float(mask.sum()), "iscrowd": int(inst.iscrowd), "source_id": inst.source_id,
             "record": inst.record}
 
 
@@ -173,13 +166,9 @@ def _write_image(it: dict, dest: Path, max_size: int | None) -> None:
     with Image.open(it["file"]) as im:
         im.convert("RGB").resize((nw, nh), Image.BILINEAR).save(dest)
     for a in it["anns"]:
-        a["rle"] = encode(cv2.resize(decode(a["rle"]), (nw, nh), interpolation=cv2.INTER_NEAREST))
-    it["anns"] = [a for a in it["anns"] if mask_utils.area(_bytes(a["rle"])) > 0]
+        a["rle"] = encode(cv2.resize(decode_rle(a["rle"], h, w), (nw, nh), interpolation=cv2.INTER_NEAREST))
+    it["anns"] = [a for a in it["anns"] if mask_utils.area(as_pycoco(a["rle"])) > 0]
     it["height"], it["width"] = nh, nw
-
-
-def _bytes(rle: dict) -> dict:
-    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
 
 
 def coco_json(items: list[dict], class_names: list[str]) -> dict:
@@ -187,8 +176,8 @@ def coco_json(items: list[dict], class_names: list[str]) -> dict:
     for it in items:
         images.append({"id": len(images) + 1, "file_name": it["file_name"], "height": it["height"], "width": it["width"]})
         for a in it["anns"]:
-            bbox = mask_utils.toBbox(_bytes(a["rle"])).tolist()
-            a.update(bbox=bbox, area=float(mask_utils.area(_bytes(a["rle"]))))
+            bbox = mask_utils.toBbox(as_pycoco(a["rle"])).tolist()
+            a.update(bbox=bbox, area=float(mask_utils.area(as_pycoco(a["rle"]))))
             anns.append({"id": len(anns) + 1, "image_id": len(images), "category_id": a["label"], "bbox": bbox,
                          "area": a["area"], "iscrowd": a["iscrowd"], "segmentation": a["rle"]})
     return {"images": images, "annotations": anns,

@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pycocotools.mask as mask_utils
 from PIL import Image
 from torch.utils.data import Dataset
 
 from masklab import MasklabError
+from masklab.data import rle
 from masklab.data.target import make_target
 
 
@@ -48,7 +48,7 @@ class CocoDataset(Dataset):
         info = self.images[index]
         anns = self.anns[info["id"]]
         h, w = info["height"], info["width"]
-        masks = np.stack([_decode(a["segmentation"], h, w) for a in anns]) if anns else np.zeros((0, h, w), np.uint8)
+        masks = np.stack([rle.decode(a["segmentation"], h, w) for a in anns]) if anns else np.zeros((0, h, w), np.uint8)
         return make_target(masks, [self.label_of[a["category_id"]] for a in anns], info["id"],
                            iscrowd=[a.get("iscrowd", 0) for a in anns])
 
@@ -56,10 +56,3 @@ class CocoDataset(Dataset):
         image, target = self.load_image(index), self.target(index)
         return self.transform(image, target) if self.transform is not None else (image, target)
 
-
-def _decode(seg, h: int, w: int) -> np.ndarray:
-    if isinstance(seg, list):  # polygons (a canonical file edited by hand, or a plain COCO file)
-        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
-    if isinstance(seg["counts"], list):
-        return mask_utils.decode(mask_utils.frPyObjects(seg, h, w))
-    return mask_utils.decode({"size": seg["size"], "counts": seg["counts"].encode("ascii")})

@@ -17,20 +17,12 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from masklab.data.rle import encode_masks
+
 log = logging.getLogger(__name__)
 
 #: names of COCOeval.stats[0:6], as metric suffixes
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-
-
-def encode_masks(masks: np.ndarray) -> list[dict]:
-    """N×H×W binary masks -> COCO compressed RLEs (JSON-ready: counts as str)."""
-    if len(masks) == 0:
-        return []
-    rles = mask_utils.encode(np.asfortranarray(masks.astype(np.uint8).transpose(1, 2, 0)))  # wants H×W×N
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
 
 
 class CocoEvaluator:

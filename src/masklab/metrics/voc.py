@@ -19,6 +19,8 @@ from collections import defaultdict
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from masklab.data.rle import as_pycoco
+
 
 def by_image(images: list[dict], gt: list[dict], dt: list[dict]):
     """{image_id: (gt records, dt records sorted by descending score)} for every evaluated image."""
@@ -30,16 +32,12 @@ def by_image(images: list[dict], gt: list[dict], dt: list[dict]):
     return {im["id"]: (g[im["id"]], sorted(d[im["id"]], key=lambda a: -a["score"])) for im in images}
 
 
-def _rle(a: dict) -> dict:
-    seg = a["segmentation"]
-    return {"size": seg["size"], "counts": seg["counts"].encode("ascii") if isinstance(seg["counts"], str) else seg["counts"]}
-
-
 def mask_ious(dts: list[dict], gts: list[dict]) -> np.ndarray:
     """P×G mask IoU (crowd flags ignored: plain IoU, as Matterport)."""
     if not dts or not gts:
         return np.zeros((len(dts), len(gts)))
-    return np.asarray(mask_utils.iou([_rle(a) for a in dts], [_rle(a) for a in gts], [0] * len(gts)))
+    return np.asarray(mask_utils.iou([as_pycoco(a["segmentation"]) for a in dts], [as_pycoco(a["segmentation"]) for a in gts],
+                                    [0] * len(gts)))
 
 
 def matterport_ap(gt_labels, dt_labels, ious: np.ndarray, iou_threshold: float = 0.5) -> float:
