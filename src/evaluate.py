@@ -7,7 +7,6 @@ re-tuning over (confidence, NMS, max detections) -> files + MLflow.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError  # noqa: E402
+from masklab import MasklabError, exit_on_error  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.eval import runner  # noqa: E402
 from masklab.eval.checkpoint import load_checkpoint, runtime_config  # noqa: E402
@@ -58,11 +57,8 @@ def evaluate(cfg: DictConfig, out: Path) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    with exit_on_error(log):
         metrics = evaluate(cfg, out)
-    except MasklabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     width = max(map(len, metrics))
     print("\n".join(f"{k:<{width}}  {v:.4f}" for k, v in metrics.items()))
     print(f"written to {out}")

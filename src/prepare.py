@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError  # noqa: E402
+from masklab import exit_on_error  # noqa: E402
 from masklab.data.prepare import prepare  # noqa: E402
 from masklab.data.validate import markdown  # noqa: E402
 
@@ -24,11 +24,8 @@ log = logging.getLogger("masklab.prepare")
 
 @hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_error(log):
         report = prepare(cfg)
-    except MasklabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
     text = markdown(report)
     print(text.split("\n### ")[0])  # the tables; every record is in report.md / report.json
     root = Path(cfg.data.prepare.get("root") or cfg.data.root)

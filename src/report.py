@@ -16,14 +16,14 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError  # noqa: E402
+from masklab import MasklabError, exit_on_error  # noqa: E402
 from masklab.track import report  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    with exit_on_error():
         client = MlflowClient(cfg.paths.tracking_uri)
         runs = report.runs_of(client, cfg.experiment, cfg.include_children)
         if not runs:
@@ -31,9 +31,6 @@ def main(cfg: DictConfig) -> None:
         rows = report.table(runs, list(cfg.params), list(cfg.metrics), cfg.metric, cfg.mode)
         histories = {r.info.run_name: report.history_of(client, r) for r in runs}
         report.write(out, rows, histories, cfg.metric)
-    except MasklabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     print(f"written to {out}")
 
 

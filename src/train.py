@@ -20,7 +20,7 @@ from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError  # noqa: E402
+from masklab import exit_on_error  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import PruningBridge, finish_trial, sweep_tags, trial_of  # noqa: E402
@@ -86,14 +86,10 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    try:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return train(cfg, HydraConfig.get().runtime.output_dir)  # the sweeper records a failure with its message
+    with exit_on_error(log):
         return train(cfg, HydraConfig.get().runtime.output_dir)
-    except MasklabError as e:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweeper records the trial as failed with this message
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """masklab: a hyperparameter experiment platform for Mask R-CNN transfer learning."""
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -16,6 +20,18 @@ CONFIG_DIR = PROJECT_ROOT / "conf"
 
 class MasklabError(Exception):
     """An error with a one-line message for the user (the CLIs print it and exit non-zero)."""
+
+
+@contextlib.contextmanager
+def exit_on_error(log: logging.Logger | None = None):
+    """The CLIs' contract: a :class:`MasklabError` becomes one ``error:`` line on stderr and exit code 1."""
+    try:
+        yield
+    except MasklabError as exc:
+        if log is not None:
+            log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if not OmegaConf.has_resolver("masklab_root"):

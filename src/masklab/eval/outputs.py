@@ -47,7 +47,7 @@ def log_to_mlflow(cfg, run_id: str | None, metrics: dict, files: list[Path]) -> 
     import mlflow
     from mlflow import MlflowClient
 
-    from masklab.track.mlflow_utils import artifact_location
+    from masklab.track.mlflow_utils import experiment_id
 
     client = MlflowClient(cfg.paths.tracking_uri)
     try:
@@ -56,10 +56,7 @@ def log_to_mlflow(cfg, run_id: str | None, metrics: dict, files: list[Path]) -> 
         log.info("the checkpoint's MLflow run %s is not in %s: logging to a new run", run_id, cfg.paths.tracking_uri)
         run_id = None
     if run_id is None:
-        exp = client.get_experiment_by_name(cfg.experiment_name)
-        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.experiment_name,
-                                                                         artifact_location=artifact_location(cfg.paths.tracking_uri))
-        run_id = client.create_run(exp_id, run_name="evaluate", tags={"masklab.role": "evaluate"}).info.run_id
+        run_id = client.create_run(experiment_id(client, cfg.experiment_name), run_name="evaluate", tags={"masklab.role": "evaluate"}).info.run_id
         client.set_terminated(run_id)
     for k, v in metrics.items():
         if math.isfinite(v):

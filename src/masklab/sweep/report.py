@@ -34,13 +34,11 @@ class Tracker:
     def _open_parent(self) -> None:
         from mlflow import MlflowClient
 
-        from masklab.track.mlflow_utils import artifact_location
+        from masklab.track.mlflow_utils import experiment_id
 
         uri = self.cfg.paths.tracking_uri
         self.client = MlflowClient(uri)
-        exp = self.client.get_experiment_by_name(self.cfg.experiment_name)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(
-            self.cfg.experiment_name, artifact_location=artifact_location(uri))
+        exp_id = experiment_id(self.client, self.cfg.experiment_name)
         known = self.study.user_attrs.get("mlflow_parent_run_id")
         if known:
             self.parent_id = known

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from pathlib import Path
 
 import optuna
@@ -26,7 +25,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 
-from masklab import MasklabError
+from masklab import MasklabError, exit_on_error
 from masklab.sweep import report, space, study as st
 
 log = logging.getLogger("masklab.sweep")
@@ -107,12 +106,8 @@ class OptunaSweeperBase(Sweeper):
         return study, spec
 
     def sweep(self, arguments: list[str]):
-        try:
+        with exit_on_error(log):  # one line, no traceback (Hydra would print one)
             return self._sweep(arguments)
-        except MasklabError as exc:  # one line, no traceback (Hydra would print one)
-            log.error("%s", exc)
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(1)
 
     def _sweep(self, arguments: list[str]):
         dists, fixed = space.parse(self.config.get("hparams_search"), self.params, arguments)

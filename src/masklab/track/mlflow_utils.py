@@ -27,6 +27,12 @@ def artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+def experiment_id(client, name: str) -> str:
+    """The id of MLflow experiment ``name``, created (artifacts beside a SQLite store) when missing."""
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
+
+
 def flat_params(cfg: DictConfig) -> dict[str, object]:
     """Resolved config flattened to ``a.b.c`` keys (what MLflow shows as params)."""
     out: dict[str, object] = {}
