@@ -9,10 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import compose_cfg, needs_shared
-from masklab.data import canonical
 from masklab.data.dataset import CocoDataset
-from masklab.data.formats import imaterialist, instance_png, openimages, via
-from masklab.data.formats import coco as coco_fmt
+from masklab.data.formats import imaterialist, via
 from masklab.data.prepare import prepare
 from masklab.data.target import validate_target
 

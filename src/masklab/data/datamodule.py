@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from masklab.data.dataset import CocoDataset
 from masklab.data.transforms import Augment, CapInstances, Compose, to_tensor
 
 
@@ -52,8 +53,6 @@ class DetectionDataModule(L.LightningDataModule):
 
 def from_prepared(root: str, image_size: int | None = None, drop_empty: bool = True, **kwargs) -> DetectionDataModule:
     """The datamodule of a dataset ``prepare.py`` wrote to ``root`` (train/val, and test when written)."""
-    from masklab.data.dataset import CocoDataset
-
     train = CocoDataset(root, "train", train=True, drop_empty=drop_empty)
     val = CocoDataset(root, "val")
     test = CocoDataset(root, "test") if (Path(root) / "annotations" / "test.json").is_file() else None

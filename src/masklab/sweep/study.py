@@ -26,6 +26,8 @@ import optuna
 from filelock import FileLock
 from optuna.trial import TrialState
 
+from masklab import MasklabError
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PRUNERS = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
            "successive_halving": optuna.pruners.SuccessiveHalvingPruner, "none": optuna.pruners.NopPruner}
@@ -36,8 +38,6 @@ PRUNER_DEFAULTS = {"median": {"n_startup_trials": 3, "n_warmup_steps": 1}}
 
 
 def make_pruner(name: str, kwargs: dict | None = None) -> optuna.pruners.BasePruner:
-    from masklab import MasklabError
-
     kwargs = PRUNER_DEFAULTS.get(name, {}) if kwargs is None else kwargs
     if name not in PRUNERS:
         raise MasklabError(f"hydra.sweeper.pruner={name!r}: choose one of {sorted(PRUNERS)}")

@@ -19,7 +19,8 @@ def trial_of(cfg: DictConfig) -> tuple[optuna.Study, optuna.Trial] | tuple[None,
     if not s or s.get("trial_id") is None:
         return None, None
     storage = open_storage(s.storage)
-    pruner = optuna.load_study(study_name=s.study, storage=storage).user_attrs.get("masklab_pruner")
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(s.study))
+    pruner = attrs.get("masklab_pruner")
     study = optuna.load_study(study_name=s.study, storage=storage,
                               pruner=make_pruner(pruner["name"], pruner["kwargs"]) if pruner else None)
     return study, optuna.Trial(study, int(s.trial_id))

@@ -25,14 +25,14 @@ class History(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         for k, v in trainer.callback_metrics.items():
             if k.startswith("train/") and k != "train/lr":
-                self._sums[k] += float(v)
+                self._sums[k] = self._sums[k] + v.detach()  # a tensor: no GPU sync per step, one per epoch
                 self._counts[k] += 1
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
         row = {"epoch": trainer.current_epoch}
-        row.update({k: self._sums[k] / self._counts[k] for k in self._sums if self._counts[k]})
+        row.update({k: float(self._sums[k]) / self._counts[k] for k in self._sums if self._counts[k]})
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         self._sums.clear(), self._counts.clear()
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
