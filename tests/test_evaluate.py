@@ -151,7 +151,9 @@ def test_predict_images_instances(trained, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     drawn = cv2.imread(str(tmp_path / "out" / "s0_instances.png"))
+    original = cv2.imread(str(tmp_path / "in" / "s0.png"))
     assert drawn.shape == (64, 64, 3)
+    assert (drawn != original).any(axis=2).mean() > 0.05  # with confidence 0 there are instances, and they are drawn
 
 
 def test_training_leaves_loss_and_ap_plots_and_report_compares_runs(trained, tmp_path):
