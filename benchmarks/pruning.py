@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """How many training epochs pruning saves: the same Optuna study with and without the pruner.
 
-Both studies run through the real sweeper (``python src/train.py -m hydra/sweeper=optuna``) on
-shapes with the same space, sampler and sampler seed; only ``hydra.sweeper.pruner`` differs. For
-each study: trials in order, epochs each trained (validation epochs reported to Optuna), and the
-total epochs spent until the best segm AP so far is within ``--tol`` of that study's final best.
+Every study runs through the real sweeper (``python src/train.py -m hydra/sweeper=optuna``) on
+shapes with the same space, sampler and sampler seed; only ``hydra.sweeper.pruner`` differs: none,
+then each of ``--pruners`` (default: ``median``, the product's default, and ``successive_halving``,
+Optuna's ASHA, which stops most trials after their first rung). For each study: trials in order,
+epochs each trained (validation epochs reported to Optuna), and the total epochs spent until the
+best segm AP so far is within ``--tol`` of that study's final best. The final bests are printed too:
+a pruner that stopped the eventual winner early shows up there, not in the epoch count.
 
-    python benchmarks/pruning.py                      # 8 trials x 5 epochs: ~25 min on 2 cores
-    python benchmarks/pruning.py --trials 20 --epochs 8
+    python benchmarks/pruning.py                      # 10 trials x 6 epochs, 3 studies: ~30 min on 2 cores
+    python benchmarks/pruning.py --trials 20 --epochs 8 --pruners hyperband
 
 Trials start from the ImageNet MobileNetV2 in ../shared/weights when it is there (from scratch a few
 epochs of shapes learn too little for the curves to tell trials apart), with gradient clipping; the
@@ -45,7 +48,7 @@ def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
            "hydra.sweeper.sampler_kwargs={n_startup_trials:4}",
            "optimizer.lr=tag(log,interval(0.0001,0.05))", "schedule.warmup_iters=20", "grad_clip_norm=5",
            "anchors=choice(tiny,small)", f"schedule.epochs={args.epochs}", f"data.train.num_images={args.images}",
-           "data.val.num_images=50", "num_workers=0", "+trainer.enable_progress_bar=false", *backbone()]
+           f"data.val.num_images={args.val_images}", "num_workers=0", "+trainer.enable_progress_bar=false", *backbone()]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0:
@@ -71,30 +74,36 @@ def epochs_to_best(trials, tol: float) -> tuple[int, float, int]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--images", type=int, default=160, help="shapes training images per epoch")
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--images", type=int, default=96, help="shapes training images per epoch")
+    p.add_argument("--val-images", type=int, default=32, help="shapes validation images (scored every epoch)")
+    p.add_argument("--pruners", nargs="+", default=["median", "successive_halving"],
+                   help="pruners compared with no pruning (conf/hydra/sweeper/optuna.yaml: pruner)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (the same for both studies)")
     p.add_argument("--tol", type=float, default=0.01)
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="masklab-pruning-"))
     try:
         rows = {}
-        for label, pruner in (("no pruning", "none"), ("median pruner", "median")):
+        for label, pruner in (("no pruning", "none"), *((p, p) for p in args.pruners)):
             trials, seconds = run_study(work, pruner, pruner, args)
             reached, final, total = epochs_to_best(trials, args.tol)
             rows[label] = {"epochs_to_best": reached, "best_segm_AP": final, "total_epochs": total, "minutes": seconds / 60,
                            "pruned": sum(t.state.name == "PRUNED" for t in trials)}
-            print(f"{label:14s} best segm AP {final:.4f}  epochs to within {args.tol} of it: {reached:3d}  "
+            print(f"{label:18s} best segm AP {final:.4f}  epochs to within {args.tol} of it: {reached:3d}  "
                   f"total epochs {total:3d}  pruned {rows[label]['pruned']:2d}  ({seconds / 60:.1f} min)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ratio = rows["median pruner"]["epochs_to_best"] / rows["no pruning"]["epochs_to_best"]
-    total_ratio = rows["median pruner"]["total_epochs"] / rows["no pruning"]["total_epochs"]
-    print(f"\n{args.trials} trials x {args.epochs} epochs, TPE seed {args.seed}, this machine:\n"
-          f"  epochs to best (pruned / unpruned)  {ratio:.2f}   (target <= 0.5)\n"
-          f"  total epochs   (pruned / unpruned)  {total_ratio:.2f}")
-    return {"rows": rows, "ratio": ratio, "total_ratio": total_ratio}
+    base = rows["no pruning"]
+    ratios = {p: {"ratio": rows[p]["epochs_to_best"] / base["epochs_to_best"],
+                  "total_ratio": rows[p]["total_epochs"] / base["total_epochs"]} for p in args.pruners}
+    print(f"\n{args.trials} trials x {args.epochs} epochs, TPE seed {args.seed}, this machine "
+          f"(pruned / unpruned; target: epochs to best <= 0.5):")
+    for p, r in ratios.items():
+        print(f"  {p:18s} epochs to best {r['ratio']:.2f}   total epochs {r['total_ratio']:.2f}   "
+              f"final best {rows[p]['best_segm_AP']:.4f} vs {base['best_segm_AP']:.4f}")
+    return {"rows": rows, "ratios": ratios}
 
 
 if __name__ == "__main__":

@@ -145,3 +145,23 @@ def test_readme_documents_every_rule_with_its_outcome():
     readme = (ROOT / "README.md").read_text()
     for rule, (outcome, _) in RULES.items():
         assert f"| `{rule}` | {outcome} |" in readme
+
+
+def test_instance_that_vanishes_when_max_image_size_shrinks_the_image_is_reported(tmp_path):
+    img = tmp_path / "img"
+    img.mkdir()
+    Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(img / "big.png")
+    dot = np.zeros((100, 100), np.uint8)
+    dot[51, 51] = 1  # a 1-px instance: gone at 1/10 scale (nearest neighbour samples every 10th pixel)
+    block = np.zeros((100, 100), np.uint8)
+    block[20:80, 20:80] = 1
+    data = {"images": [{"id": 1, "file_name": "big.png", "height": 100, "width": 100}],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle(block)},
+                            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": rle(dot)}]}
+    (tmp_path / "small.json").write_text(json.dumps(data))
+    report = prepare(cfg_for(tmp_path, tmp_path / "small.json", "data.prepare.max_image_size=10"), progress=False)
+    assert [(e["rule"], e["record"]) for e in report["issues"]] == [("vanished_on_resize", "small.json: annotation 2")]
+    target = CocoDataset(tmp_path / "out", "train").target(0)
+    assert len(target["labels"]) == 1 and target["masks"].shape[-2:] == (10, 10)
+    assert target["boxes"].tolist() == [[2.0, 2.0, 8.0, 8.0]]

@@ -155,8 +155,11 @@ def _unique_names(items: list[dict]) -> None:
         it["file_name"] = name
 
 
-def _write_image(it: dict, dest: Path, max_size: int | None) -> None:
-    """Copy the image, or shrink it (and its masks) so its longer side is ``max_size``."""
+def _write_image(it: dict, dest: Path, max_size: int | None, report: Report | None = None) -> None:
+    """Copy the image, or shrink it (and its masks) so its longer side is ``max_size``.
+
+    An instance whose mask vanishes in the shrink is dropped and reported (``vanished_on_resize``).
+    """
     h, w = it["height"], it["width"]
     if not max_size or max(h, w) <= max_size:
         shutil.copyfile(it["file"], dest)
@@ -167,7 +170,13 @@ def _write_image(it: dict, dest: Path, max_size: int | None) -> None:
         im.convert("RGB").resize((nw, nh), Image.BILINEAR).save(dest)
     for a in it["anns"]:
         a["rle"] = encode(cv2.resize(decode_rle(a["rle"], h, w), (nw, nh), interpolation=cv2.INTER_NEAREST))
-    it["anns"] = [a for a in it["anns"] if mask_utils.area(as_pycoco(a["rle"])) > 0]
+    kept = [a for a in it["anns"] if mask_utils.area(as_pycoco(a["rle"])) > 0]
+    for a in it["anns"]:
+        if report is not None and not any(a is k for k in kept):
+            report.add("vanished_on_resize", a.get("record", it["file_name"]),
+                       f"{a.get('record', it['file_name'])}: {a['area']:.0f} px mask empty after shrinking "
+                       f"{w}x{h} to {nw}x{nh}")
+    it["anns"] = kept
     it["height"], it["width"] = nh, nw
 
 
@@ -185,7 +194,7 @@ def coco_json(items: list[dict], class_names: list[str]) -> dict:
 
 
 def write(out_dir: Path, splits: dict, class_names: list[str], make_report, max_size: int | None,
-          progress: bool = True) -> dict:
+          progress: bool = True, report: Report | None = None) -> dict:
     """Write everything into a temporary sibling, then swap it in (the old output survives any failure).
 
     ``make_report(splits) -> (report dict, markdown)`` runs once the images are written (sizes final).
@@ -199,7 +208,7 @@ def write(out_dir: Path, splits: dict, class_names: list[str], make_report, max_
         every = [it for items in splits.values() for it in items]
         _unique_names(every)
         for it in tqdm(every, desc="writing", unit="img", disable=not progress):
-            _write_image(it, tmp / "images" / it["file_name"], max_size)
+            _write_image(it, tmp / "images" / it["file_name"], max_size, report)
         for split, items in splits.items():
             (tmp / "annotations" / f"{split}.json").write_text(json.dumps(coco_json(items, class_names)))
         report, text = make_report(splits)

@@ -58,6 +58,6 @@ def prepare(cfg: DictConfig, progress: bool = True) -> dict:
         return rep, markdown(rep)
 
     root = Path(opts.get("root") or data.root)
-    out = canonical.write(root, splits, class_names, make_report, opts.get("max_image_size"), progress)
+    out = canonical.write(root, splits, class_names, make_report, opts.get("max_image_size"), progress, report)
     log.info("wrote %s", root)
     return out

@@ -34,6 +34,8 @@ RULES = {
     "rle_out_of_bounds": ("dropped", "RLE runs past the image, negative, unordered or undecodable: dropped"),
     "bad_shape": ("dropped", "VIA region of an unsupported shape or missing coordinates: dropped"),
     "class_not_selected": ("dropped", "class not in data.prepare.classes: its instances are dropped"),
+    "vanished_on_resize": ("dropped", "instance thinner than a pixel once data.prepare.max_image_size shrank the image: "
+                                      "dropped"),
     "class_too_rare": ("dropped", "class with fewer than data.prepare.min_instances instances: its instances are dropped"),
 }
 

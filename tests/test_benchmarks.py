@@ -1,0 +1,40 @@
+"""The benchmarks' own arithmetic (their runs are too long for the suite; benchmarks/run_all.py runs them)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import pruning  # noqa: E402
+import run_all  # noqa: E402
+
+
+def _trial(*values):
+    return SimpleNamespace(intermediate_values=dict(enumerate(values)))
+
+
+def test_epochs_to_best_counts_every_epoch_until_the_best_is_within_tol():
+    trials = [_trial(0.1, 0.2, 0.3), _trial(0.05), _trial(0.2, 0.395, 0.40), _trial(0.1, 0.2)]
+    # final best 0.40; trial 2 reaches >= 0.39 at its 2nd epoch but counts whole: 3 + 1 + 3 = 7
+    assert pruning.epochs_to_best(trials, tol=0.01) == (7, 0.40, 9)
+    # a loose tolerance is met by the first trial already
+    assert pruning.epochs_to_best(trials, tol=0.15) == (3, 0.40, 9)
+
+
+def test_epochs_to_best_ignores_trials_that_reported_nothing():
+    trials = [_trial(), _trial(0.3, 0.5), _trial()]  # e.g. failed in the first epoch
+    assert pruning.epochs_to_best(trials, tol=0.01) == (2, 0.5, 2)
+
+
+def test_results_table_has_one_row_per_benchmark_and_keeps_the_notes(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_all, "HERE", tmp_path)
+    (tmp_path / "RESULTS_NOTES.md").write_text("## GPU\nnone lent\n")
+    rows = [{"benchmark": "a", "figure": "1.0", "target": ">= 1", "met": True, "detail": "d", "command": "python a.py"},
+            {"benchmark": "b", "figure": "0.9", "target": ">= 1", "met": False, "detail": "e", "command": "python b.py"}]
+    text = run_all.write(rows, quick=False, path=tmp_path / "RESULTS.md")
+    assert (tmp_path / "RESULTS.md").read_text() == text
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [line.split(" | ")[3] for line in table[1:]] == ["yes", "NO"]
+    assert "torch" in text and text.rstrip().endswith("none lent")
