@@ -23,6 +23,13 @@ def test_epochs_to_best_counts_every_epoch_until_the_best_is_within_tol():
     assert pruning.epochs_to_best(trials, tol=0.15) == (3, 0.40, 9)
 
 
+def test_epochs_to_a_common_bar_and_never():
+    trials = [_trial(0.1, 0.2), _trial(0.05), _trial(0.3, 0.35)]
+    assert pruning.epochs_to(trials, 0.2) == 2
+    assert pruning.epochs_to(trials, 0.3) == 5
+    assert pruning.epochs_to(trials, 0.36) is None
+
+
 def test_epochs_to_best_ignores_trials_that_reported_nothing():
     trials = [_trial(), _trial(0.3, 0.5), _trial()]  # e.g. failed in the first epoch
     assert pruning.epochs_to_best(trials, tol=0.01) == (2, 0.5, 2)
