@@ -6,8 +6,8 @@ mark (``VmHWM`` in /proc/<pid>/status, read every ``--interval`` s; it only grow
 missed between reads). Every ``--pss-interval`` s it also sums the proportional set size (PSS) over
 the process tree: data-loader workers are forks that share most pages with the trainer, so summing
 their RSS would count those pages several times; PSS splits each shared page among the processes
-that map it. PSS is read from smaps, which costs CPU, hence the sparser sampling (at 0.2 s it slowed
-the 2-core run by half). MLflow goes to a
+that map it. PSS is read from smaps, which costs CPU, hence the sparser sampling (read every 0.2 s it
+stretched the 2-core main job from 9.3 to 11.9 min). MLflow goes to a
 temporary store so the project's mlflow.db is untouched.
 
     python benchmarks/memory.py                         # the main job as the README runs it (~8 min on 2 cores)

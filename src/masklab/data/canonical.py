@@ -170,12 +170,13 @@ def _write_image(it: dict, dest: Path, max_size: int | None, report: Report | No
         im.convert("RGB").resize((nw, nh), Image.BILINEAR).save(dest)
     for a in it["anns"]:
         a["rle"] = encode(cv2.resize(decode_rle(a["rle"], h, w), (nw, nh), interpolation=cv2.INTER_NEAREST))
-    kept = [a for a in it["anns"] if mask_utils.area(as_pycoco(a["rle"])) > 0]
+    kept = []
     for a in it["anns"]:
-        if report is not None and not any(a is k for k in kept):
-            report.add("vanished_on_resize", a.get("record", it["file_name"]),
-                       f"{a.get('record', it['file_name'])}: {a['area']:.0f} px mask empty after shrinking "
-                       f"{w}x{h} to {nw}x{nh}")
+        if mask_utils.area(as_pycoco(a["rle"])) > 0:
+            kept.append(a)
+        elif report is not None:
+            report.add("vanished_on_resize", a["record"],
+                       f"{a['record']}: {a['area']:.0f} px mask empty after shrinking {w}x{h} to {nw}x{nh}")
     it["anns"] = kept
     it["height"], it["width"] = nh, nw
 
