@@ -20,9 +20,9 @@ TINY_MODEL = [
     "model.fpn_channels=32", "model.box_head_dim=64", "model.mask_head_channels=16", "rois_per_image=32",
     "logger=none", "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
 ]
-#: ... and for the shapes data
+#: ... and for the shapes data (whose own optimizer is adamw_scratch; the tests' learning rates are SGD's)
 TINY = TINY_MODEL + ["data.train.num_images=4", "data.val.num_images=2", "data.train.max_instances=2",
-                     "data.val.max_instances=2"]
+                     "data.val.max_instances=2", "optimizer=sgd"]
 
 
 def compose_cfg(overrides=(), tiny: bool = True):

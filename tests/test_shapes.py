@@ -45,3 +45,37 @@ def test_later_shapes_occlude_earlier_ones():
             assert np.array_equal(visible[k].astype(bool), full[k].astype(bool) & ~covered)
             hidden += int((full[k].astype(bool) & covered).any())
     assert hidden > 10  # overlaps do happen
+
+
+def test_max_overlap_keeps_every_instance_mostly_visible():
+    def fractions(ds):
+        out = []
+        for i in range(len(ds)):
+            _, full, _ = ds.layers(i)
+            _, visible, _ = ds.generate(i)
+            out += [v.sum() / f.sum() for v, f in zip(visible, full[-len(visible):])] if len(visible) == len(full) else []
+        return np.array(out)
+
+    unlimited = ShapesDataset(100, 128, max_instances=4, seed=0)
+    limited = ShapesDataset(100, 128, max_instances=4, seed=0, max_overlap=0.3)
+    free, capped = fractions(unlimited), fractions(limited)
+    assert (free < 0.2).sum() >= 5                  # slivers whose class no model can tell
+    assert capped.min() >= 0.25                     # Matterport's rule: no shape covers most of another
+    assert (capped < 0.5).mean() < (free < 0.5).mean() / 3
+    for i in range(100):  # a dropped shape leaves the others where they were: limited = unlimited minus some
+        _, full_u, labels_u = unlimited.layers(i)
+        _, full_l, labels_l = limited.layers(i)
+        rows = [next(k for k in range(len(full_u)) if np.array_equal(full_u[k], m)) for m in full_l]
+        assert rows == sorted(rows) and labels_u[rows].tolist() == labels_l.tolist()
+
+
+def test_shapes_option_sets_the_main_job_recipe_and_the_command_line_wins():
+    from conftest import compose_cfg
+
+    cfg = compose_cfg([], tiny=False)  # what `python src/train.py` runs
+    assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer.lr == 1e-3
+    assert cfg.schedule.epochs == 6 and cfg.anchors.sizes[0] == 8 and cfg.data.train.max_overlap == 0.3
+    cfg = compose_cfg(["optimizer=sgd", "schedule.epochs=3"], tiny=False)
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.schedule.epochs == 3
+    other = compose_cfg(["data=pennfudan"], tiny=False)  # another dataset keeps the groups' own defaults
+    assert other.optimizer._target_ == "torch.optim.SGD" and other.schedule.epochs == 10

@@ -178,3 +178,15 @@ def test_two_workers_share_one_study(tmp_path):
     workers = {t.system_attrs["masklab_pid"] for t in study.trials}
     assert workers == {first.pid, second.pid}  # both really worked
     assert "database is locked" not in "".join(outs)
+
+
+def test_default_learning_rate_range_follows_the_optimizer():
+    from conftest import compose_cfg
+
+    def lr_range(*overrides):
+        dist = parse(compose_cfg([*overrides, "hparams_search=default"], tiny=False).hparams_search, {}, [])[0]["optimizer.lr"]
+        return pytest.approx((dist.low, dist.high))
+
+    assert lr_range("optimizer=sgd") == (0.005, 0.05)       # a quarter to 2.5x SGD's 0.02
+    assert lr_range() == (2.5e-4, 2.5e-3)                   # shapes trains with adamw_scratch (1e-3)
+    assert lr_range("data=pennfudan") == (0.005, 0.05)

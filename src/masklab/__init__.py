@@ -36,3 +36,5 @@ def exit_on_error(log: logging.Logger | None = None):
 
 if not OmegaConf.has_resolver("masklab_root"):
     OmegaConf.register_new_resolver("masklab_root", lambda: str(PROJECT_ROOT))
+if not OmegaConf.has_resolver("mul"):  # search spaces relative to a config value: ${mul:${optimizer.lr},0.25}
+    OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
