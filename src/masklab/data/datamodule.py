@@ -59,8 +59,9 @@ def from_prepared(root: str, image_size: int | None = None, drop_empty: bool = T
     return DetectionDataModule(train, val, train.class_names, test=test, image_size=image_size, **kwargs)
 
 
-#: keys of a data group that describe the source (for prepare.py), not the datamodule
-SOURCE_KEYS = ("name", "source", "source_splits", "prepare")
+#: keys of a data group that describe the source (for prepare.py) or suggest other groups' values
+#: (``epochs``: read by schedule=cosine), not the datamodule
+SOURCE_KEYS = ("name", "source", "source_splits", "prepare", "epochs")
 
 
 def build_datamodule(cfg: DictConfig) -> DetectionDataModule:
