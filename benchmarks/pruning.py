@@ -3,16 +3,22 @@
 
 Every study runs through the real sweeper (``python src/train.py -m hydra/sweeper=optuna``) on
 shapes with the same space, sampler and sampler seed; only ``hydra.sweeper.pruner`` differs: none,
-then each of ``--pruners`` (default: ``median``, the product's default, and ``successive_halving``,
-Optuna's ASHA, which stops most trials after their first rung). For each study: trials in order,
+then each of ``--pruners`` (default: ``successive_halving``, Optuna's ASHA, which stops most trials
+after their first rung; ``median``, the product's default, and ``hyperband`` are replayed, see below). For each study: trials in order,
 epochs each trained (validation epochs reported to Optuna), and the total epochs spent until the
 best segm AP so far is within ``--tol`` of the final best of the study *without* pruning: the epochs
 each needs to reach the quality a full search reaches (the headline ratio; a pruner that stopped the
 winner and never gets there has no ratio). Also printed: epochs to within ``--tol`` of each study's
 own final best, total epochs, and the final bests.
 
-    python benchmarks/pruning.py                      # 10 trials x 6 epochs, 3 studies: ~30 min on 2 cores
-    python benchmarks/pruning.py --trials 20 --epochs 8 --pruners hyperband
+Training is deterministic (same seed and configuration -> the same curve), so a pruned trial trains
+a prefix of its unpruned curve, and what any pruner does can also be *replayed* on the unpruned
+study's curves without training (``--replay``: each trial reports its recorded curve to an in-memory
+study with that pruner). The real pruned studies are checked against their replay (the output says
+"= its replay"), and the replay shows the pruners there was no time to run.
+
+    python benchmarks/pruning.py                      # 20 trials x 6 epochs; none + ASHA: ~40 min on 2 cores
+    python benchmarks/pruning.py --trials 10 --epochs 8 --pruners median hyperband
     python benchmarks/pruning.py --sampler tpe        # the product's default sampler (see below)
 
 The sampler is ``random`` by default: with one seed it proposes the same configuration for trial k
@@ -26,7 +32,7 @@ Trials start from the ImageNet MobileNetV2 in ../shared/weights when it is there
 epochs of shapes learn too little for the curves to tell trials apart), with gradient clipping and
 no LR warmup (``--warmup-iters``: at 12 steps per epoch the default 20-step warmup takes the first
 two epochs, whose AP is then ~0 for every trial: nothing for a pruner to act on); the learning rate
-spans 1e-4 (learns slowly: the pruner's target) to 5e-2 (diverges: FAIL).
+(SGD) spans 1e-4 (learns slowly: the pruner's target) to 5e-2 (diverges: FAIL).
 Target: epochs(pruned) / epochs(unpruned) <= 0.5.
 """
 from __future__ import annotations
@@ -44,8 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
 
-from masklab.sweep.study import open_storage  # noqa: E402
+from masklab.sweep.study import make_pruner, open_storage  # noqa: E402
 
 
 def backbone() -> list[str]:
@@ -58,7 +65,7 @@ def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
            f"experiment_name={name}", "logger=none", "hparams_search=none", f"hydra.sweeper.pruner={pruner}",
            f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.seed={args.seed}", f"hydra.sweeper.sampler={args.sampler}",
            *(["hydra.sweeper.sampler_kwargs={n_startup_trials:4}"] if args.sampler == "tpe" else []),
-           "optimizer.lr=tag(log,interval(0.0001,0.05))", f"schedule.warmup_iters={args.warmup_iters}", "grad_clip_norm=5",
+           "optimizer=sgd", "optimizer.lr=tag(log,interval(0.0001,0.05))", f"schedule.warmup_iters={args.warmup_iters}", "grad_clip_norm=5",
            "anchors=choice(tiny,small)", f"schedule.epochs={args.epochs}", f"data.train.num_images={args.images}",
            f"data.val.num_images={args.val_images}", "num_workers=0", "+trainer.enable_progress_bar=false", *backbone()]
     start = time.perf_counter()
@@ -90,53 +97,107 @@ def epochs_to_best(trials, tol: float) -> tuple[int, float, int]:
     return epochs_to(trials, final - tol), final, sum(len(t.intermediate_values) for t in trials)
 
 
+def replay(trials, pruner: str, kwargs: dict | None = None) -> list[list[float]]:
+    """The curves each trial of an unpruned study would have trained under ``pruner`` (trials in order).
+
+    Each trial reports its recorded curve epoch by epoch to an in-memory study with that pruner, as
+    the sweeper's pruning callback does, and stops where the pruner says so. This is exactly what a
+    pruned study does when training is deterministic (same seed, same configuration -> same curve,
+    so a pruned trial trains a prefix of its unpruned curve); the benchmark checks it against the
+    pruned studies it really runs, and uses it to show more pruners than it has time to run.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(pruner, kwargs))
+    out = []
+    for t in trials:
+        trial, seen = study.ask(), []
+        for step, value in sorted(t.intermediate_values.items()):
+            trial.report(value, step)
+            seen.append(value)
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+        else:
+            if t.state == TrialState.FAIL or not seen:
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                study.tell(trial, max(seen))  # what train.py returns: the best value of the metric
+        out.append(seen)
+    return out
+
+
+class _Curve:
+    """Just enough of a FrozenTrial (``intermediate_values``) for the epoch counting on replayed curves."""
+
+    def __init__(self, values):
+        self.intermediate_values = dict(enumerate(values))
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--trials", type=int, default=20, help="trials per study (the sweeper's default n_trials)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--images", type=int, default=96, help="shapes training images per epoch")
     p.add_argument("--val-images", type=int, default=32, help="shapes validation images (scored every epoch)")
-    p.add_argument("--pruners", nargs="+", default=["median", "successive_halving"],
-                   help="pruners compared with no pruning (conf/hydra/sweeper/optuna.yaml: pruner)")
+    p.add_argument("--pruners", nargs="+", default=["successive_halving"],
+                   help="pruned studies really run beside the unpruned one (conf/hydra/sweeper/optuna.yaml: pruner)")
     p.add_argument("--sampler", choices=["random", "tpe"], default="random",
                    help="random: trial k has the same configuration in every study; tpe: the product's default")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (the same for every study)")
     p.add_argument("--warmup-iters", type=int, default=0, help="LR warmup steps of every trial")
     p.add_argument("--tol", type=float, default=0.01)
+    p.add_argument("--replay", nargs="*", default=["median", "successive_halving", "hyperband"],
+                   help="pruners replayed on the unpruned study's curves (no training; see replay())")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="masklab-pruning-"))
     studies, rows = {}, {}
     try:
         for label, pruner in (("no pruning", "none"), *((p, p) for p in args.pruners)):
             trials, seconds = run_study(work, pruner, pruner, args)
-            reached, final, total = epochs_to_best(trials, args.tol)
             studies[label] = trials
-            rows[label] = {"epochs_to_own_best": reached, "best_segm_AP": final, "total_epochs": total,
-                           "minutes": seconds / 60, "pruned": sum(t.state.name == "PRUNED" for t in trials),
-                           "trials": [[t.number, t.state.name, [round(v, 4) for _, v in sorted(t.intermediate_values.items())]]
-                                      for t in trials]}
-            print(f"{label:18s} best segm AP {final:.4f}  epochs to within {args.tol} of it: {reached:3d}  "
-                  f"total epochs {total:3d}  pruned {rows[label]['pruned']:2d}  ({seconds / 60:.1f} min)", flush=True)
+            rows[label] = _row(trials, args.tol, minutes=seconds / 60,
+                               pruned=sum(t.state.name == "PRUNED" for t in trials),
+                               trials=[[t.number, t.state.name, [round(v, 4) for _, v in sorted(t.intermediate_values.items())]]
+                                       for t in trials])
+            print(f"{label:18s} best segm AP {rows[label]['best_segm_AP']:.4f}  epochs to within {args.tol} of it: "
+                  f"{rows[label]['epochs_to_own_best']:3d}  total epochs {rows[label]['total_epochs']:3d}  "
+                  f"pruned {rows[label]['pruned']:2d}  ({seconds / 60:.1f} min)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    unpruned = studies["no pruning"]
+    for name in args.replay:
+        curves = replay(unpruned, name)
+        studies[f"{name} (replay)"] = [_Curve(c) for c in curves]
+        rows[f"{name} (replay)"] = _row(studies[f"{name} (replay)"], args.tol,
+                                        pruned=sum(len(c) < len(t.intermediate_values) for c, t in zip(curves, unpruned)))
+    for label in args.pruners:  # the real pruned study against its replay: equal when training is deterministic
+        replayed = [len(c) for c in replay(unpruned, label)]
+        rows[label]["replay_matches"] = replayed == [len(t.intermediate_values) for t in studies[label]]
     base = rows["no pruning"]
     bar = base["best_segm_AP"] - args.tol
     for label, trials in studies.items():
         rows[label]["epochs_to_bar"] = epochs_to(trials, bar)
     ratios = {}
-    for p in args.pruners:
-        r = rows[p]
-        ratios[p] = {"ratio": r["epochs_to_bar"] / base["epochs_to_bar"] if r["epochs_to_bar"] else None,
-                     "own_best_ratio": r["epochs_to_own_best"] / base["epochs_to_own_best"],
-                     "total_ratio": r["total_epochs"] / base["total_epochs"]}
+    for label in [*args.pruners, *(f"{n} (replay)" for n in args.replay)]:
+        r = rows[label]
+        ratios[label] = {"ratio": r["epochs_to_bar"] / base["epochs_to_bar"] if r["epochs_to_bar"] else None,
+                         "own_best_ratio": r["epochs_to_own_best"] / base["epochs_to_own_best"],
+                         "total_ratio": r["total_epochs"] / base["total_epochs"]}
     print(f"\n{args.trials} trials x {args.epochs} epochs, {args.sampler} sampler seed {args.seed}, this machine (pruned / unpruned):\n"
           f"  epochs to segm AP >= {bar:.4f} (the unpruned study's best - {args.tol}; target <= 0.5): "
           f"unpruned {base['epochs_to_bar']}")
-    for p, r in ratios.items():
-        head = f"{r['ratio']:.2f} ({rows[p]['epochs_to_bar']} epochs)" if r["ratio"] is not None else "never reached"
-        print(f"  {p:18s} {head}   to its own best {r['own_best_ratio']:.2f}   total epochs {r['total_ratio']:.2f}   "
-              f"final best {rows[p]['best_segm_AP']:.4f} vs {base['best_segm_AP']:.4f}")
+    for label, r in ratios.items():
+        head = f"{r['ratio']:.2f} ({rows[label]['epochs_to_bar']} epochs)" if r["ratio"] is not None else "never reached"
+        check = {True: "   (= its replay)", False: "   (differs from its replay: training not deterministic?)"}.get(
+            rows[label].get("replay_matches"), "")
+        print(f"  {label:29s} {head}   to its own best {r['own_best_ratio']:.2f}   total epochs {r['total_ratio']:.2f}   "
+              f"final best {rows[label]['best_segm_AP']:.4f} vs {base['best_segm_AP']:.4f}   pruned {rows[label]['pruned']}{check}")
     return {"rows": rows, "ratios": ratios, "bar": bar, "sampler": args.sampler, "trials": args.trials, "epochs": args.epochs}
+
+
+def _row(trials, tol: float, **extra) -> dict:
+    reached, final, total = epochs_to_best(trials, tol)
+    return {"epochs_to_own_best": reached, "best_segm_AP": final, "total_epochs": total, **extra}
 
 
 if __name__ == "__main__":

@@ -82,7 +82,10 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                                f"{row['epochs_to_own_best']} vs {none['epochs_to_own_best']} ({r['own_best_ratio']:.2f}); "
                                f"final best {row['best_segm_AP']:.3f} vs {none['best_segm_AP']:.3f}; total epochs "
                                f"{row['total_epochs']} vs {none['total_epochs']}, {row['pruned']} pruned, "
-                               f"{row['minutes']:.1f} vs {none['minutes']:.1f} min",
+                               + (f"{row['minutes']:.1f} vs {none['minutes']:.1f} min" if "minutes" in row else
+                                  "replayed on the unpruned study's curves")
+                               + {True: " (its replay gives the same epochs)", False: " (differs from its replay)"}.get(
+                                   row.get("replay_matches"), ""),
                      "command": "python benchmarks/pruning.py"})
     m = cached("memory", resume, memory.main, ["schedule.epochs=1"] if quick else [])
     rows.append({"benchmark": "peak RSS of the main job", "figure": f"{m['main_peak_gib']:.2f} GiB", "target": "<= 4 GiB",

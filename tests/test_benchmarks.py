@@ -45,3 +45,28 @@ def test_results_table_has_one_row_per_benchmark_and_keeps_the_notes(tmp_path, m
     table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert [line.split(" | ")[3] for line in table[1:]] == ["yes", "NO"]
     assert "torch" in text and text.rstrip().endswith("none lent")
+
+
+def _done(*values, state="COMPLETE"):
+    return SimpleNamespace(intermediate_values=dict(enumerate(values)), state=pruning.TrialState[state])
+
+
+def test_replay_stops_a_trial_where_the_median_pruner_would():
+    # masklab's median defaults: 3 finished trials first, no pruning at the first epoch (step 0)
+    good = [_done(0.1, 0.3, 0.5)] * 3
+    slow = _done(0.05, 0.1, 0.2)      # best 0.1 < median 0.3 of the finished trials at step 1: pruned there
+    fast = _done(0.2, 0.4, 0.6)
+    curves = pruning.replay([*good, slow, fast], "median")
+    assert curves == [[0.1, 0.3, 0.5]] * 3 + [[0.05, 0.1], [0.2, 0.4, 0.6]]
+
+
+def test_replay_follows_successive_halving_rungs():
+    # min_resource from the first finished trial (1 step): rung 0 at step 1, only the best of < 4 promoted
+    trials = [_done(0.1, 0.3, 0.5), _done(0.2, 0.4, 0.6), _done(0.05, 0.1, 0.2), _done(0.3, 0.5, 0.7)]
+    assert [len(c) for c in pruning.replay(trials, "successive_halving")] == [3, 3, 2, 3]
+    assert [len(c) for c in pruning.replay(trials, "none")] == [3, 3, 3, 3]
+
+
+def test_replayed_curves_count_like_trials():
+    curves = pruning.replay([_done(0.1, 0.3, 0.5)] * 3 + [_done(0.05, 0.1, 0.2), _done(0.2, 0.4, 0.6)], "median")
+    assert pruning.epochs_to_best([pruning._Curve(c) for c in curves], tol=0.01) == (14, 0.6, 14)
