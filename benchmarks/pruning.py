@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,10 +129,38 @@ def replay(trials, pruner: str, kwargs: dict | None = None) -> list[list[float]]
 
 
 class _Curve:
-    """Just enough of a FrozenTrial (``intermediate_values``) for the epoch counting on replayed curves."""
+    """Just enough of a FrozenTrial (``intermediate_values``, ``state``) for replaying and counting."""
 
-    def __init__(self, values):
+    def __init__(self, values, state: str = "COMPLETE"):
         self.intermediate_values = dict(enumerate(values))
+        self.state = TrialState[state]
+
+
+def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0.01) -> dict:
+    """The headline ratio over ``n`` random orders of the unpruned study's trials.
+
+    A random sampler's trials are independent draws, so every order of them is as likely as the one
+    that ran; the ratio of one study mostly says where its winner happened to come (the trials before
+    it are what a pruner can cut, and a trial that is the best so far runs in full under any pruner).
+    Each order is replayed (see ``replay``), so this costs no training.
+    """
+    rng = random.Random(seed)
+    bar = max(_best(t) for t in trials) - tol
+    ratios, never = [], 0
+    for _ in range(n):
+        order = rng.sample(list(trials), len(trials))
+        reached = epochs_to([_Curve(c) for c in replay(order, pruner)], bar)
+        if reached is None:
+            never += 1
+        else:
+            ratios.append(reached / epochs_to(order, bar))
+    return {"orders": n, "median": statistics.median(ratios) if ratios else None,
+            "share_le_0.5": sum(r <= 0.5 for r in ratios) / n, "share_never": never / n}
+
+
+def curves_of(row: dict) -> list[_Curve]:
+    """The trials of a result row (``[number, state, curve]`` each) as replayable curves."""
+    return [_Curve(curve, state) for _, state, curve in row["trials"]]
 
 
 def main(argv=None) -> dict:
@@ -148,6 +178,7 @@ def main(argv=None) -> dict:
     p.add_argument("--tol", type=float, default=0.01)
     p.add_argument("--replay", nargs="*", default=["median", "successive_halving", "hyperband"],
                    help="pruners replayed on the unpruned study's curves (no training; see replay())")
+    p.add_argument("--orders", type=int, default=200, help="random trial orders each replayed pruner is scored on")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="masklab-pruning-"))
     studies, rows = {}, {}
@@ -173,6 +204,7 @@ def main(argv=None) -> dict:
     for label in args.pruners:  # the real pruned study against its replay: equal when training is deterministic
         replayed = [len(c) for c in replay(unpruned, label)]
         rows[label]["replay_matches"] = replayed == [len(t.intermediate_values) for t in studies[label]]
+    orders = {name: over_orders(unpruned, name, n=args.orders, tol=args.tol) for name in args.replay}
     base = rows["no pruning"]
     bar = base["best_segm_AP"] - args.tol
     for label, trials in studies.items():
@@ -192,7 +224,12 @@ def main(argv=None) -> dict:
             rows[label].get("replay_matches"), "")
         print(f"  {label:29s} {head}   to its own best {r['own_best_ratio']:.2f}   total epochs {r['total_ratio']:.2f}   "
               f"final best {rows[label]['best_segm_AP']:.4f} vs {base['best_segm_AP']:.4f}   pruned {rows[label]['pruned']}{check}")
-    return {"rows": rows, "ratios": ratios, "bar": bar, "sampler": args.sampler, "trials": args.trials, "epochs": args.epochs}
+    for name, o in orders.items():
+        print(f"  {name} over {o['orders']} random orders of these trials: median ratio "
+              f"{o['median'] if o['median'] is None else round(o['median'], 2)}, <= 0.5 in {o['share_le_0.5']:.0%}, "
+              f"winner pruned in {o['share_never']:.0%}")
+    return {"rows": rows, "ratios": ratios, "bar": bar, "sampler": args.sampler, "trials": args.trials, "epochs": args.epochs,
+            "orders": orders}
 
 
 def _row(trials, tol: float, **extra) -> dict:
