@@ -169,7 +169,7 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--images", type=int, default=96, help="shapes training images per epoch")
     p.add_argument("--val-images", type=int, default=32, help="shapes validation images (scored every epoch)")
-    p.add_argument("--pruners", nargs="+", default=["successive_halving"],
+    p.add_argument("--pruners", nargs="*", default=["successive_halving"],
                    help="pruned studies really run beside the unpruned one (conf/hydra/sweeper/optuna.yaml: pruner)")
     p.add_argument("--sampler", choices=["random", "tpe"], default="random",
                    help="random: trial k has the same configuration in every study; tpe: the product's default")
@@ -188,7 +188,7 @@ def main(argv=None) -> dict:
             studies[label] = trials
             rows[label] = _row(trials, args.tol, minutes=seconds / 60,
                                pruned=sum(t.state.name == "PRUNED" for t in trials),
-                               trials=[[t.number, t.state.name, [round(v, 4) for _, v in sorted(t.intermediate_values.items())]]
+                               curves=[[t.number, t.state.name, [round(v, 4) for _, v in sorted(t.intermediate_values.items())]]
                                        for t in trials])
             print(f"{label:18s} best segm AP {rows[label]['best_segm_AP']:.4f}  epochs to within {args.tol} of it: "
                   f"{rows[label]['epochs_to_own_best']:3d}  total epochs {rows[label]['total_epochs']:3d}  "
@@ -232,9 +232,10 @@ def main(argv=None) -> dict:
             "orders": orders}
 
 
-def _row(trials, tol: float, **extra) -> dict:
+def _row(trials, tol: float, curves=None, **extra) -> dict:
     reached, final, total = epochs_to_best(trials, tol)
-    return {"epochs_to_own_best": reached, "best_segm_AP": final, "total_epochs": total, **extra}
+    return {"epochs_to_own_best": reached, "best_segm_AP": final, "total_epochs": total, **extra,
+            **({"trials": curves} if curves is not None else {})}
 
 
 if __name__ == "__main__":
