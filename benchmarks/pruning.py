@@ -158,11 +158,6 @@ def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0
             "share_le_0.5": sum(r <= 0.5 for r in ratios) / n, "share_never": never / n}
 
 
-def curves_of(row: dict) -> list[_Curve]:
-    """The trials of a result row (``[number, state, curve]`` each) as replayable curves."""
-    return [_Curve(curve, state) for _, state, curve in row["trials"]]
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=20, help="trials per study (the sweeper's default n_trials)")

@@ -72,9 +72,6 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                  "command": "python benchmarks/eval_speed.py"})
     pr = cached("pruning", resume, pruning.main, ["--trials", "6", "--epochs", "3"] if quick else [])
     none = pr["rows"]["no pruning"]
-    if "orders" not in pr and "trials" in none:  # results cached before the order analysis: it needs no training
-        pr["orders"] = {n[:-len(" (replay)")]: pruning.over_orders(pruning.curves_of(none), n[:-len(" (replay)")])
-                        for n in pr["ratios"] if n.endswith(" (replay)")}
     for name, r in pr["ratios"].items():
         row = pr["rows"][name]
         o = pr.get("orders", {}).get(name.replace(" (replay)", ""))

@@ -76,5 +76,3 @@ def test_over_orders_without_a_pruner_is_always_one_and_counts_every_order():
     trials = [_done(0.1, 0.3, 0.5), _done(0.0, 0.0, 0.0), _done(0.2, 0.4, 0.6), _done(0.05, 0.1, 0.2)]
     stats = pruning.over_orders(trials, "none", n=30)
     assert stats == {"orders": 30, "median": 1.0, "share_le_0.5": 0.0, "share_never": 0.0}
-    row = {"trials": [[0, "COMPLETE", [0.1, 0.3]], [1, "FAIL", [0.0]]]}
-    assert [(t.intermediate_values, t.state.name) for t in pruning.curves_of(row)] == [({0: 0.1, 1: 0.3}, "COMPLETE"), ({0: 0.0}, "FAIL")]
