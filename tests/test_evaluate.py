@@ -1,6 +1,8 @@
 """evaluate.py, inference-only re-tuning, predict.py (splash, video), end-of-training plots and report.py."""
 from __future__ import annotations
 
+import csv
+
 import json
 import math
 import os
@@ -163,6 +165,10 @@ def test_training_leaves_loss_and_ap_plots_and_report_compares_runs(trained, tmp
     assert len(history) == 1 + 3 and "train/loss_mask" in history[0] and "val/loss_mask" in history[0]
     client = mlflow.MlflowClient(uri)
     run_id = torch.load(ckpt, map_location="cpu", weights_only=False)["mlflow_run_id"]
+    rows = list(csv.DictReader(history))
+    for key in ("val/segm_AP", "val/bbox_AP50", "val/loss"):  # each epoch's row has that epoch's values
+        logged = [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+        assert [round(float(r[key]), 5) for r in rows] == [round(v, 5) for v in logged], key
     assert {"plots/loss_curves.png", "plots/ap_curves.png", "plots/history.csv"} <= {
         a.path for a in client.list_artifacts(run_id, "plots")}
     proc = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), "experiment=ev", f"hydra.run.dir={tmp_path}"],

@@ -28,7 +28,9 @@ class History(L.Callback):
                 self._sums[k] = self._sums[k] + v.detach()  # a tensor: no GPU sync per step, one per epoch
                 self._counts[k] += 1
 
-    def on_validation_epoch_end(self, trainer, pl_module):
+    def on_validation_end(self, trainer, pl_module):
+        # not on_validation_epoch_end: Lightning runs callbacks' epoch-end hooks before the module's, which
+        # logs the epoch's AP; there a row got the previous epoch's AP and the last epoch's was never written
         if trainer.sanity_checking:
             return
         row = {"epoch": trainer.current_epoch}
