@@ -38,6 +38,7 @@ Target: epochs(pruned) / epochs(unpruned) <= 0.5.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import random
 import shutil
@@ -62,9 +63,13 @@ def backbone() -> list[str]:
     return ["backbone=mobilenet_v2", f"backbone.weights={weights}"] if weights.is_file() else []
 
 
+AP, LOSS = "val/segm_AP", "val/loss"
+
+
 def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", f"paths.root_dir={work}",
            f"experiment_name={name}", "logger=none", "hparams_search=none", f"hydra.sweeper.pruner={pruner}",
+           f"hydra.sweeper.prune_on={args.prune_on}",
            f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.seed={args.seed}", f"hydra.sweeper.sampler={args.sampler}",
            *(["hydra.sweeper.sampler_kwargs={n_startup_trials:4}"] if args.sampler == "tpe" else []),
            "optimizer=sgd", "optimizer.lr=tag(log,interval(0.0001,0.05))", f"schedule.warmup_iters={args.warmup_iters}", "grad_clip_norm=5",
@@ -76,7 +81,21 @@ def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
         sys.exit(f"study {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     storage = open_storage(f"journal:{work}/multirun/{name}/{name}/optuna.journal")
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
-    return sorted(trials, key=lambda t: t.number), time.perf_counter() - start
+    return [_from_history(t, work / "multirun" / name / name / str(t.number) / "history.csv")
+            for t in sorted(trials, key=lambda t: t.number)], time.perf_counter() - start
+
+
+def _from_history(trial, path: Path) -> "_Curve":
+    """A trial's per-epoch segm AP and val loss from its history.csv (what it reported to Optuna may be either)."""
+    rows = list(csv.DictReader(path.open())) if path.is_file() else []
+    rows = [r for r in rows if r.get(AP)]  # validated epochs (a diverged epoch has no AP)
+    curve = _Curve([float(r[AP]) for r in rows], trial.state.name, number=trial.number,
+                   signals={LOSS: [-float(r[LOSS]) for r in rows]})  # negated: the study maximises
+    reported = [v for _, v in sorted(trial.intermediate_values.items())]
+    on = {AP: curve.values, LOSS: curve.signals[LOSS]}
+    if not any(len(reported) == len(c) and all(abs(a - b) < 1e-6 for a, b in zip(reported, c)) for c in on.values()):
+        sys.exit(f"trial {trial.number}: its history {path} does not match what it reported to Optuna")
+    return curve
 
 
 def _best(t) -> float:
@@ -99,11 +118,12 @@ def epochs_to_best(trials, tol: float) -> tuple[int, float, int]:
     return epochs_to(trials, final - tol), final, sum(len(t.intermediate_values) for t in trials)
 
 
-def replay(trials, pruner: str, kwargs: dict | None = None) -> list[list[float]]:
-    """The curves each trial of an unpruned study would have trained under ``pruner`` (trials in order).
+def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> list[list[float]]:
+    """The AP curves each trial of an unpruned study would have trained under ``pruner`` (trials in order).
 
-    Each trial reports its recorded curve epoch by epoch to an in-memory study with that pruner, as
-    the sweeper's pruning callback does, and stops where the pruner says so. This is exactly what a
+    Each trial reports its recorded curve of ``on`` (segm AP, or val loss negated: the study maximises
+    AP) epoch by epoch to an in-memory study with that pruner, as the sweeper's pruning callback does
+    (``hydra.sweeper.prune_on``), and stops where the pruner says so. This is exactly what a
     pruned study does when training is deterministic (same seed, same configuration -> same curve,
     so a pruned trial trains a prefix of its unpruned curve); the benchmark checks it against the
     pruned studies it really runs, and uses it to show more pruners than it has time to run.
@@ -113,8 +133,9 @@ def replay(trials, pruner: str, kwargs: dict | None = None) -> list[list[float]]
     out = []
     for t in trials:
         trial, seen = study.ask(), []
+        signal = getattr(t, "signals", {}).get(on) if on != AP else None
         for step, value in sorted(t.intermediate_values.items()):
-            trial.report(value, step)
+            trial.report(value if signal is None else signal[step], step)
             seen.append(value)
             if trial.should_prune():
                 study.tell(trial, state=TrialState.PRUNED)
@@ -129,14 +150,19 @@ def replay(trials, pruner: str, kwargs: dict | None = None) -> list[list[float]]
 
 
 class _Curve:
-    """Just enough of a FrozenTrial (``intermediate_values``, ``state``) for replaying and counting."""
+    """One trial's per-epoch segm AP (``intermediate_values``, as a FrozenTrial has them), its ``state``
+    and its other pruning ``signals`` (``val/loss``, negated) for replaying and counting."""
 
-    def __init__(self, values, state: str = "COMPLETE"):
-        self.intermediate_values = dict(enumerate(values))
-        self.state = TrialState[state]
+    def __init__(self, values, state: str = "COMPLETE", number: int | None = None, signals: dict | None = None):
+        self.values = list(values)
+        self.intermediate_values = dict(enumerate(self.values))
+        self.state, self.number, self.signals = TrialState[state], number, dict(signals or {})
+
+    def prefix(self, n: int) -> "_Curve":
+        return _Curve(self.values[:n], self.state.name, self.number, {k: v[:n] for k, v in self.signals.items()})
 
 
-def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0.01) -> dict:
+def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0.01, on: str = AP) -> dict:
     """The headline ratio over ``n`` random orders of the unpruned study's trials.
 
     A random sampler's trials are independent draws, so every order of them is as likely as the one
@@ -149,7 +175,7 @@ def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0
     ratios, never = [], 0
     for _ in range(n):
         order = rng.sample(list(trials), len(trials))
-        reached = epochs_to([_Curve(c) for c in replay(order, pruner)], bar)
+        reached = epochs_to([_Curve(c) for c in replay(order, pruner, on=on)], bar)
         if reached is None:
             never += 1
         else:
@@ -174,38 +200,45 @@ def main(argv=None) -> dict:
     p.add_argument("--replay", nargs="*", default=["median", "successive_halving", "hyperband"],
                    help="pruners replayed on the unpruned study's curves (no training; see replay())")
     p.add_argument("--orders", type=int, default=200, help="random trial orders each replayed pruner is scored on")
+    p.add_argument("--prune-on", default=AP, choices=[AP, LOSS],
+                   help="what the really pruned studies watch (hydra.sweeper.prune_on); the objective is segm AP either way")
+    p.add_argument("--replay-on", nargs="*", default=[AP, LOSS], choices=[AP, LOSS],
+                   help="signals every replayed pruner is replayed on")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="masklab-pruning-"))
     studies, rows = {}, {}
+    suffix = lambda on: "" if on == AP else f" on {on}"  # noqa: E731
+    real = [(f"{p}{suffix(args.prune_on)}", p) for p in args.pruners]
     try:
-        for label, pruner in (("no pruning", "none"), *((p, p) for p in args.pruners)):
+        for label, pruner in (("no pruning", "none"), *real):
             trials, seconds = run_study(work, pruner, pruner, args)
             studies[label] = trials
             rows[label] = _row(trials, args.tol, minutes=seconds / 60,
                                pruned=sum(t.state.name == "PRUNED" for t in trials),
-                               curves=[[t.number, t.state.name, [round(v, 4) for _, v in sorted(t.intermediate_values.items())]]
-                                       for t in trials])
+                               curves=[[t.number, t.state.name, [round(v, 4) for v in t.values],
+                                        [round(-v, 4) for v in t.signals[LOSS]]] for t in trials])
             print(f"{label:18s} best segm AP {rows[label]['best_segm_AP']:.4f}  epochs to within {args.tol} of it: "
                   f"{rows[label]['epochs_to_own_best']:3d}  total epochs {rows[label]['total_epochs']:3d}  "
                   f"pruned {rows[label]['pruned']:2d}  ({seconds / 60:.1f} min)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     unpruned = studies["no pruning"]
-    for name in args.replay:
-        curves = replay(unpruned, name)
-        studies[f"{name} (replay)"] = [_Curve(c) for c in curves]
-        rows[f"{name} (replay)"] = _row(studies[f"{name} (replay)"], args.tol,
-                                        pruned=sum(len(c) < len(t.intermediate_values) for c, t in zip(curves, unpruned)))
-    for label in args.pruners:  # the real pruned study against its replay: equal when training is deterministic
-        replayed = [len(c) for c in replay(unpruned, label)]
-        rows[label]["replay_matches"] = replayed == [len(t.intermediate_values) for t in studies[label]]
-    orders = {name: over_orders(unpruned, name, n=args.orders, tol=args.tol) for name in args.replay}
+    replayed = [(f"{name}{suffix(on)} (replay)", name, on) for on in args.replay_on for name in args.replay]
+    for label, name, on in replayed:
+        curves = replay(unpruned, name, on=on)
+        studies[label] = [t.prefix(len(c)) for c, t in zip(curves, unpruned)]
+        rows[label] = _row(studies[label], args.tol, pruned=sum(len(c) < len(t.values) for c, t in zip(curves, unpruned)))
+    for label, pruner in real:  # the real pruned study against its replay: equal when training is deterministic
+        lengths = [len(c) for c in replay(unpruned, pruner, on=args.prune_on)]
+        rows[label]["replay_matches"] = lengths == [len(t.values) for t in studies[label]]
+    orders = {label[:-len(" (replay)")]: over_orders(unpruned, name, n=args.orders, tol=args.tol, on=on)
+              for label, name, on in replayed}
     base = rows["no pruning"]
     bar = base["best_segm_AP"] - args.tol
     for label, trials in studies.items():
         rows[label]["epochs_to_bar"] = epochs_to(trials, bar)
     ratios = {}
-    for label in [*args.pruners, *(f"{n} (replay)" for n in args.replay)]:
+    for label in [*(lb for lb, _ in real), *(lb for lb, _, _ in replayed)]:
         r = rows[label]
         ratios[label] = {"ratio": r["epochs_to_bar"] / base["epochs_to_bar"] if r["epochs_to_bar"] else None,
                          "own_best_ratio": r["epochs_to_own_best"] / base["epochs_to_own_best"],
@@ -217,14 +250,14 @@ def main(argv=None) -> dict:
         head = f"{r['ratio']:.2f} ({rows[label]['epochs_to_bar']} epochs)" if r["ratio"] is not None else "never reached"
         check = {True: "   (= its replay)", False: "   (differs from its replay: training not deterministic?)"}.get(
             rows[label].get("replay_matches"), "")
-        print(f"  {label:29s} {head}   to its own best {r['own_best_ratio']:.2f}   total epochs {r['total_ratio']:.2f}   "
+        print(f"  {label:40s} {head}   to its own best {r['own_best_ratio']:.2f}   total epochs {r['total_ratio']:.2f}   "
               f"final best {rows[label]['best_segm_AP']:.4f} vs {base['best_segm_AP']:.4f}   pruned {rows[label]['pruned']}{check}")
     for name, o in orders.items():
         print(f"  {name} over {o['orders']} random orders of these trials: median ratio "
               f"{o['median'] if o['median'] is None else round(o['median'], 2)}, <= 0.5 in {o['share_le_0.5']:.0%}, "
               f"winner pruned in {o['share_never']:.0%}")
     return {"rows": rows, "ratios": ratios, "bar": bar, "sampler": args.sampler, "trials": args.trials, "epochs": args.epochs,
-            "orders": orders}
+            "orders": orders, "prune_on": args.prune_on}
 
 
 def _row(trials, tol: float, curves=None, **extra) -> dict:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig  # noqa: E402
 from masklab import exit_on_error  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
-from masklab.sweep.trial import PruningBridge, finish_trial, sweep_tags, trial_of  # noqa: E402
+from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
 from masklab.track.history import History  # noqa: E402
 from masklab.track.mlflow_utils import artifact_location, default_run_name, log_params, log_run_files  # noqa: E402
 from masklab.track.resume import mlflow_run_id, resume_checkpoint  # noqa: E402
@@ -57,7 +57,7 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     if logger:
         log_params(logger, cfg)
     study, trial = trial_of(cfg)  # an Optuna trial of a sweep, or none
-    bridge = [PruningBridge(study, trial, cfg.optimized_metric)] if trial else []
+    bridge = [pruning_bridge(study, trial, cfg)] if trial else []
     if trial and logger:
         trial.set_user_attr("mlflow_run_id", logger.run_id)
     trainer = instantiate(cfg.trainer, max_epochs=cfg.schedule.epochs, logger=logger,

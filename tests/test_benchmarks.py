@@ -76,3 +76,15 @@ def test_over_orders_without_a_pruner_is_always_one_and_counts_every_order():
     trials = [_done(0.1, 0.3, 0.5), _done(0.0, 0.0, 0.0), _done(0.2, 0.4, 0.6), _done(0.05, 0.1, 0.2)]
     stats = pruning.over_orders(trials, "none", n=30)
     assert stats == {"orders": 30, "median": 1.0, "share_le_0.5": 0.0, "share_never": 0.0}
+
+
+def test_replay_on_val_loss_prunes_where_ap_is_still_tied_at_zero():
+    # AP is 0 for every trial in its first two epochs (as on shapes at 12 steps per epoch); val loss already differs
+    def trial(ap, loss):
+        return pruning._Curve(ap, signals={pruning.LOSS: [-v for v in loss]})
+    good = [trial([0.0, 0.0, 0.3], [1.0, 0.8, 0.6])] * 3
+    slow = trial([0.0, 0.0, 0.1], [1.5, 1.4, 1.3])  # worse loss than the median at step 1: pruned there
+    assert [len(c) for c in pruning.replay([*good, slow], "median")] == [3, 3, 3, 3]  # on AP: tied, kept
+    assert [len(c) for c in pruning.replay([*good, slow], "median", on=pruning.LOSS)] == [3, 3, 3, 2]
+    assert pruning.replay([*good, slow], "median", on=pruning.LOSS)[3] == [0.0, 0.0]  # AP prefix, not the loss
+    assert slow.prefix(2).signals[pruning.LOSS] == [-1.5, -1.4]

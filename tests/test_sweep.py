@@ -146,20 +146,32 @@ def test_too_many_failures_stop_the_study_with_one_line(tmp_path):
 
 
 def test_bad_trials_are_pruned_and_tagged(tmp_path):
-    # lr 0 cannot learn: its val loss stays at the start while lr 0.02 trials go down; minimise val/loss
+    # lr 0 cannot learn: its val loss stays at the start while lr 0.02 trials go down. The study maximises
+    # segm AP (the default objective, ~0 for every trial of this size) and prunes on val/loss, lower is better
     # (box_score_thresh does not change the loss: it only makes 3 copies of each learning rate for the grid)
     proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.02,0.0)", "nms.box_score_thresh=choice(0.05,0.06,0.07)",
                          "hydra.sweeper.sampler=grid", "schedule=constant", "schedule.warmup_iters=0",
-                         "hydra.sweeper.seed=0", "optimized_metric=val/loss", "optimized_mode=min", "schedule.epochs=3",
+                         "hydra.sweeper.seed=0", "hydra.sweeper.prune_on=val/loss", "schedule.epochs=3",
                          "data.train.num_images=8", "hydra.sweeper.pruner_kwargs={n_startup_trials:1,n_warmup_steps:1}",
                          n_trials=6), tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(tmp_path)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     stuck = [t for t in pruned if t.params["optimizer.lr"] == 0.0]
     # the median rule may also catch a learning trial that is briefly behind; the ones that cannot learn dominate
     assert stuck and len(stuck) >= len(pruned) - len(stuck)
     assert all(len(t.intermediate_values) < 3 for t in pruned)  # stopped before the last epoch
+    # what was reported is -val/loss (the study maximises): the trial's own history says so
+    t = study.trials[0]
+    history = (tmp_path / "multirun" / "s" / "s" / str(t.number) / "history.csv").read_text().splitlines()
+    col = history[0].split(",").index("val/loss")
+    losses = [float(r.split(",")[col]) for r in history[1:] if r.split(",")[col]]
+    assert [round(-v, 5) for _, v in sorted(t.intermediate_values.items())] == [round(v, 5) for v in losses]
+    assert all("(val/loss " in t.user_attrs["prune_reason"] for t in pruned)
+    out = proc.stdout + proc.stderr
+    assert all(f"PRUNED (pruned by the MedianPruner after epoch {max(t.intermediate_values)} (val/loss "
+               f"{-t.intermediate_values[max(t.intermediate_values)]:.4g})" in out for t in pruned)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("s").experiment_id], "tags.trial_state = 'PRUNED'")
     assert sorted(int(r.data.tags["trial_number"]) for r in runs) == sorted(t.number for t in pruned)

@@ -57,7 +57,8 @@ class Tracker:
 
     def after_trial(self, trial: optuna.Trial, state: TrialState, reason: str) -> TrialState:
         frozen = self.study._storage.get_trial(trial._trial_id)
-        value = frozen.values[0] if frozen.values else None
+        # a PRUNED trial's value is Optuna's last reported pruning signal (maybe -val/loss): its reason says it
+        value = frozen.values[0] if frozen.values and state == TrialState.COMPLETE else None
         log.info("trial %d %s%s%s", trial.number, state.name, f" value={value:.4f}" if value is not None else "",
                  f" ({reason})" if reason else "")
         run_id = self._child(trial._trial_id)
@@ -109,9 +110,9 @@ def summary_table(trials, names: list[str]) -> str:
     head = ["trial", "state", *names, "minutes", *params, "reason"]
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
-        vals = [f"{v:.4f}" for v in t.values] if t.values else ["-"] * len(names)
+        vals = [f"{v:.4f}" for v in t.values] if t.values and t.state == TrialState.COMPLETE else ["-"] * len(names)
         minutes = f"{t.duration.total_seconds() / 60:.1f}" if t.duration else "-"
-        reason = t.user_attrs.get("fail_reason", "")[:60]
+        reason = (t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason", ""))[:60]
         rows.append([str(t.number), t.state.name, *vals, minutes, *[_fmt(t.params.get(p, "-")) for p in params], reason])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head, *rows])

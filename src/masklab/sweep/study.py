@@ -47,6 +47,19 @@ def make_pruner(name: str, kwargs: dict | None = None) -> optuna.pruners.BasePru
         raise MasklabError(f"hydra.sweeper.pruner_kwargs for {name}: {exc}") from None
 
 
+def pruning_signal(metric: str, mode: str | None, direction: str) -> dict:
+    """What a trial reports to its pruner: ``{"on": metric, "sign": +1 | -1}``.
+
+    Optuna's pruners compare intermediate values in the study's direction, so a metric watched in
+    the other direction (e.g. ``val/loss``, lower is better, for a study that maximizes AP) is
+    reported negated. ``mode`` null: ``min`` for a metric named ``*loss*``, else ``max``.
+    """
+    mode = mode or ("min" if "loss" in metric.rsplit("/", 1)[-1] else "max")
+    if mode not in ("min", "max"):
+        raise MasklabError(f"hydra.sweeper.prune_mode={mode!r}: choose min or max (how {metric} improves)")
+    return {"on": metric, "sign": 1 if (mode == "max") == (direction == "maximize") else -1}
+
+
 def open_storage(spec: str):
     if spec.startswith("journal:"):
         path = Path(spec[len("journal:"):])

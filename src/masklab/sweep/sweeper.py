@@ -57,11 +57,13 @@ class OptunaSweeperBase(Sweeper):
     def __init__(self, study_name: str, storage: str | None = None, n_trials: int = 20, sampler: str = "tpe",
                  seed: int | None = None, sampler_kwargs: dict | None = None, pruner: str = "median",
                  pruner_kwargs: dict | None = None, objectives=None, directions=None, max_failures: int = 5,
-                 stale_after_s: float = 3600.0, params: dict | None = None):
+                 stale_after_s: float = 3600.0, params: dict | None = None, prune_on: str | None = None,
+                 prune_mode: str | None = None):
         self.study_name, self.storage, self.n_trials = study_name, storage, int(n_trials)
         self.sampler_name, self.seed, self.sampler_kwargs = sampler, seed, dict(sampler_kwargs or {})
         self.pruner_name = pruner
         self.pruner_kwargs = dict(pruner_kwargs) if pruner_kwargs is not None else None
+        self.prune_on, self.prune_mode = prune_on, prune_mode
         self.objectives, self.directions = list(objectives or []), list(directions or [])
         self.max_failures, self.stale_after_s, self.params = int(max_failures), float(stale_after_s), dict(params or {})
 
@@ -102,7 +104,11 @@ class OptunaSweeperBase(Sweeper):
                                     sampler=self._sampler(dists), pruner=pruner,
                                     directions=self._objectives()[1], load_if_exists=True)
         # trials decide on pruning in their own process (maybe elsewhere): they rebuild the pruner from this
-        study.set_user_attr("masklab_pruner", {"name": self.pruner_name, "kwargs": self.pruner_kwargs})
+        names, dirs = self._objectives()
+        # by default the pruner watches the objective, in the objective's own direction
+        signal = st.pruning_signal(self.prune_on or names[0], self.prune_mode or (None if self.prune_on else
+                                   {"maximize": "max", "minimize": "min"}[dirs[0]]), dirs[0])
+        study.set_user_attr("masklab_pruner", {"name": self.pruner_name, "kwargs": self.pruner_kwargs, **signal})
         return study, spec
 
     def sweep(self, arguments: list[str]):
@@ -161,6 +167,7 @@ class OptunaSweeperBase(Sweeper):
         names, _ = self._objectives()
         State = optuna.trial.TrialState
         if isinstance(error, optuna.TrialPruned):
+            trial.set_user_attr("prune_reason", str(error)[:2000])
             study.tell(trial, state=State.PRUNED)
             return self.tracker.after_trial(trial, State.PRUNED, str(error))
         if error is None:

@@ -11,6 +11,7 @@ import lightning.pytorch as L
 import optuna
 from omegaconf import DictConfig
 
+from masklab import MasklabError
 from masklab.sweep.study import heartbeat, make_pruner, open_storage
 
 
@@ -26,28 +27,40 @@ def trial_of(cfg: DictConfig) -> tuple[optuna.Study, optuna.Trial] | tuple[None,
     return study, optuna.Trial(study, int(s.trial_id))
 
 
+def pruning_bridge(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig) -> "PruningBridge":
+    """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric)."""
+    signal = study.user_attrs.get("masklab_pruner", {})
+    return PruningBridge(study, trial, signal.get("on") or cfg.optimized_metric, signal.get("sign", 1))
+
+
 class PruningBridge(L.Callback):
-    """Report ``metric`` to the trial after every validation epoch; stop training when the pruner says so.
+    """Report ``metric`` (times ``sign``) to the trial after every validation epoch; stop training when
+    the pruner says so. ``sign`` -1 turns a lower-is-better metric (``val/loss``) into the study's direction.
 
     Pruning stops the Trainer gracefully (``should_stop``) instead of raising inside Lightning, so the
     MLflow run ends FINISHED with ``trial_state=PRUNED`` rather than FAILED; ``train.py`` raises
     ``optuna.TrialPruned`` after ``fit`` returns.
     """
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, metric: str):
-        self.study, self.trial, self.metric = study, trial, metric
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, metric: str, sign: int = 1):
+        self.study, self.trial, self.metric, self.sign = study, trial, metric, sign
         self.pruned_at: int | None = None
+        self.pruned_value: float | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.global_rank != 0:
             return
         value = trainer.callback_metrics.get(self.metric)
         heartbeat(self.study, self.trial._trial_id)
-        if value is None or not math.isfinite(float(value)):
+        if value is None:
+            logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
+            raise MasklabError(f"hydra.sweeper.prune_on={self.metric!r} is not logged by validation; "
+                               f"choose one of {logged}")
+        if not math.isfinite(float(value)):
             return
-        self.trial.report(float(value), step=trainer.current_epoch)
+        self.trial.report(self.sign * float(value), step=trainer.current_epoch)
         if self.trial.should_prune():
-            self.pruned_at = trainer.current_epoch
+            self.pruned_at, self.pruned_value = trainer.current_epoch, float(value)
             trainer.should_stop = True
 
 
@@ -66,4 +79,5 @@ def finish_trial(trial: optuna.Trial, bridge: PruningBridge, metrics: dict) -> N
     """Leave the final metrics on the trial (for several objectives); raise ``TrialPruned`` if it was pruned."""
     trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
     if bridge.pruned_at is not None:
-        raise optuna.TrialPruned(f"pruned by the {type(trial.study.pruner).__name__} after epoch {bridge.pruned_at}")
+        raise optuna.TrialPruned(f"pruned by the {type(trial.study.pruner).__name__} after epoch {bridge.pruned_at} "
+                                 f"({bridge.metric} {bridge.pruned_value:.4g})")

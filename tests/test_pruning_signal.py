@@ -1,0 +1,59 @@
+"""What a trial reports to its pruner: the metric and its sign (hydra.sweeper.prune_on / prune_mode)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+
+from masklab import MasklabError
+from masklab.sweep.study import pruning_signal
+from masklab.sweep.trial import PruningBridge, pruning_bridge
+
+
+@pytest.mark.parametrize("metric, mode, direction, sign", [
+    ("val/segm_AP", None, "maximize", 1),     # the default: the objective itself
+    ("val/loss", None, "maximize", -1),       # a loss is lower-is-better: negated for an AP study
+    ("val/loss_mask", None, "minimize", 1),
+    ("val/bbox_AP50", None, "minimize", -1),  # not a loss: max, against a minimised objective
+    ("val/loss", "max", "maximize", 1),       # an explicit mode wins over the name
+])
+def test_pruning_signal_sign_follows_metric_and_study_direction(metric, mode, direction, sign):
+    assert pruning_signal(metric, mode, direction) == {"on": metric, "sign": sign}
+
+
+def test_pruning_signal_rejects_a_bad_mode():
+    with pytest.raises(MasklabError, match="prune_mode='lower'"):
+        pruning_signal("val/loss", "lower", "maximize")
+
+
+def _trainer(epoch, **metrics):
+    return SimpleNamespace(sanity_checking=False, global_rank=0, current_epoch=epoch, should_stop=False,
+                           callback_metrics={k.replace("__", "/"): torch.tensor(v) for k, v in metrics.items()})
+
+
+def test_bridge_reports_negated_val_loss_and_prunes_the_worse_trial():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    study.set_user_attr("masklab_pruner", pruning_signal("val/loss", None, "maximize"))
+    cfg = SimpleNamespace(optimized_metric="val/segm_AP")
+    good = study.ask()
+    bridge = pruning_bridge(study, good, cfg)
+    assert (bridge.metric, bridge.sign) == ("val/loss", -1)
+    for epoch, loss in enumerate([1.0, 0.5]):
+        bridge.on_validation_end(_trainer(epoch, val__loss=loss, val__segm_AP=0.0), None)
+    study.tell(good, 0.0)
+    assert good.study.trials[0].intermediate_values == {0: -1.0, 1: -0.5}
+    bad, trainer = study.ask(), _trainer(0, val__loss=2.0, val__segm_AP=0.0)
+    bridge = pruning_bridge(study, bad, cfg)
+    bridge.on_validation_end(trainer, None)   # loss 2.0 is worse than the finished trial's 1.0 at epoch 0
+    assert trainer.should_stop and (bridge.pruned_at, bridge.pruned_value) == (0, 2.0)
+
+
+def test_bridge_names_the_metrics_when_prune_on_is_not_logged():
+    study = optuna.create_study(direction="maximize")
+    bridge = PruningBridge(study, study.ask(), "val/los", -1)
+    with pytest.raises(MasklabError, match=r"prune_on='val/los' is not logged.*'val/loss', 'val/segm_AP'"):
+        bridge.on_validation_end(_trainer(0, val__loss=1.0, val__segm_AP=0.0), None)
