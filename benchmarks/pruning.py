@@ -217,7 +217,7 @@ def main(argv=None) -> dict:
                                pruned=sum(t.state.name == "PRUNED" for t in trials),
                                curves=[[t.number, t.state.name, [round(v, 4) for v in t.values],
                                         [round(-v, 4) for v in t.signals[LOSS]]] for t in trials])
-            print(f"{label:18s} best segm AP {rows[label]['best_segm_AP']:.4f}  epochs to within {args.tol} of it: "
+            print(f"{label:30s} best segm AP {rows[label]['best_segm_AP']:.4f}  epochs to within {args.tol} of it: "
                   f"{rows[label]['epochs_to_own_best']:3d}  total epochs {rows[label]['total_epochs']:3d}  "
                   f"pruned {rows[label]['pruned']:2d}  ({seconds / 60:.1f} min)", flush=True)
     finally:
