@@ -208,3 +208,19 @@ def test_readme_command_r50_small_anchors_trains_a_step(tmp_path):
 def test_shapes_picks_tiny_anchors_unless_the_command_line_says_otherwise():
     assert list(compose_cfg([], tiny=False).anchors.sizes) == [8, 16, 32, 64, 128]
     assert list(compose_cfg(["anchors=default"], tiny=False).anchors.sizes) == [32, 64, 128, 256, 512]
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_lays_out_conv_weights_nhwc_and_computes_the_same_features(channels_last):
+    cfg = compose_cfg([f"channels_last={channels_last}"])
+    torch.manual_seed(0)
+    module = MaskRCNNModule(cfg)
+    weights = [m.weight for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)
+               and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]  # (a 1-channel or 1x1 kernel is both layouts)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) == channels_last for w in weights)
+    torch.manual_seed(0)
+    reference = MaskRCNNModule(compose_cfg(["channels_last=false"]))  # the same weights, NCHW
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ours, theirs = module.model.backbone(x), reference.model.backbone(x)
+    assert all(torch.allclose(ours[k], theirs[k], rtol=1e-4, atol=1e-4) for k in theirs)  # float rounding only

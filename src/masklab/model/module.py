@@ -39,6 +39,8 @@ class MaskRCNNModule(L.LightningModule):
         self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg), "class_names": self.class_names}, logger=False)
         self.cfg = cfg
         self.model = build_model(cfg, num_classes=len(self.class_names) + 1)
+        if cfg.get("channels_last"):  # NHWC weights: the convolutions pick NHWC kernels (oneDNN on CPU, tensor cores on GPU)
+            self.model.to(memory_format=torch.channels_last)
         self.evaluator = CocoEvaluator(self.class_names)
         self._stage = None
 
