@@ -62,7 +62,12 @@ def log_params(logger, cfg: DictConfig) -> None:
 
 
 def log_run_files(logger, cfg: DictConfig, best_ckpt: str | None, best_score) -> None:
-    """Resolved config YAML as an artifact, best checkpoint path and score as tags."""
+    """Resolved config YAML as an artifact, best checkpoint path and score as tags; waits until the
+    metrics logged asynchronously (``logger.synchronous: false``) are written, so the run is complete
+    in the store when train.py prints where it is (and before a sweep reads it)."""
+    import mlflow
+
+    mlflow.flush_async_logging()
     client, run_id = logger.experiment, logger.run_id
     client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     if best_ckpt:
