@@ -48,7 +48,9 @@ def repo(tmp_path):
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
     shapes = dst / "conf" / "data" / "shapes.yaml"
-    shapes.write_text(shapes.read_text().replace("num_images: 1000", "num_images: 6").replace("num_images: 100", "num_images: 3"))
+    text = shapes.read_text()
+    assert "num_images: 1100" in text, "this test shrinks the train split of conf/data/shapes.yaml: update it"
+    shapes.write_text(text.replace("num_images: 1100", "num_images: 6").replace("num_images: 100", "num_images: 3"))
     (dst / "conf" / "pipeline.yaml").write_text((dst / "conf" / "pipeline.yaml").read_text() + TINY_PIPELINE)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "GIT_AUTHOR_NAME": "t",
            "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
