@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import random
 import shutil
@@ -64,6 +65,7 @@ def backbone() -> list[str]:
 
 
 AP, LOSS = "val/segm_AP", "val/loss"
+ORACLE = "oracle"  # not an Optuna pruner: the bound of all of them (see _oracle), replayed like one
 
 
 def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
@@ -128,6 +130,8 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
     so a pruned trial trains a prefix of its unpruned curve); the benchmark checks it against the
     pruned studies it really runs, and uses it to show more pruners than it has time to run.
     """
+    if pruner == ORACLE:
+        return _oracle(trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", pruner=make_pruner(pruner, kwargs))
     out = []
@@ -146,6 +150,19 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
             else:
                 study.tell(trial, max(seen))  # what train.py returns: the best value of the metric
         out.append(seen)
+    return out
+
+
+def _oracle(trials) -> list[list[float]]:
+    """The bound of every pruner that lets a trial run on while it is the best so far: each trial that
+    ends as the best so far (a *record*) runs in full, every other one is stopped after its first epoch.
+    It knows each trial's future, so no real pruner does better on the same trials in the same order."""
+    best, out = float("-inf"), []
+    for t in trials:
+        values = [v for _, v in sorted(t.intermediate_values.items())]
+        final = max(values, default=float("-inf"))
+        out.append(values if final > best else values[:1])
+        best = max(best, final)
     return out
 
 
@@ -197,18 +214,37 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0, help="sampler seed (the same for every study)")
     p.add_argument("--warmup-iters", type=int, default=0, help="LR warmup steps of every trial")
     p.add_argument("--tol", type=float, default=0.01)
-    p.add_argument("--replay", nargs="*", default=["median", "successive_halving", "hyperband"],
-                   help="pruners replayed on the unpruned study's curves (no training; see replay())")
+    p.add_argument("--replay", nargs="*", default=["median", "successive_halving", "hyperband", ORACLE],
+                   help="pruners replayed on the unpruned study's curves (no training; see replay()); "
+                        "oracle: the bound of any pruner that lets the best-so-far trials finish")
     p.add_argument("--orders", type=int, default=200, help="random trial orders each replayed pruner is scored on")
     p.add_argument("--prune-on", default=AP, choices=[AP, LOSS],
                    help="what the really pruned studies watch (hydra.sweeper.prune_on); the objective is segm AP either way")
     p.add_argument("--replay-on", nargs="*", default=[AP, LOSS], choices=[AP, LOSS],
                    help="signals every replayed pruner is replayed on")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="a result JSON of an earlier run (run_all.py keeps them in benchmarks/.results): re-score its "
+                        "recorded curves (replays, orders) without training; --pruners/--prune-on are taken from it")
     args = p.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="masklab-pruning-"))
     studies, rows = {}, {}
     suffix = lambda on: "" if on == AP else f" on {on}"  # noqa: E731
-    real = [(f"{p}{suffix(args.prune_on)}", p) for p in args.pruners]
+    if args.reuse:
+        old = json.loads(args.reuse.read_text())
+        args.prune_on = old.get("prune_on", AP)
+        args.trials, args.epochs, args.sampler = old["trials"], old["epochs"], old["sampler"]
+        real = [(label, label.split(" ")[0]) for label, r in old["rows"].items() if "minutes" in r and label != "no pruning"]
+        for label in ("no pruning", *(lb for lb, _ in real)):
+            rows[label] = {k: v for k, v in old["rows"][label].items() if k not in ("epochs_to_bar", "replay_matches")}
+            studies[label] = [_Curve(ap, state, number, {LOSS: [-v for v in loss]})
+                              for number, state, ap, loss in rows[label]["trials"]]
+    else:
+        real = [(f"{p}{suffix(args.prune_on)}", p) for p in args.pruners]
+        run_all_studies(args, real, studies, rows)
+    return score(args, real, studies, rows)
+
+
+def run_all_studies(args, real, studies: dict, rows: dict) -> None:
+    work = Path(tempfile.mkdtemp(prefix="masklab-pruning-"))
     try:
         for label, pruner in (("no pruning", "none"), *real):
             trials, seconds = run_study(work, pruner, pruner, args)
@@ -222,8 +258,13 @@ def main(argv=None) -> dict:
                   f"pruned {rows[label]['pruned']:2d}  ({seconds / 60:.1f} min)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def score(args, real, studies: dict, rows: dict) -> dict:
+    suffix = lambda on: "" if on == AP else f" on {on}"  # noqa: E731
     unpruned = studies["no pruning"]
-    replayed = [(f"{name}{suffix(on)} (replay)", name, on) for on in args.replay_on for name in args.replay]
+    replayed = [(f"{name}{suffix(on)} (replay)", name, on) for on in args.replay_on for name in args.replay
+                if name != ORACLE or on == AP]  # the oracle knows the AP curves: no signal to choose
     for label, name, on in replayed:
         curves = replay(unpruned, name, on=on)
         studies[label] = [t.prefix(len(c)) for c, t in zip(curves, unpruned)]

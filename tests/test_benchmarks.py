@@ -88,3 +88,12 @@ def test_replay_on_val_loss_prunes_where_ap_is_still_tied_at_zero():
     assert [len(c) for c in pruning.replay([*good, slow], "median", on=pruning.LOSS)] == [3, 3, 3, 2]
     assert pruning.replay([*good, slow], "median", on=pruning.LOSS)[3] == [0.0, 0.0]  # AP prefix, not the loss
     assert slow.prefix(2).signals[pruning.LOSS] == [-1.5, -1.4]
+
+
+def test_oracle_runs_best_so_far_trials_in_full_and_stops_the_others_after_one_epoch():
+    trials = [_done(0.1, 0.2, 0.3), _done(0.0, 0.1, 0.2), _done(0.2, 0.4, 0.5), _done(0.0, 0.0, 0.5), _done(0.1, 0.3, 0.45)]
+    curves = pruning.replay(trials, pruning.ORACLE)
+    # records: trial 0 (0.3), trial 2 (0.5); trial 3 only ties 0.5 and trial 4 is below: one epoch each
+    assert curves == [[0.1, 0.2, 0.3], [0.0], [0.2, 0.4, 0.5], [0.0], [0.1]]
+    # no real pruner reaches the best in fewer epochs on these trials in this order: 3 + 1 + 3 = 7 of 9
+    assert pruning.epochs_to([pruning._Curve(c) for c in curves], 0.5) == 7
