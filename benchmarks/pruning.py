@@ -133,7 +133,8 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
     if pruner == ORACLE:
         return _oracle(trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", pruner=make_pruner(pruner, kwargs))
+    # named as run_study names the real one: Hyperband assigns trials to brackets by a hash of the study name
+    study = optuna.create_study(study_name=pruner, direction="maximize", pruner=make_pruner(pruner, kwargs))
     out = []
     for t in trials:
         trial, seen = study.ask(), []

@@ -39,11 +39,12 @@ def test_results_table_has_one_row_per_benchmark_and_keeps_the_notes(tmp_path, m
     monkeypatch.setattr(run_all, "HERE", tmp_path)
     (tmp_path / "RESULTS_NOTES.md").write_text("## GPU\nnone lent\n")
     rows = [{"benchmark": "a", "figure": "1.0", "target": ">= 1", "met": True, "detail": "d", "command": "python a.py"},
-            {"benchmark": "b", "figure": "0.9", "target": ">= 1", "met": False, "detail": "e", "command": "python b.py"}]
+            {"benchmark": "b", "figure": "0.9", "target": ">= 1", "met": False, "detail": "e", "command": "python b.py"},
+            {"benchmark": "c", "figure": "0.5", "target": "(reference)", "met": None, "detail": "f", "command": "python c.py"}]
     text = run_all.write(rows, quick=False, path=tmp_path / "RESULTS.md")
     assert (tmp_path / "RESULTS.md").read_text() == text
     table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    assert [line.split(" | ")[3] for line in table[1:]] == ["yes", "NO"]
+    assert [line.split(" | ")[3] for line in table[1:]] == ["yes", "NO", "-"]
     assert "torch" in text and text.rstrip().endswith("none lent")
 
 
@@ -97,3 +98,9 @@ def test_oracle_runs_best_so_far_trials_in_full_and_stops_the_others_after_one_e
     assert curves == [[0.1, 0.2, 0.3], [0.0], [0.2, 0.4, 0.5], [0.0], [0.1]]
     # no real pruner reaches the best in fewer epochs on these trials in this order: 3 + 1 + 3 = 7 of 9
     assert pruning.epochs_to([pruning._Curve(c) for c in curves], 0.5) == 7
+
+
+def test_hyperband_replay_is_reproducible():
+    # Hyperband puts trials in brackets by a hash of the study name: the replay names its study as the real one
+    trials = [_done(0.1 * (i % 4), 0.1 * (i % 5), 0.1 * (i % 7)) for i in range(12)]
+    assert pruning.replay(trials, "hyperband") == pruning.replay(trials, "hyperband")
