@@ -68,6 +68,11 @@ AP, LOSS = "val/segm_AP", "val/loss"
 ORACLE = "oracle"  # not an Optuna pruner: the bound of all of them (see _oracle), replayed like one
 
 
+def _on(signal: str) -> str:
+    """Label suffix of a study or replay that prunes on ``signal`` ("" for the objective, segm AP)."""
+    return "" if signal == AP else f" on {signal}"
+
+
 def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", f"paths.root_dir={work}",
            f"experiment_name={name}", "logger=none", "hparams_search=none", f"hydra.sweeper.pruner={pruner}",
@@ -228,7 +233,6 @@ def main(argv=None) -> dict:
                         "recorded curves (replays, orders) without training; --pruners/--prune-on are taken from it")
     args = p.parse_args(argv)
     studies, rows = {}, {}
-    suffix = lambda on: "" if on == AP else f" on {on}"  # noqa: E731
     if args.reuse:
         old = json.loads(args.reuse.read_text())
         args.prune_on = old.get("prune_on", AP)
@@ -239,7 +243,7 @@ def main(argv=None) -> dict:
             studies[label] = [_Curve(ap, state, number, {LOSS: [-v for v in loss]})
                               for number, state, ap, loss in rows[label]["trials"]]
     else:
-        real = [(f"{p}{suffix(args.prune_on)}", p) for p in args.pruners]
+        real = [(f"{p}{_on(args.prune_on)}", p) for p in args.pruners]
         run_all_studies(args, real, studies, rows)
     return score(args, real, studies, rows)
 
@@ -262,9 +266,8 @@ def run_all_studies(args, real, studies: dict, rows: dict) -> None:
 
 
 def score(args, real, studies: dict, rows: dict) -> dict:
-    suffix = lambda on: "" if on == AP else f" on {on}"  # noqa: E731
     unpruned = studies["no pruning"]
-    replayed = [(f"{name}{suffix(on)} (replay)", name, on) for on in args.replay_on for name in args.replay
+    replayed = [(f"{name}{_on(on)} (replay)", name, on) for on in args.replay_on for name in args.replay
                 if name != ORACLE or on == AP]  # the oracle knows the AP curves: no signal to choose
     for label, name, on in replayed:
         curves = replay(unpruned, name, on=on)
