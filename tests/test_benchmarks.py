@@ -62,10 +62,14 @@ def test_replay_stops_a_trial_where_the_median_pruner_would():
 
 
 def test_replay_follows_successive_halving_rungs():
-    # min_resource from the first finished trial (1 step): rung 0 at step 1, only the best of < 4 promoted
+    # masklab's default min_resource 1: rung 0 at step 1, only the best of < 4 trials there promoted
     trials = [_done(0.1, 0.3, 0.5), _done(0.2, 0.4, 0.6), _done(0.05, 0.1, 0.2), _done(0.3, 0.5, 0.7)]
     assert [len(c) for c in pruning.replay(trials, "successive_halving")] == [3, 3, 2, 3]
     assert [len(c) for c in pruning.replay(trials, "none")] == [3, 3, 3, 3]
+    # the 2nd trial is compared with the 1st; with Optuna's min_resource="auto" the 1st is never recorded
+    trials = [_done(0.1, 0.3, 0.5), _done(0.05, 0.1, 0.2)]
+    assert [len(c) for c in pruning.replay(trials, "successive_halving")] == [3, 2]
+    assert [len(c) for c in pruning.replay(trials, "successive_halving", {"min_resource": "auto"})] == [3, 3]
 
 
 def test_replayed_curves_count_like_trials():

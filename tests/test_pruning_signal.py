@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from masklab import MasklabError
-from masklab.sweep.study import pruning_signal
+from masklab.sweep.study import make_pruner, pruning_signal
 from masklab.sweep.trial import PruningBridge, pruning_bridge
 
 
@@ -57,3 +57,20 @@ def test_bridge_names_the_metrics_when_prune_on_is_not_logged():
     bridge = PruningBridge(study, study.ask(), "val/los", -1)
     with pytest.raises(MasklabError, match=r"prune_on='val/los' is not logged.*'val/loss', 'val/segm_AP'"):
         bridge.on_validation_end(_trainer(0, val__loss=1.0, val__segm_AP=0.0), None)
+
+
+def test_successive_halving_default_compares_the_second_trial_with_the_first():
+    # Optuna's min_resource="auto" records no rung before a trial has completed: the 2nd trial would be
+    # promoted alone. masklab's default (min_resource 1) prunes it at step 1, where it trails the 1st.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("successive_halving"))
+    first = study.ask()
+    for step, value in enumerate([0.1, 0.3, 0.5]):
+        first.report(value, step)
+        assert not first.should_prune()
+    study.tell(first, 0.5)
+    second = study.ask()
+    second.report(0.05, 0)
+    assert not second.should_prune()  # step 0 (the first epoch) is before the first rung
+    second.report(0.1, 1)
+    assert second.should_prune()
