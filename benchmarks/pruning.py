@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from masklab.sweep.study import make_pruner, open_storage  # noqa: E402
+from masklab.sweep.study import PRUNER_DEFAULTS, make_pruner, open_storage  # noqa: E402
 
 
 def backbone() -> list[str]:
@@ -65,7 +65,15 @@ def backbone() -> list[str]:
 
 
 AP, LOSS = "val/segm_AP", "val/loss"
-ORACLE = "oracle"  # not an Optuna pruner: the bound of all of them (see _oracle), replayed like one
+ORACLE = "oracle"  # not an Optuna pruner: the bound of those that let best-so-far trials finish (see _oracle)
+#: the kwargs real studies ran with before results recorded them (2026-11-22): successive_halving then
+#: had Optuna's defaults (min_resource "auto"), not masklab's
+LEGACY_KWARGS = {"successive_halving": {}}
+
+
+def pruner_kwargs(pruner: str) -> dict:
+    """What ``make_pruner(pruner)`` builds the pruner with when the sweeper's pruner_kwargs is null."""
+    return dict(PRUNER_DEFAULTS.get(pruner, {}))
 
 
 def _on(signal: str) -> str:
@@ -162,7 +170,10 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
 def _oracle(trials) -> list[list[float]]:
     """The bound of every pruner that lets a trial run on while it is the best so far: each trial that
     ends as the best so far (a *record*) runs in full, every other one is stopped after its first epoch.
-    It knows each trial's future, so no real pruner does better on the same trials in the same order."""
+    It knows each trial's future, so no pruner of that kind does better on the same trials in the same
+    order. Median, ASHA and Hyperband are of that kind as long as curves do not cross: a record beats
+    every earlier trial. A pruner that stops trials before it has anything to compare them with (an
+    absolute threshold, ASHA's ``bootstrap_count``) can go below it, at the risk of stopping the winner."""
     best, out = float("-inf"), []
     for t in trials:
         values = [v for _, v in sorted(t.intermediate_values.items())]
@@ -190,7 +201,7 @@ def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0
 
     A random sampler's trials are independent draws, so every order of them is as likely as the one
     that ran; the ratio of one study mostly says where its winner happened to come (the trials before
-    it are what a pruner can cut, and a trial that is the best so far runs in full under any pruner).
+    it are what a pruner can cut, and a trial that is the best so far mostly runs in full, see ``_oracle``).
     Each order is replayed (see ``replay``), so this costs no training.
     """
     rng = random.Random(seed)
@@ -254,7 +265,7 @@ def run_all_studies(args, real, studies: dict, rows: dict) -> None:
         for label, pruner in (("no pruning", "none"), *real):
             trials, seconds = run_study(work, pruner, pruner, args)
             studies[label] = trials
-            rows[label] = _row(trials, args.tol, minutes=seconds / 60,
+            rows[label] = _row(trials, args.tol, minutes=seconds / 60, pruner_kwargs=pruner_kwargs(pruner),
                                pruned=sum(t.state.name == "PRUNED" for t in trials),
                                curves=[[t.number, t.state.name, [round(v, 4) for v in t.values],
                                         [round(-v, 4) for v in t.signals[LOSS]]] for t in trials])
@@ -272,9 +283,11 @@ def score(args, real, studies: dict, rows: dict) -> dict:
     for label, name, on in replayed:
         curves = replay(unpruned, name, on=on)
         studies[label] = [t.prefix(len(c)) for c, t in zip(curves, unpruned)]
-        rows[label] = _row(studies[label], args.tol, pruned=sum(len(c) < len(t.values) for c, t in zip(curves, unpruned)))
+        rows[label] = _row(studies[label], args.tol, pruned=sum(len(c) < len(t.values) for c, t in zip(curves, unpruned)),
+                           **({"pruner_kwargs": pruner_kwargs(name)} if name != ORACLE else {}))
     for label, pruner in real:  # the real pruned study against its replay: equal when training is deterministic
-        lengths = [len(c) for c in replay(unpruned, pruner, on=args.prune_on)]
+        kwargs = rows[label].setdefault("pruner_kwargs", LEGACY_KWARGS.get(pruner, pruner_kwargs(pruner)))
+        lengths = [len(c) for c in replay(unpruned, pruner, kwargs, on=args.prune_on)]
         rows[label]["replay_matches"] = lengths == [len(t.values) for t in studies[label]]
     orders = {label[:-len(" (replay)")]: over_orders(unpruned, name, n=args.orders, tol=args.tol, on=on)
               for label, name, on in replayed}

@@ -59,6 +59,11 @@ def cached(name: str, resume: bool, fn, argv: list[str]) -> dict:
     return result
 
 
+def _kwargs(kwargs: dict) -> str:
+    """Optuna kwargs as the sweeper's command line writes them: {min_resource:1}; {} for Optuna's defaults."""
+    return "{" + ",".join(f"{k}:{v}" for k, v in kwargs.items()) + "}"
+
+
 def run(quick: bool, resume: bool = False) -> list[dict]:
     rows = []
     o = cached("overhead", resume, overhead.main, ["--batches", "10" if quick else "30", "--rounds", "1" if quick else "3"])
@@ -83,7 +88,7 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                   f"winner pruned in {o['share_never']:.0%}") if o and name.endswith("(replay)") else ""
         bound = name.startswith(pruning.ORACLE)
         rows.append({"benchmark": f"pruning savings ({name})" if not bound else
-                     "pruning savings: bound of any pruner (oracle replay)",
+                     "pruning savings: bound of pruners that let best-so-far trials finish (oracle replay)",
                      "figure": "never" if r["ratio"] is None else f"{r['ratio']:.2f}",
                      "target": "<= 0.5" if not bound else "(reference)",
                      "met": None if bound else r["ratio"] is not None and r["ratio"] <= 0.5,
@@ -93,6 +98,7 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                                f"{row['epochs_to_own_best']} vs {none['epochs_to_own_best']} ({r['own_best_ratio']:.2f}); "
                                f"final best {row['best_segm_AP']:.3f} vs {none['best_segm_AP']:.3f}; total epochs "
                                f"{row['total_epochs']} vs {none['total_epochs']}, {row['pruned']} pruned, "
+                               + (f"pruner_kwargs {_kwargs(row['pruner_kwargs'])}, " if "pruner_kwargs" in row else "")
                                + (f"{row['minutes']:.1f} vs {none['minutes']:.1f} min" if "minutes" in row else
                                   "replayed on the unpruned study's curves")
                                + {True: " (its replay gives the same epochs)", False: " (differs from its replay)"}.get(
