@@ -17,7 +17,7 @@ study's curves without training (``--replay``: each trial reports its recorded c
 study with that pruner). The real pruned studies are checked against their replay (the output says
 "= its replay"), and the replay shows the pruners there was no time to run.
 
-    python benchmarks/pruning.py                      # 20 trials x 6 epochs; none + ASHA: ~40 min on 2 cores
+    python benchmarks/pruning.py                      # 20 trials x 6 epochs; none + ASHA: ~26 min on 2 cores
     python benchmarks/pruning.py --trials 10 --epochs 8 --pruners median hyperband
     python benchmarks/pruning.py --sampler tpe        # the product's default sampler (see below)
 

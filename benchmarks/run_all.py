@@ -94,7 +94,7 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                      "met": None if bound else r["ratio"] is not None and r["ratio"] <= 0.5,
                      "detail": f"{pr.get('trials', 10)} trials x {pr.get('epochs', 6)} epochs, {pr.get('sampler', 'tpe')} sampler; "
                                f"epochs until a trial reaches segm AP {pr['bar']:.3f} (the unpruned study's best - 0.01): "
-                               f"{row['epochs_to_bar']} vs {none['epochs_to_bar']}; to within 0.01 of its own best "
+                               f"{'never' if row['epochs_to_bar'] is None else row['epochs_to_bar']} vs {none['epochs_to_bar']}; to within 0.01 of its own best "
                                f"{row['epochs_to_own_best']} vs {none['epochs_to_own_best']} ({r['own_best_ratio']:.2f}); "
                                f"final best {row['best_segm_AP']:.3f} vs {none['best_segm_AP']:.3f}; total epochs "
                                f"{row['total_epochs']} vs {none['total_epochs']}, {row['pruned']} pruned, "
