@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from masklab.sweep.study import PRUNER_DEFAULTS, make_pruner, open_storage  # noqa: E402
+from masklab.sweep.study import make_pruner, open_storage, pruner_kwargs  # noqa: E402
 
 
 def backbone() -> list[str]:
@@ -70,10 +70,6 @@ ORACLE = "oracle"  # not an Optuna pruner: the bound of those that let best-so-f
 #: had Optuna's defaults (min_resource "auto"), not masklab's
 LEGACY_KWARGS = {"successive_halving": {}}
 
-
-def pruner_kwargs(pruner: str) -> dict:
-    """What ``make_pruner(pruner)`` builds the pruner with when the sweeper's pruner_kwargs is null."""
-    return dict(PRUNER_DEFAULTS.get(pruner, {}))
 
 
 def _on(signal: str) -> str:

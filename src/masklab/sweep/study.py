@@ -37,17 +37,21 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.Hy
 #: first epoch. successive_halving: the first rung at step 1 (the 2nd epoch; steps are epochs), which
 #: is what Optuna's min_resource="auto" resolves to for any trial under 200 epochs, but "auto" only
 #: resolves once a trial has *completed*: until then nothing is pruned and the first trial's rung
-#: values are never recorded, so the second trial has no one to be compared with either (replayed on
-#: the pruning benchmark's curves: median ratio over 200 trial orders 0.69 instead of 0.77).
+#: values are never recorded, so the second trial has no one to be compared with either (the change
+#: rests on that: on the pruning benchmark's curves its measured effect was mixed, see RESULTS_NOTES.md).
 PRUNER_DEFAULTS = {"median": {"n_startup_trials": 3, "n_warmup_steps": 1}, "successive_halving": {"min_resource": 1}}
 
 
+def pruner_kwargs(name: str, kwargs: dict | None = None) -> dict:
+    """The kwargs ``name``'s Optuna pruner is built with: ``kwargs``, or masklab's defaults when null."""
+    return dict(PRUNER_DEFAULTS.get(name, {}) if kwargs is None else kwargs or {})
+
+
 def make_pruner(name: str, kwargs: dict | None = None) -> optuna.pruners.BasePruner:
-    kwargs = PRUNER_DEFAULTS.get(name, {}) if kwargs is None else kwargs
     if name not in PRUNERS:
         raise MasklabError(f"hydra.sweeper.pruner={name!r}: choose one of {sorted(PRUNERS)}")
     try:
-        return PRUNERS[name](**dict(kwargs or {}))
+        return PRUNERS[name](**pruner_kwargs(name, kwargs))
     except TypeError as exc:
         raise MasklabError(f"hydra.sweeper.pruner_kwargs for {name}: {exc}") from None
 
