@@ -100,7 +100,7 @@ def test_oracle_runs_best_so_far_trials_in_full_and_stops_the_others_after_one_e
     curves = pruning.replay(trials, pruning.ORACLE)
     # records: trial 0 (0.3), trial 2 (0.5); trial 3 only ties 0.5 and trial 4 is below: one epoch each
     assert curves == [[0.1, 0.2, 0.3], [0.0], [0.2, 0.4, 0.5], [0.0], [0.1]]
-    # no real pruner reaches the best in fewer epochs on these trials in this order: 3 + 1 + 3 = 7 of 9
+    # no pruner that lets best-so-far trials finish reaches the best in fewer epochs here: 3 + 1 + 3 = 7 of 9
     assert pruning.epochs_to([pruning._Curve(c) for c in curves], 0.5) == 7
 
 
