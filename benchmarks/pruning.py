@@ -3,8 +3,8 @@
 
 Every study runs through the real sweeper (``python src/train.py -m hydra/sweeper=optuna``) on
 shapes with the same space, sampler and sampler seed; only ``hydra.sweeper.pruner`` differs: none,
-then each of ``--pruners`` (default: ``successive_halving``, Optuna's ASHA, which stops most trials
-after their first rung; ``median``, the product's default, and ``hyperband`` are replayed, see below). For each study: trials in order,
+then each of ``--pruners`` (default: ``median``, the product's default; ASHA (``successive_halving``) and
+``hyperband`` are replayed, see below). For each study: trials in order,
 epochs each trained (validation epochs reported to Optuna), and the total epochs spent until the
 best segm AP so far is within ``--tol`` of the final best of the study *without* pruning: the epochs
 each needs to reach the quality a full search reaches (the headline ratio; a pruner that stopped the
@@ -17,7 +17,7 @@ study's curves without training (``--replay``: each trial reports its recorded c
 study with that pruner). The real pruned studies are checked against their replay (the output says
 "= its replay"), and the replay shows the pruners there was no time to run.
 
-    python benchmarks/pruning.py                      # 20 trials x 6 epochs; none + ASHA: ~26 min on 2 cores
+    python benchmarks/pruning.py                      # 20 trials x 6 epochs of 288 images; none + median: ~60 min on 2 cores
     python benchmarks/pruning.py --trials 10 --epochs 8 --pruners median hyperband
     python benchmarks/pruning.py --sampler tpe        # the product's default sampler (see below)
 
@@ -30,9 +30,15 @@ TPE study's best was 0.098 in one run and 0.208 in the next, same seed).
 
 Trials start from the ImageNet MobileNetV2 in ../shared/weights when it is there (from scratch a few
 epochs of shapes learn too little for the curves to tell trials apart), with gradient clipping and
-no LR warmup (``--warmup-iters``: at 12 steps per epoch the default 20-step warmup takes the first
-two epochs, whose AP is then ~0 for every trial: nothing for a pruner to act on); the learning rate
-(SGD) spans 1e-4 (learns slowly: the pruner's target) to 5e-2 (diverges: FAIL).
+no LR warmup (``--warmup-iters``: the default 20 steps took the first two epochs at 12 steps per
+epoch, whose AP was then ~0 for every trial: nothing for a pruner to act on); the learning rate
+(SGD) spans 1e-4 (learns slowly: the pruner's target) to 5e-2 (diverges: FAIL). An epoch is
+``--images`` 288 shapes images, 36 steps (the main job's is 1100): with 96 (12 steps, until
+2026-11-22) every trial's segm AP after its first epoch was <= 0.004 and the winner's after two
+was 0.009 against 0.038 for a trial that ended at 0.17, so the first rungs ranked noise, and every
+trial was still in its first rise when it ended (each one's best was its last epoch). With 288 the
+winner led after its first epoch and no pruner on AP stopped it in any of 200 trial orders
+(benchmarks/RESULTS_NOTES.md).
 Target: epochs(pruned) / epochs(unpruned) <= 0.5.
 """
 from __future__ import annotations
@@ -217,10 +223,11 @@ def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=20, help="trials per study (the sweeper's default n_trials)")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--images", type=int, default=96, help="shapes training images per epoch")
+    p.add_argument("--epochs", type=int, default=6, help="epochs per trial (data=shapes' own schedule length)")
+    p.add_argument("--images", type=int, default=288,
+                   help="shapes training images per epoch (36 steps of 8; the main job's epoch is 1100, see above)")
     p.add_argument("--val-images", type=int, default=32, help="shapes validation images (scored every epoch)")
-    p.add_argument("--pruners", nargs="*", default=["successive_halving"],
+    p.add_argument("--pruners", nargs="*", default=["median"],
                    help="pruned studies really run beside the unpruned one (conf/hydra/sweeper/optuna.yaml: pruner)")
     p.add_argument("--sampler", choices=["random", "tpe"], default="random",
                    help="random: trial k has the same configuration in every study; tpe: the product's default")
@@ -244,6 +251,7 @@ def main(argv=None) -> dict:
         old = json.loads(args.reuse.read_text())
         args.prune_on = old.get("prune_on", AP)
         args.trials, args.epochs, args.sampler = old["trials"], old["epochs"], old["sampler"]
+        args.images, args.val_images = old.get("images", 96), old.get("val_images", 32)  # before 2026-11-22: 96 / 32
         real = [(label, label.split(" ")[0]) for label, r in old["rows"].items() if "minutes" in r and label != "no pruning"]
         for label in ("no pruning", *(lb for lb, _ in real)):
             rows[label] = {k: v for k, v in old["rows"][label].items() if k not in ("epochs_to_bar", "replay_matches")}
@@ -297,7 +305,8 @@ def score(args, real, studies: dict, rows: dict) -> dict:
         ratios[label] = {"ratio": r["epochs_to_bar"] / base["epochs_to_bar"] if r["epochs_to_bar"] else None,
                          "own_best_ratio": r["epochs_to_own_best"] / base["epochs_to_own_best"],
                          "total_ratio": r["total_epochs"] / base["total_epochs"]}
-    print(f"\n{args.trials} trials x {args.epochs} epochs, {args.sampler} sampler seed {args.seed}, this machine (pruned / unpruned):\n"
+    print(f"\n{args.trials} trials x {args.epochs} epochs of {args.images} images, {args.sampler} sampler seed {args.seed}, "
+          f"this machine (pruned / unpruned):\n"
           f"  epochs to segm AP >= {bar:.4f} (the unpruned study's best - {args.tol}; target <= 0.5): "
           f"unpruned {base['epochs_to_bar']}")
     for label, r in ratios.items():
@@ -311,7 +320,7 @@ def score(args, real, studies: dict, rows: dict) -> dict:
               f"{o['median'] if o['median'] is None else round(o['median'], 2)}, <= 0.5 in {o['share_le_0.5']:.0%}, "
               f"winner pruned in {o['share_never']:.0%}")
     return {"rows": rows, "ratios": ratios, "bar": bar, "sampler": args.sampler, "trials": args.trials, "epochs": args.epochs,
-            "orders": orders, "prune_on": args.prune_on}
+            "images": args.images, "val_images": args.val_images, "orders": orders, "prune_on": args.prune_on}
 
 
 def _row(trials, tol: float, curves=None, **extra) -> dict:

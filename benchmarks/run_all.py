@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Every benchmark of the project in one command; one table of ratios and figures -> benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py            # everything (~80 min on 2 cores, most of it the PennFudan study)
+    python benchmarks/run_all.py            # everything (~2.5 h on 2 cores, most of it the pruning and PennFudan studies)
     python benchmarks/run_all.py --quick    # shorter versions of each (minutes; figures less representative)
     python benchmarks/run_all.py --resume   # keep the figures of benchmarks that already finished (benchmarks/.results/)
 
@@ -78,7 +78,7 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
     rows.append({"benchmark": "COCO evaluation speed", "figure": f"{e['ratio']:.1f}x", "target": ">= 3x", "met": e["ratio"] >= 3,
                  "detail": f"pycocotools {e['pycocotools_s']:.2f} s vs masklab {e['masklab_s']:.2f} s, 500 images, numbers identical",
                  "command": "python benchmarks/eval_speed.py"})
-    pr = cached("pruning", resume, pruning.main, ["--trials", "6", "--epochs", "3"] if quick else [])
+    pr = cached("pruning", resume, pruning.main, ["--trials", "6", "--epochs", "3", "--images", "96"] if quick else [])
     none = pr["rows"]["no pruning"]
     for name, r in pr["ratios"].items():
         row = pr["rows"][name]
@@ -92,7 +92,8 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                      "figure": "never" if r["ratio"] is None else f"{r['ratio']:.2f}",
                      "target": "<= 0.5" if not bound else "(reference)",
                      "met": None if bound else r["ratio"] is not None and r["ratio"] <= 0.5,
-                     "detail": f"{pr.get('trials', 10)} trials x {pr.get('epochs', 6)} epochs, {pr.get('sampler', 'tpe')} sampler; "
+                     "detail": f"{pr.get('trials', 10)} trials x {pr.get('epochs', 6)} epochs of {pr.get('images', 96)} images, "
+                               f"{pr.get('sampler', 'tpe')} sampler; "
                                f"epochs until a trial reaches segm AP {pr['bar']:.3f} (the unpruned study's best - 0.01): "
                                f"{'never' if row['epochs_to_bar'] is None else row['epochs_to_bar']} vs {none['epochs_to_bar']}; to within 0.01 of its own best "
                                f"{row['epochs_to_own_best']} vs {none['epochs_to_own_best']} ({r['own_best_ratio']:.2f}); "

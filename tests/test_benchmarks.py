@@ -1,6 +1,7 @@
 """The benchmarks' own arithmetic (their runs are too long for the suite; benchmarks/run_all.py runs them)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -108,3 +109,20 @@ def test_hyperband_replay_is_reproducible():
     # Hyperband puts trials in brackets by a hash of the study name: the replay names its study as the real one
     trials = [_done(0.1 * (i % 4), 0.1 * (i % 5), 0.1 * (i % 7)) for i in range(12)]
     assert pruning.replay(trials, "hyperband") == pruning.replay(trials, "hyperband")
+
+
+def test_reuse_rescores_recorded_curves_and_keeps_the_epoch_size(tmp_path):
+    # a result of before 2026-11-22 has no "images": its studies ran 96-image epochs
+    curves = [[0, "COMPLETE", [0.1, 0.2, 0.3], [2.0, 1.8, 1.6]], [1, "COMPLETE", [0.0, 0.1, 0.5], [2.0, 1.5, 1.0]],
+              [2, "COMPLETE", [0.0, 0.0, 0.1], [2.2, 2.1, 2.0]]]
+    old = {"prune_on": pruning.AP, "trials": 3, "epochs": 3, "sampler": "random",
+           "rows": {"no pruning": {"trials": curves, "epochs_to_own_best": 6, "best_segm_AP": 0.5, "total_epochs": 9,
+                                   "minutes": 1.0, "pruned": 0, "pruner_kwargs": {}}}}
+    path = tmp_path / "pruning.json"
+    path.write_text(json.dumps(old))
+    result = pruning.main(["--reuse", str(path), "--orders", "5", "--replay", "median", pruning.ORACLE])
+    assert (result["images"], result["val_images"]) == (96, 32)
+    assert result["rows"]["no pruning"]["epochs_to_bar"] == 6  # trial 1 reaches 0.5 - 0.01 at the 6th epoch
+    assert result["ratios"]["oracle (replay)"]["ratio"] == 1.0  # trials 0 and 1 are records: nothing to cut before 1
+    path.write_text(json.dumps({**old, "images": 288}))
+    assert pruning.main(["--reuse", str(path), "--orders", "5", "--replay", "median"])["images"] == 288
