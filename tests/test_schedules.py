@@ -11,6 +11,32 @@ def test_piecewise_is_the_seeds_table():
     assert [f(0), f(39.99), f(40), f(59), f(60), f(80), f(119)] == [1.0, 1.0, 0.1, 0.1, 0.02, 0.01, 0.01]
 
 
+def test_milestones_of_a_reference_run_move_in_proportion_to_the_run():
+    # torchvision's 12-epoch step schedule (x0.1 at 8 and 11) in a 6-epoch run: at 4 and 5.5
+    f = lambda e: schedules.multistep(e, 6, [8, 11], 0.1, reference_epochs=12)  # noqa: E731
+    assert [f(3.99), f(4), f(5.49), f(5.5)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
+    assert schedules.multistep(8, 12, [8, 11], 0.1, reference_epochs=12) == pytest.approx(0.1)  # exact at its length
+    assert schedules.multistep(4, 6, [8, 11], 0.1, reference_epochs=None) == 1.0  # null: the epochs as given
+    # the seeds' 120-epoch table in 6 epochs: LR/10 from 2, /50 from 3, /100 from 4
+    g = lambda e: schedules.piecewise(e, 6, [[0, 1.0], [40, 0.1], [60, 0.02], [80, 0.01]], reference_epochs=120)  # noqa: E731
+    assert [g(0), g(1.99), g(2), g(3), g(4), g(5.9)] == [1.0, 1.0, 0.1, 0.02, 0.01, 0.01]
+
+
+def test_schedule_options_take_the_data_options_length_and_keep_their_shape():
+    from hydra.utils import instantiate
+
+    from conftest import compose_cfg
+
+    for name, factors in {"step": [1.0, 0.1, 0.01], "piecewise": [1.0, 0.1, 0.01]}.items():
+        cfg = compose_cfg([f"schedule={name}"], tiny=False)  # data=shapes suggests 6 epochs
+        f = instantiate(cfg.schedule.lr_lambda)
+        assert cfg.schedule.epochs == 6
+        assert [f(0, 6), f(4.2, 6) if name == "step" else f(2.5, 6), f(5.9, 6)] == pytest.approx(factors)
+    assert compose_cfg(["schedule=constant"], tiny=False).schedule.epochs == 6
+    other = compose_cfg(["data=pennfudan", "schedule=piecewise"], tiny=False)  # no suggestion: the seeds' 120
+    assert other.schedule.epochs == 120 and instantiate(other.schedule.lr_lambda)(40, 120) == pytest.approx(0.1)
+
+
 def test_multistep_cosine_constant():
     assert schedules.multistep(7.9, 12, [8, 11], 0.1) == 1.0
     assert schedules.multistep(8, 12, [8, 11], 0.1) == pytest.approx(0.1)
@@ -34,6 +60,7 @@ def test_module_applies_warmup_times_schedule_per_step(tiny_cfg):
     from masklab.model.module import MaskRCNNModule
 
     cfg = tiny_cfg(["schedule=step", "schedule.epochs=3", "schedule.warmup_iters=2", "schedule.lr_lambda.milestones=[1,2]",
+                    "schedule.lr_lambda.reference_epochs=null",
                     "optimizer.lr=0.1", "data.train.num_images=4"])  # 2 steps per epoch
     module = MaskRCNNModule(cfg)
     lrs = []

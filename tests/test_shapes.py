@@ -77,6 +77,6 @@ def test_shapes_option_sets_the_main_job_recipe_and_the_command_line_wins():
     assert cfg.schedule.epochs == 6 and cfg.anchors.sizes[0] == 8 and cfg.data.train.max_overlap == 0.3
     cfg = compose_cfg(["optimizer=sgd", "schedule.epochs=3"], tiny=False)
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.schedule.epochs == 3
-    assert compose_cfg(["schedule=step"], tiny=False).schedule.epochs == 12  # its milestones keep their epochs
+    assert compose_cfg(["schedule=step"], tiny=False).schedule.epochs == 6  # its milestones move with it (test_schedules)
     other = compose_cfg(["data=pennfudan"], tiny=False)  # another dataset keeps the groups' own defaults
     assert other.optimizer._target_ == "torch.optim.SGD" and other.schedule.epochs == 10

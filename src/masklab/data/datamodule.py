@@ -60,7 +60,7 @@ def from_prepared(root: str, image_size: int | None = None, drop_empty: bool = T
 
 
 #: keys of a data group that describe the source (for prepare.py) or suggest other groups' values
-#: (``epochs``: read by schedule=cosine), not the datamodule
+#: (``epochs``: read by every schedule option), not the datamodule
 SOURCE_KEYS = ("name", "source", "source_splits", "prepare", "epochs")
 
 

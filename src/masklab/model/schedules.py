@@ -13,16 +13,25 @@ def constant(epoch: float, epochs: int) -> float:
     return 1.0
 
 
-def multistep(epoch: float, epochs: int, milestones: Sequence[int] = (), gamma: float = 0.1) -> float:
+def _at(boundary: float, epochs: int, reference_epochs: int | None) -> float:
+    """A boundary given in epochs of a ``reference_epochs``-epoch run, moved in proportion to a run of
+    ``epochs`` (unchanged when ``reference_epochs`` is null or equal): a step schedule written for 12
+    epochs keeps its shape in a 6-epoch run, so a sweep over schedules compares them at one budget."""
+    return boundary if not reference_epochs or reference_epochs == epochs else boundary * epochs / reference_epochs
+
+
+def multistep(epoch: float, epochs: int, milestones: Sequence[int] = (), gamma: float = 0.1,
+              reference_epochs: int | None = None) -> float:
     """x gamma at each milestone epoch (0-based: milestone 8 means from the 9th epoch on)."""
-    return gamma ** sum(epoch >= m for m in milestones)
+    return gamma ** sum(epoch >= _at(m, epochs, reference_epochs) for m in milestones)
 
 
-def piecewise(epoch: float, epochs: int, pieces: Sequence[Sequence[float]] = ((0, 1.0),)) -> float:
+def piecewise(epoch: float, epochs: int, pieces: Sequence[Sequence[float]] = ((0, 1.0),),
+              reference_epochs: int | None = None) -> float:
     """Factor of the last ``[start_epoch, factor]`` piece whose start is <= epoch (the seeds' tables)."""
     factor = 1.0
     for start, value in sorted(pieces, key=lambda p: p[0]):
-        if epoch >= start:
+        if epoch >= _at(start, epochs, reference_epochs):
             factor = value
     return float(factor)
 
