@@ -77,7 +77,6 @@ ORACLE = "oracle"  # not an Optuna pruner: the bound of those that let best-so-f
 LEGACY_KWARGS = {"successive_halving": {}}
 
 
-
 def _on(signal: str) -> str:
     """Label suffix of a study or replay that prunes on ``signal`` ("" for the objective, segm AP)."""
     return "" if signal == AP else f" on {signal}"

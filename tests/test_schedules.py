@@ -27,11 +27,12 @@ def test_schedule_options_take_the_data_options_length_and_keep_their_shape():
 
     from conftest import compose_cfg
 
-    for name, factors in {"step": [1.0, 0.1, 0.01], "piecewise": [1.0, 0.1, 0.01]}.items():
-        cfg = compose_cfg([f"schedule={name}"], tiny=False)  # data=shapes suggests 6 epochs
+    # (epoch, LR factor) in the 6-epoch run data=shapes suggests: step decays at 4, piecewise at 2 (and 3, 4)
+    for name, points in {"step": [(0, 1.0), (4.2, 0.1), (5.9, 0.01)], "piecewise": [(0, 1.0), (2.5, 0.1), (5.9, 0.01)]}.items():
+        cfg = compose_cfg([f"schedule={name}"], tiny=False)
         f = instantiate(cfg.schedule.lr_lambda)
         assert cfg.schedule.epochs == 6
-        assert [f(0, 6), f(4.2, 6) if name == "step" else f(2.5, 6), f(5.9, 6)] == pytest.approx(factors)
+        assert [f(epoch, 6) for epoch, _ in points] == pytest.approx([factor for _, factor in points])
     assert compose_cfg(["schedule=constant"], tiny=False).schedule.epochs == 6
     other = compose_cfg(["data=pennfudan", "schedule=piecewise"], tiny=False)  # no suggestion: the seeds' 120
     assert other.schedule.epochs == 120 and instantiate(other.schedule.lr_lambda)(40, 120) == pytest.approx(0.1)
