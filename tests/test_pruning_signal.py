@@ -74,3 +74,30 @@ def test_successive_halving_default_compares_the_second_trial_with_the_first():
     assert not second.should_prune()  # step 0 (the first epoch) is before the first rung
     second.report(0.1, 1)
     assert second.should_prune()
+
+
+def test_study_plots_show_each_trials_curve_in_the_metrics_units_with_pruned_ones_dashed(tmp_path):
+    from optuna.trial import TrialState
+
+    from masklab.sweep.report import _plot_curves, save_plots
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("masklab_pruner", pruning_signal("val/loss", None, "maximize"))  # reported as -loss
+    for losses, state in [([1.0, 0.8, 0.6], TrialState.COMPLETE), ([1.2], TrialState.PRUNED), ([0.9, 0.7, 0.5], TrialState.COMPLETE)]:
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)})
+        for step, loss in enumerate(losses):
+            trial.report(-loss, step)
+        study.tell(trial, 0.1 if state == TrialState.COMPLETE else None, state=state)
+    ax = _plot_curves(study.user_attrs["masklab_pruner"], study)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["Trial0"].get_ydata()) == [1.0, 0.8, 0.6]  # the loss itself, not what the pruner saw
+    assert lines["Trial1 pruned"].get_linestyle() == "--" and lines["Trial2"].get_linestyle() == "-"
+    assert ax.get_ylabel() == "val/loss" and ax.get_ylim()[0] <= 0.5 and ax.get_ylim()[1] >= 1.2
+    written = {p.name for p in save_plots(study, tmp_path, ["val/segm_AP"])}
+    assert "intermediate_values.png" in written and (tmp_path / "intermediate_values.png").stat().st_size > 10_000
+    # a study whose trials reported nothing (pruning off and no validation) has no such plot
+    quiet = optuna.create_study(direction="maximize")
+    quiet.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, value=0.2, distributions={
+        "lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)}))
+    assert "intermediate_values.png" not in {p.name for p in save_plots(quiet, tmp_path / "q", ["val/segm_AP"])}

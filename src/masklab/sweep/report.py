@@ -9,8 +9,8 @@ and gets tags ``trial_number``, ``trial_state`` (COMPLETE / PRUNED / FAIL), ``fa
 """
 from __future__ import annotations
 
+import functools
 import logging
-
 import warnings
 from pathlib import Path
 
@@ -154,8 +154,34 @@ def write_best_params(path: Path, best, fixed: list[str], names) -> Path:
     return path
 
 
+def _plot_curves(signal: dict, study: optuna.Study):
+    """Optuna's intermediate-values plot, in the units of the metric the trials reported (``signal``:
+    the study's ``masklab_pruner`` attribute, ``on`` and ``sign``)."""
+    from optuna.visualization import matplotlib as ovm
+
+    ax = ovm.plot_intermediate_values(study)
+    pruned = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))}
+    for line in ax.get_lines():  # labelled "Trial<number>" by Optuna
+        if signal.get("sign", 1) == -1:
+            line.set_ydata(-line.get_ydata())
+        if int(line.get_label().removeprefix("Trial")) in pruned:
+            line.set_linestyle("--")
+            line.set_label(f"{line.get_label()} pruned")
+    ax.relim()
+    ax.autoscale_view()
+    if len(ax.get_lines()) >= 2:
+        ax.legend(bbox_to_anchor=(1.05, 1), loc="upper left", borderaxespad=0.0, fontsize="small")
+    ax.set_title(f"{signal.get('on') or 'reported value'} per epoch of each trial (dashed: pruned)")
+    ax.set_xlabel("epoch (0-based; pruned trials stop early)")
+    ax.set_ylabel(signal.get("on") or "reported value")
+    return ax
+
+
 def save_plots(study: optuna.Study, out: Path, names: list[str]) -> list[Path]:
-    """Optimization history, parameter importances, parallel coordinates (Pareto front for several objectives)."""
+    """Optimization history, parameter importances, parallel coordinates (Pareto front for several
+    objectives), and every trial's curve of what it reported to the pruner per epoch (where pruned
+    trials stopped; a signal reported negated, e.g. val loss in a study that maximises AP, is shown as
+    the loss)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,12 +192,14 @@ def save_plots(study: optuna.Study, out: Path, names: list[str]) -> list[Path]:
     single = len(names) == 1
     plots = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances,
              "parallel_coordinate": ovm.plot_parallel_coordinate} if single else {"pareto_front": ovm.plot_pareto_front}
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        plots["intermediate_values"] = functools.partial(_plot_curves, study.user_attrs.get("masklab_pruner", {}))
     written = []
     for name, plot in plots.items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ax = plot(study) if single or name == "pareto_front" else plot(study, target=lambda t: t.values[0])
+                ax = plot(study)
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
             fig.set_size_inches(9, 5)
             fig.tight_layout()
