@@ -76,3 +76,27 @@ def test_module_applies_warmup_times_schedule_per_step(tiny_cfg):
     expected = [0.1 * 0.001, 0.1 * 0.5005, 0.01, 0.01, 0.001, 0.001]
     assert lrs == pytest.approx(expected)
     assert not any(math.isnan(x) for x in lrs)
+
+
+def test_the_run_says_where_the_lr_changes_and_warns_about_changes_it_never_reaches(tiny_cfg, caplog):
+    from masklab.model.module import _check_boundaries
+
+    with caplog.at_level("INFO", logger="masklab.model.module"):
+        _check_boundaries(tiny_cfg(["schedule=step", "schedule.epochs=6"]).schedule)
+    assert "LR changes at epochs [4.0, 5.5] of 6 ([8, 11] of a 12-epoch run, scaled" in caplog.text
+    assert "never" not in caplog.text
+    caplog.clear()
+    # milestones written in this run's epochs, but still scaled from 12: 20 and 30 of 40 would land at 66.67 and 100
+    with caplog.at_level("INFO", logger="masklab.model.module"):
+        _check_boundaries(tiny_cfg(["schedule=step", "schedule.epochs=40", "schedule.lr_lambda.milestones=[20,30]"]).schedule)
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "[66.67, 100.0] never happen in a 40-epoch run" in warning.message
+    assert "[20, 30] are scaled by schedule.epochs / reference_epochs = 40/12" in warning.message
+    assert "reference_epochs=null" in warning.message
+    caplog.clear()
+    with caplog.at_level("INFO", logger="masklab.model.module"):
+        _check_boundaries(tiny_cfg(["schedule=step", "schedule.epochs=40", "schedule.lr_lambda.milestones=[20,30]",
+                                    "schedule.lr_lambda.reference_epochs=null"]).schedule)
+        _check_boundaries(tiny_cfg(["schedule=cosine"]).schedule)  # no boundaries: nothing to say
+    assert [r.message for r in caplog.records] == ["schedule: LR changes at epochs [20, 30] of 40"]
+    assert schedules.boundaries(120, pieces=[[0, 1.0], [40, 0.1], [60, 0.02]], reference_epochs=120) == [40, 60]

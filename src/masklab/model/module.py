@@ -18,7 +18,7 @@ from torch import nn
 from masklab import MasklabError
 from masklab.metrics.coco import CocoEvaluator
 from masklab.model.build import build_model, set_trainable
-from masklab.model.schedules import warmup
+from masklab.model.schedules import boundaries, warmup
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class MaskRCNNModule(L.LightningModule):
         sched = self.cfg.schedule
         lr_lambda = instantiate(sched.lr_lambda)
         epochs = sched.epochs
+        _check_boundaries(sched)
         steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / max(self.trainer.max_epochs, 1)))
 
         def factor(step: int) -> float:
@@ -146,6 +147,25 @@ class MaskRCNNModule(L.LightningModule):
         run_id = getattr(self.logger, "run_id", None)
         if run_id:
             checkpoint["mlflow_run_id"] = run_id
+
+
+def _check_boundaries(sched) -> None:
+    """Say where a step/piecewise schedule changes the LR in this run, and warn about a change it never reaches
+    (e.g. milestones given in this run's epochs while ``reference_epochs`` still scales them from 12)."""
+    kwargs = {k: v for k, v in OmegaConf.to_container(sched.lr_lambda, resolve=True).items() if not k.startswith("_")}
+    at = boundaries(sched.epochs, **kwargs)
+    if not at:
+        return
+    given = kwargs.get("milestones") or [p[0] for p in kwargs.get("pieces", []) if p[0] > 0]
+    ref = kwargs.get("reference_epochs")
+    scaled = (f" ({list(given)} of a {ref}-epoch run, scaled: schedule.lr_lambda.reference_epochs={ref}; null takes them "
+              "as given)") if ref and ref != sched.epochs else ""
+    log.info("schedule: LR changes at epochs %s of %d%s", [round(b, 2) for b in at], sched.epochs, scaled)
+    late = [round(b, 2) for b in at if b >= sched.epochs]
+    if late:
+        hint = (f": {list(given)} are scaled by schedule.epochs / reference_epochs = {sched.epochs}/{ref}; give them for a "
+                f"{ref}-epoch run or set schedule.lr_lambda.reference_epochs=null to take them as given") if scaled else ""
+        log.warning("schedule: the LR change(s) at epoch %s never happen in a %d-epoch run%s", late, sched.epochs, hint)
 
 
 def _loss_mode(model: nn.Module) -> None:

@@ -36,6 +36,14 @@ def piecewise(epoch: float, epochs: int, pieces: Sequence[Sequence[float]] = ((0
     return float(factor)
 
 
+def boundaries(epochs: int, milestones: Sequence[float] = (), pieces: Sequence[Sequence[float]] = (),
+               reference_epochs: int | None = None, **_) -> list[float]:
+    """The epochs (of this ``epochs``-epoch run) where a ``multistep`` or ``piecewise`` factor changes,
+    from that schedule's keyword arguments (``**_``: the others, e.g. ``gamma``); [] for the others."""
+    starts = [m for m in milestones] + [p[0] for p in pieces if p[0] > 0]
+    return sorted(_at(b, epochs, reference_epochs) for b in starts)
+
+
 def cosine(epoch: float, epochs: int, min_factor: float = 0.0) -> float:
     t = min(max(epoch / max(epochs, 1), 0.0), 1.0)
     return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * t))
