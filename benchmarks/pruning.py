@@ -148,7 +148,9 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
         return _oracle(trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # named as run_study names the real one: Hyperband assigns trials to brackets by a hash of the study name
-    study = optuna.create_study(study_name=pruner, direction="maximize", pruner=make_pruner(pruner, kwargs))
+    epochs = max((len(t.intermediate_values) for t in trials), default=None)  # as the sweeper resolves hyperband's
+    study = optuna.create_study(study_name=pruner, direction="maximize",
+                                pruner=make_pruner(pruner, pruner_kwargs(pruner, kwargs, epochs=epochs)))
     out = []
     for t in trials:
         trial, seen = study.ask(), []
@@ -268,7 +270,7 @@ def run_all_studies(args, real, studies: dict, rows: dict) -> None:
         for label, pruner in (("no pruning", "none"), *real):
             trials, seconds = run_study(work, pruner, pruner, args)
             studies[label] = trials
-            rows[label] = _row(trials, args.tol, minutes=seconds / 60, pruner_kwargs=pruner_kwargs(pruner),
+            rows[label] = _row(trials, args.tol, minutes=seconds / 60, pruner_kwargs=pruner_kwargs(pruner, epochs=args.epochs),
                                pruned=sum(t.state.name == "PRUNED" for t in trials),
                                curves=[[t.number, t.state.name, [round(v, 4) for v in t.values],
                                         [round(-v, 4) for v in t.signals[LOSS]]] for t in trials])
@@ -287,7 +289,7 @@ def score(args, real, studies: dict, rows: dict) -> dict:
         curves = replay(unpruned, name, on=on)
         studies[label] = [t.prefix(len(c)) for c, t in zip(curves, unpruned)]
         rows[label] = _row(studies[label], args.tol, pruned=sum(len(c) < len(t.values) for c, t in zip(curves, unpruned)),
-                           **({"pruner_kwargs": pruner_kwargs(name)} if name != ORACLE else {}))
+                           **({"pruner_kwargs": pruner_kwargs(name, epochs=args.epochs)} if name != ORACLE else {}))
     for label, pruner in real:  # the real pruned study against its replay: equal when training is deterministic
         kwargs = rows[label].setdefault("pruner_kwargs", LEGACY_KWARGS.get(pruner, pruner_kwargs(pruner)))
         lengths = [len(c) for c in replay(unpruned, pruner, kwargs, on=args.prune_on)]

@@ -76,6 +76,43 @@ def test_successive_halving_default_compares_the_second_trial_with_the_first():
     assert second.should_prune()
 
 
+def test_hyperband_default_knows_the_trials_epochs_and_prunes_from_the_second_trial():
+    from omegaconf import OmegaConf
+
+    from masklab.sweep.study import pruner_kwargs
+    from masklab.sweep.sweeper import OptunaSweeperBase
+
+    assert pruner_kwargs("hyperband", None, epochs=3) == {"max_resource": 3}
+    assert pruner_kwargs("hyperband", {}, epochs=3) == {}  # explicit kwargs (here Optuna's "auto") are kept as given
+    # the sweeper takes the trials' epochs from the config, or the top of a swept schedule.epochs
+    sweeper = OptunaSweeperBase(study_name="s", pruner="hyperband")
+    sweeper.config = OmegaConf.create({"schedule": {"epochs": 6}})
+    assert sweeper._max_epochs({}) == 6
+    assert sweeper._max_epochs({"schedule.epochs": optuna.distributions.CategoricalDistribution([4, 12, 8])}) == 12
+    assert sweeper._max_epochs({"schedule.epochs": optuna.distributions.IntDistribution(2, 10)}) == 10
+
+    def second_trial_pruned_at(kwargs) -> int | None:
+        # Hyperband puts trials in brackets by a hash of the study name: with "s", trials 0 and 1 share bracket 0
+        study = optuna.create_study(study_name="s", direction="maximize", pruner=make_pruner("hyperband", kwargs))
+        first = study.ask()
+        for step, value in enumerate([0.1, 0.3, 0.5]):
+            first.report(value, step)
+            assert not first.should_prune()
+        study.tell(first, 0.5)
+        second = study.ask()
+        for step, value in enumerate([0.05, 0.1, 0.2]):
+            second.report(value, step)
+            if second.should_prune():
+                return step
+        return None
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # with "auto" the brackets only exist once a trial has completed: the 1st trial's rungs are never
+    # recorded, and the 2nd is promoted alone; knowing max_resource, it is pruned at its first rung (step 1)
+    assert second_trial_pruned_at({}) is None
+    assert second_trial_pruned_at(pruner_kwargs("hyperband", None, epochs=3)) == 1
+
+
 def test_study_plots_show_each_trials_curve_in_the_metrics_units_with_pruned_ones_dashed(tmp_path):
     from optuna.trial import TrialState
 

@@ -178,6 +178,7 @@ def test_bad_trials_are_pruned_and_tagged(tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)  # pruned is not shown as a failure
     (parent,) = client.search_runs([client.get_experiment_by_name("s").experiment_id], "tags.`masklab.role` = 'study'")
     assert "plots/intermediate_values.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert (tmp_path / "multirun" / "s" / "s" / "plots" / "intermediate_values.png").is_file()  # and beside the study
 
 
 def test_two_workers_share_one_study(tmp_path):

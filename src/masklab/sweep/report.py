@@ -93,6 +93,9 @@ class Tracker:
         return result
 
     def _log_best(self, best, names, path: Path) -> None:
+        plots = save_plots(self.study, self.sweep_dir / "plots", names)  # beside the study with logger=none too
+        if plots:
+            print(f"plots: {self.sweep_dir / 'plots'} ({', '.join(p.stem for p in plots)})")
         if not self.client:
             return
         for n, v in zip(names, best.values):
@@ -101,7 +104,7 @@ class Tracker:
             self.client.set_tag(self.parent_id, f"best.{k}", str(v))
         self.client.set_tag(self.parent_id, "best_trial", str(best.number))
         self.client.log_artifact(self.parent_id, str(path))
-        for png in save_plots(self.study, self.sweep_dir / "plots", names):
+        for png in plots:
             self.client.log_artifact(self.parent_id, str(png), "plots")
 
 

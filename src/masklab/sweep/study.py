@@ -39,12 +39,20 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.Hy
 #: resolves once a trial has *completed*: until then nothing is pruned and the first trial's rung
 #: values are never recorded, so the second trial has no one to be compared with either (the change
 #: rests on that: on the pruning benchmark's curves its measured effect was mixed, see RESULTS_NOTES.md).
+#: hyperband: max_resource is the trials' epochs (see ``pruner_kwargs``) for the same reason: Optuna's
+#: "auto" takes it from the first *completed* trial, and until then builds no brackets and prunes nothing.
 PRUNER_DEFAULTS = {"median": {"n_startup_trials": 3, "n_warmup_steps": 1}, "successive_halving": {"min_resource": 1}}
 
 
-def pruner_kwargs(name: str, kwargs: dict | None = None) -> dict:
-    """The kwargs ``name``'s Optuna pruner is built with: ``kwargs``, or masklab's defaults when null."""
-    return dict(PRUNER_DEFAULTS.get(name, {}) if kwargs is None else kwargs or {})
+def pruner_kwargs(name: str, kwargs: dict | None = None, epochs: int | None = None) -> dict:
+    """The kwargs ``name``'s Optuna pruner is built with: ``kwargs``, or masklab's defaults when null
+    (for hyperband: ``max_resource`` = ``epochs``, the most a trial reports, when known)."""
+    if kwargs is not None:
+        return dict(kwargs or {})
+    defaults = dict(PRUNER_DEFAULTS.get(name, {}))
+    if name == "hyperband" and epochs:
+        defaults["max_resource"] = int(epochs)
+    return defaults
 
 
 def make_pruner(name: str, kwargs: dict | None = None) -> optuna.pruners.BasePruner:

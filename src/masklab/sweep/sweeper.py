@@ -24,6 +24,7 @@ import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
 
 from masklab import MasklabError, exit_on_error
 from masklab.sweep import report, space, study as st
@@ -99,7 +100,9 @@ class OptunaSweeperBase(Sweeper):
 
     def _open(self, dists) -> tuple[optuna.Study, str]:
         spec = self.storage or f"journal:{self.sweep_dir / 'optuna.journal'}"
-        pruner = st.make_pruner(self.pruner_name, self.pruner_kwargs)
+        # resolved here, stored below: every trial rebuilds the same pruner whatever its own schedule.epochs
+        kwargs = st.pruner_kwargs(self.pruner_name, self.pruner_kwargs, epochs=self._max_epochs(dists))
+        pruner = st.make_pruner(self.pruner_name, kwargs)
         study = optuna.create_study(study_name=self.study_name, storage=st.open_storage(spec),
                                     sampler=self._sampler(dists), pruner=pruner,
                                     directions=self._objectives()[1], load_if_exists=True)
@@ -108,8 +111,18 @@ class OptunaSweeperBase(Sweeper):
         # by default the pruner watches the objective, in the objective's own direction
         signal = st.pruning_signal(self.prune_on or names[0], self.prune_mode or (None if self.prune_on else
                                    {"maximize": "max", "minimize": "min"}[dirs[0]]), dirs[0])
-        study.set_user_attr("masklab_pruner", {"name": self.pruner_name, "kwargs": self.pruner_kwargs, **signal})
+        study.set_user_attr("masklab_pruner", {"name": self.pruner_name, "kwargs": kwargs, **signal})
         return study, spec
+
+    def _max_epochs(self, dists) -> int | None:
+        """The most epochs a trial trains (hence reports): the top of a swept ``schedule.epochs``, else the config's."""
+        d = dists.get("schedule.epochs")
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            return max(int(c) for c in d.choices)
+        if d is not None:
+            return int(d.high)
+        epochs = OmegaConf.select(self.config, "schedule.epochs", default=None)
+        return int(epochs) if epochs is not None else None
 
     def sweep(self, arguments: list[str]):
         with exit_on_error(log):  # one line, no traceback (Hydra would print one)
