@@ -59,21 +59,30 @@ def test_bridge_names_the_metrics_when_prune_on_is_not_logged():
         bridge.on_validation_end(_trainer(0, val__loss=1.0, val__segm_AP=0.0), None)
 
 
-def test_successive_halving_default_compares_the_second_trial_with_the_first():
-    # Optuna's min_resource="auto" records no rung before a trial has completed: the 2nd trial would be
-    # promoted alone. masklab's default (min_resource 1) prunes it at step 1, where it trails the 1st.
+def _second_trial_pruned_at(pruner: optuna.pruners.BasePruner) -> int | None:
+    """The step where the 2nd of two trials (0.05, 0.1, 0.2), trailing the 1st (0.1, 0.3, 0.5) at every step, is pruned."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", pruner=make_pruner("successive_halving"))
+    # named: Hyperband puts trials in brackets by a hash of the study name; with "s" trials 0 and 1 share bracket 0
+    study = optuna.create_study(study_name="s", direction="maximize", pruner=pruner)
     first = study.ask()
     for step, value in enumerate([0.1, 0.3, 0.5]):
         first.report(value, step)
         assert not first.should_prune()
     study.tell(first, 0.5)
     second = study.ask()
-    second.report(0.05, 0)
-    assert not second.should_prune()  # step 0 (the first epoch) is before the first rung
-    second.report(0.1, 1)
-    assert second.should_prune()
+    for step, value in enumerate([0.05, 0.1, 0.2]):
+        second.report(value, step)
+        if second.should_prune():
+            return step
+    return None
+
+
+def test_successive_halving_default_compares_the_second_trial_with_the_first():
+    # Optuna's min_resource="auto" records no rung before a trial has completed: the 2nd trial would be
+    # promoted alone. masklab's default (min_resource 1) prunes it at step 1 (step 0, the first epoch, is
+    # before the first rung), where it trails the 1st.
+    assert _second_trial_pruned_at(make_pruner("successive_halving", {"min_resource": "auto"})) is None
+    assert _second_trial_pruned_at(make_pruner("successive_halving")) == 1
 
 
 def test_hyperband_default_knows_the_trials_epochs_and_prunes_from_the_second_trial():
@@ -90,27 +99,10 @@ def test_hyperband_default_knows_the_trials_epochs_and_prunes_from_the_second_tr
     assert sweeper._max_epochs({}) == 6
     assert sweeper._max_epochs({"schedule.epochs": optuna.distributions.CategoricalDistribution([4, 12, 8])}) == 12
     assert sweeper._max_epochs({"schedule.epochs": optuna.distributions.IntDistribution(2, 10)}) == 10
-
-    def second_trial_pruned_at(kwargs) -> int | None:
-        # Hyperband puts trials in brackets by a hash of the study name: with "s", trials 0 and 1 share bracket 0
-        study = optuna.create_study(study_name="s", direction="maximize", pruner=make_pruner("hyperband", kwargs))
-        first = study.ask()
-        for step, value in enumerate([0.1, 0.3, 0.5]):
-            first.report(value, step)
-            assert not first.should_prune()
-        study.tell(first, 0.5)
-        second = study.ask()
-        for step, value in enumerate([0.05, 0.1, 0.2]):
-            second.report(value, step)
-            if second.should_prune():
-                return step
-        return None
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     # with "auto" the brackets only exist once a trial has completed: the 1st trial's rungs are never
     # recorded, and the 2nd is promoted alone; knowing max_resource, it is pruned at its first rung (step 1)
-    assert second_trial_pruned_at({}) is None
-    assert second_trial_pruned_at(pruner_kwargs("hyperband", None, epochs=3)) == 1
+    assert _second_trial_pruned_at(make_pruner("hyperband", {})) is None
+    assert _second_trial_pruned_at(make_pruner("hyperband", pruner_kwargs("hyperband", None, epochs=3))) == 1
 
 
 def test_study_plots_show_each_trials_curve_in_the_metrics_units_with_pruned_ones_dashed(tmp_path):
