@@ -181,6 +181,24 @@ def test_bad_trials_are_pruned_and_tagged(tmp_path):
     assert (tmp_path / "multirun" / "s" / "s" / "plots" / "intermediate_values.png").is_file()  # and beside the study
 
 
+def test_a_sweep_refuses_multi_process_trials_and_says_how_to_use_several_gpus(tmp_path):
+    from conftest import compose_cfg
+    from masklab import MasklabError
+    from masklab.sweep.sweeper import _refuse_multiprocess_trials
+
+    with pytest.raises(MasklabError, match=r"trainer.strategy=ddp with devices=auto.*one per GPU on the same study"):
+        _refuse_multiprocess_trials(compose_cfg(["trainer=ddp"]), {})
+    with pytest.raises(MasklabError, match=r"trainer=choice\(gpu,ddp\) in a sweep"):
+        _refuse_multiprocess_trials(compose_cfg([]), {"trainer": optuna.distributions.CategoricalDistribution(["gpu", "ddp"])})
+    for ok in (["trainer=gpu"], ["trainer=ddp", "trainer.devices=1"], []):  # one process per trial
+        _refuse_multiprocess_trials(compose_cfg(ok), {})
+    # from the command line: one line, exit 1, before any trial (ranks of different trials trained as one before)
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.02,0.0)", "trainer=ddp", "trainer.accelerator=cpu",
+                         "trainer.devices=2", "trainer.precision=32-true", n_trials=2), tmp_path)
+    assert proc.returncode == 1 and "error: trainer.strategy=ddp with devices=2" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
+
+
 def test_two_workers_share_one_study(tmp_path):
     cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", n_trials=4, name="w")
     first = run(cmd, tmp_path, wait=False)

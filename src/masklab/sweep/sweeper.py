@@ -130,6 +130,7 @@ class OptunaSweeperBase(Sweeper):
 
     def _sweep(self, arguments: list[str]):
         dists, fixed = space.parse(self.config.get("hparams_search"), self.params, arguments)
+        _refuse_multiprocess_trials(self.config, dists)
         if not dists:
             raise MasklabError("the search space is empty: pick hparams_search=<file> or give sweeps like "
                                "'optimizer.lr=tag(log,interval(1e-3,1e-1))' on the command line")
@@ -195,6 +196,32 @@ class OptunaSweeperBase(Sweeper):
         trial.set_user_attr("fail_reason", reason[:2000])
         study.tell(trial, state=State.FAIL)
         return self.tracker.after_trial(trial, State.FAIL, reason)
+
+
+#: Lightning strategies that run a trial in several processes
+MULTIPROCESS = ("ddp", "fsdp", "deepspeed")
+
+
+def _refuse_multiprocess_trials(config, dists) -> None:
+    """A trial of a sweep runs in one process. Lightning's DDP launcher starts the other ranks by
+    re-running the command line, which in a sweep re-runs the *sweep*: each rank becomes a worker that
+    asks for its own trial, and ranks of different trials join one process group and train as one
+    (seen on CPU with gloo; Lightning-AI/pytorch-lightning#11300 and #15689, facebookresearch/hydra#2070).
+    Parallel workers, one per GPU, are the sweep's way to use several GPUs."""
+    t = config.get("trainer") or {}
+    strategy = str(t.get("strategy", "auto"))
+    several = str(t.get("devices", 1)) not in ("1", "[0]") or int(t.get("num_nodes", 1) or 1) > 1
+    swept = [str(c) for c in getattr(dists.get("trainer"), "choices", ())]
+    if strategy.startswith(MULTIPROCESS) and several:
+        what = f"trainer.strategy={strategy} with devices={t.get('devices')}, num_nodes={t.get('num_nodes', 1)}"
+    elif any(c.startswith(MULTIPROCESS) for c in swept):
+        what = f"trainer=choice({','.join(swept)})"
+    else:
+        return
+    raise MasklabError(f"{what} in a sweep: each trial runs in one process "
+                       "(Lightning's DDP launcher would re-run the sweep in every rank). Use the GPUs as parallel workers, "
+                       "one per GPU on the same study: CUDA_VISIBLE_DEVICES=<i> python src/train.py -m hydra/sweeper=optuna "
+                       "trainer=gpu ... (README: Parallel workers)")
 
 
 def _free_memory() -> None:
