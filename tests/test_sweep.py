@@ -145,6 +145,19 @@ def test_too_many_failures_stop_the_study_with_one_line(tmp_path):
     assert [s for _, s in states(load(tmp_path))] == ["FAIL", "FAIL"]
 
 
+def test_a_trial_failing_while_hydra_builds_its_data_keeps_the_one_line_reason(tmp_path):
+    # the datamodule's MasklabError reaches the sweeper wrapped by hydra's instantiate ("Error in call to target ...")
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", "data=coco", "logger=none",
+           f"paths.root_dir={tmp_path}", "experiment_name=s", "hparams_search=none", "hydra.sweeper.n_trials=1",
+           "hydra.sweeper.max_failures=1", "optimizer.lr=choice(0.01,0.02)"]  # no prepared coco under tmp_path
+    proc = run(cmd, tmp_path)
+    assert proc.returncode == 1 and "error: study 's' stopped: 1 failed trials" in proc.stderr
+    (trial,) = load(tmp_path).trials
+    assert trial.user_attrs["fail_reason"].endswith("annotations/train.json not found: run `python src/prepare.py "
+                                                    f"data=<this data option>` first (the canonical dataset goes to "
+                                                    f"{tmp_path}/data/prepared/coco)")
+
+
 def test_bad_trials_are_pruned_and_tagged(tmp_path):
     # lr 0 cannot learn: its val loss stays at the start while lr 0.02 trials go down. The study maximises
     # segm AP (the default objective, ~0 for every trial of this size) and prunes on val/loss, lower is better

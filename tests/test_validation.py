@@ -165,3 +165,35 @@ def test_instance_that_vanishes_when_max_image_size_shrinks_the_image_is_reporte
     target = CocoDataset(tmp_path / "out", "train").target(0)
     assert len(target["labels"]) == 1 and target["masks"].shape[-2:] == (10, 10)
     assert target["boxes"].tolist() == [[2.0, 2.0, 8.0, 8.0]]
+
+
+def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_unset_are_one_line():
+    from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    from masklab import MasklabError, user_message
+
+    try:  # what hydra.utils.instantiate raises when the target raised a MasklabError
+        raise InstantiationException("Error in call to target 'x.from_prepared':\nMasklabError('a.json not found')") \
+            from MasklabError("a.json not found: run prepare.py first")
+    except InstantiationException as exc:
+        assert user_message(exc) == "a.json not found: run prepare.py first"
+    with pytest.raises(MissingMandatoryValue) as missing:
+        OmegaConf.create({"ckpt": "???"}).ckpt
+    assert user_message(missing.value).startswith("ckpt is required: give ckpt=<value>")
+    assert user_message(ValueError("a bug")) is None  # keeps its traceback
+    assert user_message(InstantiationException("a bug in a target")) is None
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    ("evaluate.py", [], "error: ckpt is required: give ckpt=<value>"),
+    ("predict.py", ["ckpt=model.ckpt"], "error: input is required: give input=<value>"),
+    ("train.py", ["data=coco"], "annotations/train.json not found: run `python src/prepare.py"),
+])
+def test_clis_say_what_is_missing_in_one_line(tmp_path, script, args, expected):
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / script), f"paths.root_dir={tmp_path}", *args],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert expected in line

@@ -22,15 +22,39 @@ class MasklabError(Exception):
     """An error with a one-line message for the user (the CLIs print it and exit non-zero)."""
 
 
+def user_message(exc: BaseException) -> str | None:
+    """The one line to show for ``exc``, or None for an error that is a bug (it keeps its traceback).
+
+    A :class:`MasklabError`, also when Hydra's ``instantiate`` wrapped it (a reader or the datamodule
+    raised it while being built), and a required key left unset (``???`` in the config)."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    seen = exc
+    for _ in range(5):  # Hydra wraps once: "Error in call to target ...", the MasklabError as its cause
+        if isinstance(seen, MasklabError):
+            return str(seen)
+        if isinstance(seen, MissingMandatoryValue):
+            key = seen.full_key or "a required key"
+            return f"{key} is required: give {key}=<value> on the command line (--help says what it takes)"
+        if seen.__cause__ is None:
+            return None
+        seen = seen.__cause__
+    return None
+
+
 @contextlib.contextmanager
 def exit_on_error(log: logging.Logger | None = None):
-    """The CLIs' contract: a :class:`MasklabError` becomes one ``error:`` line on stderr and exit code 1."""
+    """The CLIs' contract: a user error (see :func:`user_message`) becomes one ``error:`` line on stderr
+    and exit code 1; anything else keeps its traceback."""
     try:
         yield
-    except MasklabError as exc:
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise
         if log is not None:
-            log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+            log.error("%s", message)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -26,7 +26,7 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
-from masklab import MasklabError, exit_on_error
+from masklab import MasklabError, exit_on_error, user_message
 from masklab.sweep import report, space, study as st
 
 log = logging.getLogger("masklab.sweep")
@@ -192,7 +192,8 @@ class OptunaSweeperBase(Sweeper):
                 study.tell(trial, values if len(values) > 1 else values[0])
                 return self.tracker.after_trial(trial, State.COMPLETE, "")
             error = f"objective {bad} is NaN/inf (diverged, or no validation ran)"
-        reason = error if isinstance(error, str) else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        reason = error if isinstance(error, str) else user_message(error) or (
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         trial.set_user_attr("fail_reason", reason[:2000])
         study.tell(trial, state=State.FAIL)
         return self.tracker.after_trial(trial, State.FAIL, reason)
