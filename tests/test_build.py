@@ -142,6 +142,21 @@ def test_backbone_file_that_matches_nothing_is_a_clear_error(tmp_path):
         build_model(compose_cfg([f"backbone.weights={path}"]), num_classes=5)
 
 
+def test_weights_files_that_are_missing_or_unreadable_are_one_line_naming_key_and_file(tmp_path):
+    junk, listed = tmp_path / "junk.pth", tmp_path / "list.pth"
+    junk.write_text("not a torch file")
+    torch.save([1, 2], listed)
+    cases = [(f"backbone.weights={tmp_path / 'gone.pth'}", f"backbone.weights={tmp_path / 'gone.pth'}: file not found "
+                                                          "(backbone.weights takes a local state_dict file, imagenet or null)"),
+             (f"model.weights={tmp_path / 'gone.ckpt'}", f"model.weights={tmp_path / 'gone.ckpt'}: file not found"),
+             (f"backbone.weights={junk}", f"backbone.weights={junk}: not a readable PyTorch weights file"),
+             (f"model.weights={listed}", f"model.weights={listed}: holds a list, not a state_dict of tensors")]
+    for override, message in cases:
+        with pytest.raises(MasklabError) as err:
+            build_model(compose_cfg([override]), num_classes=5)
+        assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("backbone", ["r50", "mobilenet_v3"])
 @pytest.mark.parametrize("layers,lowest", [("heads", 6), ("3+", 3), ("4+", 4), ("5+", 5), ("all", 1)])
 def test_trainable_layers(backbone, layers, lowest):

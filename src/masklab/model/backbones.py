@@ -7,6 +7,8 @@ which is how ``trainable_layers`` (heads, 3+, 4+, 5+, all) selects what trains, 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from torchvision import models
@@ -14,6 +16,8 @@ from torchvision.models import get_weight
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+from masklab import MasklabError
 
 _RESNET_STAGES = {"conv1": 1, "bn1": 1, "layer1": 2, "layer2": 3, "layer3": 4, "layer4": 5}
 
@@ -67,10 +71,26 @@ def mobilenet_fpn(arch: str, weights=None, imagenet_weights=None, fpn_channels: 
     return bb
 
 
+def load_weights_file(key: str, path: str, weights_only: bool = True, hint: str = "") -> dict:
+    """The tensors of a local weights file (a checkpoint's ``state_dict`` unwrapped); a missing or unreadable
+    file is one line naming the config ``key``, the file and the problem (``hint``: what the key takes)."""
+    if not Path(path).is_file():
+        raise MasklabError(f"{key}={path}: file not found{hint}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # not a torch file, truncated, or pickled classes weights_only refuses
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise MasklabError(f"{key}={path}: not a readable PyTorch weights file ({type(exc).__name__}: {first[:200]})") from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict):
+        raise MasklabError(f"{key}={path}: holds a {type(obj).__name__}, not a state_dict of tensors{hint}")
+    return state
+
+
 def load_backbone_state_dict(backbone: BackboneWithFPN, path: str) -> tuple[list[str], list[str]]:
     """Load a local backbone state_dict (body keys, optionally prefixed ``body.``/``backbone.body.``)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+    state = load_weights_file("backbone.weights", path, hint=" (backbone.weights takes a local state_dict file, "
+                                                             "imagenet or null)")
     for prefix in ("backbone.body.", "body.", "features."):
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
