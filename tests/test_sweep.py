@@ -53,6 +53,20 @@ def test_search_space_grammar_to_optuna():
     assert to_overrides({"optimizer.lr": 0.0123456789, "backbone": "r18"}) == ["optimizer.lr=0.0123456789", "backbone=r18"]
 
 
+@pytest.mark.parametrize("sweep, problem", [
+    ("optimizer.lr=interval(0.1,0.01)", "`low <= high` must hold"),
+    ("optimizer.lr=tag(log,interval(0,0.1))", "`low > 0` must hold for `log=True`"),
+    ("data.image_size=range(128,64,32)", "range(128, 64, 32) holds no value"),
+    ("data.image_size=range(64,128,0)", "range(64, 128, 0) holds no value"),
+])
+def test_a_sweep_range_that_cannot_be_sampled_is_one_line_naming_the_entry(sweep, problem):
+    from masklab import MasklabError
+
+    with pytest.raises(MasklabError) as err:
+        parse({}, {}, [sweep])
+    assert sweep in str(err.value) and problem in str(err.value)
+
+
 def test_default_space_composes_and_is_not_empty():
     from conftest import compose_cfg
 

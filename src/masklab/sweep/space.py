@@ -26,6 +26,9 @@ def to_distribution(override: Override) -> BaseDistribution | None:
         return CategoricalDistribution([c for c in override.sweep_iterator(transformer=lambda x: x)])
     if isinstance(value, RangeSweep):
         start, stop, step = value.start, value.stop, value.step
+        if step <= 0 or stop <= start:
+            raise MasklabError(f"{override.input_line}: range({start}, {stop}, {step}) holds no value "
+                               "(Python's range: start < stop, step > 0; stop is left out)")
         last = start + step * math.ceil((stop - start) / step - 1)  # the last value range() yields
         if all(isinstance(v, int) for v in (start, stop, step)):
             return IntDistribution(start, int(last), step=step, log=log and step == 1)
@@ -52,7 +55,10 @@ def parse(search_space: dict | None, params: dict | None, arguments: list[str]):
             (override,) = parser.parse_overrides([line])
         except Exception as exc:  # hydra's OverrideParseException carries a multi-line message
             raise MasklabError(f"search space entry {line!r} does not parse: {str(exc).splitlines()[0]}") from None
-        dist = to_distribution(override)
+        try:
+            dist = to_distribution(override)
+        except ValueError as exc:  # Optuna's: low > high, log with a bound <= 0, a step that does not fit
+            raise MasklabError(f"search space entry {line!r}: {str(exc).splitlines()[0]}") from None
         if dist is None:
             fixed.append(line)
         else:
