@@ -130,6 +130,7 @@ def test_failure_while_writing_leaves_no_half_written_output(tmp_path, monkeypat
 
 
 def test_other_bad_inputs_name_file_and_problem(tmp_path):
+    from masklab import MasklabError
     from masklab.data.formats import DatasetError
 
     (tmp_path / "x.csv").write_text("ImageId,Height\n1,2\n")
@@ -139,6 +140,13 @@ def test_other_bad_inputs_name_file_and_problem(tmp_path):
                              f"data.root={tmp_path / 'o'}"], tiny=False), progress=False)
     with pytest.raises(Exception, match="has no 'source'"):
         prepare(compose_cfg(["data=prepared", "data.name=x"], tiny=False), progress=False)
+    # a required source key left unset: named (it read "???: file not found"), per split with source_splits
+    with pytest.raises(MasklabError, match=r"^data.source.annotations is required for data=via: give "
+                                           r"data.source.annotations=<path>; the format's keys: python src/prepare.py data=via --help$"):
+        prepare(compose_cfg(["data=via", f"data.root={tmp_path / 'o'}"], tiny=False), progress=False)
+    with pytest.raises(MasklabError, match=r"give data.source.annotations=<path> \(or data.source_splits.val.annotations\)"):
+        prepare(compose_cfg(["data=via", f"data.root={tmp_path / 'o'}", f"data.source_splits={{val: {{images: {tmp_path}}}, "
+                             f"train: {{annotations: {tmp_path / 'a.json'}}}}}"], tiny=False), progress=False)
 
 
 def test_readme_documents_every_rule_with_its_outcome():

@@ -24,16 +24,27 @@ def read_source(data: DictConfig) -> Source:
     kwargs = OmegaConf.to_container(data.source, resolve=True)
     reader = get_method(kwargs.pop("_target_"))  # called directly: its DatasetError reaches the CLI unwrapped
     if not data.get("source_splits"):
-        return reader(**kwargs)
+        return reader(**_given(kwargs, data))
     merged = Source([], issues=[])
     for split, overrides in OmegaConf.to_container(data.source_splits, resolve=True).items():
-        part = reader(**{**kwargs, **overrides})
+        part = reader(**_given({**kwargs, **overrides}, data, split))
         for image in part.images:
             image.split = split
         merged.images += part.images
         merged.issues += part.issues
         merged.categories = merged.categories or part.categories
     return merged
+
+
+def _given(kwargs: dict, data: DictConfig, split: str | None = None) -> dict:
+    """``kwargs`` of the reader, or one line naming the first required source key left at ``???``."""
+    missing = [k for k, v in kwargs.items() if v == "???"]
+    if missing:
+        key = f"data.source.{missing[0]}"
+        where = f" (or data.source_splits.{split}.{missing[0]})" if split else ""
+        raise MasklabError(f"{key} is required for data={data.get('name', '?')}: give {key}=<path>{where}; "
+                           f"the format's keys: python src/prepare.py data={data.get('name', '<format>')} --help")
+    return kwargs
 
 
 def prepare(cfg: DictConfig, progress: bool = True) -> dict:
