@@ -28,6 +28,7 @@ from masklab.model.inference import detection_settings  # noqa: E402
 from masklab.viz import draw  # noqa: E402
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+MODES = ("instances", "splash")
 
 
 class Predictor:
@@ -89,6 +90,8 @@ def predict_video(predictor: Predictor, path: Path, out: Path) -> list[dict]:
 
 def run(cfg: DictConfig, out: Path) -> Path:
     src = Path(cfg.input)
+    if cfg.mode not in MODES:
+        raise MasklabError(f"mode={cfg.mode}: choose {' or '.join(MODES)}")
     if not src.exists():
         raise MasklabError(f"input={src}: not found")
     out.mkdir(parents=True, exist_ok=True)

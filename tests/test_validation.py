@@ -197,6 +197,7 @@ def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_
 @pytest.mark.parametrize("script, args, expected", [
     ("evaluate.py", [], "error: ckpt is required: give ckpt=<value>"),
     ("predict.py", ["ckpt=model.ckpt"], "error: input is required: give input=<value>"),
+    ("predict.py", ["ckpt=model.ckpt", "input=photo.jpg", "mode=splsh"], "error: mode=splsh: choose instances or splash"),
     ("train.py", ["data=coco"], "annotations/train.json not found: run `python src/prepare.py"),
 ])
 def test_clis_say_what_is_missing_in_one_line(tmp_path, script, args, expected):
