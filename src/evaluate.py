@@ -21,7 +21,7 @@ from omegaconf import DictConfig  # noqa: E402
 from masklab import MasklabError, exit_on_error  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.eval import runner  # noqa: E402
-from masklab.eval.checkpoint import load_checkpoint, runtime_config  # noqa: E402
+from masklab.eval.checkpoint import load_checkpoint, resolve_device, runtime_config  # noqa: E402
 from masklab.eval.outputs import log_to_mlflow, write_outputs, write_retune  # noqa: E402
 
 log = logging.getLogger("masklab.evaluate")
@@ -31,27 +31,50 @@ def evaluate(cfg: DictConfig, out: Path) -> dict:
     module, trained, run_id = load_checkpoint(cfg.ckpt)
     rcfg = runtime_config(trained, cfg, list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [])
     names, prefix, nms = module.class_names, cfg.split, rcfg.nms
+    grid = _retune_grid(cfg, nms)
     if cfg.cache:
-        gt, raw = torch.load(cfg.cache, weights_only=False)
+        gt, raw = _load_cache(cfg.cache)
     else:
         dm = build_datamodule(rcfg)
         if cfg.split not in ("val", "test") or dm.datasets[cfg.split] is None:
             raise MasklabError(f"split={cfg.split}: this data option has no such split (val, test: {dm.datasets['test'] is not None})")
         loader = dm.test_dataloader() if cfg.split == "test" else dm.val_dataloader()
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-        gt, raw = runner.run_network(module.model, loader, cfg.score_floor, device)
+        gt, raw = runner.run_network(module.model, loader, cfg.score_floor, resolve_device(cfg.device))
         torch.save((gt, raw), out / "raw_predictions.pt")
     metrics, ev, extra = runner.evaluate_setting(gt, raw, names, nms.box_score_thresh, nms.box_nms_thresh,
                                                  nms.box_detections_per_img, prefix)
     files = write_outputs(out, metrics, ev, extra, names, prefix)
-    grid = {k: list(cfg.retune[k]) if cfg.retune[k] is not None else [v] for k, v in
-            (("score_thresh", nms.box_score_thresh), ("nms_thresh", nms.box_nms_thresh), ("max_dets", nms.box_detections_per_img))}
     if any(len(v) > 1 for v in grid.values()):
         rows = runner.retune(gt, raw, names, grid, cfg.score_floor, prefix)
         files += write_retune(out, rows, runner.best_settings(rows))
     if cfg.log_mlflow and rcfg.logger.get("_target_"):
         log_to_mlflow(rcfg, run_id, metrics, files)
     return metrics
+
+
+def _retune_grid(cfg: DictConfig, nms) -> dict[str, list]:
+    """retune.* lists (null: the configured value), checked to be numbers before the network runs."""
+    grid = {k: list(cfg.retune[k]) if cfg.retune[k] is not None else [v] for k, v in
+            (("score_thresh", nms.box_score_thresh), ("nms_thresh", nms.box_nms_thresh), ("max_dets", nms.box_detections_per_img))}
+    for key, values in grid.items():
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))]
+        if bad:
+            raise MasklabError(f"retune.{key}={values}: numbers expected, not {bad}")
+    if cfg.retune.score_thresh is not None and min(grid["score_thresh"]) < cfg.score_floor:
+        raise MasklabError(f"retune.score_thresh={grid['score_thresh']}: below score_floor={cfg.score_floor}, "
+                           "the lowest confidence the network pass keeps; lower score_floor")
+    return grid
+
+
+def _load_cache(path: str):
+    """(ground truth, raw detections) an earlier evaluate.py pass saved as raw_predictions.pt."""
+    if not Path(path).is_file():
+        raise MasklabError(f"cache={path}: file not found (an earlier evaluate.py run's raw_predictions.pt)")
+    try:
+        gt, raw = torch.load(path, weights_only=False)
+    except Exception as exc:  # not a torch file, or another object than evaluate.py's pair
+        raise MasklabError(f"cache={path}: not an evaluate.py raw_predictions.pt ({type(exc).__name__})") from None
+    return gt, raw
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

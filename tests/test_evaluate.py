@@ -103,6 +103,32 @@ def test_evaluate_bad_checkpoint_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: not a masklab checkpoint")
 
 
+def test_bad_runtime_options_are_one_line_before_the_network_runs(trained, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from evaluate import evaluate
+    from masklab import MasklabError
+    from masklab.eval.checkpoint import resolve_device
+
+    ckpt = trained[0]
+    cases = [(["device=gpu"], "device=gpu: choose auto, cpu, cuda or cuda:<index>"),
+             ([f"cache={tmp_path / 'gone.pt'}"], f"cache={tmp_path / 'gone.pt'}: file not found"),
+             ([f"cache={ckpt}"], f"cache={ckpt}: not an evaluate.py raw_predictions.pt"),
+             (["retune.score_thresh=[0.5,abc]"], r"retune.score_thresh=[0.5, 'abc']: numbers expected, not ['abc']"),
+             (["retune.score_thresh=[0.01,0.5]"], "retune.score_thresh=[0.01, 0.5]: below score_floor=0.05")]
+    if not torch.cuda.is_available():
+        cases.append((["device=cuda"], "device=cuda: no CUDA GPU is visible here; use device=cpu (or auto)"))
+    for overrides, message in cases:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("evaluate", overrides=[f"ckpt={ckpt}", "log_mlflow=false", *overrides])
+        with pytest.raises(MasklabError) as err:
+            evaluate(cfg, tmp_path)
+        assert str(err.value).startswith(message), (overrides, str(err.value))
+    assert not (tmp_path / "raw_predictions.pt").exists()  # none of them ran the network
+    assert resolve_device("cpu") == "cpu" and resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def test_splash_keeps_instances_in_colour_and_grays_the_rest():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)

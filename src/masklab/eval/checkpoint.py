@@ -15,6 +15,23 @@ RUNTIME_KEYS = ("data", "nms", "batch_size", "num_workers", "image_min_size", "i
                 "experiment_name", "augmentation", "max_gt_instances")
 
 
+def resolve_device(value: str) -> str:
+    """``device=auto|cpu|cuda|cuda:<index>`` as a torch device, or one line saying why it cannot be used here."""
+    value = str(value)
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "cpu":
+        return value
+    head, _, index = value.partition(":")
+    if head != "cuda" or (index and not index.isdigit()):
+        raise MasklabError(f"device={value}: choose auto, cpu, cuda or cuda:<index>")
+    if not torch.cuda.is_available():
+        raise MasklabError(f"device={value}: no CUDA GPU is visible here; use device=cpu (or auto)")
+    if index and int(index) >= torch.cuda.device_count():
+        raise MasklabError(f"device={value}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    return value
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[MaskRCNNModule, DictConfig, str | None]:
     path = Path(path)
     if not path.is_file():

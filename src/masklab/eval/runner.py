@@ -7,6 +7,7 @@ import math
 import torch
 from tqdm import tqdm
 
+from masklab import MasklabError
 from masklab.metrics import voc
 from masklab.metrics.coco import CocoEvaluator
 from masklab.model.inference import postprocess, raw_predictions
@@ -46,7 +47,7 @@ def retune(gt: CocoEvaluator, raw: dict, class_names, grid: dict, score_floor: f
     """Every combination of ``grid`` (score_thresh, nms_thresh, max_dets lists) on the cached raw detections."""
     too_low = [s for s in grid["score_thresh"] if s < score_floor]
     if too_low:
-        raise ValueError(f"retune.score_thresh {too_low} below the cached floor {score_floor}: lower score_floor")
+        raise MasklabError(f"retune.score_thresh {too_low} below the cached floor {score_floor}: lower score_floor")
     rows = []
     combos = list(itertools.product(grid["score_thresh"], grid["nms_thresh"], grid["max_dets"]))
     for s, n, m in tqdm(combos, desc="re-tuning", unit="setting"):
