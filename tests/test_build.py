@@ -142,6 +142,14 @@ def test_backbone_file_that_matches_nothing_is_a_clear_error(tmp_path):
         build_model(compose_cfg([f"backbone.weights={path}"]), num_classes=5)
 
 
+def test_anchor_sizes_take_torchvisions_nested_form_and_name_a_bad_value():
+    flat = build_model(compose_cfg(["anchors.sizes=[8,16,32,64,128]"]), num_classes=5).rpn.anchor_generator
+    nested = build_model(compose_cfg(["anchors.sizes=[[8],[16],[32],[64],[128]]"]), num_classes=5).rpn.anchor_generator
+    assert nested.sizes == flat.sizes == ((8,), (16,), (32,), (64,), (128,))
+    with pytest.raises(MasklabError, match=r"anchors.sizes=\[8, 'abc', 32, 64, 128\]: one positive number per feature map"):
+        build_model(compose_cfg(["anchors.sizes=[8,abc,32,64,128]"]), num_classes=5)
+
+
 def test_weights_files_that_are_missing_or_unreadable_are_one_line_naming_key_and_file(tmp_path):
     junk, listed = tmp_path / "junk.pth", tmp_path / "list.pth"
     junk.write_text("not a torch file")

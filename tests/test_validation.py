@@ -199,6 +199,7 @@ def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_
     ("predict.py", ["ckpt=model.ckpt"], "error: input is required: give input=<value>"),
     ("predict.py", ["ckpt=model.ckpt", "input=photo.jpg", "mode=splsh"], "error: mode=splsh: choose instances or splash"),
     ("train.py", ["data=coco"], "annotations/train.json not found: run `python src/prepare.py"),
+    ("train.py", ["schedule.epochs=0"], "error: schedule.epochs=0: must be an integer >= 1"),
 ])
 def test_clis_say_what_is_missing_in_one_line(tmp_path, script, args, expected):
     proc = subprocess.run([sys.executable, str(ROOT / "src" / script), f"paths.root_dir={tmp_path}", *args],
@@ -206,3 +207,18 @@ def test_clis_say_what_is_missing_in_one_line(tmp_path, script, args, expected):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert expected in line
+
+
+def test_counts_and_sizes_torch_would_reject_in_a_traceback_are_one_line():
+    from masklab import MasklabError
+    from masklab.data.datamodule import build_datamodule
+
+    for override, message in [("batch_size=0", "batch_size=0: must be an integer >= 1"),
+                              ("num_workers=-1", "num_workers=-1: must be an integer >= 0"),
+                              ("data.image_size=0", "data.image_size=0: must be an integer >= 8"),
+                              ("data.train.num_images=0", "data.train.num_images=0: must be an integer >= 1"),
+                              ("batch_size=2.5", "batch_size=2.5: must be an integer >= 1")]:
+        with pytest.raises(MasklabError) as err:
+            build_datamodule(compose_cfg([override]))
+        assert str(err.value) == message
+    assert build_datamodule(compose_cfg(["batch_size=1", "num_workers=0"])).batch_size == 1

@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from masklab import MasklabError
 from masklab.data.dataset import CocoDataset
 from masklab.data.transforms import Augment, CapInstances, Compose, to_tensor
 
@@ -64,8 +65,19 @@ def from_prepared(root: str, image_size: int | None = None, drop_empty: bool = T
 SOURCE_KEYS = ("name", "source", "source_splits", "prepare", "epochs")
 
 
+def check_sizes(cfg: DictConfig) -> None:
+    """Counts and sizes that torch or the shapes generator would reject deep in a traceback: one line instead."""
+    least = {"batch_size": 1, "num_workers": 0, "data.image_size": 8,
+             **{f"data.{s}.num_images": 1 for s in ("train", "val", "test")}}
+    for key, low in least.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise MasklabError(f"{key}={value}: must be an integer >= {low}")
+
+
 def build_datamodule(cfg: DictConfig) -> DetectionDataModule:
     """The datamodule of a composed config: ``data`` group + augmentation + the plain loader keys."""
+    check_sizes(cfg)
     data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in SOURCE_KEYS}
     return instantiate(data, augmentation=instantiate(cfg.augmentation, _convert_="all"), max_gt_instances=cfg.max_gt_instances,
                        batch_size=cfg.batch_size, num_workers=cfg.num_workers, _convert_="object")

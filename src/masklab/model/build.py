@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from hydra.utils import get_method
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torchvision.models import get_weight
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -44,7 +44,12 @@ class LoadReport:
 
 
 def _anchor_generator(anchors: DictConfig, num_maps: int, backbone_name: str) -> AnchorGenerator:
-    sizes = [int(s) for s in anchors.sizes]
+    # one size per map; torchvision's nested form ((32,), (64,), ...) is taken too
+    sizes = [s[0] if OmegaConf.is_list(s) and len(s) == 1 else s for s in anchors.sizes]
+    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in sizes):
+        raise MasklabError(f"anchors.sizes={OmegaConf.to_container(anchors.sizes)}: one positive number per feature map, "
+                           "e.g. anchors.sizes=[16,32,64,128,256]")
+    sizes = [int(s) for s in sizes]
     if len(sizes) != num_maps:
         raise MasklabError(
             f"anchors.sizes has {len(sizes)} sizes {sizes} but backbone '{backbone_name}' gives {num_maps} "
