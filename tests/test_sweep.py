@@ -67,6 +67,16 @@ def test_a_sweep_range_that_cannot_be_sampled_is_one_line_naming_the_entry(sweep
     assert sweep in str(err.value) and problem in str(err.value)
 
 
+def test_bad_sampler_kwargs_and_storage_urls_are_one_line():
+    from masklab import MasklabError
+    from masklab.sweep.sweeper import OptunaSweeperBase
+
+    with pytest.raises(MasklabError, match=r"^hydra.sweeper.sampler_kwargs for tpe: .*unexpected keyword argument 'bogus'"):
+        OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"bogus": 1})._sampler({})
+    with pytest.raises(MasklabError, match=r"^hydra.sweeper.storage=notaurl: Optuna cannot open it \(.*\); give journal:<file>"):
+        open_storage("notaurl")
+
+
 def test_default_space_composes_and_is_not_empty():
     from conftest import compose_cfg
 

@@ -83,7 +83,12 @@ def open_storage(spec: str):
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path)))
         return optuna.storages.JournalStorage(backend)
-    return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True})
+    try:
+        return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True})
+    except Exception as exc:  # sqlalchemy: unparsable URL, missing driver, unreachable server
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MasklabError(f"hydra.sweeper.storage={spec}: Optuna cannot open it ({first}); give journal:<file> or a "
+                           "database URL such as sqlite:///optuna.db or postgresql://user:pw@host/db") from None
 
 
 def lock_for(spec: str, sweep_dir: Path):

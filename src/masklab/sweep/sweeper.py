@@ -89,7 +89,10 @@ class OptunaSweeperBase(Sweeper):
             if self.n_trials > size:
                 log.warning("sampler=grid: the grid has %d points; n_trials=%d lowered to it", size, self.n_trials)
                 self.n_trials = size
-        return SAMPLERS[self.sampler_name](seed=self.seed, **kwargs)
+        try:
+            return SAMPLERS[self.sampler_name](seed=self.seed, **kwargs)
+        except TypeError as exc:
+            raise MasklabError(f"hydra.sweeper.sampler_kwargs for {self.sampler_name}: {exc}") from None
 
     def _objectives(self) -> tuple[list[str], list[str]]:
         names = self.objectives or [self.config.optimized_metric]
