@@ -184,6 +184,27 @@ def test_predict_images_instances(trained, tmp_path):
     assert (drawn != original).any(axis=2).mean() > 0.05  # with confidence 0 there are instances, and they are drawn
 
 
+def test_report_sorts_by_a_metric_it_does_not_show_and_names_bad_choices():
+    from types import SimpleNamespace
+
+    from masklab import MasklabError
+    from masklab.track.report import table
+
+    def run(name, **metrics):
+        return SimpleNamespace(info=SimpleNamespace(run_name=name, status="FINISHED", run_id=name),
+                               data=SimpleNamespace(tags={}, params={}, metrics=metrics))
+
+    runs = [run("a", **{"val/segm_AP": 0.5, "val/segm_AP75": 0.2}), run("b", **{"val/segm_AP": 0.4, "val/segm_AP75": 0.3}),
+            run("c", **{"val/segm_AP": 0.6})]
+    rows = table(runs, [], ["val/segm_AP"], "val/segm_AP75", "max")  # AP75 is not among the shown metrics
+    assert [r["run"] for r in rows] == ["b", "a", "c"] and rows[0]["val/segm_AP75"] == 0.3
+    assert [r["run"] for r in table(runs, [], ["val/segm_AP"], "val/segm_AP", "min")] == ["b", "a", "c"]
+    with pytest.raises(MasklabError, match=r"metric=val/bogus: no run of this experiment logged it; logged: \['val/segm_AP'"):
+        table(runs, [], [], "val/bogus", "max")
+    with pytest.raises(MasklabError, match="mode=up: choose max or min"):
+        table(runs, [], [], "val/segm_AP", "up")
+
+
 def test_training_leaves_loss_and_ap_plots_and_report_compares_runs(trained, tmp_path):
     ckpt, uri, run_dir = trained
     assert (run_dir / "loss_curves.png").stat().st_size > 0 and (run_dir / "ap_curves.png").stat().st_size > 0

@@ -37,6 +37,13 @@ def history_of(client: MlflowClient, run) -> list[dict]:
 
 
 def table(runs, params, metrics, metric: str, mode: str) -> list[dict]:
+    """One row per run (params, final metrics, and the ``metric`` it is sorted by, best first)."""
+    if mode not in ("min", "max"):
+        raise MasklabError(f"mode={mode}: choose max or min (how {metric} improves)")
+    if not any(metric in r.data.metrics for r in runs):
+        known = sorted({k for r in runs for k in r.data.metrics if not k.startswith("train/")})
+        raise MasklabError(f"metric={metric}: no run of this experiment logged it; logged: {known}")
+    metrics = [*metrics, *([metric] if metric not in metrics else [])]
     rows = [{"run": r.info.run_name, "status": r.data.tags.get("trial_state", r.info.status), "run_id": r.info.run_id,
              **{p: r.data.params.get(p, "") for p in params}, **{m: r.data.metrics.get(m, math.nan) for m in metrics}}
             for r in runs]
