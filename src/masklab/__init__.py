@@ -26,8 +26,9 @@ def user_message(exc: BaseException) -> str | None:
     """The one line to show for ``exc``, or None for an error that is a bug (it keeps its traceback).
 
     A :class:`MasklabError`, also when Hydra's ``instantiate`` wrapped it (a reader or the datamodule
-    raised it while being built), and a required key left unset (``???`` in the config)."""
-    from omegaconf.errors import MissingMandatoryValue
+    raised it while being built), a required key left unset (``???`` in the config), and a value a config
+    interpolation cannot use (``optimizer.lr=abc`` where the search space computes ``${mul:${optimizer.lr},0.25}``)."""
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
     seen = exc
     for _ in range(5):  # Hydra wraps once: "Error in call to target ...", the MasklabError as its cause
@@ -36,6 +37,8 @@ def user_message(exc: BaseException) -> str | None:
         if isinstance(seen, MissingMandatoryValue):
             key = seen.full_key or "a required key"
             return f"{key} is required: give {key}=<value> on the command line (--help says what it takes)"
+        if isinstance(seen, InterpolationResolutionError):  # e.g. optimizer.lr=abc read by ${mul:${optimizer.lr},0.25}
+            return f"{seen.full_key}: {str(seen).splitlines()[0]}"
         if seen.__cause__ is None:
             return None
         seen = seen.__cause__
