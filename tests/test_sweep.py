@@ -125,6 +125,20 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     assert shown["backbone"]["arch"] == {"r18": "resnet18", "mobilenet_v3": "mobilenet_v3_large"}[study.best_params["backbone"]]
 
 
+def test_two_objectives_with_nsga2_complete_and_leave_a_pareto_front(tmp_path):
+    # every trial failed with Optuna's "Trial.report is not supported for multi-objective optimization" before
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", "hydra.sweeper.sampler=nsgaii",
+                         "hydra.sweeper.objectives=[val/segm_AP,val/loss]", "hydra.sweeper.directions=[maximize,minimize]",
+                         n_trials=2), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(tmp_path)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"] and all(len(t.values) == 2 for t in study.trials)
+    assert study.trials[0].values[1] == pytest.approx(study.trials[0].user_attrs["metrics"]["val/loss"])
+    assert "Optuna prunes single-objective studies only" in proc.stdout + proc.stderr  # the default median pruner is off
+    sweep_dir = tmp_path / "multirun" / "s" / "s"
+    assert (sweep_dir / "plots" / "pareto_front.png").is_file() and (sweep_dir / "tuned" / "best.yaml").is_file()
+
+
 def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
     cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=3", n_trials=3)
     proc = run(cmd, tmp_path, wait=False)

@@ -114,7 +114,10 @@ class OptunaSweeperBase(Sweeper):
         # by default the pruner watches the objective, in the objective's own direction
         signal = st.pruning_signal(self.prune_on or names[0], self.prune_mode or (None if self.prune_on else
                                    {"maximize": "max", "minimize": "min"}[dirs[0]]), dirs[0])
-        study.set_user_attr("masklab_pruner", {"name": self.pruner_name, "kwargs": kwargs, **signal})
+        study.set_user_attr("masklab_pruner", {"name": self.pruner_name, "kwargs": kwargs, **signal, "objectives": names})
+        if len(names) > 1 and self.pruner_name != "none":
+            log.warning("%d objectives: Optuna prunes single-objective studies only, so every trial runs in full "
+                        "(hydra.sweeper.pruner=%s has no effect)", len(names), self.pruner_name)
         return study, spec
 
     def _max_epochs(self, dists) -> int | None:

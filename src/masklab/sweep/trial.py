@@ -30,7 +30,8 @@ def trial_of(cfg: DictConfig) -> tuple[optuna.Study, optuna.Trial] | tuple[None,
 def pruning_bridge(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig) -> "PruningBridge":
     """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric)."""
     signal = study.user_attrs.get("masklab_pruner", {})
-    return PruningBridge(study, trial, signal.get("on") or cfg.optimized_metric, signal.get("sign", 1))
+    return PruningBridge(study, trial, signal.get("on") or cfg.optimized_metric, signal.get("sign", 1),
+                         objectives=signal.get("objectives", ()))
 
 
 class PruningBridge(L.Callback):
@@ -42,8 +43,9 @@ class PruningBridge(L.Callback):
     ``optuna.TrialPruned`` after ``fit`` returns.
     """
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, metric: str, sign: int = 1):
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, metric: str, sign: int = 1, objectives=()):
         self.study, self.trial, self.metric, self.sign = study, trial, metric, sign
+        self.objectives = list(objectives)  # checked at the first validation: a typo fails the trial now, not at its end
         self.pruned_at: int | None = None
         self.pruned_value: float | None = None
 
@@ -52,11 +54,14 @@ class PruningBridge(L.Callback):
             return
         value = trainer.callback_metrics.get(self.metric)
         heartbeat(self.study, self.trial._trial_id)
+        logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
         if value is None:
-            logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
             raise MasklabError(f"hydra.sweeper.prune_on={self.metric!r} is not logged by validation; "
                                f"choose one of {logged}")
-        if not math.isfinite(float(value)):
+        missing = [m for m in self.objectives if m not in trainer.callback_metrics]
+        if missing:
+            raise MasklabError(f"hydra.sweeper.objectives {missing} are not logged by validation; choose from {logged}")
+        if not math.isfinite(float(value)) or len(self.study.directions) > 1:  # Optuna prunes single-objective studies only
             return
         self.trial.report(self.sign * float(value), step=trainer.current_epoch)
         if self.trial.should_prune():
