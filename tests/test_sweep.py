@@ -154,9 +154,12 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
     journal = tmp_path / "multirun" / "s" / "s" / "optuna.journal"
     deadline, killed = time.time() + 300, None
     while time.time() < deadline and killed is None:  # kill while the second trial runs
-        if journal.exists():
-            running = [t.number for t in load(tmp_path).get_trials() if t.state.name == "RUNNING" and t.number >= 1]
-            killed = running[0] if running else None
+        try:  # the journal file exists a moment before the study is written into it ("Record does not exist")
+            trials = load(tmp_path).get_trials() if journal.exists() else []
+        except KeyError:
+            trials = []
+        running = [t.number for t in trials if t.state.name == "RUNNING" and t.number >= 1]
+        killed = running[0] if running else None
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
