@@ -20,7 +20,7 @@ from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError, exit_on_error  # noqa: E402
+from masklab import exit_on_error  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
@@ -43,8 +43,6 @@ def make_logger(cfg: DictConfig, run_id: str | None):
 
 def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     """One training run; returns the best value of ``cfg.optimized_metric``."""
-    if not isinstance(cfg.schedule.epochs, int) or cfg.schedule.epochs < 1:
-        raise MasklabError(f"schedule.epochs={cfg.schedule.epochs}: must be an integer >= 1")
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_checkpoint(cfg.resume, Path(cfg.paths.output_root) / cfg.experiment_name)
     datamodule = build_datamodule(cfg)

@@ -156,7 +156,7 @@ def _check_boundaries(sched) -> None:
     at = boundaries(sched.epochs, **kwargs)
     if not at:
         return
-    given = kwargs.get("milestones") or [p[0] for p in kwargs.get("pieces", []) if p[0] > 0]
+    given = boundaries(sched.epochs, **{**kwargs, "reference_epochs": None})  # as written in the config
     ref = kwargs.get("reference_epochs")
     scaled = (f" ({list(given)} of a {ref}-epoch run, scaled: schedule.lr_lambda.reference_epochs={ref}; null takes them "
               "as given)") if ref and ref != sched.epochs else ""
