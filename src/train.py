@@ -24,7 +24,7 @@ from masklab import exit_on_error  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
-from masklab.track.history import History  # noqa: E402
+from masklab.track.history import History, ValidateLastEpoch  # noqa: E402
 from masklab.track.mlflow_utils import artifact_location, default_run_name, log_params, log_run_files  # noqa: E402
 from masklab.track.resume import mlflow_run_id, resume_checkpoint  # noqa: E402
 from masklab.track.summary import export_files, run_summary  # noqa: E402
@@ -61,7 +61,7 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     if trial and logger:
         trial.set_user_attr("mlflow_run_id", logger.run_id)
     trainer = instantiate(cfg.trainer, max_epochs=cfg.schedule.epochs, logger=logger,
-                          callbacks=[checkpoint, last, History(output_dir), *bridge, *extra_callbacks],
+                          callbacks=[checkpoint, last, History(output_dir), ValidateLastEpoch(), *bridge, *extra_callbacks],
                           default_root_dir=str(output_dir),
                           gradient_clip_val=cfg.grad_clip_norm or None)
     if ckpt_path:

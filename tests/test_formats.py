@@ -158,10 +158,16 @@ def test_instance_png_ids_round_trip(tmp_path):
     (tmp_path / "masks").mkdir()
     Image.fromarray(ids, mode="L").save(tmp_path / "masks" / "p1_mask.png")
     write_image(tmp_path / "images" / "p2.png")  # no mask file
+    # lossless WebP (a third the size of PNG for photos) is read like PNG; it was skipped as "not an image"
+    Image.fromarray(np.full((H, W, 3), 77, np.uint8)).save(tmp_path / "images" / "p3.webp", lossless=True)
+    Image.fromarray((ids == 2).astype(np.uint8) * 5, mode="L").save(tmp_path / "masks" / "p3_mask.png")
     report, ds = run_prepare(tmp_path, "instance_png", {"images": tmp_path / "images", "masks": tmp_path / "masks",
                                                         "class_name": "person"})
+    assert len(ds) == 2
     masks = ds.target(0)["masks"].numpy()
     assert [np.array_equal(m, ids == v) for m, v in zip(masks, (1, 2, 7))] == [True] * 3
+    assert ds.images[1]["file_name"] == "p3.webp" and np.array_equal(ds.target(1)["masks"].numpy(), [ids == 2])
+    assert np.array_equal(np.asarray(ds.load_image(1)), np.full((H, W, 3), 77, np.uint8))
     assert report["issue_counts"] == {"mask_missing": 1}
 
 

@@ -62,6 +62,23 @@ def test_mlflow_run_has_params_curves_metrics_and_artifacts(tmp_path):
     assert "mobilenet_v3_large" in config and "${" not in config
 
 
+@pytest.mark.parametrize("epochs,validated", [(3, [1, 2]), (1, [0])])
+def test_the_last_epoch_is_validated_when_the_val_interval_does_not_divide_the_epochs(tmp_path, epochs, validated):
+    # Lightning alone validates at epochs 2, 4, ... of check_val_every_n_epoch=2: the 3rd epoch was trained
+    # but never judged, and a 1-epoch run had no validation, no best checkpoint and a NaN result
+    import csv
+
+    from train import train
+
+    GlobalHydra.instance().clear()
+    cfg = compose_cfg([f"schedule.epochs={epochs}", "trainer.check_val_every_n_epoch=2"])
+    value = train(cfg, tmp_path / "run")
+    with open(tmp_path / "run" / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == validated
+    assert math.isfinite(value) and 0.0 <= value <= 1.0
+    assert list((tmp_path / "run" / "checkpoints").glob("best-epoch*.ckpt"))
+
+
 def test_resume_after_kill_continues_from_the_last_epoch(tmp_path):
     proc = cli("schedule.epochs=40", "data.train.num_images=8", "logger=mlflow", "trainer.log_every_n_steps=1",
                tmp_path=tmp_path, wait=False)

@@ -52,6 +52,20 @@ class History(L.Callback):
                 logger.experiment.log_artifact(logger.run_id, str(f), "plots")
 
 
+class ValidateLastEpoch(L.Callback):
+    """Validate the last epoch even when ``check_val_every_n_epoch`` does not divide ``schedule.epochs``.
+
+    Lightning validates only when ``(epoch + 1) % n == 0``: with n=2 the last of 5 epochs was trained
+    but never validated (the best checkpoint, the test metrics and the history stopped at epoch 4),
+    and a 1-epoch run never validated at all (no checkpoint, no test, ``best: null``).
+    """
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        n = trainer.check_val_every_n_epoch
+        if n and n > 1 and trainer.max_epochs and trainer.current_epoch == trainer.max_epochs - 1:
+            trainer.check_val_every_n_epoch = 1
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     path.parent.mkdir(parents=True, exist_ok=True)

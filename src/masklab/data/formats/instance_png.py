@@ -14,7 +14,7 @@ from PIL import Image
 
 from masklab.data.formats import DatasetError, Source, SourceImage, SourceInstance
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @lru_cache(maxsize=4)
