@@ -38,6 +38,10 @@ def evaluate(cfg: DictConfig, out: Path) -> dict:
         dm = build_datamodule(rcfg)
         if cfg.split not in ("val", "test") or dm.datasets[cfg.split] is None:
             raise MasklabError(f"split={cfg.split}: this data option has no such split (val, test: {dm.datasets['test'] is not None})")
+        if list(dm.class_names) != list(names):  # category id k would be scored as the model's class k
+            raise MasklabError(f"ckpt={cfg.ckpt}: the model was trained on classes {list(names)} but "
+                               f"data={rcfg.data.get('name')} has {list(dm.class_names)}; evaluate it on data with "
+                               "the same classes in the same order")
         loader = dm.test_dataloader() if cfg.split == "test" else dm.val_dataloader()
         gt, raw = runner.run_network(module.model, loader, cfg.score_floor, resolve_device(cfg.device))
         torch.save((gt, raw), out / "raw_predictions.pt")

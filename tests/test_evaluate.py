@@ -16,7 +16,7 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import ROOT, compose_cfg
+from conftest import ROOT, compose_cfg, make_tiny_prepared
 from masklab.data.datamodule import build_datamodule
 from masklab.eval import runner
 from masklab.eval.checkpoint import load_checkpoint
@@ -127,6 +127,19 @@ def test_bad_runtime_options_are_one_line_before_the_network_runs(trained, tmp_p
         assert str(err.value).startswith(message), (overrides, str(err.value))
     assert not (tmp_path / "raw_predictions.pt").exists()  # none of them ran the network
     assert resolve_device("cpu") == "cpu" and resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_evaluate_on_data_with_other_classes_is_one_line(trained, tmp_path):
+    # a 1-class dataset against the 4-class shapes model: every "object" was scored as the model's "square"
+    other = make_tiny_prepared(tmp_path / "other")
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={trained[0]}", "data=prepared",
+                           "data.name=tiny", f"data.root={other}", "log_mlflow=false", f"hydra.run.dir={tmp_path / 'ev'}"],
+                          capture_output=True, text=True, timeout=300, env=env_for(trained[1]))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: ckpt={trained[0]}: the model was trained on classes ['square', 'circle', 'triangle', 'ellipse'] "
+        "but data=tiny has ['object']; evaluate it on data with the same classes in the same order")
+    assert not (tmp_path / "ev" / "raw_predictions.pt").exists()
 
 
 def test_splash_keeps_instances_in_colour_and_grays_the_rest():
