@@ -174,6 +174,9 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
     assert dict(after)[killed] == "FAIL" and "worker died" in study.trials[killed].user_attrs["fail_reason"]
     assert [s for _, s in after].count("COMPLETE") == 3 and len(after) == 4  # n_trials finished, the killed one extra
     assert f"trial {killed} was left RUNNING" in again.stdout + again.stderr
+    done = run(cmd, tmp_path)  # the study is full: nothing runs, and it says so instead of only printing the table
+    assert done.returncode == 0 and states(load(tmp_path)) == after
+    assert "already has its n_trials=3 trials: none run; raise hydra.sweeper.n_trials" in done.stdout + done.stderr
 
 
 def test_nan_trial_fails_and_the_study_finishes(tmp_path):
@@ -193,6 +196,15 @@ def test_too_many_failures_stop_the_study_with_one_line(tmp_path):
     assert proc.returncode == 1
     assert "error: study 's' stopped: 2 failed trials" in proc.stderr and "Traceback" not in proc.stderr
     assert [s for _, s in states(load(tmp_path))] == ["FAIL", "FAIL"]
+
+
+@pytest.mark.parametrize("override", ["hydra.sweeper.n_trials=0", "hydra.sweeper.max_failures=0"])
+def test_a_budget_below_one_is_one_line(tmp_path, override):
+    # n_trials=0 ran nothing and printed an empty table with exit 0
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", override), tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {override}: must be at least 1"
+    assert not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
 
 
 def test_a_trial_failing_while_hydra_builds_its_data_keeps_the_one_line_reason(tmp_path):

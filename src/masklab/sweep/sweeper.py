@@ -135,6 +135,9 @@ class OptunaSweeperBase(Sweeper):
             return self._sweep(arguments)
 
     def _sweep(self, arguments: list[str]):
+        for key, least in (("n_trials", 1), ("max_failures", 1)):
+            if getattr(self, key) < least:  # 0 trials ran nothing and printed an empty table with exit 0
+                raise MasklabError(f"hydra.sweeper.{key}={getattr(self, key)}: must be at least {least}")
         dists, fixed = space.parse(self.config.get("hparams_search"), self.params, arguments)
         _refuse_multiprocess_trials(self.config, dists)
         if not dists:
@@ -147,14 +150,18 @@ class OptunaSweeperBase(Sweeper):
             self.tracker = report.Tracker(self.config, study, self.sweep_dir, fixed)
         log.info("study %r (%s): %s finished of n_trials=%d; space %s", self.study_name, spec,
                  sum(st.counts(study)[s.name] for s in st.FINISHED), self.n_trials, sorted(dists))
-        failures = 0
+        failures, ran = 0, 0
         while (trial := self._ask(study, spec, dists)) is not None:
+            ran += 1
             state = self._run(study, trial, fixed, spec, self.tracker.parent_id)
             failures += state == optuna.trial.TrialState.FAIL
             if failures >= self.max_failures:
                 self.tracker.finish(names=self._objectives()[0], complete=False)
                 raise MasklabError(f"study {self.study_name!r} stopped: {failures} failed trials in this session "
                                    f"(hydra.sweeper.max_failures={self.max_failures}); see the fail_reason of each trial above")
+        if not ran:
+            log.warning("study %r already has its n_trials=%d trials: none run; raise hydra.sweeper.n_trials to add "
+                        "more (its results are below)", self.study_name, self.n_trials)
         return self.tracker.finish(names=self._objectives()[0], complete=True)
 
     def _ask(self, study: optuna.Study, spec: str, dists):
