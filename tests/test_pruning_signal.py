@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from masklab import MasklabError
-from masklab.sweep.study import make_pruner, pruning_signal
+from masklab.sweep.study import StudySettingError, make_pruner, pruning_signal
 from masklab.sweep.trial import PruningBridge, pruning_bridge
 
 
@@ -55,11 +55,11 @@ def test_bridge_reports_negated_val_loss_and_prunes_the_worse_trial():
 def test_bridge_names_the_metrics_when_prune_on_is_not_logged():
     study = optuna.create_study(direction="maximize")
     bridge = PruningBridge(study, study.ask(), "val/los", -1)
-    with pytest.raises(MasklabError, match=r"prune_on='val/los' is not logged.*'val/loss', 'val/segm_AP'"):
+    with pytest.raises(StudySettingError, match=r"prune_on='val/los' is not logged.*'val/loss', 'val/segm_AP'"):
         bridge.on_validation_end(_trainer(0, val__loss=1.0, val__segm_AP=0.0), None)
     # an objective validation never logs fails the trial at its first validation, not as "NaN" at its end
     bridge = PruningBridge(study, study.ask(), "val/segm_AP", 1, objectives=["val/segm_AP", "val/latency"])
-    with pytest.raises(MasklabError, match=r"objectives \['val/latency'\] are not logged by validation; choose from "
+    with pytest.raises(StudySettingError, match=r"objectives \['val/latency'\] are not logged by validation; choose from "
                                            r"\['val/loss', 'val/segm_AP'\]"):
         bridge.on_validation_end(_trainer(0, val__loss=1.0, val__segm_AP=0.0), None)
 

@@ -198,6 +198,17 @@ def test_too_many_failures_stop_the_study_with_one_line(tmp_path):
     assert [s for _, s in states(load(tmp_path))] == ["FAIL", "FAIL"]
 
 
+def test_a_study_setting_no_trial_can_meet_stops_the_study_at_the_first_trial(tmp_path):
+    # a misspelt prune_on fails every trial the same way: it used to spend an epoch on each until max_failures
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", "hydra.sweeper.prune_on=val/los",
+                         "schedule.epochs=2", n_trials=3), tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: study 's' stopped at trial 0: hydra.sweeper.prune_on='val/los' is not logged by "
+                           "validation; choose one of ['val/bbox_AP'"), last
+    assert states(load(tmp_path)) == [(0, "FAIL")]
+
+
 @pytest.mark.parametrize("override", ["hydra.sweeper.n_trials=0", "hydra.sweeper.max_failures=0"])
 def test_a_budget_below_one_is_one_line(tmp_path, override):
     # n_trials=0 ran nothing and printed an empty table with exit 0

@@ -44,6 +44,12 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.Hy
 PRUNER_DEFAULTS = {"median": {"n_startup_trials": 3, "n_warmup_steps": 1}, "successive_halving": {"min_resource": 1}}
 
 
+
+class StudySettingError(MasklabError):
+    """A mistake in the study's own settings (not in the trial's sampled values): every trial would
+    fail the same way, so the sweeper stops the study at the first instead of at ``max_failures``."""
+
+
 def pruner_kwargs(name: str, kwargs: dict | None = None, epochs: int | None = None) -> dict:
     """The kwargs ``name``'s Optuna pruner is built with: ``kwargs``, or masklab's defaults when null
     (for hyperband: ``max_resource`` = ``epochs``, the most a trial reports, when known)."""

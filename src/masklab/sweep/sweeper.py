@@ -67,6 +67,7 @@ class OptunaSweeperBase(Sweeper):
         self.prune_on, self.prune_mode = prune_on, prune_mode
         self.objectives, self.directions = list(objectives or []), list(directions or [])
         self.max_failures, self.stale_after_s, self.params = int(max_failures), float(stale_after_s), dict(params or {})
+        self._setting_error: str | None = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -155,6 +156,9 @@ class OptunaSweeperBase(Sweeper):
             ran += 1
             state = self._run(study, trial, fixed, spec, self.tracker.parent_id)
             failures += state == optuna.trial.TrialState.FAIL
+            if self._setting_error:  # every further trial would fail the same way
+                self.tracker.finish(names=self._objectives()[0], complete=False)
+                raise MasklabError(f"study {self.study_name!r} stopped at trial {trial.number}: {self._setting_error}")
             if failures >= self.max_failures:
                 self.tracker.finish(names=self._objectives()[0], complete=False)
                 raise MasklabError(f"study {self.study_name!r} stopped: {failures} failed trials in this session "
@@ -208,8 +212,19 @@ class OptunaSweeperBase(Sweeper):
         reason = error if isinstance(error, str) else user_message(error) or (
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         trial.set_user_attr("fail_reason", reason[:2000])
+        self._setting_error = reason if _caused_by(error, st.StudySettingError) else None
         study.tell(trial, state=State.FAIL)
         return self.tracker.after_trial(trial, State.FAIL, reason)
+
+
+def _caused_by(error, kind: type) -> bool:
+    for _ in range(5):  # Hydra's instantiate or Lightning may wrap it
+        if isinstance(error, kind):
+            return True
+        if not isinstance(error, BaseException) or error.__cause__ is None:
+            return False
+        error = error.__cause__
+    return False
 
 
 #: Lightning strategies that run a trial in several processes

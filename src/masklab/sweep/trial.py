@@ -12,7 +12,7 @@ import optuna
 from omegaconf import DictConfig
 
 from masklab import MasklabError
-from masklab.sweep.study import heartbeat, make_pruner, open_storage
+from masklab.sweep.study import StudySettingError, heartbeat, make_pruner, open_storage
 
 
 def trial_of(cfg: DictConfig) -> tuple[optuna.Study, optuna.Trial] | tuple[None, None]:
@@ -56,11 +56,11 @@ class PruningBridge(L.Callback):
         heartbeat(self.study, self.trial._trial_id)
         logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
         if value is None:
-            raise MasklabError(f"hydra.sweeper.prune_on={self.metric!r} is not logged by validation; "
+            raise StudySettingError(f"hydra.sweeper.prune_on={self.metric!r} is not logged by validation; "
                                f"choose one of {logged}")
         missing = [m for m in self.objectives if m not in trainer.callback_metrics]
         if missing:
-            raise MasklabError(f"hydra.sweeper.objectives {missing} are not logged by validation; choose from {logged}")
+            raise StudySettingError(f"hydra.sweeper.objectives {missing} are not logged by validation; choose from {logged}")
         if not math.isfinite(float(value)) or len(self.study.directions) > 1:  # Optuna prunes single-objective studies only
             return
         self.trial.report(self.sign * float(value), step=trainer.current_epoch)
