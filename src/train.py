@@ -26,7 +26,7 @@ from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
 from masklab.track.history import History, ValidateLastEpoch  # noqa: E402
 from masklab.track.mlflow_utils import artifact_location, default_run_name, log_params, log_run_files  # noqa: E402
-from masklab.track.resume import mlflow_run_id, resume_checkpoint  # noqa: E402
+from masklab.track.resume import check_resumable, mlflow_run_id, resume_checkpoint  # noqa: E402
 from masklab.track.summary import export_files, run_summary  # noqa: E402
 
 log = logging.getLogger("masklab.train")
@@ -47,6 +47,8 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     ckpt_path = resume_checkpoint(cfg.resume, Path(cfg.paths.output_root) / cfg.experiment_name)
     datamodule = build_datamodule(cfg)
     module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
+    if ckpt_path:
+        check_resumable(ckpt_path, module, cfg)
     ckpt_dir = Path(output_dir) / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.optimized_metric, mode=cfg.optimized_mode,
                                  filename="best-epoch{epoch:03d}", auto_insert_metric_name=False)

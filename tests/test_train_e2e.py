@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,6 +106,36 @@ def test_resume_after_kill_continues_from_the_last_epoch(tmp_path):
     history = client.get_metric_history(final["mlflow_run_id"], "train/loss")
     steps = sorted(m.step for m in history if m.timestamp >= resume_started_ms)
     assert steps == list(range(step, final["global_step"]))  # the resumed process went on from `step`
+
+
+def test_resuming_another_model_or_optimizer_is_one_line_naming_what_differs(tmp_path):
+    # it was a page of "size mismatch for model.backbone..." (another backbone) or KeyError: 'step' (another optimizer)
+    from masklab import MasklabError
+    from masklab.model.module import MaskRCNNModule
+    from masklab.track.resume import check_resumable
+
+    assert cli(tmp_path=tmp_path).returncode == 0
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    instead = f"resume with the settings it was trained with, or start a new run from its weights: model.weights={last}"
+    names = ["square", "circle", "triangle", "ellipse"]
+    cases = [(["backbone=r18"], names, r"it is a checkpoint of another model \(\d+ tensors differ, e\.g\. model\.backbone\.body"
+                                       r".*backbone\.arch: mobilenet_v3_large -> resnet18\); "),
+             (["model.fpn_channels=16"], names, r"it is a checkpoint of another model \(\d+ tensors differ.*model\.fpn_channels: 32 -> 16\); "),
+             ([], ["a", "b", "c", "d"], r"it is a checkpoint of another model \(the classes differ; classes \['square', 'circle', 'triangle', "
+                                        r"'ellipse'\] -> \['a', 'b', 'c', 'd'\]\); "),
+             (["optimizer=adamw"], names, r"it was trained with torch\.optim\.SGD, this run has torch\.optim\.AdamW, and an "
+                                          r"optimizer's state cannot continue in another; ")]
+    for overrides, classes, message in cases:
+        GlobalHydra.instance().clear()
+        cfg = compose_cfg(overrides)
+        with pytest.raises(MasklabError, match=f"^resume={re.escape(str(last))}: {message}{re.escape(instead)}$"):
+            check_resumable(str(last), MaskRCNNModule(cfg, class_names=classes), cfg)
+    GlobalHydra.instance().clear()
+    cfg = compose_cfg(["optimizer.lr=0.01", "schedule.epochs=3"])  # what resuming may change
+    check_resumable(str(last), MaskRCNNModule(cfg, class_names=names), cfg)
+    out = cli("backbone=r18", f"resume={last}", f"hydra.run.dir={tmp_path}/run2", tmp_path=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: resume={last}: it is a checkpoint of another model")
 
 
 def test_resume_true_without_checkpoint_is_one_clear_line(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from masklab import MasklabError
 
@@ -27,3 +28,39 @@ def mlflow_run_id(ckpt_path: str | None) -> str | None:
     if ckpt_path is None:
         return None
     return torch.load(ckpt_path, map_location="cpu", weights_only=False).get("mlflow_run_id")
+
+
+def check_resumable(ckpt_path: str, module, cfg: DictConfig) -> None:
+    """Resuming continues the same model and optimizer. A checkpoint of another model (backbone, widths,
+    anchors, classes) failed deep inside Lightning with a page of size mismatches, and one of another
+    optimizer with ``KeyError: 'step'``: one line instead, naming the settings that differ."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hp = ckpt.get("hyper_parameters") or {}
+    trained = OmegaConf.create(hp.get("cfg") or {})
+    own, theirs = module.state_dict(), ckpt.get("state_dict") or {}
+    differ = sorted(k for k in own.keys() | theirs.keys() if k not in own or k not in theirs or own[k].shape != theirs[k].shape)
+    names = hp.get("class_names")
+    changed = _changed(trained, cfg, ("backbone", "model", "anchors"))
+    if names is not None and list(names) != list(module.class_names):
+        changed.append(f"classes {list(names)} -> {list(module.class_names)}")
+    instead = f"resume with the settings it was trained with, or start a new run from its weights: model.weights={ckpt_path}"
+    if differ or (names is not None and list(names) != list(module.class_names)):
+        what = f"{len(differ)} tensors differ, e.g. {differ[0]}" if differ else "the classes differ"
+        raise MasklabError(f"resume={ckpt_path}: it is a checkpoint of another model ({what}; "
+                           f"{', '.join(changed[:4]) or 'settings unknown'}); {instead}")
+    before, now = OmegaConf.select(trained, "optimizer._target_"), OmegaConf.select(cfg, "optimizer._target_")
+    if before and before != now:
+        raise MasklabError(f"resume={ckpt_path}: it was trained with {before}, this run has {now}, and an optimizer's "
+                           f"state cannot continue in another; {instead}")
+
+
+def _changed(trained: DictConfig, cfg: DictConfig, groups) -> list[str]:
+    """``key: old -> new`` for the model-defining settings (weights files aside) that differ."""
+    out = []
+    for group in groups:
+        a = OmegaConf.to_container(trained[group]) if group in trained else {}
+        b = OmegaConf.to_container(cfg[group]) if group in cfg else {}
+        for key in sorted(a.keys() | b.keys()):
+            if key != "weights" and not key.endswith("_weights") and a.get(key) != b.get(key):
+                out.append(f"{group}.{key}: {a.get(key)} -> {b.get(key)}")
+    return out
