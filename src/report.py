@@ -24,7 +24,11 @@ from masklab.track import report  # noqa: E402
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     with exit_on_error():
-        client = MlflowClient(cfg.paths.tracking_uri)
+        uri = str(cfg.paths.tracking_uri)
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():  # MLflow would create it empty
+            raise MasklabError(f"no MLflow database at {uri[len('sqlite:///'):]}: train first, or point "
+                               "paths.tracking_uri (or MLFLOW_TRACKING_URI) at the sqlite:///<file> the runs went to")
+        client = MlflowClient(uri)
         runs = report.runs_of(client, cfg.experiment, cfg.include_children)
         if not runs:
             raise MasklabError(f"experiment {cfg.experiment!r} has no training runs yet")

@@ -218,6 +218,15 @@ def test_report_sorts_by_a_metric_it_does_not_show_and_names_bad_choices():
         table(runs, [], [], "val/segm_AP", "up")
 
 
+def test_report_on_a_database_that_does_not_exist_is_one_line_and_creates_none(tmp_path):
+    db = tmp_path / "typo.db"  # MLflow created an empty database there and said the experiment was missing
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), f"paths.tracking_uri=sqlite:///{db}",
+                           f"hydra.run.dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: no MLflow database at {db}: train first")
+    assert not db.exists()
+
+
 def test_training_leaves_loss_and_ap_plots_and_report_compares_runs(trained, tmp_path):
     ckpt, uri, run_dir = trained
     assert (run_dir / "loss_curves.png").stat().st_size > 0 and (run_dir / "ap_curves.png").stat().st_size > 0
