@@ -38,6 +38,41 @@ def test_perfect_predictions_score_one_and_empty_predictions_zero():
     assert all(v == 0.0 for v in empty.compute().values())
 
 
+def test_half_precision_predictions_are_scored_like_full_precision():
+    # bf16 masks (a bf16-true model, or detections under autocast) raised "Got unsupported ScalarType BFloat16"
+    ds = ShapesDataset(6, 64, max_instances=3, seed=4)
+    full, half = CocoEvaluator(NAMES), CocoEvaluator(NAMES)
+    for i in range(len(ds)):
+        _, t = ds[i]
+        p = perfect(t)
+        full.update([t], [p])
+        half.update([t], [{**p, "scores": p["scores"].bfloat16(), "masks": p["masks"].bfloat16()}])
+    assert half.compute() == pytest.approx(full.compute(), nan_ok=True) and half.compute()["val/segm_AP"] == pytest.approx(1.0)
+
+
+def test_validation_detections_are_full_precision_under_mixed_precision(tiny_cfg):
+    # Lightning runs validation_step under autocast with 16-mixed/bf16-mixed: the detections the val AP is computed
+    # from came out in bf16/fp16; they are now the model's fp32 output, the same as evaluate.py's
+    from masklab.data.datamodule import build_datamodule
+    from masklab.model.module import MaskRCNNModule
+
+    cfg = tiny_cfg(["nms.box_score_thresh=0.0"])  # an untrained model: keep its low-score detections to compare
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    module = MaskRCNNModule(cfg, class_names=dm.class_names)
+    images, targets = next(iter(dm.val_dataloader()))
+    seen = []
+    module.evaluator = type("Grab", (), {"update": lambda self, t, p: seen.append(p)})()
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.warns(UserWarning, match="self.log"):
+        module._eval_step((images, targets), "val")
+    with torch.no_grad():
+        reference = module.model.eval()(list(images))
+    assert sum(len(p["boxes"]) for p in seen[0]) > 0
+    for got, ref in zip(seen[0], reference):
+        for key in ("boxes", "scores", "labels", "masks"):
+            assert got[key].dtype == ref[key].dtype and torch.equal(got[key], ref[key]), key
+
+
 def test_non_finite_boxes_are_dropped_not_scored():
     _, t = ShapesDataset(1, 64, seed=2)[0]
     p = perfect(t)

@@ -71,8 +71,8 @@ class CocoEvaluator:
         finite = np.isfinite(boxes).all(axis=1)
         if not finite.all():
             log.warning("image %d: dropped %d predictions with non-finite boxes", image_id, (~finite).sum())
-        masks = (p["masks"].detach().cpu().numpy()[:, 0] >= self.mask_threshold) if len(boxes) else np.zeros((0, 1, 1), bool)
-        scores, labels = p["scores"].detach().cpu().numpy(), p["labels"].detach().cpu().numpy()
+        masks = (p["masks"].detach().cpu().float().numpy()[:, 0] >= self.mask_threshold) if len(boxes) else np.zeros((0, 1, 1), bool)
+        scores, labels = p["scores"].detach().cpu().float().numpy(), p["labels"].detach().cpu().numpy()
         rles = encode_masks(masks[finite]) if finite.any() else []
         for box, s, label, rle in zip(boxes[finite], scores[finite], labels[finite], rles):
             self.dt.append({"image_id": image_id, "category_id": int(label), "bbox": _xywh(box),

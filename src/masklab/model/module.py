@@ -70,7 +70,12 @@ class MaskRCNNModule(L.LightningModule):
         _loss_mode(self.model)
         self._losses(images, targets, stage)
         self.model.eval()
-        self.evaluator.update(targets, self.model(list(images)))
+        # detections in full precision, as torchvision's reference evaluation and evaluate.py compute them:
+        # under mixed precision the boxes came out in fp16/bf16 (0.5 px steps past 1024 px) and bf16 masks
+        # broke the COCO evaluator; the losses above stay in the run's precision
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            predictions = self.model(list(images))
+        self.evaluator.update(targets, predictions)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
