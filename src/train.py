@@ -14,13 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 
 import hydra  # noqa: E402
 import lightning.pytorch as L  # noqa: E402
+import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import exit_on_error  # noqa: E402
+from masklab import MasklabError, exit_on_error  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
@@ -39,6 +40,24 @@ def make_logger(cfg: DictConfig, run_id: str | None):
     name = cfg.run_name or (f"{cfg.sweep.study}-trial{trial:03d}" if trial is not None else default_run_name(cfg))
     return instantiate(cfg.logger, run_name=name, run_id=run_id,
                        artifact_location=artifact_location(cfg.logger.tracking_uri), tags=sweep_tags(cfg) or None)
+
+
+def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
+    """The Trainer of ``cfg.trainer``; Lightning's MisconfigurationException (trainer=gpu on a machine
+    without one, more devices than it has) is one line naming the trainer settings."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return instantiate(cfg.trainer, **kwargs)
+    except Exception as exc:  # Hydra wraps it: "Error in call to target 'lightning.pytorch.trainer.trainer.Trainer'"
+        cause = exc if isinstance(exc, MisconfigurationException) else exc.__cause__
+        if not isinstance(cause, MisconfigurationException):
+            raise
+        t = cfg.trainer
+        hint = ("; no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)"
+                if str(t.accelerator) in ("gpu", "cuda") and not torch.cuda.is_available() else "")
+        raise MasklabError(f"trainer (accelerator={t.accelerator}, devices={t.devices}, strategy={t.get('strategy', 'auto')}): "
+                           f"{str(cause).strip().splitlines()[0]}{hint}") from None
 
 
 def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
@@ -62,7 +81,7 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     bridge = [pruning_bridge(study, trial, cfg)] if trial else []
     if trial and logger:
         trial.set_user_attr("mlflow_run_id", logger.run_id)
-    trainer = instantiate(cfg.trainer, max_epochs=cfg.schedule.epochs, logger=logger,
+    trainer = make_trainer(cfg, max_epochs=cfg.schedule.epochs, logger=logger,
                           callbacks=[checkpoint, last, History(output_dir), ValidateLastEpoch(), *bridge, *extra_callbacks],
                           default_root_dir=str(output_dir),
                           gradient_clip_val=cfg.grad_clip_norm or None)

@@ -138,6 +138,24 @@ def test_resuming_another_model_or_optimizer_is_one_line_naming_what_differs(tmp
     assert out.stderr.strip().splitlines()[-1].startswith(f"error: resume={last}: it is a checkpoint of another model")
 
 
+def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
+    # trainer=gpu on a machine without one was Hydra's "Error in call to target ... MisconfigurationException"
+    from masklab import MasklabError
+    from train import make_trainer
+
+    GlobalHydra.instance().clear()
+    with pytest.raises(MasklabError, match=r"^trainer \(accelerator=cpu, devices=0, strategy=auto\): `Trainer\(devices=0\)` "
+                                           r"value is not a valid input using cpu accelerator\.$"):
+        make_trainer(compose_cfg(["trainer.devices=0"]))
+    if torch.cuda.is_available():
+        return
+    out = cli("trainer=gpu", tmp_path=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: trainer (accelerator=gpu, devices=1, strategy=auto): No supported gpu backend found!; "
+        "no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)")
+
+
 def test_resume_true_without_checkpoint_is_one_clear_line(tmp_path):
     out = cli("resume=true", tmp_path=tmp_path)
     assert out.returncode == 1
