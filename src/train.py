@@ -21,7 +21,7 @@ from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError, exit_on_error  # noqa: E402
+from masklab import MasklabError, exit_on_error, user_message  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
@@ -105,13 +105,30 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     return value
 
 
+#: jobs of a plain multirun (``-m optimizer.lr=0.01,0.1``) that failed with a user error: "#<n> <dir>: <message>"
+FAILED_JOBS: list[str] = []
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        return train(cfg, HydraConfig.get().runtime.output_dir)  # the sweeper records a failure with its message
-    with exit_on_error(log):
-        return train(cfg, HydraConfig.get().runtime.output_dir)
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        with exit_on_error(log):
+            return train(cfg, hc.runtime.output_dir)
+    if cfg.sweep.trial_id is not None:
+        return train(cfg, hc.runtime.output_dir)  # an Optuna trial: the sweeper records a failure with its message
+    try:  # Hydra's own grid stopped at the first failed job, with a traceback, and ran none of the others
+        return train(cfg, hc.runtime.output_dir)
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:  # a bug: keep its traceback
+            raise
+        log.error("job #%d failed: %s", hc.job.num, message)
+        FAILED_JOBS.append(f"#{hc.job.num} {hc.runtime.output_dir}: {message}")
+        return float("nan")
 
 
 if __name__ == "__main__":
     main()
+    if FAILED_JOBS:  # the grid ran to its end; say which jobs failed and exit non-zero
+        sys.exit(f"error: {len(FAILED_JOBS)} job(s) of the multirun failed:\n" + "\n".join(FAILED_JOBS))

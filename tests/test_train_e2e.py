@@ -156,6 +156,20 @@ def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
         "no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)")
 
 
+def test_a_plain_multirun_runs_every_job_and_names_the_failed_ones(tmp_path):
+    # Hydra's own grid stopped at the first failing job with a traceback, and the other jobs never ran
+    out = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "-m", *TINY, "optimizer.lr=1e30,0.01",
+                          "schedule.warmup_iters=0", f"hydra.sweep.dir={tmp_path}/grid", f"paths.output_root={tmp_path}/outputs"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines[-2:] == ["error: 1 job(s) of the multirun failed:",
+                          f"#0 {tmp_path}/grid/0: non-finite train loss at epoch 0 step 1: loss_classifier=nan, loss_box_reg=nan, "
+                          "loss_mask=nan, loss_objectness=nan, loss_rpn_box_reg=nan (lower the LR, add warmup or grad_clip_norm)"]
+    assert list((tmp_path / "grid" / "1" / "checkpoints").glob("best-epoch*.ckpt"))  # the job after it ran
+    assert not (tmp_path / "grid" / "0" / "checkpoints").exists() or not list((tmp_path / "grid" / "0" / "checkpoints").glob("best*"))
+
+
 def test_resume_true_without_checkpoint_is_one_clear_line(tmp_path):
     out = cli("resume=true", tmp_path=tmp_path)
     assert out.returncode == 1
