@@ -29,7 +29,15 @@ def main(cfg: DictConfig) -> None:
     text = markdown(report)
     print(text.split("\n### ")[0])  # the tables; every record is in report.md / report.json
     root = Path(cfg.data.prepare.get("root") or cfg.data.root)
-    print(f"canonical dataset: {root}\nreport: {root / 'report.md'}\ntrain on it: python src/train.py data=prepared data.name={root.name}")
+    print(f"canonical dataset: {root}\nreport: {root / 'report.md'}\ntrain on it: {train_command(cfg, root)}")
+
+
+def train_command(cfg: DictConfig, root: Path) -> str:
+    """The train.py command that reads what was just written: ``data=prepared data.name=<folder>`` looks in
+    data/prepared/<folder>, so a prepared set written elsewhere (``data.root=...``) is named by its path."""
+    default = Path(cfg.paths.root_dir) / "data" / "prepared" / root.name
+    where = f"data.name={root.name}" if root.resolve() == default.resolve() else f"data.name={root.name} data.root={root}"
+    return f"python src/train.py data=prepared {where}"
 
 
 if __name__ == "__main__":

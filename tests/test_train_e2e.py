@@ -203,7 +203,10 @@ def test_prepare_pennfudan_then_train_on_it(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert prep.returncode == 0, prep.stderr[-2000:]
     assert "| train | 119 | 0 | 294 | 294 |" in prep.stdout  # the report table, printed
-    args = [sys.executable, str(ROOT / "src" / "train.py"), *TINY_MODEL, "data=pennfudan", f"data.root={root}",
+    # train with the command prepare.py printed (it said data.name=pf, which looked in data/prepared/pf)
+    (hint,) = [ln.split("train on it: ", 1)[1] for ln in prep.stdout.splitlines() if ln.startswith("train on it: ")]
+    assert hint == f"python src/train.py data=prepared data.name=pf data.root={root}"
+    args = [sys.executable, str(ROOT / "src" / "train.py"), *TINY_MODEL, *hint.split()[2:],
             "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
             f"hydra.run.dir={tmp_path}/run", f"paths.output_root={tmp_path}/outputs"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600,
