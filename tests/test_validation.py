@@ -226,3 +226,18 @@ def test_counts_and_sizes_torch_would_reject_in_a_traceback_are_one_line():
             build_datamodule(compose_cfg([override]))
         assert str(err.value) == message
     assert build_datamodule(compose_cfg(["batch_size=1", "num_workers=0"])).batch_size == 1
+
+
+def test_a_split_missing_from_a_prepared_set_says_how_to_prepare_it(tmp_path):
+    # it said "run prepare.py first" about a set prepare.py had written with data.prepare.split val=0
+    from conftest import make_tiny_prepared
+    from masklab import MasklabError
+
+    root = make_tiny_prepared(tmp_path)
+    (root / "annotations" / "val.json").unlink()
+    with pytest.raises(MasklabError, match=rf"^{root}/annotations/val.json not found: {root} was prepared with the splits "
+                                           r"\['train'\] only; prepare it again with a val share in data.prepare.split"):
+        CocoDataset(root, "val")
+    (root / "annotations" / "train.json").unlink()
+    with pytest.raises(MasklabError, match=r"train.json not found: run `python src/prepare.py"):
+        CocoDataset(root, "train")

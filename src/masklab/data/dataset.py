@@ -24,6 +24,10 @@ class CocoDataset(Dataset):
         self.root, self.split, self.transform = Path(root), split, transform
         path = self.root / "annotations" / f"{split}.json"
         if not path.is_file():
+            written = sorted(p.stem for p in (self.root / "annotations").glob("*.json"))
+            if written:  # prepared, but without this split (e.g. data.prepare.split val=0)
+                raise MasklabError(f"{path} not found: {self.root} was prepared with the splits {written} only; prepare "
+                                   f"it again with a {split} share in data.prepare.split (e.g. {{train: 0.8, {split}: 0.2}})")
             raise MasklabError(f"{path} not found: run `python src/prepare.py data=<this data option>` first "
                                f"(the canonical dataset goes to {self.root})")
         coco = json.loads(path.read_text())
