@@ -37,7 +37,8 @@ def evaluate(cfg: DictConfig, out: Path) -> dict:
     else:
         dm = build_datamodule(rcfg)
         if cfg.split not in ("val", "test") or dm.datasets[cfg.split] is None:
-            raise MasklabError(f"split={cfg.split}: this data option has no such split (val, test: {dm.datasets['test'] is not None})")
+            has = [k for k in ("val", "test") if dm.datasets.get(k) is not None]
+            raise MasklabError(f"split={cfg.split}: choose one of the held-out splits this data has: {has}")
         if list(dm.class_names) != list(names):  # category id k would be scored as the model's class k
             raise MasklabError(f"ckpt={cfg.ckpt}: the model was trained on classes {list(names)} but "
                                f"data={rcfg.data.get('name')} has {list(dm.class_names)}; evaluate it on data with "

@@ -115,7 +115,8 @@ def test_bad_runtime_options_are_one_line_before_the_network_runs(trained, tmp_p
              ([f"cache={tmp_path / 'gone.pt'}"], f"cache={tmp_path / 'gone.pt'}: file not found"),
              ([f"cache={ckpt}"], f"cache={ckpt}: not an evaluate.py raw_predictions.pt"),
              (["retune.score_thresh=[0.5,abc]"], r"retune.score_thresh=[0.5, 'abc']: numbers expected, not ['abc']"),
-             (["retune.score_thresh=[0.01,0.5]"], "retune.score_thresh=[0.01, 0.5]: below score_floor=0.05")]
+             (["retune.score_thresh=[0.01,0.5]"], "retune.score_thresh=[0.01, 0.5]: below score_floor=0.05"),
+             (["split=test"], "split=test: choose one of the held-out splits this data has: ['val']")]
     if not torch.cuda.is_available():
         cases.append((["device=cuda"], "device=cuda: no CUDA GPU is visible here; use device=cpu (or auto)"))
     for overrides, message in cases:
