@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--train-batches", type=int, default=10, help="timed training batches")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["logger=none", "augmentation=full", "num_workers=2", *args.overrides])
     dm = build_datamodule(cfg)

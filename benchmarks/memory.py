@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     p.add_argument("--interval", type=float, default=0.5, help="seconds between peak-RSS reads")
     p.add_argument("--pss-interval", type=float, default=5.0, help="seconds between PSS sums (smaps is costly)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the main job (none: exactly the default)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         cmd = [sys.executable, str(ROOT / "src" / "train.py"), f"paths.output_root={tmp}/outputs", *args.overrides]

@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches at the start of each run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating Lightning/bare rounds (median taken)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["logger=none", *args.overrides])
     datamodule = build_datamodule(cfg)

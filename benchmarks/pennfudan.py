@@ -10,7 +10,7 @@ held-out test split (best checkpoint by val segm AP) and the wall time; both run
     python benchmarks/pennfudan.py                   # the recipe's 16 epochs at 384 px (~18 min each on 2 cores)
     python benchmarks/pennfudan.py --epochs 4        # a quick look
     python benchmarks/pennfudan.py trainer=gpu                     # on a GPU machine, mixed precision
-    python benchmarks/pennfudan.py --runs scratch trainer=gpu backbone=r50 model=standard   # one row only
+    python benchmarks/pennfudan.py --only scratch trainer=gpu backbone=r50 model=standard   # one row only
 Target: pretrained test segm AP50 >= 0.85 within 20 minutes on a 2-core CPU, clearly above scratch.
 """
 from __future__ import annotations
@@ -50,11 +50,11 @@ def _device() -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (both runs)")
-    p.add_argument("--runs", nargs="+", choices=("pretrained", "scratch"), default=["pretrained", "scratch"],
-                   help="which of the two runs (default both); scratch adds backbone.weights=null")
+    p.add_argument("--only", choices=("pretrained", "scratch"), default=None,
+                   help="run only one of the two (default both); scratch adds backbone.weights=null")
     p.add_argument("--out", default=str(ROOT / "outputs" / "pennfudan_study"))
     p.add_argument("overrides", nargs="*", help="Hydra overrides for both runs")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     if not (SHARED / "data" / "PennFudanPed").is_dir() or not (SHARED / "weights").is_dir():
         print(f"skipped: {SHARED}/data/PennFudanPed or {SHARED}/weights not present")
         return {}
@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     common = [*(f"schedule.epochs={args.epochs}",) * (args.epochs is not None), *args.overrides]
     runs = {"pretrained": ("pretrained (ImageNet)", common), "scratch": ("scratch", ["backbone.weights=null", *common])}
-    rows = {runs[r][0]: run(r, runs[r][1], out) for r in args.runs}
+    rows = {runs[r][0]: run(r, runs[r][1], out) for r in ([args.only] if args.only else runs)}
     print(f"\nPennFudanPed test split, this machine ({_device()}):")
     print(f"{'':24s}" + "".join(f"{k:>16s}" for k in (*KEYS, "minutes")))
     for label, r in rows.items():

@@ -34,6 +34,15 @@ def load(name: str, overrides: list[str]) -> DictConfig:
         return compose(name, overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]", *overrides])
 
 
+def single_valued(overrides: list[str]) -> list[str]:
+    """The overrides a single run takes: a sweep's own (``hydra.*``) and swept values (``a=1,2``, ``choice(...)``,
+    ``interval(...)``) are the sweeper's, and composing or preparing with them failed before the sweep began."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+
+
 def missing_data(cfg: DictConfig) -> list[str]:
     # a need whose path is null is switched off by an override (e.g. backbone.weights=null: from scratch)
     return [f"  {need.path}\n      {need.what}" for need in cfg.get("needs") or [] if need.path and not Path(need.path).exists()]
@@ -53,18 +62,19 @@ def main(argv=None) -> None:
     p.add_argument("--sweep", action="store_true", help="run the recipe's Optuna study instead of one training")
     p.add_argument("--list", action="store_true", help="list the recipes")
     p.add_argument("overrides", nargs="*", help="Hydra overrides (key=value, group=option)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides may follow --sweep (parse_args refused them there)
     if args.list or not args.recipe:
         print("\n".join(f"{r:10s} {(HERE / f'{r}.yaml').read_text().splitlines()[0].lstrip('# ')}" for r in recipes()))
         return
     if args.recipe not in recipes():
         sys.exit(f"error: no recipe {args.recipe!r}; there are: {', '.join(recipes())}")
-    cfg = load(args.recipe, args.overrides)
+    single = single_valued(args.overrides) if args.sweep else args.overrides
+    cfg = load(args.recipe, single)
     missing = missing_data(cfg)
     if missing:
         sys.exit(f"error: recipe {args.recipe!r} needs data that is not there; put it here:\n" + "\n".join(missing))
     if cfg.data.get("source") is not None and cfg.data.get("root") and not (Path(cfg.data.root) / "annotations").is_dir():
-        cli("prepare.py", args.recipe, args.overrides)
+        cli("prepare.py", args.recipe, single)
     if args.sweep:
         cli("train.py", args.recipe, args.overrides, "-m", "hydra/sweeper=optuna")
         return

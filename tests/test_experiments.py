@@ -3,10 +3,12 @@ missing data is one clear message, and the shapes recipe runs end to end with a 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
 import pytest
+import yaml
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import ROOT, TINY
@@ -80,3 +82,27 @@ def test_shapes_recipe_runs_end_to_end(tmp_path):
     assert "stage 1/2 from epoch 0: training 'heads'" in proc.stdout + proc.stderr
     assert "stage 2/2 from epoch 1: training 'all'" in proc.stdout + proc.stderr
     assert (tmp_path / "shapes_recipe" / "best.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_a_recipe_sweep_takes_overrides_after_sweep_and_its_winner_retrains_on_the_recipe(tmp_path):
+    # `run.py shapes --sweep <overrides>` was refused by argparse, then composing the recipe with the sweep's own
+    # overrides failed; and the printed retrain command composed conf/config.yaml, without the recipe
+    tiny = [o for o in TINY if not o.startswith(("schedule.epochs", "optimizer="))]
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "shapes", "--sweep", *tiny,
+                           "hydra.sweeper.n_trials=1", "model.weights=null", "schedule.epochs=1", "model.stages=null",
+                           "optimizer.lr=tag(log,interval(0.002,0.03))", f"hydra.sweep.dir={tmp_path}/sweep"],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("retrain it: ")]
+    command = line.removeprefix("retrain it: ").split("   (or copy")[0]
+    assert command == (f"python src/train.py --config-dir {ROOT / 'experiments'} --config-name shapes "
+                       f"'hydra.searchpath=[file://{tmp_path}/sweep]' +tuned=best")
+    show = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *shlex.split(command)[2:], "--cfg", "job"],
+                          capture_output=True, text=True, timeout=120)
+    assert show.returncode == 0, show.stderr
+    shown = yaml.safe_load(show.stdout)
+    best = yaml.safe_load((tmp_path / "sweep" / "tuned" / "best.yaml").read_text())
+    assert 0.002 <= shown["optimizer"]["lr"] == best["optimizer"]["lr"] <= 0.03  # the winner's value ...
+    assert shown["experiment_name"] == "shapes_recipe" and shown["backbone"]["arch"] == "resnet50"  # ... on the recipe

@@ -114,7 +114,7 @@ class MaskRCNNModule(L.LightningModule):
     # ---- staged training ------------------------------------------------------------------------
     def stage_for_epoch(self, epoch: int) -> tuple[int, str]:
         """(index, trainable layers) of ``model.stages`` for ``epoch``; one stage from backbone config if none."""
-        stages = list(self.cfg.model.stages) or [{"trainable": self.cfg.backbone.trainable_layers}]
+        stages = list(self.cfg.model.stages or []) or [{"trainable": self.cfg.backbone.trainable_layers}]
         start = 0
         for i, st in enumerate(stages):
             if st.get("epochs") is None or epoch < start + st["epochs"] or i == len(stages) - 1:
@@ -126,7 +126,7 @@ class MaskRCNNModule(L.LightningModule):
         index, layers = self.stage_for_epoch(self.current_epoch)
         if index != self._stage:
             trainable, total = set_trainable(self.model, layers)
-            n = max(len(self.cfg.model.stages), 1)
+            n = max(len(self.cfg.model.stages or []), 1)
             log.info("stage %d/%d from epoch %d: training '%s' (%.1fM of %.1fM parameters)",
                      index + 1, n, self.current_epoch, layers, trainable / 1e6, total / 1e6)
             self._stage = index

@@ -81,11 +81,12 @@ class Tracker:
         result = {"study": self.study.study_name, "n_complete": len(done), "best": None}
         if done:
             best = self.study.best_trials[0] if len(names) > 1 else self.study.best_trial
-            path = write_best_params(self.sweep_dir / "tuned" / "best.yaml", best, self.fixed, names)
+            command = retrain_command(self.cfg.hydra, self.sweep_dir)
+            path = write_best_params(self.sweep_dir / "tuned" / "best.yaml", best, self.fixed, names, command)
             result["best"] = {"number": best.number, "values": dict(zip(names, best.values)), "params": best.params,
                               "yaml": str(path)}
-            print(f"best: trial {best.number} {dict(zip(names, best.values))}\nretrain it: python src/train.py "
-                  f"--config-dir {self.sweep_dir} +tuned=best   (or copy {path} to conf/tuned/best.yaml for dvc repro)")
+            print(f"best: trial {best.number} {dict(zip(names, best.values))}\nretrain it: {command}   "
+                  f"(or copy {path} to conf/tuned/best.yaml for dvc repro)")
             self._log_best(best, names, path)
         running = any(t.state == TrialState.RUNNING for t in trials)
         if self.client and not running:
@@ -129,7 +130,20 @@ def _fmt(v) -> str:
 NOT_PARAMS = ("hydra.", "sweep.", "paths.", "experiment_name", "hparams_search", "run_name", "export.")
 
 
-def write_best_params(path: Path, best, fixed: list[str], names) -> Path:
+def retrain_command(hydra_cfg: DictConfig, sweep_dir: Path, name: str = "best") -> str:
+    """The train.py command that retrains the winner: the study's own config (a recipe's ``--config-dir
+    experiments --config-name <recipe>`` too: retraining it on conf/config.yaml lost the recipe) plus
+    ``tuned/<name>.yaml`` found through the sweep folder."""
+    config_name = hydra_cfg.job.get("config_name") or "config"
+    given = [str(s.path) for s in hydra_cfg.runtime.get("config_sources") or [] if s.provider == "command-line"]
+    if config_name == "config" and not given:
+        return f"python src/train.py --config-dir {sweep_dir} +tuned={name}"
+    where = f"--config-dir {given[0].removeprefix('file://')} " if given else ""
+    return (f"python src/train.py {where}--config-name {config_name} 'hydra.searchpath=[file://{sweep_dir}]' "
+            f"+tuned={name}")
+
+
+def write_best_params(path: Path, best, fixed: list[str], names, command: str | None = None) -> Path:
     """The winner as a ``tuned`` config (``# @package _global_``, group choices as ``override /group``)."""
     groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
     overrides = {}
@@ -149,7 +163,7 @@ def write_best_params(path: Path, best, fixed: list[str], names) -> Path:
                 node = node.setdefault(p, {})
             node[leaf] = v
     header = (f"# @package _global_\n# Best trial {best.number}: {dict(zip(names, best.values))}\n"
-              f"# retrain: python src/train.py --config-dir {path.parent.parent} +tuned={path.stem}\n"
+              f"# retrain: {command or f'python src/train.py --config-dir {path.parent.parent} +tuned={path.stem}'}\n"
               f"# pipeline: copy to conf/tuned/best.yaml (dvc repro's train stage includes it)\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"defaults": defaults, **values} if defaults else values
