@@ -27,7 +27,7 @@ from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
 from masklab.track.history import History, ValidateLastEpoch  # noqa: E402
 from masklab.track.mlflow_utils import artifact_location, default_run_name, log_params, log_run_files  # noqa: E402
-from masklab.track.resume import check_resumable, mlflow_run_id, resume_checkpoint  # noqa: E402
+from masklab.track.resume import check_resumable, resume_checkpoint  # noqa: E402
 from masklab.track.summary import export_files, run_summary  # noqa: E402
 
 log = logging.getLogger("masklab.train")
@@ -66,15 +66,14 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     ckpt_path = resume_checkpoint(cfg.resume, Path(cfg.paths.output_root) / cfg.experiment_name)
     datamodule = build_datamodule(cfg)
     module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
-    if ckpt_path:
-        check_resumable(ckpt_path, module, cfg)
+    run_id = check_resumable(ckpt_path, module, cfg) if ckpt_path else None  # its MLflow run goes on
     ckpt_dir = Path(output_dir) / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.optimized_metric, mode=cfg.optimized_mode,
                                  filename="best-epoch{epoch:03d}", auto_insert_metric_name=False)
     # Lightning 2.6 writes save_last=True only when a top-k file is written: a separate callback
     # keeps last.ckpt truly the latest epoch, which is what resume needs.
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-    logger = make_logger(cfg, mlflow_run_id(ckpt_path))
+    logger = make_logger(cfg, run_id)
     if logger:
         log_params(logger, cfg)
     study, trial = trial_of(cfg)  # an Optuna trial of a sweep, or none

@@ -23,17 +23,11 @@ def resume_checkpoint(resume, experiment_dir: Path) -> str | None:
     return str(resume)
 
 
-def mlflow_run_id(ckpt_path: str | None) -> str | None:
-    """The MLflow run a masklab checkpoint was logged to (so a resumed run continues its curves)."""
-    if ckpt_path is None:
-        return None
-    return torch.load(ckpt_path, map_location="cpu", weights_only=False).get("mlflow_run_id")
-
-
-def check_resumable(ckpt_path: str, module, cfg: DictConfig) -> None:
-    """Resuming continues the same model and optimizer. A checkpoint of another model (backbone, widths,
-    anchors, classes) failed deep inside Lightning with a page of size mismatches, and one of another
-    optimizer with ``KeyError: 'step'``: one line instead, naming the settings that differ."""
+def check_resumable(ckpt_path: str, module, cfg: DictConfig) -> str | None:
+    """The MLflow run the checkpoint was logged to (a resumed run continues its curves), once the checkpoint
+    is known to fit: resuming continues the same model and optimizer. A checkpoint of another model
+    (backbone, widths, anchors, classes) failed deep inside Lightning with a page of size mismatches, and
+    one of another optimizer with ``KeyError: 'step'``: one line instead, naming the settings that differ."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     hp = ckpt.get("hyper_parameters") or {}
     trained = OmegaConf.create(hp.get("cfg") or {})
@@ -52,6 +46,7 @@ def check_resumable(ckpt_path: str, module, cfg: DictConfig) -> None:
     if before and before != now:
         raise MasklabError(f"resume={ckpt_path}: it was trained with {before}, this run has {now}, and an optimizer's "
                            f"state cannot continue in another; {instead}")
+    return ckpt.get("mlflow_run_id")
 
 
 def _changed(trained: DictConfig, cfg: DictConfig, groups) -> list[str]:
