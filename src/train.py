@@ -47,6 +47,9 @@ def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
     without one, more devices than it has) is one line naming the trainer settings."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.accelerator) == "cpu":  # trainer=ddp trainer.accelerator=cpu
+        log.info("trainer.sync_batchnorm off: SyncBatchNorm needs CUDA (it raised ValueError in CPU processes)")
+        kwargs["sync_batchnorm"] = False
     try:
         return instantiate(cfg.trainer, **kwargs)
     except Exception as exc:  # Hydra wraps it: "Error in call to target 'lightning.pytorch.trainer.trainer.Trainer'"
@@ -96,9 +99,10 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     value = float(best) if best is not None else metrics.get(cfg.optimized_metric, float("nan"))
     if logger:
         log_run_files(logger, cfg, checkpoint.best_model_path, best)
-    print(run_summary(metrics, cfg.optimized_metric, value, checkpoint.best_model_path,
-                      logger.run_id if logger else None, cfg.experiment_name, cfg.paths.tracking_uri))
-    export_files(cfg.export, checkpoint.best_model_path, metrics, value, Path(output_dir) / "history.csv")
+    if trainer.is_global_zero:  # once under DDP, not once per rank
+        print(run_summary(metrics, cfg.optimized_metric, value, checkpoint.best_model_path,
+                          logger.run_id if logger else None, cfg.experiment_name, cfg.paths.tracking_uri))
+        export_files(cfg.export, checkpoint.best_model_path, metrics, value, Path(output_dir) / "history.csv")
     if trial:
         finish_trial(trial, bridge[0], metrics)  # raises optuna.TrialPruned for a pruned trial
     return value

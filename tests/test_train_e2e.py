@@ -1,6 +1,7 @@
 """End-to-end runs of src/train.py: MLflow contents, resume after a kill, non-finite loss, --help."""
 from __future__ import annotations
 
+import csv
 import math
 import os
 import re
@@ -168,6 +169,23 @@ def test_a_plain_multirun_runs_every_job_and_names_the_failed_ones(tmp_path):
                           "loss_mask=nan, loss_objectness=nan, loss_rpn_box_reg=nan (lower the LR, add warmup or grad_clip_norm)"]
     assert list((tmp_path / "grid" / "1" / "checkpoints").glob("best-epoch*.ckpt"))  # the job after it ran
     assert not (tmp_path / "grid" / "0" / "checkpoints").exists() or not list((tmp_path / "grid" / "0" / "checkpoints").glob("best*"))
+
+
+def test_ddp_on_cpu_processes_trains_and_validates(tmp_path):
+    # the only DDP run these machines can make (gloo, 2 CPU processes): trainer=ddp's sync_batchnorm raised
+    # "SyncBatchNorm layers only work with GPU modules" there, and rank 1 failed logging params to MLflow
+    out = cli("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.val.num_images=3", "logger=mlflow",
+              tmp_path=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "trainer.sync_batchnorm off: SyncBatchNorm needs CUDA" in out.stdout + out.stderr
+    assert out.stdout.count("best checkpoint:") == 1  # the summary once, from rank 0
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("masklab").experiment_id])
+    assert run.data.params["trainer.strategy"] == "ddp" and run.info.status == "FINISHED"
+    assert list((tmp_path / "run" / "checkpoints").glob("best-epoch000.ckpt"))
+    with open(tmp_path / "run" / "history.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert math.isfinite(float(row["val/loss"])) and 0.0 <= float(row["val/segm_AP"]) <= 1.0
 
 
 def test_resume_true_without_checkpoint_is_one_clear_line(tmp_path):

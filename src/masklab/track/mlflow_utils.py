@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -48,6 +49,7 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
     return out
 
 
+@rank_zero_only  # DDP ranks > 0 hold Lightning's dummy experiment (get_run returned None there)
 def log_params(logger, cfg: DictConfig) -> None:
     """Log the flattened config; a resumed run keeps its params and tags the ones that changed."""
     params = {k: str(v)[:6000] for k, v in flat_params(cfg).items()}
@@ -61,6 +63,7 @@ def log_params(logger, cfg: DictConfig) -> None:
                                   ", ".join(f"{k}: {existing[k]} -> {params[k]}" for k in changed)[:5000])
 
 
+@rank_zero_only
 def log_run_files(logger, cfg: DictConfig, best_ckpt: str | None, best_score) -> None:
     """Resolved config YAML as an artifact, best checkpoint path and score as tags; waits until the
     metrics logged asynchronously (``logger.synchronous: false``) are written, so the run is complete
