@@ -79,12 +79,20 @@ class CocoEvaluator:
                             "score": float(s), "segmentation": rle})
 
     def merge(self, parts: list[tuple[list, list, list]]) -> None:
-        """Replace the state by the union of several evaluators' ``(images, gt, dt)`` (DDP ranks)."""
+        """Replace the state by the union of several evaluators' ``(images, gt, dt)`` (DDP ranks).
+
+        An image already taken from an earlier part is left out: DistributedSampler pads the ranks to equal
+        length by repeating images (3 val images on 2 ranks: one is scored twice), which doubled its
+        objects and detections in the score."""
         self.reset()
+        seen: set[int] = set()
         for images, gt, dt in parts:
-            self.images += images
-            self.gt += [{**a, "id": len(self.gt) + i + 1} for i, a in enumerate(gt)]  # ids stay unique, from 1
-            self.dt += dt
+            new = {im["id"] for im in images} - seen
+            self.images += [im for im in images if im["id"] in new]
+            kept = [a for a in gt if a["image_id"] in new]
+            self.gt += [{**a, "id": len(self.gt) + i + 1} for i, a in enumerate(kept)]  # ids stay unique, from 1
+            self.dt += [d for d in dt if d["image_id"] in new]
+            seen |= new
 
     def run_cocoeval(self, iou_type: str):
         """The evaluated, accumulated and summarised COCOeval of the current state (``ev.eval``, ``ev.stats``)."""
