@@ -171,6 +171,15 @@ def test_a_plain_multirun_runs_every_job_and_names_the_failed_ones(tmp_path):
     assert not (tmp_path / "grid" / "0" / "checkpoints").exists() or not list((tmp_path / "grid" / "0" / "checkpoints").glob("best*"))
 
 
+def test_mixed_precision_trains_and_validates(tmp_path):
+    # bf16-mixed (what 16-mixed becomes on a CPU) crashed at the first validation: "unsupported ScalarType BFloat16"
+    out = cli("trainer.precision=bf16-mixed", "schedule.epochs=2", tmp_path=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    with open(tmp_path / "run" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and all(math.isfinite(float(r["train/loss"])) for r in rows)
+
+
 def test_ddp_on_cpu_processes_trains_and_validates(tmp_path):
     # the only DDP run these machines can make (gloo, 2 CPU processes): trainer=ddp's sync_batchnorm raised
     # "SyncBatchNorm layers only work with GPU modules" there, and rank 1 failed logging params to MLflow
