@@ -103,6 +103,8 @@ def run(cfg: DictConfig, out: Path) -> Path:
         if not paths:
             raise MasklabError(f"input={src}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
         images = predict_images(predictor, paths, out)
+        if not images:  # one file, or a folder of files, none of which decoded: nothing was written
+            raise MasklabError(f"input={src}: no readable image ({len(paths)} skipped, see above)")
     if cfg.results_json:
         (out / "predictions.json").write_text(json.dumps({"images": images, "annotations": predictor.results}))
     return out

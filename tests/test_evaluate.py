@@ -196,6 +196,14 @@ def test_predict_images_instances(trained, tmp_path):
     original = cv2.imread(str(tmp_path / "in" / "s0.png"))
     assert drawn.shape == (64, 64, 3)
     assert (drawn != original).any(axis=2).mean() > 0.05  # with confidence 0 there are instances, and they are drawn
+    # a file that is not an image is skipped in a folder; alone, it is an error (it said "written to" with exit 0)
+    (tmp_path / "in" / "notes.png").write_text("not an image")
+    fake = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}",
+                           f"input={tmp_path / 'in' / 'notes.png'}", f"output={tmp_path / 'out2'}", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=600)
+    assert fake.returncode == 1 and "Traceback" not in fake.stderr
+    assert fake.stderr.strip().splitlines()[-2:] == [f"skipped {tmp_path / 'in' / 'notes.png'}: not a readable image",
+                                                     f"error: input={tmp_path / 'in' / 'notes.png'}: no readable image (1 skipped, see above)"]
 
 
 def test_report_sorts_by_a_metric_it_does_not_show_and_names_bad_choices():
