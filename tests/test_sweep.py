@@ -285,6 +285,26 @@ def test_a_sweep_refuses_multi_process_trials_and_says_how_to_use_several_gpus(t
     assert "Traceback" not in proc.stderr and not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
 
 
+def test_a_gpu_sweep_on_a_machine_without_one_stops_before_any_trial(tmp_path):
+    # every trial failed the same way ("No supported gpu backend found!") until max_failures
+    import torch
+
+    from conftest import compose_cfg
+    from masklab import MasklabError
+    from masklab.sweep.sweeper import _refuse_gpu_trials_without_gpu
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(MasklabError, match=r"^trainer.accelerator=gpu: no CUDA GPU is visible here, so no trial could run"):
+        _refuse_gpu_trials_without_gpu(compose_cfg(["trainer=gpu"]), {})
+    _refuse_gpu_trials_without_gpu(compose_cfg([]), {})
+    _refuse_gpu_trials_without_gpu(compose_cfg(["trainer=gpu"]), {"trainer": optuna.distributions.CategoricalDistribution(["cpu", "gpu"])})
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.02,0.01)", "trainer=gpu", n_trials=2), tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: trainer.accelerator=gpu: no CUDA GPU is visible here")
+    assert not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
+
+
 def test_two_workers_share_one_study(tmp_path):
     cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", n_trials=4, name="w")
     first = run(cmd, tmp_path, wait=False)

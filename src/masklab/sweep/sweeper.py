@@ -141,6 +141,7 @@ class OptunaSweeperBase(Sweeper):
                 raise MasklabError(f"hydra.sweeper.{key}={getattr(self, key)}: must be at least {least}")
         dists, fixed = space.parse(self.config.get("hparams_search"), self.params, arguments)
         _refuse_multiprocess_trials(self.config, dists)
+        _refuse_gpu_trials_without_gpu(self.config, dists)
         if not dists:
             raise MasklabError("the search space is empty: pick hparams_search=<file> or give sweeps like "
                                "'optimizer.lr=tag(log,interval(1e-3,1e-1))' on the command line")
@@ -251,6 +252,18 @@ def _refuse_multiprocess_trials(config, dists) -> None:
                        "(Lightning's DDP launcher would re-run the sweep in every rank). Use the GPUs as parallel workers, "
                        "one per GPU on the same study: CUDA_VISIBLE_DEVICES=<i> python src/train.py -m hydra/sweeper=optuna "
                        "trainer=gpu ... (README: Parallel workers)")
+
+
+def _refuse_gpu_trials_without_gpu(config, dists) -> None:
+    """``trainer=gpu`` on a machine with no CUDA GPU: every trial failed the same way until max_failures."""
+    import torch
+
+    if "trainer" in dists or torch.cuda.is_available():  # a swept trainer may still pick cpu
+        return
+    accelerator = str((config.get("trainer") or {}).get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda"):
+        raise MasklabError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible here, so no trial could run; "
+                           "use trainer=cpu (or trainer.accelerator=auto)")
 
 
 def _free_memory() -> None:
