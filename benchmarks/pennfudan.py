@@ -63,11 +63,12 @@ def main(argv=None) -> dict:
     common = [*(f"schedule.epochs={args.epochs}",) * (args.epochs is not None), *args.overrides]
     runs = {"pretrained": ("pretrained (ImageNet)", common), "scratch": ("scratch", ["backbone.weights=null", *common])}
     rows = {runs[r][0]: run(r, runs[r][1], out) for r in ([args.only] if args.only else runs)}
-    print(f"\nPennFudanPed test split, this machine ({_device()}):")
+    device = _device()
+    print(f"\nPennFudanPed test split, this machine ({device}):")
     print(f"{'':24s}" + "".join(f"{k:>16s}" for k in (*KEYS, "minutes")))
     for label, r in rows.items():
         print(f"{label:24s}" + "".join(f"{(r[k] if r[k] is not None else float('nan')):16.4f}" for k in (*KEYS, "minutes")))
-    (out / "results.json").write_text(json.dumps({**rows, "_run": {"device": _device(), "overrides": common}}, indent=1))
+    (out / "results.json").write_text(json.dumps({**rows, "_run": {"device": device, "overrides": common}}, indent=1))
     return rows
 
 

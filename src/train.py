@@ -21,7 +21,7 @@ from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError, exit_on_error, user_message  # noqa: E402
+from masklab import MasklabError, causes, exit_on_error, user_message  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
@@ -53,8 +53,8 @@ def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
     try:
         return instantiate(cfg.trainer, **kwargs)
     except Exception as exc:  # Hydra wraps it: "Error in call to target 'lightning.pytorch.trainer.trainer.Trainer'"
-        cause = exc if isinstance(exc, MisconfigurationException) else exc.__cause__
-        if not isinstance(cause, MisconfigurationException):
+        cause = next((e for e in causes(exc) if isinstance(e, MisconfigurationException)), None)
+        if cause is None:
             raise
         t = cfg.trainer
         hint = ("; no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)"

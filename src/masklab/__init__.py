@@ -30,8 +30,7 @@ def user_message(exc: BaseException) -> str | None:
     interpolation cannot use (``optimizer.lr=abc`` where the search space computes ``${mul:${optimizer.lr},0.25}``)."""
     from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-    seen = exc
-    for _ in range(5):  # Hydra wraps once: "Error in call to target ...", the MasklabError as its cause
+    for seen in causes(exc):  # Hydra wraps once: "Error in call to target ...", the MasklabError as its cause
         if isinstance(seen, MasklabError):
             return str(seen)
         if isinstance(seen, MissingMandatoryValue):
@@ -39,10 +38,15 @@ def user_message(exc: BaseException) -> str | None:
             return f"{key} is required: give {key}=<value> on the command line (--help says what it takes)"
         if isinstance(seen, InterpolationResolutionError):  # e.g. optimizer.lr=abc read by ${mul:${optimizer.lr},0.25}
             return f"{seen.full_key}: {str(seen).splitlines()[0]}"
-        if seen.__cause__ is None:
-            return None
-        seen = seen.__cause__
     return None
+
+
+def causes(exc: BaseException, depth: int = 5):
+    """``exc`` and the exceptions it was raised from (``__cause__``), outermost first: what Hydra's
+    ``instantiate`` or Lightning wrapped."""
+    while exc is not None and depth > 0:
+        yield exc
+        exc, depth = exc.__cause__, depth - 1
 
 
 @contextlib.contextmanager

@@ -143,7 +143,7 @@ def retrain_command(hydra_cfg: DictConfig, sweep_dir: Path, name: str = "best") 
             f"+tuned={name}")
 
 
-def write_best_params(path: Path, best, fixed: list[str], names, command: str | None = None) -> Path:
+def write_best_params(path: Path, best, fixed: list[str], names, command: str) -> Path:
     """The winner as a ``tuned`` config (``# @package _global_``, group choices as ``override /group``)."""
     groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
     overrides = {}
@@ -163,7 +163,7 @@ def write_best_params(path: Path, best, fixed: list[str], names, command: str | 
                 node = node.setdefault(p, {})
             node[leaf] = v
     header = (f"# @package _global_\n# Best trial {best.number}: {dict(zip(names, best.values))}\n"
-              f"# retrain: {command or f'python src/train.py --config-dir {path.parent.parent} +tuned={path.stem}'}\n"
+              f"# retrain: {command}\n"
               f"# pipeline: copy to conf/tuned/best.yaml (dvc repro's train stage includes it)\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"defaults": defaults, **values} if defaults else values

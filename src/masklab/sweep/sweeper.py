@@ -26,7 +26,7 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
-from masklab import MasklabError, exit_on_error, user_message
+from masklab import MasklabError, causes, exit_on_error, user_message
 from masklab.sweep import report, space, study as st
 
 log = logging.getLogger("masklab.sweep")
@@ -213,19 +213,10 @@ class OptunaSweeperBase(Sweeper):
         reason = error if isinstance(error, str) else user_message(error) or (
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         trial.set_user_attr("fail_reason", reason[:2000])
-        self._setting_error = reason if _caused_by(error, st.StudySettingError) else None
+        setting = isinstance(error, BaseException) and any(isinstance(e, st.StudySettingError) for e in causes(error))
+        self._setting_error = reason if setting else None
         study.tell(trial, state=State.FAIL)
         return self.tracker.after_trial(trial, State.FAIL, reason)
-
-
-def _caused_by(error, kind: type) -> bool:
-    for _ in range(5):  # Hydra's instantiate or Lightning may wrap it
-        if isinstance(error, kind):
-            return True
-        if not isinstance(error, BaseException) or error.__cause__ is None:
-            return False
-        error = error.__cause__
-    return False
 
 
 #: Lightning strategies that run a trial in several processes

@@ -34,11 +34,12 @@ def check_resumable(ckpt_path: str, module, cfg: DictConfig) -> str | None:
     own, theirs = module.state_dict(), ckpt.get("state_dict") or {}
     differ = sorted(k for k in own.keys() | theirs.keys() if k not in own or k not in theirs or own[k].shape != theirs[k].shape)
     names = hp.get("class_names")
+    other_classes = names is not None and list(names) != list(module.class_names)
     changed = _changed(trained, cfg, ("backbone", "model", "anchors"))
-    if names is not None and list(names) != list(module.class_names):
+    if other_classes:
         changed.append(f"classes {list(names)} -> {list(module.class_names)}")
     instead = f"resume with the settings it was trained with, or start a new run from its weights: model.weights={ckpt_path}"
-    if differ or (names is not None and list(names) != list(module.class_names)):
+    if differ or other_classes:
         what = f"{len(differ)} tensors differ, e.g. {differ[0]}" if differ else "the classes differ"
         raise MasklabError(f"resume={ckpt_path}: it is a checkpoint of another model ({what}; "
                            f"{', '.join(changed[:4]) or 'settings unknown'}); {instead}")
