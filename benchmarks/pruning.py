@@ -246,7 +246,13 @@ def main(argv=None) -> dict:
     p.add_argument("--reuse", type=Path, default=None,
                    help="a result JSON of an earlier run (run_all.py keeps them in benchmarks/.results): re-score its "
                         "recorded curves (replays, orders) without training; --pruners/--prune-on are taken from it")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="a result JSON (--save) whose unpruned study stands in for a new one: only the --pruners studies "
+                        "train (same trials, epochs, images, sampler and seed, or it refuses)")
+    p.add_argument("--save", type=Path, default=None, help="also write the result (curves included) as JSON here")
     args = p.parse_args(argv)
+    if args.reuse and args.baseline:
+        p.error("--reuse re-scores a result without training, --baseline trains its --pruners: give one")
     studies, rows = {}, {}
     if args.reuse:
         old = json.loads(args.reuse.read_text())
@@ -260,14 +266,39 @@ def main(argv=None) -> dict:
                               for number, state, ap, loss in rows[label]["trials"]]
     else:
         real = [(f"{p}{_on(args.prune_on)}", p) for p in args.pruners]
+        if args.baseline:
+            _take_baseline(args, studies, rows)
         run_all_studies(args, real, studies, rows)
-    return score(args, real, studies, rows)
+    result = score(args, real, studies, rows)
+    if args.save:
+        args.save.write_text(json.dumps(result, indent=1, default=str))
+        print(f"result written to {args.save}")
+    return result
+
+
+def _take_baseline(args, studies: dict, rows: dict) -> None:
+    """The unpruned study of an earlier result (``--baseline``), if it ran the study this one would."""
+    try:
+        old = json.loads(args.baseline.read_text())
+        row = old["rows"]["no pruning"]
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"--baseline {args.baseline}: not a pruning.py result with an unpruned study ({e})")
+    wanted = {"trials": args.trials, "epochs": args.epochs, "images": args.images, "val_images": args.val_images,
+              "sampler": args.sampler, "seed": args.seed, "warmup_iters": args.warmup_iters}
+    differs = {k: (old.get(k), v) for k, v in wanted.items() if old.get(k) != v}
+    if differs:
+        sys.exit(f"--baseline {args.baseline}: its unpruned study ran another study: "
+                 + ", ".join(f"{k} {a} here {b}" for k, (a, b) in differs.items()))
+    rows["no pruning"] = {k: v for k, v in row.items() if k not in ("epochs_to_bar", "replay_matches")}
+    studies["no pruning"] = [_Curve(ap, state, number, {LOSS: [-v for v in loss]})
+                             for number, state, ap, loss in row["trials"]]
 
 
 def run_all_studies(args, real, studies: dict, rows: dict) -> None:
+    """Train the unpruned study (unless ``--baseline`` gave it) and each really pruned one."""
     work = Path(tempfile.mkdtemp(prefix="masklab-pruning-"))
     try:
-        for label, pruner in (("no pruning", "none"), *real):
+        for label, pruner in ((("no pruning", "none"),) if "no pruning" not in studies else ()) + tuple(real):
             trials, seconds = run_study(work, pruner, pruner, args)
             studies[label] = trials
             rows[label] = _row(trials, args.tol, minutes=seconds / 60, pruner_kwargs=pruner_kwargs(pruner, epochs=args.epochs),
@@ -321,7 +352,8 @@ def score(args, real, studies: dict, rows: dict) -> dict:
               f"{o['median'] if o['median'] is None else round(o['median'], 2)}, <= 0.5 in {o['share_le_0.5']:.0%}, "
               f"winner pruned in {o['share_never']:.0%}")
     return {"rows": rows, "ratios": ratios, "bar": bar, "sampler": args.sampler, "trials": args.trials, "epochs": args.epochs,
-            "images": args.images, "val_images": args.val_images, "orders": orders, "prune_on": args.prune_on}
+            "images": args.images, "val_images": args.val_images, "orders": orders, "prune_on": args.prune_on,
+            "seed": args.seed, "warmup_iters": args.warmup_iters}
 
 
 def _row(trials, tol: float, curves=None, **extra) -> dict:

@@ -64,21 +64,9 @@ def _kwargs(kwargs: dict) -> str:
     return "{" + ",".join(f"{k}:{v}" for k, v in kwargs.items()) + "}"
 
 
-def run(quick: bool, resume: bool = False) -> list[dict]:
+def pruning_rows(pr: dict) -> list[dict]:
+    """The table's rows of one pruning.py result (its real pruned studies, replays and the oracle bound)."""
     rows = []
-    o = cached("overhead", resume, overhead.main, ["--batches", "10" if quick else "30", "--rounds", "1" if quick else "3"])
-    rows.append({"benchmark": "framework overhead", "figure": f"{o['ratio']:.3f}", "target": ">= 0.97",
-                 "met": o["ratio"] >= 0.97, "detail": f"Lightning {o['lightning_img_s']:.2f} vs bare {o['bare_img_s']:.2f} img/s",
-                 "command": "python benchmarks/overhead.py"})
-    d = cached("dataloader", resume, dataloader.main, ["--batches", "20" if quick else "40"])
-    rows.append({"benchmark": "data loading vs training", "figure": f"{d['ratio']:.1f}x", "target": ">= 3x",
-                 "met": d["ratio"] >= 3, "detail": f"{d['loading_img_s']:.0f} vs {d['training_img_s']:.2f} img/s (full augmentation, 2 workers)",
-                 "command": "python benchmarks/dataloader.py"})
-    e = cached("eval_speed", resume, eval_speed.main, ["--images", "500", "--repeats", "1" if quick else "3"])
-    rows.append({"benchmark": "COCO evaluation speed", "figure": f"{e['ratio']:.1f}x", "target": ">= 3x", "met": e["ratio"] >= 3,
-                 "detail": f"pycocotools {e['pycocotools_s']:.2f} s vs masklab {e['masklab_s']:.2f} s, 500 images, numbers identical",
-                 "command": "python benchmarks/eval_speed.py"})
-    pr = cached("pruning", resume, pruning.main, ["--trials", "6", "--epochs", "3", "--images", "96"] if quick else [])
     none = pr["rows"]["no pruning"]
     for name, r in pr["ratios"].items():
         row = pr["rows"][name]
@@ -105,6 +93,25 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                                + {True: " (its replay gives the same epochs)", False: " (differs from its replay)"}.get(
                                    row.get("replay_matches"), "") + spread,
                      "command": "python benchmarks/pruning.py"})
+    return rows
+
+
+def run(quick: bool, resume: bool = False) -> list[dict]:
+    rows = []
+    o = cached("overhead", resume, overhead.main, ["--batches", "10" if quick else "30", "--rounds", "1" if quick else "3"])
+    rows.append({"benchmark": "framework overhead", "figure": f"{o['ratio']:.3f}", "target": ">= 0.97",
+                 "met": o["ratio"] >= 0.97, "detail": f"Lightning {o['lightning_img_s']:.2f} vs bare {o['bare_img_s']:.2f} img/s",
+                 "command": "python benchmarks/overhead.py"})
+    d = cached("dataloader", resume, dataloader.main, ["--batches", "20" if quick else "40"])
+    rows.append({"benchmark": "data loading vs training", "figure": f"{d['ratio']:.1f}x", "target": ">= 3x",
+                 "met": d["ratio"] >= 3, "detail": f"{d['loading_img_s']:.0f} vs {d['training_img_s']:.2f} img/s (full augmentation, 2 workers)",
+                 "command": "python benchmarks/dataloader.py"})
+    e = cached("eval_speed", resume, eval_speed.main, ["--images", "500", "--repeats", "1" if quick else "3"])
+    rows.append({"benchmark": "COCO evaluation speed", "figure": f"{e['ratio']:.1f}x", "target": ">= 3x", "met": e["ratio"] >= 3,
+                 "detail": f"pycocotools {e['pycocotools_s']:.2f} s vs masklab {e['masklab_s']:.2f} s, 500 images, numbers identical",
+                 "command": "python benchmarks/eval_speed.py"})
+    pr = cached("pruning", resume, pruning.main, ["--trials", "6", "--epochs", "3", "--images", "96"] if quick else [])
+    rows += pruning_rows(pr)
     m = cached("memory", resume, memory.main, ["schedule.epochs=1"] if quick else [])
     rows.append({"benchmark": "peak RSS of the main job", "figure": f"{m['main_peak_gib']:.2f} GiB", "target": "<= 4 GiB",
                  "met": m["main_peak_gib"] <= 4, "detail": f"with the 2 loader workers (PSS) {m['tree_peak_gib']:.2f} GiB; "

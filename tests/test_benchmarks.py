@@ -126,3 +126,24 @@ def test_reuse_rescores_recorded_curves_and_keeps_the_epoch_size(tmp_path):
     assert result["ratios"]["oracle (replay)"]["ratio"] == 1.0  # trials 0 and 1 are records: nothing to cut before 1
     path.write_text(json.dumps({**old, "images": 288}))
     assert pruning.main(["--reuse", str(path), "--orders", "5", "--replay", "median"])["images"] == 288
+
+
+def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study(tmp_path, capsys):
+    curves = [[0, "COMPLETE", [0.1, 0.2, 0.3], [2.0, 1.8, 1.6]], [1, "COMPLETE", [0.0, 0.1, 0.5], [2.0, 1.5, 1.0]]]
+    old = {"prune_on": pruning.AP, "trials": 2, "epochs": 3, "images": 288, "val_images": 32, "sampler": "random",
+           "seed": 0, "warmup_iters": 0,
+           "rows": {"no pruning": {"trials": curves, "epochs_to_own_best": 6, "best_segm_AP": 0.5, "total_epochs": 6,
+                                   "minutes": 1.0, "pruned": 0, "pruner_kwargs": {}}}}
+    path, saved = tmp_path / "base.json", tmp_path / "out.json"
+    path.write_text(json.dumps(old))
+    # no --pruners: nothing trains, the baseline's curves are scored and the result saved
+    result = pruning.main(["--baseline", str(path), "--trials", "2", "--epochs", "3", "--pruners", "--orders", "3",
+                           "--replay", pruning.ORACLE, "--save", str(saved)])
+    assert result["rows"]["no pruning"]["epochs_to_bar"] == 6
+    assert json.loads(saved.read_text())["rows"]["no pruning"]["trials"] == curves
+    try:
+        pruning.main(["--baseline", str(path), "--trials", "2", "--epochs", "6", "--pruners", "median"])
+    except SystemExit as e:
+        assert str(e) == f"--baseline {path}: its unpruned study ran another study: epochs 3 here 6"
+    else:
+        raise AssertionError("a baseline of 3-epoch trials stood in for 6-epoch ones")
