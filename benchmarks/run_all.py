@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Every benchmark of the project in one command; one table of ratios and figures -> benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py            # everything (~2.5 h on 2 cores, most of it the pruning and PennFudan studies)
+    python benchmarks/run_all.py            # everything (~3 h on 2 cores, most of it the pruning and PennFudan studies)
     python benchmarks/run_all.py --quick    # shorter versions of each (minutes; figures less representative)
     python benchmarks/run_all.py --resume   # keep the figures of benchmarks that already finished (benchmarks/.results/)
 
