@@ -310,8 +310,9 @@ def run_all_studies(args, real, studies: dict, rows: dict) -> None:
             studies[label] = trials
             rows[label] = _row(trials, args.tol, minutes=seconds / 60, pruner_kwargs=pruner_kwargs(pruner, epochs=args.epochs),
                                pruned=sum(t.state.name == "PRUNED" for t in trials),
-                               curves=[[t.number, t.state.name, [round(v, 4) for v in t.values],
-                                        [round(-v, 4) for v in t.signals[LOSS]]] for t in trials])
+                               # unrounded: --baseline/--reuse re-score them, and a pruner's ties follow the last digits
+                               curves=[[t.number, t.state.name, list(t.values), [-v for v in t.signals[LOSS]]]
+                                       for t in trials])
             print(f"{label:30s} best segm AP {rows[label]['best_segm_AP']:.4f}  epochs to within {args.tol} of it: "
                   f"{rows[label]['epochs_to_own_best']:3d}  total epochs {rows[label]['total_epochs']:3d}  "
                   f"pruned {rows[label]['pruned']:2d}  ({seconds / 60:.1f} min)", flush=True)
