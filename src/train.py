@@ -26,7 +26,8 @@ from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
 from masklab.track.history import History, ValidateLastEpoch  # noqa: E402
-from masklab.track.mlflow_utils import artifact_location, default_run_name, log_params, log_run_files  # noqa: E402
+from masklab.track.mlflow_utils import (artifact_location, default_run_name, end_failed, log_params,  # noqa: E402
+                                        log_run_files)
 from masklab.track.resume import check_resumable, resume_checkpoint  # noqa: E402
 from masklab.track.summary import export_files, run_summary  # noqa: E402
 
@@ -83,10 +84,16 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     bridge = [pruning_bridge(study, trial, cfg)] if trial else []
     if trial and logger:
         trial.set_user_attr("mlflow_run_id", logger.run_id)
-    trainer = make_trainer(cfg, max_epochs=cfg.schedule.epochs, logger=logger,
-                          callbacks=[checkpoint, last, History(output_dir), ValidateLastEpoch(), *bridge, *extra_callbacks],
-                          default_root_dir=str(output_dir),
-                          gradient_clip_val=cfg.grad_clip_norm or None)
+    try:
+        trainer = make_trainer(cfg, max_epochs=cfg.schedule.epochs, logger=logger,
+                               callbacks=[checkpoint, last, History(output_dir), ValidateLastEpoch(), *bridge,
+                                          *extra_callbacks],
+                               default_root_dir=str(output_dir),
+                               gradient_clip_val=cfg.grad_clip_norm or None)
+    except Exception:
+        if logger:
+            end_failed(logger)
+        raise
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -155,6 +155,13 @@ def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
     assert out.stderr.strip().splitlines()[-1] == (
         "error: trainer (accelerator=gpu, devices=1, strategy=auto): No supported gpu backend found!; "
         "no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)")
+    # the MLflow run it had opened is FAILED with its params written (it stayed RUNNING, and MLflow's queue
+    # printed "Failed to submit batch" after the error line at exit)
+    import mlflow
+
+    runs = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"] and runs[0].data.params["trainer.accelerator"] == "gpu"
 
 
 def test_a_plain_multirun_runs_every_job_and_names_the_failed_ones(tmp_path):

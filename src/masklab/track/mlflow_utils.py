@@ -64,6 +64,17 @@ def log_params(logger, cfg: DictConfig) -> None:
 
 
 @rank_zero_only
+def end_failed(logger) -> None:
+    """Mark the run FAILED when training stops before Lightning owns it (it finalizes runs that fail in
+    ``fit``), writing the params logged asynchronously first: left to interpreter shutdown, MLflow printed
+    "Failed to submit batch for logging" after the error line and the run stayed RUNNING."""
+    import mlflow
+
+    mlflow.flush_async_logging()
+    logger.finalize("failed")
+
+
+@rank_zero_only
 def log_run_files(logger, cfg: DictConfig, best_ckpt: str | None, best_score) -> None:
     """Resolved config YAML as an artifact, best checkpoint path and score as tags; waits until the
     metrics logged asynchronously (``logger.synchronous: false``) are written, so the run is complete
