@@ -268,9 +268,7 @@ def main(argv=None) -> dict:
         args.images, args.val_images = old.get("images", 96), old.get("val_images", 32)  # before 2026-11-22: 96 / 32
         real = [(label, label.split(" ")[0]) for label, r in old["rows"].items() if "minutes" in r and label != "no pruning"]
         for label in ("no pruning", *(lb for lb, _ in real)):
-            rows[label] = {k: v for k, v in old["rows"][label].items() if k not in ("epochs_to_bar", "replay_matches")}
-            studies[label] = [_Curve(ap, state, number, {LOSS: [-v for v in loss]})
-                              for number, state, ap, loss in rows[label]["trials"]]
+            rows[label], studies[label] = _recorded(old["rows"][label])
     else:
         real = [(f"{p}{_on(args.prune_on)}", p) for p in args.pruners]
         if args.baseline:
@@ -281,6 +279,12 @@ def main(argv=None) -> dict:
         args.save.write_text(json.dumps(result, indent=1, default=str))
         print(f"result written to {args.save}")
     return result
+
+
+def _recorded(row: dict) -> tuple[dict, list]:
+    """A study's row of a saved result without its scores (they are recomputed), and its trials' curves."""
+    kept = {k: v for k, v in row.items() if k not in ("epochs_to_bar", "replay_matches")}
+    return kept, [_Curve(ap, state, number, {LOSS: [-v for v in loss]}) for number, state, ap, loss in row["trials"]]
 
 
 def _take_baseline(args, studies: dict, rows: dict) -> None:
@@ -296,9 +300,7 @@ def _take_baseline(args, studies: dict, rows: dict) -> None:
     if differs:
         sys.exit(f"--baseline {args.baseline}: its unpruned study ran another study: "
                  + ", ".join(f"{k} {a} here {b}" for k, (a, b) in differs.items()))
-    rows["no pruning"] = {k: v for k, v in row.items() if k not in ("epochs_to_bar", "replay_matches")}
-    studies["no pruning"] = [_Curve(ap, state, number, {LOSS: [-v for v in loss]})
-                             for number, state, ap, loss in row["trials"]]
+    rows["no pruning"], studies["no pruning"] = _recorded(row)
 
 
 def run_all_studies(args, real, studies: dict, rows: dict) -> None:
