@@ -42,13 +42,16 @@ class _Clock(L.Callback):
             self.images += len(batch[0])
 
     def on_train_end(self, trainer, pl_module):
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
         self.seconds = time.perf_counter() - self.start
 
 
-def lightning_run(cfg, datamodule, batches: int, warmup: int) -> float:
+def lightning_run(cfg, datamodule, batches: int, warmup: int, accelerator: str = "cpu",
+                  precision: str = "32-true") -> float:
     L.seed_everything(cfg.seed, verbose=False)
-    module, clock = MaskRCNNModule(cfg), _Clock(warmup)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=batches + warmup,
+    module, clock = MaskRCNNModule(cfg, class_names=datamodule.class_names), _Clock(warmup)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=1, precision=precision, limit_train_batches=batches + warmup,
                         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[clock], log_every_n_steps=10)
     trainer.fit(module, datamodule=datamodule)
@@ -57,7 +60,7 @@ def lightning_run(cfg, datamodule, batches: int, warmup: int) -> float:
 
 def bare_run(cfg, datamodule, batches: int, warmup: int) -> float:
     L.seed_everything(cfg.seed, verbose=False)
-    module = MaskRCNNModule(cfg)  # same build_model, same optimizer + schedule config
+    module = MaskRCNNModule(cfg, class_names=datamodule.class_names)  # same build_model, same optimizer + schedule config
     model = module.model.train()
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

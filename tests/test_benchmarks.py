@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import pruning  # noqa: E402
@@ -147,3 +149,14 @@ def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study
         assert str(e) == f"--baseline {path}: its unpruned study ran another study: epochs 3 here 6"
     else:
         raise AssertionError("a baseline of 3-epoch trials stood in for 6-epoch ones")
+
+
+def test_precision_benchmark_refuses_unknown_modes_and_a_machine_without_gpu(capsys, monkeypatch):
+    import precision
+
+    with pytest.raises(SystemExit):
+        precision.main(["--modes", "32-true,fp8"])
+    assert "--modes: unknown fp8; choose from 32-true, 32-true+tf32, 16-mixed, bf16-mixed" in capsys.readouterr().err
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA GPU is visible here; it compares GPU precisions"):
+        precision.main(["--modes", "32-true,16-mixed"])
