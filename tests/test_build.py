@@ -33,7 +33,7 @@ def test_option_builds_and_trains_one_step(group, option, tmp_path):
     else:
         cfg = compose_cfg([f"{group}={option}"])
     if group == "trainer" and cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
-        assert cfg.trainer.precision == "16-mixed"
+        assert cfg.trainer.precision == "32-true"  # AMP was slower on an H100 (conf/trainer/gpu.yaml)
         pytest.skip("trainer=%s needs a CUDA GPU (config composed and checked)" % option)
     datamodule = build_datamodule(cfg)
     module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
