@@ -26,6 +26,7 @@ import eval_speed  # noqa: E402
 import memory  # noqa: E402
 import overhead  # noqa: E402
 import pennfudan  # noqa: E402
+import precision  # noqa: E402
 import pruning  # noqa: E402
 
 
@@ -96,6 +97,15 @@ def pruning_rows(pr: dict) -> list[dict]:
     return rows
 
 
+def precision_row(pc: dict) -> dict:
+    """The row of one precision.py result (images/s by mode, 32-true first): AMP's speed as a ratio of fp32's."""
+    amp = {m: pc[m] / pc["32-true"] for m in ("16-mixed", "bf16-mixed") if m in pc}
+    return {"benchmark": "mixed precision speed (GPU, images/s vs 32-true)",
+            "figure": " / ".join(f"{r:.2f}x" for r in amp.values()), "target": "(reference: sets trainer=gpu's precision)",
+            "met": None, "detail": ", ".join(f"{m} {v:.1f}" for m, v in pc.items()) + " img/s, the main job's config",
+            "command": "python benchmarks/precision.py"}
+
+
 def run(quick: bool, resume: bool = False) -> list[dict]:
     rows = []
     o = cached("overhead", resume, overhead.main, ["--batches", "10" if quick else "30", "--rounds", "1" if quick else "3"])
@@ -117,6 +127,9 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                  "met": m["main_peak_gib"] <= 4, "detail": f"with the 2 loader workers (PSS) {m['tree_peak_gib']:.2f} GiB; "
                                                            f"run took {m['minutes']:.1f} min",
                  "command": "python benchmarks/memory.py"})
+    if precision.torch.cuda.is_available():  # it compares GPU precisions: nothing to measure on a CPU
+        rows.append(precision_row(cached("precision", resume, precision.main,
+                                         ["--rounds", "1", "--batches", "10"] if quick else [])))
     pf = cached("pennfudan", resume, pennfudan.main, ["--epochs", "3"] if quick else [])
     if pf:
         pre, scr = pf["pretrained (ImageNet)"], pf["scratch"]

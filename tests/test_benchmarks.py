@@ -51,6 +51,12 @@ def test_results_table_has_one_row_per_benchmark_and_keeps_the_notes(tmp_path, m
     assert "torch" in text and text.rstrip().endswith("none lent")
 
 
+def test_precision_row_gives_amp_speed_as_a_ratio_of_fp32():
+    row = run_all.precision_row({"32-true": 40.0, "32-true+tf32": 38.0, "16-mixed": 32.0, "bf16-mixed": 36.0})
+    assert row["figure"] == "0.80x / 0.90x" and row["met"] is None
+    assert row["detail"].startswith("32-true 40.0, 32-true+tf32 38.0, 16-mixed 32.0, bf16-mixed 36.0 img/s")
+
+
 def _done(*values, state="COMPLETE"):
     return SimpleNamespace(intermediate_values=dict(enumerate(values)), state=pruning.TrialState[state])
 
