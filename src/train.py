@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 
 import hydra  # noqa: E402
 import lightning.pytorch as L  # noqa: E402
+import optuna  # noqa: E402
 import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
@@ -78,22 +79,31 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     # keeps last.ckpt truly the latest epoch, which is what resume needs.
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     logger = make_logger(cfg, run_id)
+    try:
+        return _fit_and_report(cfg, output_dir, datamodule, module, ckpt_path, [checkpoint, last], logger,
+                               extra_callbacks)
+    except optuna.TrialPruned:
+        raise  # a pruned trial: its run is tagged pruned, not failed
+    except Exception:
+        # Lightning finalizes a run that fails inside fit/test; one that fails before (log_params, the trial,
+        # the Trainer) stayed RUNNING, and one that fails after (files, export) said FINISHED for a failed command
+        if logger:
+            end_failed(logger)
+        raise
+
+
+def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, checkpoints, logger,
+                    extra_callbacks) -> float:
+    checkpoint = checkpoints[0]
     if logger:
         log_params(logger, cfg)
     study, trial = trial_of(cfg)  # an Optuna trial of a sweep, or none
     bridge = [pruning_bridge(study, trial, cfg)] if trial else []
     if trial and logger:
         trial.set_user_attr("mlflow_run_id", logger.run_id)
-    try:
-        trainer = make_trainer(cfg, max_epochs=cfg.schedule.epochs, logger=logger,
-                               callbacks=[checkpoint, last, History(output_dir), ValidateLastEpoch(), *bridge,
-                                          *extra_callbacks],
-                               default_root_dir=str(output_dir),
-                               gradient_clip_val=cfg.grad_clip_norm or None)
-    except Exception:
-        if logger:
-            end_failed(logger)
-        raise
+    trainer = make_trainer(cfg, max_epochs=cfg.schedule.epochs, logger=logger,
+                           callbacks=[*checkpoints, History(output_dir), ValidateLastEpoch(), *bridge, *extra_callbacks],
+                           default_root_dir=str(output_dir), gradient_clip_val=cfg.grad_clip_norm or None)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -164,6 +164,27 @@ def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
     assert [r.info.status for r in runs] == ["FAILED"] and runs[0].data.params["trainer.accelerator"] == "gpu"
 
 
+@pytest.mark.parametrize("where", ["trial_of", "export_files"])
+def test_a_run_that_fails_outside_fit_is_failed_in_mlflow(where, tmp_path, monkeypatch):
+    # Lightning finalizes the MLflow run only when fit/test raise: a run failing before fit (here: reading its
+    # Optuna trial) stayed RUNNING, one failing after it (writing export files) said FINISHED for a failed command
+    import train
+    from masklab import MasklabError
+
+    def fail(*args, **kwargs):
+        raise MasklabError(f"{where} failed")
+
+    monkeypatch.setattr(train, where, fail)
+    GlobalHydra.instance().clear()
+    cfg = compose_cfg(["logger=mlflow", f"paths.output_root={tmp_path}/outputs"])
+    with pytest.raises(MasklabError, match=f"^{where} failed$"):
+        train.train(cfg, tmp_path / "run")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"] and runs[0].data.params["optimizer.lr"] == str(cfg.optimizer.lr)
+    assert ("val/segm_AP" in runs[0].data.metrics) == (where == "export_files")  # it trained before failing
+
+
 def test_a_plain_multirun_runs_every_job_and_names_the_failed_ones(tmp_path):
     # Hydra's own grid stopped at the first failing job with a traceback, and the other jobs never ran
     out = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "-m", *TINY, "optimizer.lr=1e30,0.01",
