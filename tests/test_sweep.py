@@ -311,7 +311,10 @@ def test_two_workers_share_one_study(tmp_path):
     time.sleep(1.0)
     second = run(cmd, tmp_path, wait=False)
     outs = [p.communicate(timeout=600)[0] for p in (first, second)]
-    assert [p.returncode for p in (first, second)] == [0, 0], [o[-2000:] for o in outs]
+    for k, (p, out) in enumerate(zip((first, second), outs)):
+        if p.returncode:  # shown under "Captured stdout" (an assertion message would be cut to a few lines)
+            print(f"--- worker {k} exited {p.returncode}; its last 6000 characters:\n{out[-6000:]}")
+    assert [p.returncode for p in (first, second)] == [0, 0]
     study = load(tmp_path, "w")
     assert states(study) == [(i, "COMPLETE") for i in range(4)]  # n_trials in total, distinct numbers
     workers = {t.system_attrs["masklab_pid"] for t in study.trials}
