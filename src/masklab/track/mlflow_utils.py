@@ -65,8 +65,8 @@ def log_params(logger, cfg: DictConfig) -> None:
 
 @rank_zero_only
 def end_failed(logger) -> None:
-    """Mark the run FAILED when training stops before Lightning owns it (it finalizes runs that fail in
-    ``fit``), writing the params logged asynchronously first: left to interpreter shutdown, MLflow printed
+    """Mark the run FAILED when training fails outside Lightning's fit/test (which finalize their own
+    failures), writing the params logged asynchronously first: left to interpreter shutdown, MLflow printed
     "Failed to submit batch for logging" after the error line and the run stayed RUNNING."""
     import mlflow
 
