@@ -72,16 +72,9 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     datamodule = build_datamodule(cfg)
     module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
     run_id = check_resumable(ckpt_path, module, cfg) if ckpt_path else None  # its MLflow run goes on
-    ckpt_dir = Path(output_dir) / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.optimized_metric, mode=cfg.optimized_mode,
-                                 filename="best-epoch{epoch:03d}", auto_insert_metric_name=False)
-    # Lightning 2.6 writes save_last=True only when a top-k file is written: a separate callback
-    # keeps last.ckpt truly the latest epoch, which is what resume needs.
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     logger = make_logger(cfg, run_id)
     try:
-        return _fit_and_report(cfg, output_dir, datamodule, module, ckpt_path, [checkpoint, last], logger,
-                               extra_callbacks)
+        return _fit_and_report(cfg, output_dir, datamodule, module, ckpt_path, logger, extra_callbacks)
     except optuna.TrialPruned:
         raise  # a pruned trial: its run is tagged pruned, not failed
     except Exception:
@@ -92,9 +85,14 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
         raise
 
 
-def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, checkpoints, logger,
-                    extra_callbacks) -> float:
-    checkpoint = checkpoints[0]
+def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, logger, extra_callbacks) -> float:
+    """``train`` once its MLflow run is open: fit, test the best checkpoint, log and export."""
+    ckpt_dir = Path(output_dir) / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.optimized_metric, mode=cfg.optimized_mode,
+                                 filename="best-epoch{epoch:03d}", auto_insert_metric_name=False)
+    # Lightning 2.6 writes save_last=True only when a top-k file is written: a separate callback
+    # keeps last.ckpt truly the latest epoch, which is what resume needs.
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     if logger:
         log_params(logger, cfg)
     study, trial = trial_of(cfg)  # an Optuna trial of a sweep, or none
@@ -102,7 +100,7 @@ def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, 
     if trial and logger:
         trial.set_user_attr("mlflow_run_id", logger.run_id)
     trainer = make_trainer(cfg, max_epochs=cfg.schedule.epochs, logger=logger,
-                           callbacks=[*checkpoints, History(output_dir), ValidateLastEpoch(), *bridge, *extra_callbacks],
+                           callbacks=[checkpoint, last, History(output_dir), ValidateLastEpoch(), *bridge, *extra_callbacks],
                            default_root_dir=str(output_dir), gradient_clip_val=cfg.grad_clip_norm or None)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
