@@ -139,6 +139,12 @@ def test_resuming_another_model_or_optimizer_is_one_line_naming_what_differs(tmp
     assert out.stderr.strip().splitlines()[-1].startswith(f"error: resume={last}: it is a checkpoint of another model")
 
 
+def _all_runs(tmp_path):
+    """Every MLflow run of the test's own store (the one ``_isolated`` points MLFLOW_TRACKING_URI at)."""
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
 def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
     # trainer=gpu on a machine without one was Hydra's "Error in call to target ... MisconfigurationException"
     from masklab import MasklabError
@@ -157,10 +163,7 @@ def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
         "no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)")
     # the MLflow run it had opened is FAILED with its params written (it stayed RUNNING, and MLflow's queue
     # printed "Failed to submit batch" after the error line at exit)
-    import mlflow
-
-    runs = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
-        [e.experiment_id for e in mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()])
+    runs = _all_runs(tmp_path)
     assert [r.info.status for r in runs] == ["FAILED"] and runs[0].data.params["trainer.accelerator"] == "gpu"
 
 
@@ -179,8 +182,7 @@ def test_a_run_that_fails_outside_fit_is_failed_in_mlflow(where, tmp_path, monke
     cfg = compose_cfg(["logger=mlflow", f"paths.output_root={tmp_path}/outputs"])
     with pytest.raises(MasklabError, match=f"^{where} failed$"):
         train.train(cfg, tmp_path / "run")
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = _all_runs(tmp_path)
     assert [r.info.status for r in runs] == ["FAILED"] and runs[0].data.params["optimizer.lr"] == str(cfg.optimizer.lr)
     assert ("val/segm_AP" in runs[0].data.metrics) == (where == "export_files")  # it trained before failing
 
