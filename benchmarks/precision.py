@@ -7,8 +7,8 @@ Same model, data loader, batch size and seed for every mode; the modes alternate
 run are not timed, and the median over rounds is printed with the ratio to the first mode. The LR
 is 5e-4 unless an override sets it: speed does not depend on it, and a from-scratch r50 at the
 config's 0.02 (or 0.01 with clipping) went non-finite within 30 steps, which ends the run. Needs a
-CUDA GPU. The end-to-end figures (AP and minutes of
-whole runs by precision) are in benchmarks/RESULTS_NOTES.md.
+CUDA GPU. The end-to-end figures (AP and minutes of whole runs by precision) are in
+benchmarks/RESULTS_NOTES.md.
 
     python benchmarks/precision.py                                    # the main job's config (shapes)
     python benchmarks/precision.py data=pennfudan backbone=r50 model=standard batch_size=4 backbone.weights=null
@@ -31,8 +31,9 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from overhead import lightning_run  # noqa: E402
 
-MODES = {"32-true": ("32-true", "highest"), "32-true+tf32": ("32-true", "high"),
-         "16-mixed": ("16-mixed", "highest"), "bf16-mixed": ("bf16-mixed", "highest")}
+#: mode -> (Lightning precision, TF32 matmuls and convolutions allowed)
+MODES = {"32-true": ("32-true", False), "32-true+tf32": ("32-true", True),
+         "16-mixed": ("16-mixed", False), "bf16-mixed": ("bf16-mixed", False)}
 
 
 def main(argv=None) -> dict:
@@ -54,9 +55,8 @@ def main(argv=None) -> dict:
     speeds = {m: [] for m in args.modes}
     for r in range(args.rounds):
         for mode in args.modes:
-            precision, matmul = MODES[mode]
-            torch.backends.cuda.matmul.allow_tf32 = matmul == "high"
-            torch.backends.cudnn.allow_tf32 = matmul == "high"
+            precision, tf32 = MODES[mode]
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
             speeds[mode].append(lightning_run(cfg, datamodule, args.batches, args.warmup, "gpu", precision))
         print(f"round {r + 1}: " + ", ".join(f"{m} {v[-1]:.1f}" for m, v in speeds.items()) + " img/s", flush=True)
     base = statistics.median(speeds[args.modes[0]])
