@@ -305,6 +305,32 @@ def test_a_gpu_sweep_on_a_machine_without_one_stops_before_any_trial(tmp_path):
     assert not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
 
 
+def test_which_running_trials_count_as_left_by_a_dead_worker():
+    import socket
+    from datetime import datetime, timedelta
+
+    from masklab.sweep.study import _process_start, is_stale
+
+    def running(started_s_ago: float, **attrs):
+        start = datetime.now() - timedelta(seconds=started_s_ago)
+        return optuna.trial.FrozenTrial(number=0, state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=start,
+                                        datetime_complete=None, params={}, distributions={}, user_attrs={},
+                                        system_attrs={f"masklab_{k}": v for k, v in attrs.items()},
+                                        intermediate_values={}, trial_id=0)
+
+    me, here = os.getpid(), socket.gethostname()
+    assert not is_stale(running(10, host=here, pid=me, proc_start=_process_start(me)), 3600)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert is_stale(running(10, host=here, pid=dead.pid, proc_start=time.time()), 3600)   # this machine: its process is gone
+    assert is_stale(running(10, host=here, pid=me, proc_start=123.0), 3600)               # its pid, reused by another process
+    assert not is_stale(running(7200, host="elsewhere", pid=1, heartbeat=time.time() - 60), 3600)  # other machine: heartbeat
+    assert is_stale(running(7200, host="elsewhere", pid=1, heartbeat=time.time() - 4000), 3600)
+    # asked a moment ago on another machine, owner not written yet: it was declared dead at once (heartbeat 0)
+    assert not is_stale(running(2), 3600)
+    assert is_stale(running(4000), 3600)
+
+
 def test_two_workers_share_one_study(tmp_path):
     cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", n_trials=4, name="w")
     first = run(cmd, tmp_path, wait=False)

@@ -7,7 +7,7 @@ or any RDB URL (``postgresql://…``, ``mysql://…``, ``sqlite:///…``) for wo
 Crash recovery: each trial records the host, pid and process start time of the worker running it.
 At start, RUNNING trials of *this* host whose process is gone are marked FAIL (the kill of a sweep
 mid-trial); on other hosts a trial is declared dead when its heartbeat (refreshed every validation
-epoch) is older than ``stale_after_s``.
+epoch; before the first, its start time) is older than ``stale_after_s``.
 
 Budget: ``n_trials`` counts COMPLETE + PRUNED trials (FAIL ones are retried, up to
 ``max_failures``). Asking for a trial happens under a lock file beside the storage, and a worker
@@ -130,7 +130,10 @@ def is_stale(frozen: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
     if a.get("masklab_host") == socket.gethostname() and a.get("masklab_pid") is not None:
         start = _process_start(int(a["masklab_pid"]))
         return start is None or (a.get("masklab_proc_start") is not None and abs(start - a["masklab_proc_start"]) > 1)
-    return time.time() - float(a.get("masklab_heartbeat", 0)) > stale_after_s
+    # no heartbeat yet: a trial another machine has just asked for (its owner is written right after):
+    # its age counts from its start, not from 1970 (which declared it dead at once)
+    started = frozen.datetime_start.timestamp() if frozen.datetime_start else 0.0
+    return time.time() - float(a.get("masklab_heartbeat", started)) > stale_after_s
 
 
 def fail_stale(study: optuna.Study, stale_after_s: float) -> list[int]:
