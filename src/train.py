@@ -15,14 +15,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 import hydra  # noqa: E402
 import lightning.pytorch as L  # noqa: E402
 import optuna  # noqa: E402
-import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError, causes, exit_on_error, user_message  # noqa: E402
+from masklab import MasklabError, causes, exit_on_error, missing_cuda, user_message  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
@@ -59,8 +58,7 @@ def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
         if cause is None:
             raise
         t = cfg.trainer
-        hint = ("; no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)"
-                if str(t.accelerator) in ("gpu", "cuda") and not torch.cuda.is_available() else "")
+        hint = "; no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)" if missing_cuda(t.accelerator) else ""
         raise MasklabError(f"trainer (accelerator={t.accelerator}, devices={t.devices}, strategy={t.get('strategy', 'auto')}): "
                            f"{str(cause).strip().splitlines()[0]}{hint}") from None
 

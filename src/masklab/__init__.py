@@ -41,6 +41,13 @@ def user_message(exc: BaseException) -> str | None:
     return None
 
 
+def missing_cuda(accelerator) -> bool:
+    """``trainer.accelerator`` asks for a CUDA GPU and none is visible here (``trainer=gpu`` on a CPU machine)."""
+    import torch
+
+    return str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available()
+
+
 def causes(exc: BaseException, depth: int = 5):
     """``exc`` and the exceptions it was raised from (``__cause__``), outermost first: what Hydra's
     ``instantiate`` or Lightning wrapped."""

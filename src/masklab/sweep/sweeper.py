@@ -26,7 +26,7 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
-from masklab import MasklabError, causes, exit_on_error, user_message
+from masklab import MasklabError, causes, exit_on_error, missing_cuda, user_message
 from masklab.sweep import report, space, study as st
 
 log = logging.getLogger("masklab.sweep")
@@ -247,12 +247,8 @@ def _refuse_multiprocess_trials(config, dists) -> None:
 
 def _refuse_gpu_trials_without_gpu(config, dists) -> None:
     """``trainer=gpu`` on a machine with no CUDA GPU: every trial failed the same way until max_failures."""
-    import torch
-
-    if "trainer" in dists or torch.cuda.is_available():  # a swept trainer may still pick cpu
-        return
-    accelerator = str((config.get("trainer") or {}).get("accelerator", "cpu"))
-    if accelerator in ("gpu", "cuda"):
+    accelerator = (config.get("trainer") or {}).get("accelerator", "cpu")
+    if "trainer" not in dists and missing_cuda(accelerator):  # a swept trainer may still pick cpu
         raise MasklabError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible here, so no trial could run; "
                            "use trainer=cpu (or trainer.accelerator=auto)")
 
