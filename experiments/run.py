@@ -13,6 +13,8 @@ this script: ``python src/train.py --config-dir experiments --config-name <name>
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +50,22 @@ def missing_data(cfg: DictConfig) -> list[str]:
     return [f"  {need.path}\n      {need.what}" for need in cfg.get("needs") or [] if need.path and not Path(need.path).exists()]
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux, in the child before exec: SIGTERM when run.py dies. A SIGKILLed run.py (a scheduler, ``kill -9``) left
+    its training running, orphaned, holding the GPU and writing to the experiment's outputs."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # run.py died before the line above
+        os._exit(1)
+
+
 def cli(script: str, name: str, overrides: list[str], *extra: str) -> None:
     cmd = [sys.executable, str(ROOT / "src" / script), "--config-dir", str(HERE), "--config-name", name, *extra, *overrides]
     print("+", " ".join(cmd[1:]), flush=True)
-    code = subprocess.call(cmd)
+    on_linux = sys.platform.startswith("linux")
+    code = subprocess.call(cmd, preexec_fn=functools.partial(_die_with_parent, os.getpid()) if on_linux else None)
     if code:
         sys.exit(code)
 

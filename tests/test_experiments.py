@@ -106,3 +106,30 @@ def test_a_recipe_sweep_takes_overrides_after_sweep_and_its_winner_retrains_on_t
     best = yaml.safe_load((tmp_path / "sweep" / "tuned" / "best.yaml").read_text())
     assert 0.002 <= shown["optimizer"]["lr"] == best["optimizer"]["lr"] <= 0.03  # the winner's value ...
     assert shown["experiment_name"] == "shapes_recipe" and shown["backbone"]["arch"] == "resnet50"  # ... on the recipe
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal (prctl) is Linux only")
+def test_a_killed_run_py_takes_its_training_with_it(tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    tiny = [o for o in TINY if not o.startswith("schedule.epochs")]
+    parent = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "run.py"), "shapes", *tiny, "logger=none",
+                               "model.weights=null", "model.stages=null", "schedule.epochs=100000", "optimizer.lr=1e-5",
+                               f"paths.output_root={tmp_path}", f"hydra.run.dir={tmp_path}/run"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (children := psutil.Process(parent.pid).children()) and time.time() < deadline:
+        time.sleep(0.2)
+    assert children, "run.py started no training"
+    (child,) = children
+    while not (tmp_path / "run").exists() and time.time() < deadline:  # the training has begun (Hydra made its folder)
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    gone, alive = psutil.wait_procs([child], timeout=30)
+    for p in alive:  # do not leave it behind when the test fails
+        p.kill()
+    assert gone and not alive, "the training outlived its killed run.py"
