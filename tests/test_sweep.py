@@ -89,6 +89,19 @@ def test_default_space_composes_and_is_not_empty():
             assert all((ROOT / "conf" / key / f"{c}.yaml").is_file() for c in dist.choices), key
 
 
+@pytest.mark.parametrize("overrides, epochs", [([], 6), (["data=pennfudan"], 10), (["data=pennfudan", "schedule=piecewise"], 120)])
+def test_the_default_space_compares_schedules_at_one_length(overrides, epochs):
+    """Each schedule's own length (cosine 10, step 12, piecewise 120) made trials of one study 12x apart on any dataset
+    without an ``epochs`` of its own (all but shapes): the piecewise ones took 12x as long and trained to another point."""
+    from conftest import compose_cfg
+
+    cfg = compose_cfg([*overrides, "hparams_search=default"], tiny=False)
+    dists, fixed = parse(cfg.hparams_search, {}, [o for o in overrides if o.startswith("schedule=")])
+    assert f"schedule.epochs={epochs}" in fixed and "schedule.epochs" not in dists
+    # the length given on the command line is the one every trial trains
+    assert "schedule.epochs=30" in parse(cfg.hparams_search, {}, ["schedule.epochs=30"])[1]
+
+
 def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     proc = run(sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "backbone=choice(mobilenet_v3,r18)"), tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
