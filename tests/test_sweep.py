@@ -371,3 +371,13 @@ def test_default_learning_rate_range_follows_the_optimizer():
     assert lr_range("optimizer=sgd") == (0.005, 0.05)       # a quarter to 2.5x SGD's 0.02
     assert lr_range() == (2.5e-4, 2.5e-3)                   # shapes trains with adamw_scratch (1e-3)
     assert lr_range("data=pennfudan") == (0.005, 0.05)
+
+
+@pytest.mark.parametrize("overrides, sizes", [([], (96, 128, 160)), (["data=pennfudan"], (256, 320, 416)),
+                                              (["data=coco"], (384, 512, 640)), (["data.image_size=100"], (64, 100, 128))])
+def test_default_image_sizes_follow_the_data(overrides, sizes):
+    """The default space tried 96-160 px on every dataset: shapes' sizes, a fifth of a photo's 512 (data=coco)."""
+    from conftest import compose_cfg
+
+    cfg = compose_cfg([*overrides, "hparams_search=default"], tiny=False)
+    assert parse(cfg.hparams_search, {}, [])[0]["data.image_size"].choices == sizes
