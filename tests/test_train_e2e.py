@@ -167,6 +167,16 @@ def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
     assert [r.info.status for r in runs] == ["FAILED"] and runs[0].data.params["trainer.accelerator"] == "gpu"
 
 
+@pytest.mark.parametrize("precision, dtype", [("bf16-true", "bfloat16"), ("16-true", "float16")])
+def test_half_precision_on_the_cpu_is_one_line(precision, dtype, tmp_path):
+    # it was a RuntimeError traceback from torchvision's CPU NMS at the first validation batch
+    out = cli(f"trainer.precision={precision}", "schedule.epochs=1", tmp_path=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (f"error: trainer.precision={precision} on the CPU: torchvision's CPU NMS "
+                                                   f"has no {dtype} kernel; use 32-true or bf16-mixed")
+    assert [r.info.status for r in _all_runs(tmp_path)] == ["FAILED"]
+
+
 @pytest.mark.parametrize("where", ["trial_of", "export_files"])
 def test_a_run_that_fails_outside_fit_is_failed_in_mlflow(where, tmp_path, monkeypatch):
     # Lightning finalizes the MLflow run only when fit/test raise: a run failing before fit (here: reading its

@@ -44,6 +44,14 @@ class MaskRCNNModule(L.LightningModule):
         self.evaluator = CocoEvaluator(self.class_names)
         self._stage = None
 
+    def setup(self, stage: str) -> None:
+        # torchvision's CPU detection ops have no float16/bfloat16 kernels: a half-precision model reached its
+        # first NMS and failed there with a RuntimeError traceback ("nms_kernel" not implemented for 'BFloat16')
+        precision = str(self.trainer.precision)
+        if precision in ("16-true", "bf16-true") and self.trainer.strategy.root_device.type == "cpu":
+            raise MasklabError(f"trainer.precision={precision} on the CPU: torchvision's CPU NMS has no "
+                               f"{'bfloat16' if precision.startswith('bf') else 'float16'} kernel; use 32-true or bf16-mixed")
+
     # ---- one step for every stage -------------------------------------------------------------
     def forward(self, images):
         return self.model(images)
