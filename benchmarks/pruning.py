@@ -260,6 +260,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.reuse and args.baseline:
         p.error("--reuse re-scores a result without training, --baseline trains its --pruners: give one")
+    if args.save:  # now, not after an hour of training: a --save into a folder not there yet lost the result
+        args.save.parent.mkdir(parents=True, exist_ok=True)
     studies, rows = {}, {}
     if args.reuse:
         old = json.loads(args.reuse.read_text())

@@ -142,7 +142,7 @@ def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study
            "seed": 0, "warmup_iters": 0,
            "rows": {"no pruning": {"trials": curves, "epochs_to_own_best": 6, "best_segm_AP": 0.5, "total_epochs": 6,
                                    "minutes": 1.0, "pruned": 0, "pruner_kwargs": {}}}}
-    path, saved = tmp_path / "base.json", tmp_path / "out.json"
+    path, saved = tmp_path / "base.json", tmp_path / "results" / "out.json"  # a folder not there yet
     path.write_text(json.dumps(old))
     # no --pruners: nothing trains, the baseline's curves are scored and the result saved
     result = pruning.main(["--baseline", str(path), "--trials", "2", "--epochs", "3", "--pruners", "--orders", "3",
