@@ -28,12 +28,12 @@ import overhead  # noqa: E402
 import pennfudan  # noqa: E402
 import precision  # noqa: E402
 import pruning  # noqa: E402
+import torch  # noqa: E402
 
 
 def machine() -> str:
     import lightning
     import psutil
-    import torch
     import torchvision
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
@@ -127,7 +127,7 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                  "met": m["main_peak_gib"] <= 4, "detail": f"with the 2 loader workers (PSS) {m['tree_peak_gib']:.2f} GiB; "
                                                            f"run took {m['minutes']:.1f} min",
                  "command": "python benchmarks/memory.py"})
-    if precision.torch.cuda.is_available():  # it compares GPU precisions: nothing to measure on a CPU
+    if torch.cuda.is_available():  # precision.py compares GPU precisions: nothing to measure on a CPU
         rows.append(precision_row(cached("precision", resume, precision.main,
                                          ["--rounds", "1", "--batches", "10"] if quick else [])))
     pf = cached("pennfudan", resume, pennfudan.main, ["--epochs", "3"] if quick else [])
