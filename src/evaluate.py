@@ -21,17 +21,19 @@ from omegaconf import DictConfig  # noqa: E402
 from masklab import MasklabError, exit_on_error  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.eval import runner  # noqa: E402
-from masklab.eval.checkpoint import load_checkpoint, resolve_device, runtime_config  # noqa: E402
+from masklab.eval.checkpoint import load_for_inference, resolve_device  # noqa: E402
 from masklab.eval.outputs import log_to_mlflow, write_outputs, write_retune  # noqa: E402
 
 log = logging.getLogger("masklab.evaluate")
 
 
 def evaluate(cfg: DictConfig, out: Path) -> dict:
-    module, trained, run_id = load_checkpoint(cfg.ckpt)
-    rcfg = runtime_config(trained, cfg, list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [])
+    module, rcfg, changed, run_id = load_for_inference(cfg)
     names, prefix, nms = module.class_names, cfg.split, rcfg.nms
     grid = _retune_grid(cfg, nms)
+    if cfg.cache and changed:
+        raise MasklabError(f"cache={cfg.cache}: {', '.join(changed)} changes the network pass, which cache= "
+                           "skips; drop cache= to run the network at that setting")
     if cfg.cache:
         gt, raw = _load_cache(cfg.cache)
     else:

@@ -22,7 +22,7 @@ from tqdm import tqdm  # noqa: E402
 
 from masklab import MasklabError, exit_on_error  # noqa: E402
 from masklab.data.formats.instance_png import IMAGE_EXTENSIONS  # noqa: E402
-from masklab.eval.checkpoint import load_checkpoint, resolve_device, runtime_config  # noqa: E402
+from masklab.eval.checkpoint import load_for_inference, resolve_device  # noqa: E402
 from masklab.data.rle import encode_masks  # noqa: E402
 from masklab.model.inference import detection_settings  # noqa: E402
 from masklab.viz import draw  # noqa: E402
@@ -33,8 +33,7 @@ MODES = ("instances", "splash")
 
 class Predictor:
     def __init__(self, cfg: DictConfig):
-        module, trained, _ = load_checkpoint(cfg.ckpt)
-        rcfg = runtime_config(trained, cfg, list(HydraConfig.get().overrides.task))
+        module, rcfg, _, _ = load_for_inference(cfg)
         self.device = resolve_device(cfg.device)
         self.model, self.names, self.nms, self.mode = module.model.to(self.device).eval(), module.class_names, rcfg.nms, cfg.mode
         self.results = []

@@ -94,6 +94,37 @@ def test_evaluate_cli_writes_everything_and_logs_to_the_training_run(trained, tm
     assert again.returncode == 0 and json.loads((tmp_path / "again" / "metrics.json").read_text()) == metrics
 
 
+def test_network_keys_given_at_evaluation_reach_the_model(trained, tmp_path):
+    # image size and RPN NMS are baked into the model when it is built: given to evaluate.py/predict.py they
+    # were taken into the run's config but the network ran at the checkpoint's values, with the same numbers
+    from hydra import compose, initialize_config_dir
+
+    from masklab.eval.checkpoint import load_for_inference
+
+    given = ["image_min_size=40", "image_max_size=40", "nms.rpn_nms_thresh=0.3"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt={trained[0]}", *given])
+    base, trained_cfg, unchanged, _ = load_for_inference(cfg, overridden=[])
+    assert unchanged == [] and base.model.transform.min_size == (64,) and base.model.rpn.nms_thresh == 0.7
+    module, rcfg, changed, _ = load_for_inference(cfg, overridden=given)
+    assert changed == ["image_min_size=40", "image_max_size=40", "nms.rpn_nms_thresh=0.3"]
+    assert module.model.transform.min_size == (40,) and module.model.transform.max_size == 40
+    assert module.model.rpn.nms_thresh == 0.3
+    loader = build_datamodule(trained_cfg).val_dataloader()
+    _, raw64 = runner.run_network(base.model, loader, score_floor=0.05, progress=False)
+    _, raw40 = runner.run_network(module.model, loader, score_floor=0.05, progress=False)
+    assert raw64.keys() == raw40.keys() and sum(len(r["scores"]) for r in raw64.values()) > 0
+    assert not any(torch.equal(raw64[i]["boxes"], raw40[i]["boxes"]) for i in raw64)  # another network pass
+    # cached detections cannot show another network pass: one line, not the cache's numbers under the new setting
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={trained[0]}", f"cache={trained[0]}",
+                           "image_min_size=40", f"hydra.run.dir={tmp_path}", "log_mlflow=false"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"error: cache={trained[0]}: image_min_size=40 changes the network pass, which cache= skips; "
+        "drop cache= to run the network at that setting"]
+
+
 def test_evaluate_bad_checkpoint_is_one_line(tmp_path):
     bad = tmp_path / "x.ckpt"
     bad.write_bytes(b"not a checkpoint")

@@ -13,6 +13,8 @@ from masklab.model.module import MaskRCNNModule
 #: keys a user may change at evaluation/prediction time; everything else (the model) comes from the checkpoint
 RUNTIME_KEYS = ("data", "nms", "batch_size", "num_workers", "image_min_size", "image_max_size", "paths",
                 "experiment_name", "augmentation", "max_gt_instances")
+#: the runtime keys the network itself reads (the others pick the data or filter the detections it returns)
+NETWORK_KEYS = ("image_min_size", "image_max_size", "nms.rpn_nms_thresh")
 
 
 def resolve_device(value: str) -> str:
@@ -53,5 +55,25 @@ def runtime_config(trained: DictConfig, composed: DictConfig, overridden: list[s
     given = {o.lstrip("+~").split("=", 1)[0].split(".", 1)[0].split("@", 1)[0] for o in overridden}
     for key in RUNTIME_KEYS:
         if key in given or key == "paths":  # paths: where this machine keeps outputs and MLflow
-            cfg[key] = OmegaConf.to_container(composed[key], resolve=True)
+            value = composed[key]  # a group (data, nms) or a plain key (batch_size)
+            cfg[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     return cfg
+
+
+def load_for_inference(cfg: DictConfig, overridden: list[str] | None = None
+                       ) -> tuple[MaskRCNNModule, DictConfig, list[str], str | None]:
+    """evaluate.py's and predict.py's checkpoint ``cfg.ckpt``: (module, the run's config, the network keys it
+    changes, MLflow run id). The run's config is the checkpoint's with the runtime keys the command line
+    (``overridden``; default Hydra's) set (:func:`runtime_config`); the network keys among them (test-time
+    image size, RPN NMS) are applied to the model, where they were baked in when it was built."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if overridden is None:
+        overridden = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    module, trained, run_id = load_checkpoint(cfg.ckpt)
+    rcfg = runtime_config(trained, cfg, overridden)
+    changed = [f"{k}={OmegaConf.select(rcfg, k)}" for k in NETWORK_KEYS if OmegaConf.select(rcfg, k) != OmegaConf.select(trained, k)]
+    model = module.model
+    model.transform.min_size, model.transform.max_size = (int(rcfg.image_min_size),), int(rcfg.image_max_size)
+    model.rpn.nms_thresh = float(rcfg.nms.rpn_nms_thresh)
+    return module, rcfg, changed, run_id
