@@ -258,6 +258,24 @@ def test_help_lists_groups_and_options():
     for group, options in {"backbone": "mobilenet_v2, mobilenet_v3, r101, r18, r50, x101", "anchors": "default, small, tiny",
                            "schedule": "constant, cosine, piecewise, step", "trainer": "cpu, ddp, gpu"}.items():
         assert f"{group}: {options}" in out.stdout
+    assert "dataset_defaults" not in out.stdout  # included by the data options, not a group to pick (Hydra listed it)
+
+
+@pytest.mark.parametrize("script, own, groups", [
+    ("evaluate", ["ckpt: ???", "score_floor: 0.05          # detections above it", "retune:", "  nms_thresh: null"],
+     ["data: balloon, coco", "nms: default, rpn08, rpn09"]),
+    ("predict", ["input: ???", "mode: instances            # instances"], ["nms: default, rpn08, rpn09"]),
+    ("report", ["experiment: ${experiment_name}", "include_children: true"], [])])
+def test_help_of_the_other_tools_shows_their_own_keys(script, own, groups):
+    # their --help printed train's groups and ~170 lines of its composed config, their own keys at the bottom
+    out = subprocess.run([sys.executable, str(ROOT / "src" / f"{script}.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    keys = out.stdout.split("== Keys (key=value) ==\n", 1)[1]
+    for line in own + groups:
+        assert any(ln.startswith(line) for ln in keys.splitlines()), line
+    assert "backbone: " not in out.stdout and "_target_" not in out.stdout and len(out.stdout.splitlines()) < 40
+    if script != "report":  # every key evaluate/predict take from the command line over the checkpoint's
+        assert "image_min_size / image_max_size" in keys and "nms=<option> and nms.*" in keys
 
 
 def test_prepare_pennfudan_then_train_on_it(tmp_path):

@@ -72,6 +72,37 @@ def exit_on_error(log: logging.Logger | None = None):
         sys.exit(1)
 
 
+#: folders under conf/ that are included by other configs, not groups to pick from (``--help`` leaves them out)
+INCLUDE_ONLY = ("hydra", "dataset_defaults", "tuned")
+
+
+def help_groups(*only: str) -> str:
+    """``--help``'s "group: option, ..." lines for the groups under conf/ (or ``only`` these), without the
+    include-only folders that Hydra's ``$APP_CONFIG_GROUPS`` lists as if they were choices."""
+    lines = []
+    for folder in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in INCLUDE_ONLY):
+        options = sorted(f.stem for f in folder.glob("*.yaml"))
+        if options and (not only or folder.name in only):
+            lines.append(f"{folder.name}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+def help_keys(name: str) -> str:
+    """``--help``'s list of the keys ``conf/<name>.yaml`` adds to the training config, as written there (with
+    their comments): the lines between its defaults list and its ``hydra:`` block. ``$`` doubled for the
+    ``string.Template`` Hydra passes the help text through."""
+    lines, inside = [], False
+    for line in (CONFIG_DIR / f"{name}.yaml").read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith(("#", "-")):  # a top-level key
+            inside = line.split(":", 1)[0] not in ("defaults", "hydra")
+        if inside:
+            lines.append(line)
+    return "\n".join(lines).strip().replace("$", "$$")
+
+
+if not OmegaConf.has_resolver("help_groups"):
+    OmegaConf.register_new_resolver("help_groups", help_groups)
+    OmegaConf.register_new_resolver("help_keys", help_keys)
 if not OmegaConf.has_resolver("masklab_root"):
     OmegaConf.register_new_resolver("masklab_root", lambda: str(PROJECT_ROOT))
 if not OmegaConf.has_resolver("mul"):  # search spaces relative to a config value: ${mul:${optimizer.lr},0.25}
