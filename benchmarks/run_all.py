@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Every benchmark of the project in one command; one table of ratios and figures -> benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py            # everything (~3 h on 2 cores, most of it the pruning and PennFudan studies)
+    python benchmarks/run_all.py            # everything (~4 h on 2 cores, most of it the two pruning draws and PennFudan)
     python benchmarks/run_all.py --quick    # shorter versions of each (minutes; figures less representative)
     python benchmarks/run_all.py --resume   # keep the figures of benchmarks that already finished (benchmarks/.results/)
 
@@ -65,10 +65,17 @@ def _kwargs(kwargs: dict) -> str:
     return "{" + ",".join(f"{k}:{v}" for k, v in kwargs.items()) + "}"
 
 
+#: the second draw of trials (sampler seed 1, every pruner replayed): how much one draw's ranking of pruners holds
+SECOND_DRAW = ["--seed", "1", "--pruners"]
+
+
 def pruning_rows(pr: dict) -> list[dict]:
-    """The table's rows of one pruning.py result (its real pruned studies, replays and the oracle bound)."""
+    """The table's rows of one pruning.py result (its real pruned studies, replays and the oracle bound);
+    a draw other than seed 0 says so in each row's name and command."""
     rows = []
     none = pr["rows"]["no pruning"]
+    draw = f", sampler seed {pr['seed']}" if pr.get("seed") else ""
+    command = "python benchmarks/pruning.py" + (f" --seed {pr['seed']} --pruners" if draw else "")
     for name, r in pr["ratios"].items():
         row = pr["rows"][name]
         o = pr.get("orders", {}).get(name.replace(" (replay)", ""))
@@ -76,8 +83,8 @@ def pruning_rows(pr: dict) -> list[dict]:
                   f"{'never' if o['median'] is None else format(o['median'], '.2f')}, <= 0.5 in {o['share_le_0.5']:.0%}, "
                   f"winner pruned in {o['share_never']:.0%}") if o and name.endswith("(replay)") else ""
         bound = name.startswith(pruning.ORACLE)
-        rows.append({"benchmark": f"pruning savings ({name})" if not bound else
-                     "pruning savings: bound of pruners that let best-so-far trials finish (oracle replay)",
+        rows.append({"benchmark": (f"pruning savings ({name})" if not bound else
+                                   "pruning savings: bound of pruners that let best-so-far trials finish (oracle replay)") + draw,
                      "figure": "never" if r["ratio"] is None else f"{r['ratio']:.2f}",
                      "target": "<= 0.5" if not bound else "(reference)",
                      "met": None if bound else r["ratio"] is not None and r["ratio"] <= 0.5,
@@ -93,7 +100,7 @@ def pruning_rows(pr: dict) -> list[dict]:
                                   "replayed on the unpruned study's curves")
                                + {True: " (its replay gives the same epochs)", False: " (differs from its replay)"}.get(
                                    row.get("replay_matches"), "") + spread,
-                     "command": "python benchmarks/pruning.py"})
+                     "command": command})
     return rows
 
 
@@ -122,6 +129,8 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                  "command": "python benchmarks/eval_speed.py"})
     pr = cached("pruning", resume, pruning.main, ["--trials", "6", "--epochs", "3", "--images", "96"] if quick else [])
     rows += pruning_rows(pr)
+    if not quick:  # another draw of 20 configurations (~70 min): one draw ranked the pruners, the next did not
+        rows += pruning_rows(cached("pruning_seed1", resume, pruning.main, SECOND_DRAW))
     m = cached("memory", resume, memory.main, ["schedule.epochs=1"] if quick else [])
     rows.append({"benchmark": "peak RSS of the main job", "figure": f"{m['main_peak_gib']:.2f} GiB", "target": "<= 4 GiB",
                  "met": m["main_peak_gib"] <= 4, "detail": f"with the 2 loader workers (PSS) {m['tree_peak_gib']:.2f} GiB; "

@@ -51,6 +51,19 @@ def test_results_table_has_one_row_per_benchmark_and_keeps_the_notes(tmp_path, m
     assert "torch" in text and text.rstrip().endswith("none lent")
 
 
+def test_pruning_rows_of_a_second_draw_name_their_seed_and_command():
+    study = {"epochs_to_bar": 40, "epochs_to_own_best": 40, "best_segm_AP": 0.8, "total_epochs": 240, "pruned": 0}
+    pr = {"rows": {"no pruning": study, "median (replay)": {**study, "epochs_to_bar": 30, "total_epochs": 120, "pruned": 9}},
+          "ratios": {"median (replay)": {"ratio": 0.75, "own_best_ratio": 0.75, "total_ratio": 0.5}},
+          "bar": 0.79, "trials": 20, "epochs": 12, "images": 288, "sampler": "random"}
+    (first,) = run_all.pruning_rows(pr)
+    assert first["benchmark"] == "pruning savings (median (replay))" and first["command"] == "python benchmarks/pruning.py"
+    assert first["figure"] == "0.75" and first["met"] is False and "30 vs 40" in first["detail"]
+    (second,) = run_all.pruning_rows({**pr, "seed": 1})
+    assert second["benchmark"] == "pruning savings (median (replay)), sampler seed 1"
+    assert second["command"] == "python benchmarks/pruning.py --seed 1 --pruners" == "python benchmarks/pruning.py " + " ".join(run_all.SECOND_DRAW)
+
+
 def test_precision_row_gives_amp_speed_as_a_ratio_of_fp32():
     row = run_all.precision_row({"32-true": 40.0, "32-true+tf32": 38.0, "16-mixed": 32.0, "bf16-mixed": 36.0})
     assert row["figure"] == "0.80x / 0.90x" and row["met"] is None
