@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -10,7 +11,7 @@ from PIL import Image
 
 from conftest import compose_cfg, needs_shared
 from masklab.data.dataset import CocoDataset
-from masklab.data.formats import imaterialist, via
+from masklab.data.formats import DatasetError, imaterialist, labelme, via
 from masklab.data.prepare import prepare
 from masklab.data.target import validate_target
 
@@ -247,6 +248,62 @@ def test_balloon_val_gives_13_images_and_50_instances(tmp_path):
     report = prepare(compose_cfg(["data=balloon", f"data.root={tmp_path / 'b'}"], tiny=False), progress=False)
     assert sum(t["images"] for t in report["splits"].values()) == 13
     assert sum(t["instances"]["balloon"] for t in report["splits"].values()) == 50
+
+
+def test_labelme_shapes_groups_and_labels(tmp_path):
+    write_image(tmp_path / "imgs" / "a.png")
+    shapes = [
+        {"label": "cat", "points": [[12, 9], [2, 2]], "shape_type": "rectangle", "group_id": None},  # dragged up-left
+        {"label": "dog", "points": [[20, 5], [30, 5], [30, 10]], "shape_type": "polygon", "group_id": 1},
+        {"label": "dog", "points": [[20, 20], [30, 20], [30, 25], [20, 25]], "shape_type": "polygon", "group_id": 1},
+        {"label": "dog", "points": [[5, 20], [8, 20], [8, 24]], "shape_type": "polygon", "group_id": None},  # its own
+        {"label": "cat", "points": [[35, 15], [35, 19]], "shape_type": "circle"},
+        {"label": "cat", "points": [[1, 1], [5, 5]], "shape_type": "line"},
+        {"label": "__ignore__", "points": [[0, 0], [3, 0], [3, 3]], "shape_type": "polygon"},
+        {"label": "bird", "points": [[0, 0], [3, 0], [3, 3]], "shape_type": "polygon"},
+    ]
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "..\\imgs\\a.png",
+                                                          "imageHeight": H, "imageWidth": W, "imageData": None}))
+    (tmp_path / "labels.txt").write_text("__ignore__\n_background_\ndog\ncat\n")
+    source = labelme.read(tmp_path / "ann", labels=tmp_path / "labels.txt")
+    assert source.categories == ["dog", "cat"] and source.images[0].path == tmp_path / "ann" / ".." / "imgs" / "a.png"
+    assert sorted((rule, rec) for rule, rec, _ in source.issues) == [
+        ("background_category", "a.json: shape 6"), ("bad_shape", "a.json: shape 5"), ("unknown_category", "a.json: shape 7")]
+    insts = source.images[0].instances
+    assert [i.category for i in insts] == ["cat", "dog", "dog", "cat"]  # the two dog polygons of group 1 are one
+    masks = [i.decode(H, W) for i in insts]
+    assert masks[0][3:9, 3:12].all() and masks[0][11:].sum() == 0 and masks[0][:, 14:].sum() == 0  # corners swapped back
+    assert masks[1][6, 25] and masks[1][22, 25] and not masks[1][15, 25]  # both parts, nothing between them
+    assert masks[3][15, 32] and masks[3][12, 35] and not masks[3][15, 29] and not masks[3][9, 35]  # radius 4 around (35, 15)
+    # without labels.txt: every label seen, sorted; one-line errors for what is not labelme
+    assert labelme.read(tmp_path / "ann").categories == ["bird", "cat", "dog"]
+    (tmp_path / "b.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(DatasetError, match=r"b.json: not a labelme file \(needs a 'shapes' list and 'imagePath'\)$"):
+        labelme.read(tmp_path / "b.json")
+    with pytest.raises(DatasetError, match=r"empty: no labelme .json files in this folder$"):
+        (tmp_path / "empty").mkdir(), labelme.read(tmp_path / "empty")
+
+
+def test_labelme_json_gives_the_masks_labelme2coco_gave_the_same_images(tmp_path):
+    # ../shared has the labelme sample in labelme's own format and as labelme2coco.py converted it:
+    # read natively, the same 3 images, 12 instances (group_id joins polygons), classes and masks
+    root = needs_shared("data", "labelme_coco")
+    ours, ds = run_prepare(tmp_path / "lm", "labelme", {"annotations": root / "data_annotated", "labels": root / "labels.txt"})
+    theirs, cds = run_prepare(tmp_path / "co", "coco", {"annotations": root / "data_dataset_coco" / "annotations.json"})
+    assert ours["class_names"] == theirs["class_names"] and len(ours["class_names"]) == 20
+    assert ours["issue_counts"] == {"background_category": 2}  # the two __ignore__ regions
+
+    def by_image(ds):
+        out = {}
+        for i in range(len(ds)):
+            t = ds.target(i)
+            out[Path(ds.images[i]["file_name"]).name] = sorted((int(lb), m.numpy().tobytes()) for lb, m in zip(t["labels"], t["masks"]))
+        return out
+
+    masks = by_image(ds)
+    assert sorted(masks) == ["2011_000003.jpg", "2011_000006.jpg", "2011_000025.jpg"]
+    assert sum(map(len, masks.values())) == 12 and masks == by_image(cds)
 
 
 def test_labelme_coco_gives_3_images_12_instances_and_no_background(tmp_path):

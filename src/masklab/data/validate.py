@@ -28,11 +28,13 @@ RULES = {
     "bad_annotation_id": ("fixed", "annotation id <= 0 or not an integer: renumbered (pycocotools scores id 0 as AP 0)"),
     "duplicate_annotation_id": ("fixed", "annotation id used twice: renumbered"),
     "unknown_category": ("dropped", "category not declared by the source (or no class attribute): dropped"),
-    "background_category": ("dropped", "annotation of a background category (labelme's _background_): dropped"),
+    "background_category": ("dropped", "annotation of a background category or ignore label (labelme's _background_, "
+                                       "__ignore__): dropped"),
     "unknown_image": ("dropped", "annotation for an image the source does not list: dropped"),
     "mask_size_mismatch": ("fixed", "mask size differs from the image: resized to the image (nearest neighbour)"),
     "rle_out_of_bounds": ("dropped", "RLE runs past the image, negative, unordered or undecodable: dropped"),
-    "bad_shape": ("dropped", "VIA region of an unsupported shape or missing coordinates: dropped"),
+    "bad_shape": ("dropped", "VIA region or labelme shape of an unsupported kind (a line, a point) or missing "
+                             "coordinates: dropped"),
     "class_not_selected": ("dropped", "class not in data.prepare.classes: its instances are dropped"),
     "vanished_on_resize": ("dropped", "instance thinner than a pixel once data.prepare.max_image_size shrank the image: "
                                       "dropped"),
