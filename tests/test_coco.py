@@ -35,7 +35,33 @@ def test_perfect_predictions_score_one_and_empty_predictions_zero():
     for name, value in good.compute().items():
         assert math.isnan(value) or value == pytest.approx(1.0), name  # NaN: no object of that size
     assert good.compute()["val/segm_AP"] == pytest.approx(1.0)
-    assert all(v == 0.0 for v in empty.compute().values())
+    got = empty.compute()
+    # 0.0 where there is an object to find; NaN where there is none (the same places as for perfect predictions):
+    # it was 0.0 everywhere, so a class or size the split does not have read as AP 0 in MLflow
+    assert got.keys() == good.compute().keys() and any(math.isnan(v) for v in got.values())
+    for name, value in good.compute().items():
+        assert (math.isnan(got[name]) and math.isnan(value)) or got[name] == 0.0, name
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_no_detections_score_as_coco_scores_detections_that_match_nothing(backend):
+    # pycocotools cannot load an empty result list, so no detections are scored without it: check against
+    # COCOeval given one far-off false positive per class (AP 0 where there is ground truth, -1 where not)
+    ds = ShapesDataset(3, 128, max_instances=2, seed=11)
+    none, wrong = CocoEvaluator(NAMES, backend=backend), CocoEvaluator(NAMES, backend=backend)
+    for i in range(len(ds)):
+        _, t = ds[i]
+        t["iscrowd"][:1] = 1  # a crowd region is never counted
+        none.add_targets([t])
+        wrong.add_targets([t])
+    far = torch.zeros(1, 1, 128, 128)
+    far[..., 0, 0] = 1.0
+    wrong.add_predictions([int(ds[0][1]["image_id"])] * len(NAMES), [
+        {"boxes": torch.tensor([[0.0, 0.0, 1.0, 1.0]]), "labels": torch.tensor([k + 1]), "scores": torch.tensor([0.9]),
+         "masks": far} for k in range(len(NAMES))])
+    a, b = none.compute(), wrong.compute()
+    assert a.keys() == b.keys() and any(math.isnan(v) for v in a.values()) and 0.0 in a.values()
+    assert all(a[k] == pytest.approx(b[k], nan_ok=True) for k in a), {k: (a[k], b[k]) for k in a}
 
 
 def test_half_precision_predictions_are_scored_like_full_precision():

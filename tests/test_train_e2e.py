@@ -55,8 +55,8 @@ def test_mlflow_run_has_params_curves_metrics_and_artifacts(tmp_path):
         for k in ("AP", "AP50", "AP75"):
             assert 0.0 <= metrics[f"val/{iou}_{k}"] <= 1.0
         for k in ("APs", "APm", "APl", "AP_square", "AP_circle", "AP_triangle", "AP_ellipse"):
-            value = metrics[f"val/{iou}_{k}"]  # NaN where the val images hold no such object
-            assert math.isnan(value) or 0.0 <= value <= 1.0
+            v = metrics[f"val/{iou}_{k}"]  # NaN where the val images hold no such object
+            assert math.isnan(v) or 0.0 <= v <= 1.0
     assert value == pytest.approx(float(run.data.tags["best_score"]), abs=1e-6)
     assert os.path.isfile(run.data.tags["best_checkpoint"])
     assert run.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())  # beside the database, not in the cwd

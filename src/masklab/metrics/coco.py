@@ -3,7 +3,8 @@
 One path for validation during training and for ``evaluate.py``. pycocotools does the scoring;
 this module builds its inputs safely: ids from 1 (pycocotools silently scores annotation id 0 as
 AP 0), ``area``/``iscrowd`` always set, non-finite boxes dropped, predictions for images that are
-not in the ground truth refused, and "no predictions at all" scored 0.0 instead of crashing.
+not in the ground truth refused, and "no predictions at all" scored 0.0 (NaN where there is nothing to
+score, as COCO does) instead of crashing.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: names of COCOeval.stats[0:6], as metric suffixes
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: COCOeval's object-size ranges (mask or box area, px^2) of APs, APm, APl
+AREA_RANGES = {"APs": (0, 32 ** 2), "APm": (32 ** 2, 96 ** 2), "APl": (96 ** 2, 1e10)}
 
 
 class CocoEvaluator:
@@ -117,7 +120,7 @@ class CocoEvaluator:
         return ev
 
     def compute(self, prefix: str = "val", per_class: bool = True) -> dict[str, float]:
-        """``{prefix}/{bbox,segm}_{AP,AP50,...}`` and ``{prefix}/segm_AP_<class>``; zeros with no predictions."""
+        """``{prefix}/{bbox,segm}_{AP,AP50,...}`` and ``{prefix}/segm_AP_<class>``; NaN where COCO has nothing to score."""
         metrics = {}
         for iou_type in ("bbox", "segm"):
             for k, v in self._evaluate(iou_type, per_class).items():
@@ -134,8 +137,10 @@ class CocoEvaluator:
             log.warning("%d predictions for images without ground truth were left out (image ids %s)",
                         len(unknown), sorted({d["image_id"] for d in unknown})[:10])
             self.dt = [d for d in self.dt if d["image_id"] in known]
-        if not self.gt or not self.dt:
+        if not self.gt:
             return zeros
+        if not self.dt:  # pycocotools cannot load no results; score them as COCO scores results that match nothing
+            return self._undetected(per_class)
         ev = self.run_cocoeval(iou_type)
         self.last_eval[iou_type] = ev  # precision arrays for PR curves
         # COCO writes -1 where there is nothing to score (e.g. no large objects): report NaN, not 0
@@ -146,6 +151,19 @@ class CocoEvaluator:
             for k, name in enumerate(self.class_names):
                 p = prec[:, :, k]
                 out[f"AP_{name}"] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+        return out
+
+
+    def _undetected(self, per_class: bool) -> dict[str, float]:
+        """The metrics of no detections: 0.0 where there is an object to find, NaN where COCO has nothing to
+        score (no object of that size or class; crowd regions are never counted), as with detections."""
+        counted = [a for a in self.gt if not a["iscrowd"]]
+        out = {k: 0.0 if counted else float("nan") for k in STAT_NAMES[:3]}
+        for k, (lo, hi) in AREA_RANGES.items():  # COCOeval's areaRng, ends included
+            out[k] = 0.0 if any(lo <= a["area"] <= hi for a in counted) else float("nan")
+        if per_class:
+            present = {a["category_id"] for a in counted}
+            out.update({f"AP_{n}": 0.0 if i + 1 in present else float("nan") for i, n in enumerate(self.class_names)})
         return out
 
 
