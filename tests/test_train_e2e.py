@@ -259,6 +259,13 @@ def test_help_lists_groups_and_options():
                            "schedule": "constant, cosine, piecewise, step", "trainer": "cpu, ddp, gpu"}.items():
         assert f"{group}: {options}" in out.stdout
     assert "dataset_defaults" not in out.stdout  # included by the data options, not a group to pick (Hydra listed it)
+    assert "hydra.sweeper" in out.stdout and "n_trials" not in out.stdout  # where the study's keys are, not them
+    study = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "hydra/sweeper=optuna", "--help"],
+                           capture_output=True, text=True, timeout=120)
+    keys = study.stdout.split("== Optuna study (-m hydra/sweeper=optuna; hydra.sweeper.key=value) ==\n", 1)[1]
+    for line in ("n_trials: 20             # COMPLETE + PRUNED trials in total", "pruner: median ", "max_failures: 5 "):
+        assert any(ln.startswith(line) for ln in keys.splitlines()), line
+    assert "_target_: hydra_plugins" not in keys
 
 
 @pytest.mark.parametrize("script, own, groups", [

@@ -88,21 +88,31 @@ def help_groups(*only: str) -> str:
 
 
 def help_keys(name: str) -> str:
-    """``--help``'s list of the keys ``conf/<name>.yaml`` adds to the training config, as written there (with
-    their comments): the lines between its defaults list and its ``hydra:`` block. ``$`` doubled for the
+    """``--help``'s list of the keys ``conf/<name>.yaml`` sets, as written there (with their comments): its
+    top-level keys but the defaults list, the ``hydra:`` block and ``_target_``. ``$`` doubled for the
     ``string.Template`` Hydra passes the help text through."""
     lines, inside = [], False
     for line in (CONFIG_DIR / f"{name}.yaml").read_text().splitlines():
         if line and not line[0].isspace() and not line.startswith(("#", "-")):  # a top-level key
-            inside = line.split(":", 1)[0] not in ("defaults", "hydra")
+            inside = line.split(":", 1)[0] not in ("defaults", "hydra", "_target_")
         if inside:
             lines.append(line)
     return "\n".join(lines).strip().replace("$", "$$")
 
 
+def help_sweeper(*, _root_) -> str:
+    """train.py ``--help``: the Optuna sweeper's keys when it is picked (``hydra/sweeper=optuna --help``), else how to see them."""
+    if _root_.hydra.help.app_name != "masklab train":  # prepare.py shares train's help template
+        return ""
+    if _root_.hydra.runtime.choices.get("hydra/sweeper") == "optuna":
+        return "== Optuna study (-m hydra/sweeper=optuna; hydra.sweeper.key=value) ==\n" + help_keys("hydra/sweeper/optuna")
+    return "The Optuna study's keys (hydra.sweeper.*):  python src/train.py hydra/sweeper=optuna --help"
+
+
 if not OmegaConf.has_resolver("help_groups"):
     OmegaConf.register_new_resolver("help_groups", help_groups)
     OmegaConf.register_new_resolver("help_keys", help_keys)
+    OmegaConf.register_new_resolver("help_sweeper", help_sweeper)
 if not OmegaConf.has_resolver("masklab_root"):
     OmegaConf.register_new_resolver("masklab_root", lambda: str(PROJECT_ROOT))
 if not OmegaConf.has_resolver("mul"):  # search spaces relative to a config value: ${mul:${optimizer.lr},0.25}
