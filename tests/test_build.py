@@ -127,6 +127,30 @@ def test_imagenet_backbone_through_torchvision_weights_api(tmp_path, monkeypatch
     assert norms == {"FrozenBatchNorm2d"}
 
 
+@pytest.mark.parametrize("overrides, key, weights", [
+    (["backbone.weights=imagenet"], "backbone.weights", "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
+    (["backbone=r18", "backbone.weights=imagenet"], "backbone.weights", "ResNet18_Weights.IMAGENET1K_V1"),
+    (["backbone=r50", "model=standard", "model.weights=coco"], "model.weights", "MaskRCNN_ResNet50_FPN_Weights.COCO_V1")])
+def test_a_failed_weights_download_is_one_line_saying_where_the_file_goes(tmp_path, monkeypatch, overrides, key, weights):
+    # offline, behind a proxy or timed out: urllib's URLError traceback; the download is replaced by that failure
+    # (the real one would fetch 10-170 MB wherever the network is open)
+    import urllib.error
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(MasklabError) as err:
+        build_model(compose_cfg(overrides + ["data.image_size=64"], tiny=False), num_classes=5)
+    value = overrides[-1].split("=", 1)[1]
+    assert str(err.value).startswith(f"{key}={value}: downloading {weights} from https://download.pytorch.org/models/")
+    message = str(err.value)
+    assert "failed ([Errno -2] Name or service not known); without internet, copy that file into " \
+           f"{tmp_path / 'hub' / 'checkpoints'}/ (set TORCH_HOME to move it) or give {key}=<a local file>" in message
+    assert "\n" not in message
+
+
 def test_local_backbone_state_dict_from_shared_weights():
     path = needs_shared("weights", "mobilenet_v2_imagenet_features.pth")
     model = build_model(compose_cfg(["backbone=mobilenet_v2", f"backbone.weights={path}"]), num_classes=5)

@@ -7,6 +7,7 @@ which is how ``trainable_layers`` (heads, 3+, 4+, 5+, all) selects what trains, 
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -32,6 +33,22 @@ def _imagenet(weights, imagenet_weights):
     return get_weight(imagenet_weights) if weights == "imagenet" else None
 
 
+@contextlib.contextmanager
+def downloading(key: str, weights):
+    """Around a torchvision call that fetches ``weights`` through its weights API (into torch.hub's cache
+    on first use): a failed download (offline, a proxy, a timeout) becomes one line saying where the
+    file can be put by hand, instead of urllib's traceback."""
+    try:
+        yield
+    except OSError as exc:  # urllib's URLError/HTTPError, a socket timeout, a full disk
+        if weights is None:
+            raise
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise MasklabError(f"{key}: downloading {weights} from {weights.url} failed ({getattr(exc, 'reason', None) or exc}); "
+                           f"without internet, copy that file into {cache}/ (set TORCH_HOME to move it) "
+                           f"or give {key.split('=')[0]}=<a local file>") from None
+
+
 def _with_fpn_channels(bb: BackboneWithFPN, fpn_channels: int) -> BackboneWithFPN:
     """Same body, an FPN of another width (torchvision's builders fix it at 256)."""
     if fpn_channels != bb.out_channels:
@@ -44,8 +61,9 @@ def _with_fpn_channels(bb: BackboneWithFPN, fpn_channels: int) -> BackboneWithFP
 def resnet_fpn(arch: str, weights=None, imagenet_weights=None, fpn_channels: int = 256,
                frozen_bn: bool = False) -> BackboneWithFPN:
     """ResNet/ResNeXt + FPN through ``torchvision...resnet_fpn_backbone`` (all layers trainable here)."""
-    bb = resnet_fpn_backbone(backbone_name=arch, weights=_imagenet(weights, imagenet_weights),
-                             norm_layer=_norm(frozen_bn), trainable_layers=5)
+    with downloading("backbone.weights=imagenet", _imagenet(weights, imagenet_weights)):
+        bb = resnet_fpn_backbone(backbone_name=arch, weights=_imagenet(weights, imagenet_weights),
+                                 norm_layer=_norm(frozen_bn), trainable_layers=5)
     bb = _with_fpn_channels(bb, fpn_channels)
     bb.stage_of = dict(_RESNET_STAGES)
     return bb
@@ -59,7 +77,8 @@ def mobilenet_fpn(arch: str, weights=None, imagenet_weights=None, fpn_channels: 
     two stride-32 levels; here the whole feature extractor is used (so an ImageNet ``features``
     state_dict loads strictly) and the FPN gets the same four strides as the ResNets.
     """
-    features = models.__dict__[arch](weights=_imagenet(weights, imagenet_weights), norm_layer=_norm(frozen_bn)).features
+    with downloading("backbone.weights=imagenet", _imagenet(weights, imagenet_weights)):
+        features = models.__dict__[arch](weights=_imagenet(weights, imagenet_weights), norm_layer=_norm(frozen_bn)).features
     firsts = [i for i, block in enumerate(features) if getattr(block, "_is_cn", False)]  # stride-2 blocks
     lasts = [i - 1 for i in firsts[1:]] + [len(features) - 1]  # last block at strides 4, 8, 16, 32
     bb = BackboneWithFPN(features, {str(i): str(k) for k, i in enumerate(lasts)},

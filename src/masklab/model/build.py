@@ -21,7 +21,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from masklab import MasklabError
-from masklab.model.backbones import load_backbone_state_dict, load_weights_file
+from masklab.model.backbones import downloading, load_backbone_state_dict, load_weights_file
 from masklab.model.heads import DropoutTwoMLPHead, L2BoxLossRPN
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,8 @@ def _full_model_state(cfg: DictConfig) -> tuple[str, dict]:
             raise MasklabError(f"model.weights=coco: torchvision has no COCO Mask R-CNN for backbone "
                                f"'{cfg.backbone.arch}' (only r50); use backbone.weights=imagenet or a local file")
         weights = get_weight(cfg.backbone.coco_weights)
-        return str(weights), weights.get_state_dict(progress=True)
+        with downloading("model.weights=coco", weights):
+            return str(weights), weights.get_state_dict(progress=True)
     state = load_weights_file("model.weights", cfg.model.weights, weights_only=False,
                               hint=" (model.weights takes a full-model state_dict or masklab checkpoint file, coco or null)")
     if any(k.startswith("model.") for k in state):  # a masklab Lightning checkpoint
