@@ -61,13 +61,12 @@ def evaluate(cfg: DictConfig, out: Path) -> dict:
 
 def _retune_grid(cfg: DictConfig, nms) -> dict[str, list]:
     """retune.* lists (null: the configured value), checked to be numbers before the network runs."""
-    keys = {"score_thresh": "box_score_thresh", "nms_thresh": "box_nms_thresh", "max_dets": "box_detections_per_img"}
-    grid = {k: list(cfg.retune[k]) if cfg.retune[k] is not None else [nms[n]] for k, n in keys.items()}
-    for key, values in grid.items():
+    grid = {k: list(cfg.retune[k]) if cfg.retune[k] is not None else [v] for k, v in
+            (("score_thresh", nms.box_score_thresh), ("nms_thresh", nms.box_nms_thresh), ("max_dets", nms.box_detections_per_img))}
+    for key, values in grid.items():  # (the nms.* defaults were checked with the checkpoint: load_for_inference)
         bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))]
-        if bad:  # named as the user gave it: a retune list, or the nms key it defaults to
-            given = f"retune.{key}={values}" if cfg.retune[key] is not None else f"nms.{keys[key]}={values[0]!r}"
-            raise MasklabError(f"{given}: numbers expected, not {bad}")
+        if bad:
+            raise MasklabError(f"retune.{key}={values}: numbers expected, not {bad}")
     if cfg.retune.score_thresh is not None and min(grid["score_thresh"]) < cfg.score_floor:
         raise MasklabError(f"retune.score_thresh={grid['score_thresh']}: below score_floor={cfg.score_floor}, "
                            "the lowest confidence the network pass keeps; lower score_floor")

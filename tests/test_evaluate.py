@@ -160,7 +160,7 @@ def test_bad_runtime_options_are_one_line_before_the_network_runs(trained, tmp_p
     # an nms key is the checkpoint's unless given on the command line (Hydra's overrides): named as given, not retune.*
     proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={ckpt}", "nms.box_nms_thresh=abc",
                            f"hydra.run.dir={tmp_path}", "log_mlflow=false"], capture_output=True, text=True, timeout=300)
-    assert proc.stderr.strip().splitlines()[-1] == "error: nms.box_nms_thresh='abc': numbers expected, not ['abc']"
+    assert proc.stderr.strip().splitlines()[-1] == "error: nms.box_nms_thresh=abc: must be an IoU in [0, 1]"
     assert not (tmp_path / "raw_predictions.pt").exists()  # none of them ran the network
     assert resolve_device("cpu") == "cpu" and resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -204,6 +204,8 @@ def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_
     ("predict.py", ["ckpt=model.ckpt", "input=photo.jpg", "mode=splsh"], "error: mode=splsh: choose instances or splash"),
     ("train.py", ["data=coco"], "annotations/train.json not found: run `python src/prepare.py"),
     ("train.py", ["schedule.epochs=0"], "error: schedule.epochs=0: must be an integer >= 1"),
+    # read by the search space's ${mul:${optimizer.lr},0.25} first: it named hparams_search.optimizer.lr
+    ("train.py", ["optimizer.lr=abc"], "error: optimizer.lr=abc: must be a number >= 0"),
 ])
 def test_clis_say_what_is_missing_in_one_line(tmp_path, script, args, expected):
     proc = subprocess.run([sys.executable, str(ROOT / "src" / script), f"paths.root_dir={tmp_path}", *args],
@@ -226,6 +228,37 @@ def test_counts_and_sizes_torch_would_reject_in_a_traceback_are_one_line():
             build_datamodule(compose_cfg([override]))
         assert str(err.value) == message
     assert build_datamodule(compose_cfg(["batch_size=1", "num_workers=0"])).batch_size == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optimizer.lr=abc", "optimizer.lr=abc: must be a number >= 0"),  # torch's TypeError in fit (hparams_search=none)
+    ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a number >= 0"),  # torch's ValueError in fit
+    ("optimizer.weight_decay=-1e-4", "optimizer.weight_decay=-0.0001: must be a number >= 0"),
+    ("optimizer.momentum=1.5", "optimizer.momentum=1.5: must be a number in [0, 1]"),
+    ("nms.box_score_thresh=high", "nms.box_score_thresh=high: must be a confidence in [0, 1]"),  # TypeError in validation
+    ("nms.rpn_nms_thresh=1.5", "nms.rpn_nms_thresh=1.5: must be an IoU in [0, 1]"),  # no NMS at all, silently
+    ("nms.box_nms_thresh=nan", "nms.box_nms_thresh=nan: must be an IoU in [0, 1]"),
+    ("nms.box_detections_per_img=0", "nms.box_detections_per_img=0: must be an integer >= 1"),
+    ("rois_per_image=2.5", "rois_per_image=2.5: must be an integer >= 1"),
+    ("max_gt_instances=0", "max_gt_instances=0: must be an integer >= 1"),
+    ("grad_clip_norm=-1", "grad_clip_norm=-1: must be a number >= 0 (0: no clipping)"),
+    ("box_head_dropout=1", "box_head_dropout=1: must be a probability in [0, 1)"),
+])
+def test_model_and_optimizer_numbers_out_of_range_are_one_line_before_anything_is_built(override, message):
+    from masklab import MasklabError
+    from masklab.model.module import MaskRCNNModule
+
+    with pytest.raises(MasklabError) as err:
+        MaskRCNNModule(compose_cfg(["hparams_search=none", override]))
+    assert str(err.value) == message
+
+
+def test_model_numbers_at_their_limits_are_accepted():
+    from masklab.model.module import MaskRCNNModule
+
+    cfg = compose_cfg(["nms.rpn_nms_thresh=1.0", "nms.box_score_thresh=0", "grad_clip_norm=0", "box_head_dropout=0.5",
+                       "optimizer.weight_decay=0", "optimizer.momentum=0", "optimizer.lr=0"])
+    assert MaskRCNNModule(cfg).model.rpn.nms_thresh == 1.0
 
 
 def test_a_split_missing_from_a_prepared_set_says_how_to_prepare_it(tmp_path):

@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from masklab import MasklabError
+from masklab.model.build import check_numbers
 from masklab.model.module import MaskRCNNModule
 
 #: keys a user may change at evaluation/prediction time; everything else (the model) comes from the checkpoint
@@ -72,6 +73,7 @@ def load_for_inference(cfg: DictConfig, overridden: list[str] | None = None
         overridden = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     module, trained, run_id = load_checkpoint(cfg.ckpt)
     rcfg = runtime_config(trained, cfg, overridden)
+    check_numbers(rcfg)  # nms.* given here
     changed = [f"{k}={OmegaConf.select(rcfg, k)}" for k in NETWORK_KEYS if OmegaConf.select(rcfg, k) != OmegaConf.select(trained, k)]
     model = module.model
     model.transform.min_size, model.transform.max_size = (int(rcfg.image_min_size),), int(rcfg.image_max_size)

@@ -9,6 +9,7 @@ Weights (see conf/config.yaml and conf/backbone/*.yaml):
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -56,6 +57,40 @@ def _anchor_generator(anchors: DictConfig, num_maps: int, backbone_name: str) ->
             f"feature maps (strides 4..64): give exactly one size per map, e.g. anchors.sizes=[16,32,64,128,256]")
     ratios = tuple(float(r) for r in anchors.aspect_ratios)
     return AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=(ratios,) * num_maps)
+
+
+def _in(low, high, integer=False, high_open=False):
+    def ok(v):
+        return (not integer or isinstance(v, int)) and v >= low and (high is None or (v < high if high_open else v <= high))
+    return ok
+
+
+#: the model's and optimizer's numeric keys, checked before anything is built: a bad value was torch's TypeError
+#: or ValueError traceback deep in fit (optimizer.lr=abc, optimizer.lr=-0.1, nms.box_score_thresh=high), or ran
+#: on silently (nms.rpn_nms_thresh=1.5 is no NMS at all)
+NUMBERS = {
+    "optimizer.lr": (_in(0, None), "a number >= 0"),  # 0: a run that cannot learn (the pruning tests sweep one)
+    "optimizer.weight_decay": (_in(0, None), "a number >= 0"),
+    "optimizer.momentum": (_in(0, 1), "a number in [0, 1]"),
+    "nms.rpn_nms_thresh": (_in(0, 1), "an IoU in [0, 1]"),
+    "nms.box_nms_thresh": (_in(0, 1), "an IoU in [0, 1]"),
+    "nms.box_score_thresh": (_in(0, 1), "a confidence in [0, 1]"),
+    "nms.box_detections_per_img": (_in(1, None, integer=True), "an integer >= 1"),
+    "rois_per_image": (_in(1, None, integer=True), "an integer >= 1"),
+    "max_gt_instances": (_in(1, None, integer=True), "an integer >= 1"),
+    "grad_clip_norm": (_in(0, None), "a number >= 0 (0: no clipping)"),
+    "box_head_dropout": (_in(0, 1, high_open=True), "a probability in [0, 1)"),
+}
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """One line naming the first of :data:`NUMBERS` that is not a number in its range."""
+    for key, (ok, what) in NUMBERS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+            raise MasklabError(f"{key}={value}: must be {what}")
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:

@@ -17,7 +17,7 @@ from torch import nn
 
 from masklab import MasklabError
 from masklab.metrics.coco import CocoEvaluator
-from masklab.model.build import build_model, set_trainable
+from masklab.model.build import build_model, check_numbers, set_trainable
 from masklab.model.schedules import boundaries, warmup
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class MaskRCNNModule(L.LightningModule):
     def __init__(self, cfg: dict | DictConfig, class_names=None):
         """``class_names``: the datamodule's (a prepared dataset names them); default ``cfg.data.class_names``."""
         super().__init__()
+        check_numbers(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))  # before the search space's ${mul:} reads them
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
         self.class_names = list(class_names if class_names is not None else cfg.data.class_names)
         # the checkpoint alone rebuilds the model (evaluate.py, predict.py); train.py logs params itself
