@@ -252,37 +252,38 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
     assert "Traceback" not in out.stderr + out.stdout
 
 
-def test_help_lists_groups_and_options():
-    out = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "--help"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0
+def _helps(*commands: tuple[str, ...]) -> list[str]:
+    """stdout of ``python src/<script>.py <args> --help`` for each command, run side by side (each pays the imports)."""
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "src" / f"{script}.py"), *args, "--help"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for script, *args in commands]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    return [out for out, _ in outs]
+
+
+def test_help_lists_groups_options_and_each_tools_own_keys():
+    train, study, evaluate, predict, report = _helps(("train",), ("train", "hydra/sweeper=optuna"), ("evaluate",),
+                                                     ("predict",), ("report",))
     for group, options in {"backbone": "mobilenet_v2, mobilenet_v3, r101, r18, r50, x101", "anchors": "default, small, tiny",
                            "schedule": "constant, cosine, piecewise, step", "trainer": "cpu, ddp, gpu"}.items():
-        assert f"{group}: {options}" in out.stdout
-    assert "dataset_defaults" not in out.stdout  # included by the data options, not a group to pick (Hydra listed it)
-    assert "hydra.sweeper" in out.stdout and "n_trials" not in out.stdout  # where the study's keys are, not them
-    study = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "hydra/sweeper=optuna", "--help"],
-                           capture_output=True, text=True, timeout=120)
-    keys = study.stdout.split("== Optuna study (-m hydra/sweeper=optuna; hydra.sweeper.key=value) ==\n", 1)[1]
+        assert f"{group}: {options}" in train
+    assert "dataset_defaults" not in train  # included by the data options, not a group to pick (Hydra listed it)
+    assert "hydra.sweeper" in train and "n_trials" not in train  # where the study's keys are, not them
+    keys = study.split("== Optuna study (-m hydra/sweeper=optuna; hydra.sweeper.key=value) ==\n", 1)[1]
     for line in ("n_trials: 20             # COMPLETE + PRUNED trials in total", "pruner: median ", "max_failures: 5 "):
         assert any(ln.startswith(line) for ln in keys.splitlines()), line
     assert "_target_: hydra_plugins" not in keys
-
-
-@pytest.mark.parametrize("script, own, groups", [
-    ("evaluate", ["ckpt: ???", "score_floor: 0.05          # detections above it", "retune:", "  nms_thresh: null"],
-     ["data: balloon, coco", "nms: default, rpn08, rpn09"]),
-    ("predict", ["input: ???", "mode: instances            # instances"], ["nms: default, rpn08, rpn09"]),
-    ("report", ["experiment: ${experiment_name}", "include_children: true"], [])])
-def test_help_of_the_other_tools_shows_their_own_keys(script, own, groups):
-    # their --help printed train's groups and ~170 lines of its composed config, their own keys at the bottom
-    out = subprocess.run([sys.executable, str(ROOT / "src" / f"{script}.py"), "--help"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    keys = out.stdout.split("== Keys (key=value) ==\n", 1)[1]
-    for line in own + groups:
-        assert any(ln.startswith(line) for ln in keys.splitlines()), line
-    assert "backbone: " not in out.stdout and "_target_" not in out.stdout and len(out.stdout.splitlines()) < 40
-    if script != "report":  # every key evaluate/predict take from the command line over the checkpoint's
-        assert "image_min_size / image_max_size" in keys and "nms=<option> and nms.*" in keys
+    # the other tools printed train's groups and ~170 lines of its composed config, their own keys at the bottom
+    for out, own in [(evaluate, ["ckpt: ???", "score_floor: 0.05          # detections above it", "retune:", "  nms_thresh: null",
+                                 "data: balloon, coco", "nms: default, rpn08, rpn09"]),
+                     (predict, ["input: ???", "mode: instances            # instances", "nms: default, rpn08, rpn09"]),
+                     (report, ["experiment: ${experiment_name}", "include_children: true"])]:
+        keys = out.split("== Keys (key=value) ==\n", 1)[1]
+        for line in own:
+            assert any(ln.startswith(line) for ln in keys.splitlines()), line
+        assert "backbone: " not in out and "_target_" not in out and len(out.splitlines()) < 40
+        if out is not report:  # every key evaluate/predict take from the command line over the checkpoint's
+            assert "image_min_size / image_max_size" in keys and "nms=<option> and nms.*" in keys
 
 
 def test_prepare_pennfudan_then_train_on_it(tmp_path):
