@@ -27,8 +27,9 @@ from masklab.eval.outputs import log_to_mlflow, write_outputs, write_retune  # n
 log = logging.getLogger("masklab.evaluate")
 
 
-def evaluate(cfg: DictConfig, out: Path) -> dict:
-    module, rcfg, changed, run_id = load_for_inference(cfg)
+def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) -> dict:
+    """``overridden``: the command line's overrides (default: Hydra's), which say the runtime keys to take from ``cfg``."""
+    module, rcfg, changed, run_id = load_for_inference(cfg, overridden)
     names, prefix, nms = module.class_names, cfg.split, rcfg.nms
     grid = _retune_grid(cfg, nms)
     if cfg.cache and changed:

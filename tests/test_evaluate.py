@@ -117,12 +117,16 @@ def test_network_keys_given_at_evaluation_reach_the_model(trained, tmp_path):
     assert raw64.keys() == raw40.keys() and sum(len(r["scores"]) for r in raw64.values()) > 0
     assert not any(torch.equal(raw64[i]["boxes"], raw40[i]["boxes"]) for i in raw64)  # another network pass
     # cached detections cannot show another network pass: one line, not the cache's numbers under the new setting
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={trained[0]}", f"cache={trained[0]}",
-                           "image_min_size=40", f"hydra.run.dir={tmp_path}", "log_mlflow=false"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
-        f"error: cache={trained[0]}: image_min_size=40 changes the network pass, which cache= skips; "
-        "drop cache= to run the network at that setting"]
+    from evaluate import evaluate
+    from masklab import MasklabError
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt={trained[0]}", f"cache={trained[0]}", "image_min_size=40", "log_mlflow=false"])
+    with pytest.raises(MasklabError) as err:
+        evaluate(cfg, tmp_path, overridden=["image_min_size=40"])
+    assert str(err.value) == (f"cache={trained[0]}: image_min_size=40 changes the network pass, which cache= skips; "
+                              "drop cache= to run the network at that setting")
 
 
 def test_evaluate_bad_checkpoint_is_one_line(tmp_path):
@@ -157,10 +161,12 @@ def test_bad_runtime_options_are_one_line_before_the_network_runs(trained, tmp_p
         with pytest.raises(MasklabError) as err:
             evaluate(cfg, tmp_path)
         assert str(err.value).startswith(message), (overrides, str(err.value))
-    # an nms key is the checkpoint's unless given on the command line (Hydra's overrides): named as given, not retune.*
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={ckpt}", "nms.box_nms_thresh=abc",
-                           f"hydra.run.dir={tmp_path}", "log_mlflow=false"], capture_output=True, text=True, timeout=300)
-    assert proc.stderr.strip().splitlines()[-1] == "error: nms.box_nms_thresh=abc: must be an IoU in [0, 1]"
+    # an nms key is the checkpoint's unless given on the command line (Hydra's overrides): checked as given
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt={ckpt}", "log_mlflow=false", "nms.box_nms_thresh=abc"])
+    with pytest.raises(MasklabError, match=r"^nms.box_nms_thresh=abc: must be an IoU in \[0, 1\]$"):
+        evaluate(cfg, tmp_path, overridden=["nms.box_nms_thresh=abc"])
     assert not (tmp_path / "raw_predictions.pt").exists()  # none of them ran the network
     assert resolve_device("cpu") == "cpu" and resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -204,8 +204,6 @@ def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_
     ("predict.py", ["ckpt=model.ckpt", "input=photo.jpg", "mode=splsh"], "error: mode=splsh: choose instances or splash"),
     ("train.py", ["data=coco"], "annotations/train.json not found: run `python src/prepare.py"),
     ("train.py", ["schedule.epochs=0"], "error: schedule.epochs=0: must be an integer >= 1"),
-    # read by the search space's ${mul:${optimizer.lr},0.25} first: it named hparams_search.optimizer.lr
-    ("train.py", ["optimizer.lr=abc"], "error: optimizer.lr=abc: must be a number >= 0"),
 ])
 def test_clis_say_what_is_missing_in_one_line(tmp_path, script, args, expected):
     proc = subprocess.run([sys.executable, str(ROOT / "src" / script), f"paths.root_dir={tmp_path}", *args],
@@ -231,7 +229,7 @@ def test_counts_and_sizes_torch_would_reject_in_a_traceback_are_one_line():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optimizer.lr=abc", "optimizer.lr=abc: must be a number >= 0"),  # torch's TypeError in fit (hparams_search=none)
+    ("optimizer.lr=abc", "optimizer.lr=abc: must be a number >= 0"),  # torch's TypeError in fit
     ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a number >= 0"),  # torch's ValueError in fit
     ("optimizer.weight_decay=-1e-4", "optimizer.weight_decay=-0.0001: must be a number >= 0"),
     ("optimizer.momentum=1.5", "optimizer.momentum=1.5: must be a number in [0, 1]"),
@@ -251,6 +249,15 @@ def test_model_and_optimizer_numbers_out_of_range_are_one_line_before_anything_i
     with pytest.raises(MasklabError) as err:
         MaskRCNNModule(compose_cfg(["hparams_search=none", override]))
     assert str(err.value) == message
+
+
+def test_a_bad_number_is_named_before_the_search_space_reads_it():
+    # the default space computes ${mul:${optimizer.lr},0.25}: resolving it first named hparams_search.optimizer.lr
+    from masklab import MasklabError
+    from masklab.model.module import MaskRCNNModule
+
+    with pytest.raises(MasklabError, match=r"^optimizer.lr=abc: must be a number >= 0$"):
+        MaskRCNNModule(compose_cfg(["optimizer.lr=abc"]))
 
 
 def test_model_numbers_at_their_limits_are_accepted():
