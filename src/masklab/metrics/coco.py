@@ -137,7 +137,7 @@ class CocoEvaluator:
             log.warning("%d predictions for images without ground truth were left out (image ids %s)",
                         len(unknown), sorted({d["image_id"] for d in unknown})[:10])
             self.dt = [d for d in self.dt if d["image_id"] in known]
-        if not self.gt:
+        if not self.gt:  # an empty split: 0.0, which keeps the optimized metric a number for the checkpoint and sweeps
             return zeros
         if not self.dt:  # pycocotools cannot load no results; score them as COCO scores results that match nothing
             return self._undetected(per_class)
@@ -152,7 +152,6 @@ class CocoEvaluator:
                 p = prec[:, :, k]
                 out[f"AP_{name}"] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
         return out
-
 
     def _undetected(self, per_class: bool) -> dict[str, float]:
         """The metrics of no detections: 0.0 where there is an object to find, NaN where COCO has nothing to
