@@ -95,8 +95,9 @@ def test_evaluate_cli_writes_everything_and_logs_to_the_training_run(trained, tm
 
 
 def test_network_keys_given_at_evaluation_reach_the_model(trained, tmp_path):
-    # image size and RPN NMS are baked into the model when it is built: given to evaluate.py/predict.py they
-    # were taken into the run's config but the network ran at the checkpoint's values, with the same numbers
+    # image size and RPN NMS are baked into the model when it is built: given to evaluate.py/predict.py,
+    # nms.rpn_nms_thresh went into the run's config but the network ran at the checkpoint's value (the same
+    # numbers), and image_min_size, a plain key, was a ValueError traceback out of runtime_config
     from hydra import compose, initialize_config_dir
 
     from masklab.eval.checkpoint import load_for_inference
