@@ -101,9 +101,8 @@ def help_keys(name: str) -> str:
 
 
 def help_sweeper(*, _root_) -> str:
-    """train.py ``--help``: the Optuna sweeper's keys when it is picked (``hydra/sweeper=optuna --help``), else how to see them."""
-    if _root_.hydra.help.app_name != "masklab train":  # prepare.py shares train's help template
-        return ""
+    """train.py ``--help`` (its footer): the Optuna sweeper's keys when it is picked (``hydra/sweeper=optuna --help``),
+    else how to see them."""
     if _root_.hydra.runtime.choices.get("hydra/sweeper") == "optuna":
         return "== Optuna study (-m hydra/sweeper=optuna; hydra.sweeper.key=value) ==\n" + help_keys("hydra/sweeper/optuna")
     return "The Optuna study's keys (hydra.sweeper.*):  python src/train.py hydra/sweeper=optuna --help"
