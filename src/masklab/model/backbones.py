@@ -61,9 +61,9 @@ def _with_fpn_channels(bb: BackboneWithFPN, fpn_channels: int) -> BackboneWithFP
 def resnet_fpn(arch: str, weights=None, imagenet_weights=None, fpn_channels: int = 256,
                frozen_bn: bool = False) -> BackboneWithFPN:
     """ResNet/ResNeXt + FPN through ``torchvision...resnet_fpn_backbone`` (all layers trainable here)."""
-    with downloading("backbone.weights=imagenet", _imagenet(weights, imagenet_weights)):
-        bb = resnet_fpn_backbone(backbone_name=arch, weights=_imagenet(weights, imagenet_weights),
-                                 norm_layer=_norm(frozen_bn), trainable_layers=5)
+    pretrained = _imagenet(weights, imagenet_weights)
+    with downloading("backbone.weights=imagenet", pretrained):
+        bb = resnet_fpn_backbone(backbone_name=arch, weights=pretrained, norm_layer=_norm(frozen_bn), trainable_layers=5)
     bb = _with_fpn_channels(bb, fpn_channels)
     bb.stage_of = dict(_RESNET_STAGES)
     return bb
@@ -77,8 +77,9 @@ def mobilenet_fpn(arch: str, weights=None, imagenet_weights=None, fpn_channels: 
     two stride-32 levels; here the whole feature extractor is used (so an ImageNet ``features``
     state_dict loads strictly) and the FPN gets the same four strides as the ResNets.
     """
-    with downloading("backbone.weights=imagenet", _imagenet(weights, imagenet_weights)):
-        features = models.__dict__[arch](weights=_imagenet(weights, imagenet_weights), norm_layer=_norm(frozen_bn)).features
+    pretrained = _imagenet(weights, imagenet_weights)
+    with downloading("backbone.weights=imagenet", pretrained):
+        features = models.__dict__[arch](weights=pretrained, norm_layer=_norm(frozen_bn)).features
     firsts = [i for i, block in enumerate(features) if getattr(block, "_is_cn", False)]  # stride-2 blocks
     lasts = [i - 1 for i in firsts[1:]] + [len(features) - 1]  # last block at strides 4, 8, 16, 32
     bb = BackboneWithFPN(features, {str(i): str(k) for k, i in enumerate(lasts)},
