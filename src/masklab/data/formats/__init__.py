@@ -8,6 +8,7 @@ after that (image checks, resizing, the validation rules, the canonical COCO JSO
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -73,6 +74,20 @@ def load_json(path: Path, expect: type = dict):
     if not isinstance(data, expect):
         raise DatasetError(path, f"expected a JSON {expect.__name__} at the top level, got {type(data).__name__}")
     return data
+
+
+ELLIPSE_VERTICES = 64
+
+
+def ellipse_polygon(cx, cy, rx, ry, theta=0.0) -> list[float]:
+    """An ellipse (a circle when rx == ry), rotated by ``theta`` radians, as a flat polygon of 64 vertices
+    (VIA's circles and ellipses, labelme's circles)."""
+    pts = []
+    for k in range(ELLIPSE_VERTICES):
+        a = 2 * math.pi * k / ELLIPSE_VERTICES
+        x, y = rx * math.cos(a), ry * math.sin(a)
+        pts += [cx + x * math.cos(theta) - y * math.sin(theta), cy + x * math.sin(theta) + y * math.cos(theta)]
+    return pts
 
 
 def polygons_to_mask(height: int, width: int, *, polygons, record: str = "", notes: list | None = None) -> np.ndarray:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from masklab.data.formats import DatasetError, Drop, Source, SourceImage, SourceInstance, load_json, polygons_to_mask
-from masklab.data.formats.via import _ellipse
+from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, ellipse_polygon, load_json,
+                                  polygons_to_mask)
 
 IGNORE_LABELS = ("__ignore__", "_background_")
 
@@ -35,7 +35,7 @@ def shape_to_polygon(shape: dict, record: str) -> list[float]:
         if kind == "circle":  # the centre and a point on the circle
             (cx, cy), (px, py) = points
             r = ((px - cx) ** 2 + (py - cy) ** 2) ** 0.5
-            return _ellipse(cx, cy, r, r)
+            return ellipse_polygon(cx, cy, r, r)
     except (KeyError, TypeError, ValueError) as exc:
         raise Drop("bad_shape", f"{record}: {kind} without usable points ({type(exc).__name__}: {exc})") from None
     raise Drop("bad_shape", f"{record}: shape_type {kind!r} has no area or is not read (polygon, rectangle, circle)")

@@ -9,23 +9,11 @@ rasterised like COCO polygons (pycocotools); circles and ellipses with 64 vertic
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 from pathlib import Path
 
-from masklab.data.formats import DatasetError, Drop, Source, SourceImage, SourceInstance, load_json, polygons_to_mask
-
-ELLIPSE_VERTICES = 64
-
-
-def _ellipse(cx, cy, rx, ry, theta=0.0) -> list[float]:
-    pts = []
-    for k in range(ELLIPSE_VERTICES):
-        a = 2 * math.pi * k / ELLIPSE_VERTICES
-        x, y = rx * math.cos(a), ry * math.sin(a)
-        pts += [cx + x * math.cos(theta) - y * math.sin(theta), cy + x * math.sin(theta) + y * math.cos(theta)]
-    return pts
-
+from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, ellipse_polygon, load_json,
+                                  polygons_to_mask)
 
 def shape_to_polygon(shape: dict, record: str) -> list[float]:
     """A VIA ``shape_attributes`` dict -> one flat polygon [x1, y1, ...] in pixels."""
@@ -40,9 +28,9 @@ def shape_to_polygon(shape: dict, record: str) -> list[float]:
             x, y, w, h = (float(shape[k]) for k in ("x", "y", "width", "height"))
             return [x, y, x + w, y, x + w, y + h, x, y + h]
         if name == "circle":
-            return _ellipse(float(shape["cx"]), float(shape["cy"]), float(shape["r"]), float(shape["r"]))
+            return ellipse_polygon(float(shape["cx"]), float(shape["cy"]), float(shape["r"]), float(shape["r"]))
         if name == "ellipse":
-            return _ellipse(float(shape["cx"]), float(shape["cy"]), float(shape["rx"]), float(shape["ry"]),
+            return ellipse_polygon(float(shape["cx"]), float(shape["cy"]), float(shape["rx"]), float(shape["ry"]),
                             float(shape.get("theta", 0.0)))
     except (KeyError, TypeError, ValueError) as exc:
         raise Drop("bad_shape", f"{record}: {name} without usable {exc}") from None
