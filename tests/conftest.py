@@ -24,6 +24,14 @@ TINY_MODEL = [
 TINY = TINY_MODEL + ["data.train.num_images=4", "data.val.num_images=2", "data.train.max_instances=2",
                      "data.val.max_instances=2", "optimizer=sgd"]
 
+#: torch 2.11's out-of-memory message, as an H100 run gave it (a process capped at 4 GiB, batch 512: RESULTS_NOTES.md)
+OUT_OF_MEMORY = ("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB "
+                 "is free. Including non-PyTorch memory, this process has 4.56 GiB memory in use. 3.96 GiB allowed; Of the "
+                 "allocated memory 3.84 GiB is allocated by PyTorch, and 115.24 MiB is reserved by PyTorch but unallocated. "
+                 "If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+                 "to avoid fragmentation.  See documentation for Memory Management  "
+                 "(https://docs.pytorch.org/docs/stable/notes/cuda.html#optimizing-memory-usage-with-pytorch-cuda-alloc-conf)")
+
 
 def compose_cfg(overrides=(), tiny: bool = True):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import ROOT, TINY, compose_cfg
+from conftest import OUT_OF_MEMORY, ROOT, TINY, compose_cfg
 
 pytestmark = pytest.mark.slow
 LOSSES = ["loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"]
@@ -195,6 +195,27 @@ def test_a_run_that_fails_outside_fit_is_failed_in_mlflow(where, tmp_path, monke
     runs = _all_runs(tmp_path)
     assert [r.info.status for r in runs] == ["FAILED"] and runs[0].data.params["optimizer.lr"] == str(cfg.optimizer.lr)
     assert ("val/segm_AP" in runs[0].data.metrics) == (where == "export_files")  # it trained before failing
+
+
+def test_running_out_of_gpu_memory_is_one_line_and_a_failed_run(tmp_path, monkeypatch):
+    # torch's OutOfMemoryError was a 170-line traceback through conv2d (seen on an H100 capped at 4 GiB, batch 512);
+    # the training step raises it here as it did there
+    import train
+    from masklab import user_message
+    from masklab.model.module import MaskRCNNModule
+
+    def step(self, batch, batch_idx):
+        raise torch.OutOfMemoryError(OUT_OF_MEMORY)
+
+    monkeypatch.setattr(MaskRCNNModule, "training_step", step)
+    GlobalHydra.instance().clear()
+    with pytest.raises(torch.OutOfMemoryError) as oom:
+        train.train(compose_cfg(["logger=mlflow", f"paths.output_root={tmp_path}/outputs"]), tmp_path / "run")
+    assert user_message(oom.value) == (
+        "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB is free. "
+        "Including non-PyTorch memory, this process has 4.56 GiB memory in use: lower batch_size or the image size "
+        "(data.image_size), or train in mixed precision (trainer.precision=16-mixed)")
+    assert [r.info.status for r in _all_runs(tmp_path)] == ["FAILED"]
 
 
 def test_a_plain_multirun_runs_every_job_and_names_the_failed_ones(tmp_path):

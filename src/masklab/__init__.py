@@ -27,9 +27,11 @@ def user_message(exc: BaseException) -> str | None:
 
     A :class:`MasklabError`, also when Hydra's ``instantiate`` wrapped it (a reader or the datamodule
     raised it while being built), a required key left unset (``???`` in the config), and a value a config
-    interpolation cannot use (``optimizer.lr=abc`` where the search space computes ``${mul:${optimizer.lr},0.25}``)."""
+    interpolation cannot use (``optimizer.lr=abc`` where the search space computes ``${mul:${optimizer.lr},0.25}``),
+    and the GPU running out of memory (a batch or image size too big for it: torch's traceback ends in a conv)."""
     from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+    torch = sys.modules.get("torch")  # an out-of-memory can only come from a loaded torch
     for seen in causes(exc):  # Hydra wraps once: "Error in call to target ...", the MasklabError as its cause
         if isinstance(seen, MasklabError):
             return str(seen)
@@ -38,7 +40,23 @@ def user_message(exc: BaseException) -> str | None:
             return f"{key} is required: give {key}=<value> on the command line (--help says what it takes)"
         if isinstance(seen, InterpolationResolutionError):  # e.g. optimizer.lr=abc read by ${mul:${optimizer.lr},0.25}
             return f"{seen.full_key}: {str(seen).splitlines()[0]}"
+        if torch is not None and isinstance(seen, torch.OutOfMemoryError):
+            return out_of_memory(str(seen))
     return None
+
+
+def out_of_memory(torch_message: str) -> str:
+    """One line for torch's out-of-memory error: what it tried to allocate and what the GPU had (torch's first
+    sentences: what it tried to allocate, what the GPU has free, what this process holds; the rest is allocator
+    advice), and the keys that lower the memory a step needs."""
+    said = []
+    for sentence in torch_message.strip().split(". ")[:4]:
+        if sentence.startswith(("If ", "See ")):
+            break
+        said.append(sentence)
+    said = ". ".join(said).rstrip(".")
+    return (f"{said}: lower batch_size or the image size (data.image_size), or train in mixed precision "
+            "(trainer.precision=16-mixed)")
 
 
 def missing_cuda(accelerator) -> bool:
