@@ -285,6 +285,50 @@ def test_labelme_shapes_groups_and_labels(tmp_path):
         (tmp_path / "empty").mkdir(), labelme.read(tmp_path / "empty")
 
 
+def test_labelme_mask_shapes_and_an_embedded_image(tmp_path):
+    # labelme 5's "mask" shapes (AI masks: a PNG bitmap in base64 over a box) were dropped as bad_shape, and a
+    # labelme JSON whose image file is not beside it (labelme embeds it as imageData) lost its image
+    import base64
+    import io
+
+    def b64png(array, mode=None):
+        buffer = io.BytesIO()
+        Image.fromarray(array, mode).save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    pixels = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    ring = np.ones((5, 6), bool)
+    ring[1:4, 1:5] = False  # a 6x5 bitmap with a hole, top-left pixel (10, 4)
+    shapes = [
+        {"label": "cat", "points": [[10, 4], [15, 8]], "shape_type": "mask", "mask": b64png(ring), "group_id": None},
+        {"label": "dog", "points": [[30, 20], [31, 21]], "shape_type": "mask", "mask": b64png(np.ones((2, 2), bool)),
+         "group_id": 3},
+        {"label": "dog", "points": [[20, 20], [25, 20], [25, 25], [20, 25]], "shape_type": "polygon", "group_id": 3},
+        {"label": "cat", "points": [[38, 28], [41, 31]], "shape_type": "mask", "mask": b64png(np.ones((4, 4), bool))},
+        {"label": "cat", "points": [[0, 0], [2, 2]], "shape_type": "mask"},  # no bitmap
+        {"label": "cat", "points": [[0, 0], [2, 2]], "shape_type": "mask", "mask": "bm90IGEgcG5n"},  # base64, not a PNG
+    ]
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "a.png", "imageHeight": H,
+                                                          "imageWidth": W, "imageData": b64png(pixels)}))
+    report, ds = run_prepare(tmp_path, "labelme", {"annotations": tmp_path / "ann"})
+    assert report["issue_counts"] == {"bad_shape": 2}
+    image, target = ds[0]
+    assert np.array_equal(np.asarray(image), pixels)  # the embedded image, written out as its PNG bytes
+    masks = {(int(label), tuple(np.argwhere(m.numpy()).min(0))): m.numpy() for label, m in zip(target["labels"], target["masks"])}
+    cat, dog = ds.class_names.index("cat") + 1, ds.class_names.index("dog") + 1
+    expected = np.zeros((H, W), np.uint8)
+    expected[4:9, 10:16] = ring
+    assert np.array_equal(masks[(cat, (4, 10))], expected)  # pasted at its first point, hole kept
+    corner = np.zeros((H, W), np.uint8)
+    corner[28:, 38:] = 1  # a bitmap running past the image is cut at its edge
+    assert np.array_equal(masks[(cat, (28, 38))], corner)
+    dog_mask = masks[(dog, (20, 20))]
+    assert dog_mask[20:22, 30:32].all() and dog_mask[20:25, 20:25].all() and dog_mask.sum() == 4 + 25  # one instance: the
+    # 2x2 bitmap and the 5x5 pixels COCO rasterises the square with corners 20 and 25 to
+    assert len(masks) == 3
+
+
 def test_labelme_json_gives_the_masks_labelme2coco_gave_the_same_images(tmp_path):
     # ../shared has the labelme sample in labelme's own format and as labelme2coco.py converted it:
     # read natively, the same 3 images, 12 instances (group_id joins polygons), classes and masks

@@ -7,6 +7,7 @@ only when complete: a failed run leaves the previous output as it was.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -27,15 +28,22 @@ from masklab.data.validate import Report
 SPLITS = ("train", "val", "test")
 
 
+def _embedded(image: SourceImage):
+    """The image's bytes the source embeds (labelme's imageData), when its file is missing; else None."""
+    return image.data if image.data is not None and not image.path.is_file() else None
+
+
 def _open_image(image: SourceImage, report: Report):
-    if not image.path.is_file():
+    embedded = _embedded(image)
+    if embedded is None and not image.path.is_file():
         return report.add("image_missing", image.record, f"{image.record}: {image.path} not found")
+    what = f"{image.path.name} (embedded in the annotation, the file is missing)" if embedded else image.path.name
     try:
-        with Image.open(image.path) as im:
+        with Image.open(io.BytesIO(embedded()) if embedded else image.path) as im:
             im.load()
             return im.height, im.width
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        return report.add("image_unreadable", image.record, f"{image.record}: {image.path.name} unreadable ({exc})")
+        return report.add("image_unreadable", image.record, f"{image.record}: {what} unreadable ({exc})")
 
 
 def _check_box(inst: SourceInstance, h: int, w: int, report: Report) -> bool:
@@ -88,7 +96,8 @@ def collect(source: Source, report: Report, progress: bool = True) -> list[dict]
                 report.add("unknown_category", inst.record, f"{inst.record}: class {inst.category!r} not declared")
             elif (ann := _instance(inst, *hw, report)) is not None:
                 anns.append(ann)
-        items.append({"file": image.path, "height": hw[0], "width": hw[1], "split": image.split, "anns": anns})
+        items.append({"file": image.path, "data": _embedded(image), "height": hw[0], "width": hw[1],
+                      "split": image.split, "anns": anns})
     _check_ids(items, report)
     return items
 
@@ -156,17 +165,21 @@ def _unique_names(items: list[dict]) -> None:
 
 
 def _write_image(it: dict, dest: Path, max_size: int | None, report: Report | None = None) -> None:
-    """Copy the image, or shrink it (and its masks) so its longer side is ``max_size``.
+    """Copy the image (or write the bytes the source embeds), or shrink it (and its masks) so its longer side is ``max_size``.
 
     An instance whose mask vanishes in the shrink is dropped and reported (``vanished_on_resize``).
     """
     h, w = it["height"], it["width"]
+    embedded = it["data"]() if it.get("data") is not None else None
     if not max_size or max(h, w) <= max_size:
-        shutil.copyfile(it["file"], dest)
+        if embedded is not None:
+            dest.write_bytes(embedded)
+        else:
+            shutil.copyfile(it["file"], dest)
         return
     s = max_size / max(h, w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    with Image.open(it["file"]) as im:
+    with Image.open(io.BytesIO(embedded) if embedded is not None else it["file"]) as im:
         im.convert("RGB").resize((nw, nh), Image.BILINEAR).save(dest)
     for a in it["anns"]:
         a["rle"] = encode(cv2.resize(decode_rle(a["rle"], h, w), (nw, nh), interpolation=cv2.INTER_NEAREST))

@@ -33,8 +33,8 @@ RULES = {
     "unknown_image": ("dropped", "annotation for an image the source does not list: dropped"),
     "mask_size_mismatch": ("fixed", "mask size differs from the image: resized to the image (nearest neighbour)"),
     "rle_out_of_bounds": ("dropped", "RLE runs past the image, negative, unordered or undecodable: dropped"),
-    "bad_shape": ("dropped", "VIA region or labelme shape of an unsupported kind (a line, a point) or missing "
-                             "coordinates: dropped"),
+    "bad_shape": ("dropped", "VIA region or labelme shape of an unsupported kind (a line, a point), missing "
+                             "coordinates or an unreadable mask bitmap: dropped"),
     "class_not_selected": ("dropped", "class not in data.prepare.classes: its instances are dropped"),
     "vanished_on_resize": ("dropped", "instance thinner than a pixel once data.prepare.max_image_size shrank the image: "
                                       "dropped"),

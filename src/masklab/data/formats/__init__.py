@@ -53,6 +53,8 @@ class SourceImage:
     instances: list[SourceInstance] = field(default_factory=list)
     size: tuple[int, int] | None = None             # (h, w) the source declares, if any
     split: str | None = None                        # a split the source gives, if any
+    data: Callable[[], bytes] | None = None         # the image file's bytes when the source embeds them (labelme's
+                                                    # imageData): used when ``path`` is not a file
 
 
 @dataclass

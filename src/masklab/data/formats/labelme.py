@@ -1,19 +1,25 @@
-"""labelme JSON: one file per image, its ``shapes`` (polygon, rectangle, circle) and its ``imagePath``.
+"""labelme JSON: one file per image, its ``shapes`` (polygon, rectangle, circle, mask) and its ``imagePath``.
 
 Shapes with the same ``label`` and ``group_id`` are one instance (an occluded object drawn as several
 polygons), as labelme's own ``labelme2coco.py`` groups them; a shape without ``group_id`` is an
 instance of its own. Labels in ``ignore_labels`` (labelme's ``__ignore__`` and ``_background_``) are
 dropped and reported. ``labels`` is labelme's ``labels.txt`` (one class per line): it fixes the class
 order, the same order ``labelme2coco.py`` gives the categories, and a label outside it is reported;
-without it the classes are the labels seen, sorted. Line, linestrip and point shapes have no area, and
-labelme 5's ``mask`` shapes are not read: dropped and reported. Images come from each file's
-``imagePath``, relative to that file (or by file name from ``images``); the embedded ``imageData`` is not
-used.
+without it the classes are the labels seen, sorted. Line, linestrip and point shapes have no area:
+dropped and reported. A ``mask`` shape (labelme 5's AI masks) is a base64 PNG bitmap whose top-left
+pixel is its first point, as labelme's ``shapes_to_label`` pastes it. Images come from each file's
+``imagePath``, relative to that file (or by file name from ``images``); where that file is missing, the
+image embedded in the JSON (``imageData``, what labelme saves unless run with ``--nodata``) is used.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, ellipse_polygon, load_json,
                                   polygons_to_mask)
@@ -38,7 +44,50 @@ def shape_to_polygon(shape: dict, record: str) -> list[float]:
             return ellipse_polygon(cx, cy, r, r)
     except (KeyError, TypeError, ValueError) as exc:
         raise Drop("bad_shape", f"{record}: {kind} without usable points ({type(exc).__name__}: {exc})") from None
-    raise Drop("bad_shape", f"{record}: shape_type {kind!r} has no area or is not read (polygon, rectangle, circle)")
+    raise Drop("bad_shape", f"{record}: shape_type {kind!r} has no area (polygon, rectangle, circle and mask are read)")
+
+
+def shape_to_bitmap(shape: dict, record: str) -> tuple[int, int, str]:
+    """A labelme ``mask`` shape -> (x, y of its top-left pixel, its base64 PNG), decoded later (:func:`decode`)."""
+    try:
+        (x, y), _ = shape["points"]  # the bitmap's box: top-left and bottom-right pixels
+        x, y = int(float(x)), int(float(y))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Drop("bad_shape", f"{record}: mask without its two box points ({type(exc).__name__}: {exc})") from None
+    if not isinstance(shape.get("mask"), str) or not shape["mask"]:
+        raise Drop("bad_shape", f"{record}: mask shape without its 'mask' (a base64 PNG)")
+    return x, y, shape["mask"]
+
+
+def _bitmap(encoded: str, record: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(encoded, validate=True))) as im:
+            return np.asarray(im.convert("L")) > 0
+    except (binascii.Error, OSError, ValueError) as exc:
+        raise Drop("bad_shape", f"{record}: its 'mask' is not a base64 PNG ({exc})") from None
+
+
+def decode(height: int, width: int, *, polygons, bitmaps, record: str, notes: list) -> np.ndarray:
+    """One instance's mask: its polygons rasterised as COCO does, with its mask shapes' bitmaps pasted in."""
+    if polygons:
+        mask = polygons_to_mask(height, width, polygons=polygons, record=record, notes=notes)
+    else:
+        mask = np.zeros((height, width), np.uint8)
+    for x, y, encoded, where in bitmaps:
+        piece = _bitmap(encoded, where)
+        y0, x0 = max(y, 0), max(x, 0)
+        y1, x1 = min(y + piece.shape[0], height), min(x + piece.shape[1], width)
+        if y1 > y0 and x1 > x0:
+            mask[y0:y1, x0:x1] |= piece[y0 - y:y1 - y, x0 - x:x1 - x]
+    return mask
+
+
+def _embedded_image(file: Path) -> bytes:
+    """The image labelme embedded in ``file`` (its ``imageData``), read again when needed: held for every
+    file at once it could fill the memory."""
+    return base64.b64decode(load_json(file)["imageData"])
 
 
 def read(annotations: str | Path, images: str | Path | None = None, labels: str | Path | None = None,
@@ -58,8 +107,9 @@ def read(annotations: str | Path, images: str | Path | None = None, labels: str 
             raise DatasetError(file, "not a labelme file (needs a 'shapes' list and 'imagePath')")
         name = Path(str(data["imagePath"]).replace("\\", "/"))  # labelme on Windows writes backslashes
         size = (int(data["imageHeight"]), int(data["imageWidth"])) if data.get("imageHeight") and data.get("imageWidth") else None
-        image = SourceImage(Path(images) / name.name if images else file.parent / name, file.name, size=size)
-        groups: dict[tuple, tuple[list, str]] = {}  # (label, group) -> (polygons, record of its first shape)
+        image = SourceImage(Path(images) / name.name if images else file.parent / name, file.name, size=size,
+                            data=partial(_embedded_image, file) if data.get("imageData") else None)
+        groups: dict[tuple, tuple[list, list, str]] = {}  # (label, group) -> (polygons, bitmaps, its first shape's record)
         for i, shape in enumerate(data["shapes"]):
             record = f"{file.name}: shape {i}"
             if not isinstance(shape, dict):
@@ -72,16 +122,18 @@ def read(annotations: str | Path, images: str | Path | None = None, labels: str 
             if declared is not None and label not in declared:
                 source.issues.append(("unknown_category", record, f"label {label!r} is not in {labels}"))
                 continue
+            bitmap = shape.get("shape_type") == "mask"
             try:
-                polygon = shape_to_polygon(shape, record)
+                part = (*shape_to_bitmap(shape, record), record) if bitmap else shape_to_polygon(shape, record)
             except Drop as drop:
                 source.issues.append((drop.rule, record, drop.detail))
                 continue
             group = shape.get("group_id")
-            groups.setdefault((label, ("shape", i) if group is None else group), ([], record))[0].append(polygon)
-        for (label, _), (polygons, record) in groups.items():
+            polygons, bitmaps, _ = groups.setdefault((label, ("shape", i) if group is None else group), ([], [], record))
+            (bitmaps if bitmap else polygons).append(part)
+        for (label, _), (polygons, bitmaps, record) in groups.items():
             inst = SourceInstance(label, decode=None, record=record)
-            inst.decode = partial(polygons_to_mask, polygons=polygons, record=record, notes=inst.notes)
+            inst.decode = partial(decode, polygons=polygons, bitmaps=bitmaps, record=record, notes=inst.notes)
             image.instances.append(inst)
         source.images.append(image)
     if declared is None:
