@@ -312,7 +312,7 @@ def test_labelme_mask_shapes_and_an_embedded_image(tmp_path):
     (tmp_path / "ann" / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "a.png", "imageHeight": H,
                                                           "imageWidth": W, "imageData": b64png(pixels)}))
     report, ds = run_prepare(tmp_path, "labelme", {"annotations": tmp_path / "ann"})
-    assert report["issue_counts"] == {"bad_shape": 2}
+    assert report["issue_counts"] == {"bad_shape": 2, "image_embedded": 1}
     image, target = ds[0]
     assert np.array_equal(np.asarray(image), pixels)  # the embedded image, written out as its PNG bytes
     masks = {(int(label), tuple(np.argwhere(m.numpy()).min(0))): m.numpy() for label, m in zip(target["labels"], target["masks"])}

@@ -41,9 +41,12 @@ def _open_image(image: SourceImage, report: Report):
     try:
         with Image.open(io.BytesIO(embedded()) if embedded else image.path) as im:
             im.load()
-            return im.height, im.width
+            size = im.height, im.width
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         return report.add("image_unreadable", image.record, f"{image.record}: {what} unreadable ({exc})")
+    if embedded:
+        report.add("image_embedded", image.record, f"{image.record}: {image.path} not found; the image embedded in it is used")
+    return size
 
 
 def _check_box(inst: SourceInstance, h: int, w: int, report: Report) -> bool:

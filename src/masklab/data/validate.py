@@ -18,6 +18,8 @@ log = logging.getLogger("masklab.prepare")
 RULES = {
     "image_missing": ("dropped", "image file not found: the image and its annotations are left out"),
     "image_unreadable": ("dropped", "image (or mask PNG) cannot be decoded: left out"),
+    "image_embedded": ("fixed", "image file not found: the image embedded in the annotation file (labelme's imageData) "
+                                "is used"),
     "mask_missing": ("dropped", "no mask file for the image: the image is left out"),
     "polygon_too_few_points": ("dropped", "polygon with < 3 points (or non-finite): that polygon is skipped; "
                                           "the annotation is dropped when none is left"),
