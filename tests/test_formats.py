@@ -307,12 +307,17 @@ def test_labelme_mask_shapes_and_an_embedded_image(tmp_path):
         {"label": "cat", "points": [[38, 28], [41, 31]], "shape_type": "mask", "mask": b64png(np.ones((4, 4), bool))},
         {"label": "cat", "points": [[0, 0], [2, 2]], "shape_type": "mask"},  # no bitmap
         {"label": "cat", "points": [[0, 0], [2, 2]], "shape_type": "mask", "mask": "bm90IGEgcG5n"},  # base64, not a PNG
+        {"label": "cat", "points": [[0, 0], [2, 2]], "shape_type": "mask", "mask": b64png(np.ones((2, 2), bool))},  # 3x3 box
     ]
     (tmp_path / "ann").mkdir()
     (tmp_path / "ann" / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "a.png", "imageHeight": H,
                                                           "imageWidth": W, "imageData": b64png(pixels)}))
     report, ds = run_prepare(tmp_path, "labelme", {"annotations": tmp_path / "ann"})
-    assert report["issue_counts"] == {"bad_shape": 2, "image_embedded": 1}
+    assert report["issue_counts"] == {"bad_shape": 3, "image_embedded": 1}
+    assert [e["detail"] for e in report["issues"] if e["rule"] == "bad_shape"] == [
+        "a.json: shape 4: mask shape without its 'mask' (a base64 PNG)",
+        "a.json: shape 5: its 'mask' is not a base64 PNG (its bytes are no image)",
+        "a.json: shape 6: its 2x2 mask does not fill its box (0, 0)-(2, 2), 3x3 px"]
     image, target = ds[0]
     assert np.array_equal(np.asarray(image), pixels)  # the embedded image, written out as its PNG bytes
     masks = {(int(label), tuple(np.argwhere(m.numpy()).min(0))): m.numpy() for label, m in zip(target["labels"], target["masks"])}

@@ -46,9 +46,8 @@ def user_message(exc: BaseException) -> str | None:
 
 
 def out_of_memory(torch_message: str) -> str:
-    """One line for torch's out-of-memory error: what it tried to allocate and what the GPU had (torch's first
-    sentences: what it tried to allocate, what the GPU has free, what this process holds; the rest is allocator
-    advice), and the keys that lower the memory a step needs."""
+    """One line for torch's out-of-memory error: its first sentences (what it tried to allocate, what the GPU has
+    free, what this process holds; the rest is allocator advice) and the keys that lower the memory a step needs."""
     said = []
     for sentence in torch_message.strip().split(". ")[:4]:
         if sentence.startswith(("If ", "See ")):

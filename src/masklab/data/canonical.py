@@ -168,7 +168,8 @@ def _unique_names(items: list[dict]) -> None:
 
 
 def _write_image(it: dict, dest: Path, max_size: int | None, report: Report | None = None) -> None:
-    """Copy the image (or write the bytes the source embeds), or shrink it (and its masks) so its longer side is ``max_size``.
+    """Copy the image (or write the bytes the source embeds), or shrink it (and its masks) so its longer side
+    is ``max_size``.
 
     An instance whose mask vanishes in the shrink is dropped and reported (``vanished_on_resize``).
     """

@@ -47,36 +47,43 @@ def shape_to_polygon(shape: dict, record: str) -> list[float]:
     raise Drop("bad_shape", f"{record}: shape_type {kind!r} has no area (polygon, rectangle, circle and mask are read)")
 
 
-def shape_to_bitmap(shape: dict, record: str) -> tuple[int, int, str]:
-    """A labelme ``mask`` shape -> (x, y of its top-left pixel, its base64 PNG), decoded later (:func:`decode`)."""
+def shape_to_bitmap(shape: dict, record: str) -> tuple[int, int, int, int, str]:
+    """A labelme ``mask`` shape -> (x1, y1, x2, y2: its box's corner pixels, its base64 PNG), decoded later."""
     try:
-        (x, y), _ = shape["points"]  # the bitmap's box: top-left and bottom-right pixels
-        x, y = int(float(x)), int(float(y))
+        (x1, y1), (x2, y2) = ((int(float(x)), int(float(y))) for x, y in shape["points"])
     except (KeyError, TypeError, ValueError) as exc:
         raise Drop("bad_shape", f"{record}: mask without its two box points ({type(exc).__name__}: {exc})") from None
     if not isinstance(shape.get("mask"), str) or not shape["mask"]:
         raise Drop("bad_shape", f"{record}: mask shape without its 'mask' (a base64 PNG)")
-    return x, y, shape["mask"]
+    return x1, y1, x2, y2, shape["mask"]
 
 
-def _bitmap(encoded: str, record: str) -> np.ndarray:
-    from PIL import Image
+def _bitmap(x1: int, y1: int, x2: int, y2: int, encoded: str, record: str) -> np.ndarray:
+    """The bitmap of a mask shape; it must fill its box, as labelme's ``shapes_to_label`` requires."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(base64.b64decode(encoded, validate=True))) as im:
-            return np.asarray(im.convert("L")) > 0
-    except (binascii.Error, OSError, ValueError) as exc:
-        raise Drop("bad_shape", f"{record}: its 'mask' is not a base64 PNG ({exc})") from None
+            piece = np.asarray(im.convert("L")) > 0
+    except (binascii.Error, OSError, ValueError) as exc:  # PIL names its BytesIO: "cannot identify image file <...>"
+        why = "its bytes are no image" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise Drop("bad_shape", f"{record}: its 'mask' is not a base64 PNG ({why})") from None
+    if piece.shape != (y2 - y1 + 1, x2 - x1 + 1):
+        raise Drop("bad_shape", f"{record}: its {piece.shape[1]}x{piece.shape[0]} mask does not fill its box "
+                                f"({x1}, {y1})-({x2}, {y2}), {x2 - x1 + 1}x{y2 - y1 + 1} px")
+    return piece
 
 
 def decode(height: int, width: int, *, polygons, bitmaps, record: str, notes: list) -> np.ndarray:
-    """One instance's mask: its polygons rasterised as COCO does, with its mask shapes' bitmaps pasted in."""
+    """One instance's mask: its polygons rasterised as COCO does, with its mask shapes' bitmaps pasted in (at
+    their box's top-left pixel; a bitmap running past the image is cut at its edge)."""
     if polygons:
         mask = polygons_to_mask(height, width, polygons=polygons, record=record, notes=notes)
     else:
         mask = np.zeros((height, width), np.uint8)
-    for x, y, encoded, where in bitmaps:
-        piece = _bitmap(encoded, where)
+    for *box, encoded, where in bitmaps:
+        piece = _bitmap(*box, encoded, where)
+        x, y = box[:2]
         y0, x0 = max(y, 0), max(x, 0)
         y1, x1 = min(y + piece.shape[0], height), min(x + piece.shape[1], width)
         if y1 > y0 and x1 > x0:
