@@ -334,6 +334,19 @@ def test_labelme_mask_shapes_and_an_embedded_image(tmp_path):
     assert len(masks) == 3
 
 
+def test_an_embedded_image_that_is_no_image_is_one_report_line(tmp_path):
+    import base64
+
+    from masklab.data.canonical import collect
+    from masklab.data.validate import Report
+
+    (tmp_path / "a.json").write_text(json.dumps({"shapes": [], "imagePath": "a.png", "imageData": base64.b64encode(b"junk").decode()}))
+    report = Report()
+    assert collect(labelme.read(tmp_path), report, progress=False) == []
+    assert [(e["rule"], e["detail"]) for e in report.entries] == [
+        ("image_unreadable", "a.json: a.png (embedded in the annotation, the file is missing) unreadable (its bytes are no image)")]
+
+
 def test_labelme_json_gives_the_masks_labelme2coco_gave_the_same_images(tmp_path):
     # ../shared has the labelme sample in labelme's own format and as labelme2coco.py converted it:
     # read natively, the same 3 images, 12 instances (group_id joins polygons), classes and masks

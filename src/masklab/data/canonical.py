@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from masklab.data.formats import DatasetError, Drop, Source, SourceImage, SourceInstance
@@ -43,7 +43,8 @@ def _open_image(image: SourceImage, report: Report):
             im.load()
             size = im.height, im.width
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        return report.add("image_unreadable", image.record, f"{image.record}: {what} unreadable ({exc})")
+        why = "its bytes are no image" if embedded and isinstance(exc, UnidentifiedImageError) else exc  # not PIL's BytesIO
+        return report.add("image_unreadable", image.record, f"{image.record}: {what} unreadable ({why})")
     if embedded:
         report.add("image_embedded", image.record, f"{image.record}: {image.path} not found; the image embedded in it is used")
     return size
