@@ -33,8 +33,8 @@ def _embedded(image: SourceImage):
     return image.data if image.data is not None and not image.path.is_file() else None
 
 
-def _open_image(image: SourceImage, report: Report):
-    embedded = _embedded(image)
+def _open_image(image: SourceImage, embedded, report: Report):
+    """(h, w) of the image, read from its file or from ``embedded`` (see :func:`_embedded`); None, reported, if neither."""
     if embedded is None and not image.path.is_file():
         return report.add("image_missing", image.record, f"{image.record}: {image.path} not found")
     what = f"{image.path.name} (embedded in the annotation, the file is missing)" if embedded else image.path.name
@@ -91,7 +91,8 @@ def collect(source: Source, report: Report, progress: bool = True) -> list[dict]
         report.add(rule, record, detail)
     items = []
     for image in tqdm(source.images, desc="reading", unit="img", disable=not progress):
-        hw = _open_image(image, report)
+        embedded = _embedded(image)
+        hw = _open_image(image, embedded, report)
         if hw is None:
             continue
         anns = []
@@ -100,7 +101,7 @@ def collect(source: Source, report: Report, progress: bool = True) -> list[dict]
                 report.add("unknown_category", inst.record, f"{inst.record}: class {inst.category!r} not declared")
             elif (ann := _instance(inst, *hw, report)) is not None:
                 anns.append(ann)
-        items.append({"file": image.path, "data": _embedded(image), "height": hw[0], "width": hw[1],
+        items.append({"file": image.path, "data": embedded, "height": hw[0], "width": hw[1],
                       "split": image.split, "anns": anns})
     _check_ids(items, report)
     return items
@@ -175,7 +176,7 @@ def _write_image(it: dict, dest: Path, max_size: int | None, report: Report | No
     An instance whose mask vanishes in the shrink is dropped and reported (``vanished_on_resize``).
     """
     h, w = it["height"], it["width"]
-    embedded = it["data"]() if it.get("data") is not None else None
+    embedded = it["data"]() if it["data"] is not None else None
     if not max_size or max(h, w) <= max_size:
         if embedded is not None:
             dest.write_bytes(embedded)

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, ellipse_polygon, load_json,
                                   polygons_to_mask)
@@ -60,8 +61,6 @@ def shape_to_bitmap(shape: dict, record: str) -> tuple[int, int, int, int, str]:
 
 def _bitmap(x1: int, y1: int, x2: int, y2: int, encoded: str, record: str) -> np.ndarray:
     """The bitmap of a mask shape; it must fill its box, as labelme's ``shapes_to_label`` requires."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(base64.b64decode(encoded, validate=True))) as im:
             piece = np.asarray(im.convert("L")) > 0

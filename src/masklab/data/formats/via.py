@@ -15,6 +15,7 @@ from pathlib import Path
 from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, ellipse_polygon, load_json,
                                   polygons_to_mask)
 
+
 def shape_to_polygon(shape: dict, record: str) -> list[float]:
     """A VIA ``shape_attributes`` dict -> one flat polygon [x1, y1, ...] in pixels."""
     name = shape.get("name")
@@ -31,7 +32,7 @@ def shape_to_polygon(shape: dict, record: str) -> list[float]:
             return ellipse_polygon(float(shape["cx"]), float(shape["cy"]), float(shape["r"]), float(shape["r"]))
         if name == "ellipse":
             return ellipse_polygon(float(shape["cx"]), float(shape["cy"]), float(shape["rx"]), float(shape["ry"]),
-                            float(shape.get("theta", 0.0)))
+                                   float(shape.get("theta", 0.0)))
     except (KeyError, TypeError, ValueError) as exc:
         raise Drop("bad_shape", f"{record}: {name} without usable {exc}") from None
     raise Drop("bad_shape", f"{record}: unsupported shape {name!r} (polygon, polyline, rect, circle, ellipse)")
