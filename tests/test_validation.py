@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, compose_cfg
+from masklab import MasklabError
 from masklab.data.dataset import CocoDataset
 from masklab.data.prepare import prepare
 from masklab.data.validate import RULES
@@ -130,7 +131,6 @@ def test_failure_while_writing_leaves_no_half_written_output(tmp_path, monkeypat
 
 
 def test_other_bad_inputs_name_file_and_problem(tmp_path):
-    from masklab import MasklabError
     from masklab.data.formats import DatasetError
 
     (tmp_path / "x.csv").write_text("ImageId,Height\n1,2\n")
@@ -290,3 +290,119 @@ def test_a_split_missing_from_a_prepared_set_says_how_to_prepare_it(tmp_path):
     (root / "annotations" / "train.json").unlink()
     with pytest.raises(MasklabError, match=r"train.json not found: run `python src/prepare.py"):
         CocoDataset(root, "train")
+
+
+#: EXIF orientation -> how the stored pixels were turned from the upright photo (the inverse of what shows them upright)
+STORED_FROM_UPRIGHT = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                       4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+                       7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+
+
+def photo(h=24, w=36):
+    """An upright photo with one off-centre red block (no flip or turn of it looks the same) and the block's mask."""
+    block = np.zeros((h, w), np.uint8)
+    block[4:10, 6:20] = 1
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[block == 1] = (220, 0, 0)
+    return Image.fromarray(rgb), block
+
+
+def save_with_orientation(im: Image.Image, path, orientation: int):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    im.save(path, exif=exif)
+
+
+def test_photos_with_an_exif_orientation_are_written_upright_with_their_masks(tmp_path):
+    """A phone photo stores its pixels turned and says how in its EXIF orientation; annotation tools (labelme, VIA in
+    a browser, CVAT) draw on the upright photo. Before, the pixels were copied as stored and the masks drawn upright:
+    every mask of a turned photo missed its object."""
+    (tmp_path / "img").mkdir()
+    upright, block = photo()
+    images, anns = [], []
+    for o, turn in STORED_FROM_UPRIGHT.items():  # one photo per orientation, annotated upright (no size declared)
+        save_with_orientation(upright if turn is None else upright.transpose(turn), tmp_path / "img" / f"o{o}.png", o)
+        images.append({"id": o, "file_name": f"o{o}.png"})
+        anns.append({"id": o, "image_id": o, "category_id": 1, "segmentation": rle(block)})
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # orientation 6: stored 36 high, 24 wide
+    stored_block = np.asarray(Image.fromarray(block).transpose(Image.Transpose.ROTATE_90))
+    save_with_orientation(stored, tmp_path / "img" / "declared_stored.png", 6)  # a tool that drew on the stored pixels
+    images.append({"id": 9, "file_name": "declared_stored.png", "height": 36, "width": 24})
+    anns.append({"id": 9, "image_id": 9, "category_id": 1, "segmentation": rle(stored_block)})
+    save_with_orientation(stored, tmp_path / "img" / "mask_of_stored.png", 6)  # an RLE of the stored pixels' size
+    images.append({"id": 10, "file_name": "mask_of_stored.png"})
+    anns.append({"id": 10, "image_id": 10, "category_id": 1, "segmentation": rle(stored_block)})
+    data = {"images": images, "categories": [{"id": 1, "name": "block"}], "annotations": anns}
+    (tmp_path / "photos.json").write_text(json.dumps(data))
+    report = prepare(cfg_for(tmp_path, tmp_path / "photos.json"), progress=False)
+
+    details = {e["record"]: e["detail"] for e in report["issues"] if e["rule"] == "exif_orientation"}
+    assert len(details) == 9 and "o1.png" not in str(details)  # orientation 1 needs nothing
+    assert "declares the stored size 24x36: pixels kept as stored" in details["photos.json: image 9 (declared_stored.png)"]
+    assert "written upright (36x24)" in details["photos.json: image 6 (o6.png)"]
+    ds = CocoDataset(tmp_path / "out", "train")
+    assert len(ds) == 10
+    for i, info in enumerate(ds.images):
+        image, mask = ds.load_image(i), ds.target(i)["masks"][0].numpy()
+        with Image.open(tmp_path / "out" / "images" / info["file_name"]) as im:
+            assert im.getexif().get(0x0112, 1) == 1  # no reader turns it again
+        red = image[..., 0] > 110
+        assert red.sum() == 6 * 14 and np.array_equal(red, mask == 1), info["file_name"]  # the mask is on its block
+        expect = stored_block.shape if info["file_name"] == "declared_stored.png" else block.shape
+        assert mask.shape == expect == (info["height"], info["width"])
+
+
+def test_an_image_of_another_size_than_declared_is_scaled_or_left_out(tmp_path):
+    """COCO and labelme declare each image's size and their coordinates refer to it; it was ignored, so polygons of
+    an image shrunk or swapped after annotating were drawn at the wrong scale."""
+    (tmp_path / "img").mkdir()
+    upright, block = photo()
+    upright.save(tmp_path / "img" / "full.png")
+    half = block[::2, ::2]
+    data = {"images": [{"id": 1, "file_name": "full.png", "height": 12, "width": 18},   # annotated at half the size
+                       {"id": 2, "file_name": "full.png", "height": 36, "width": 24}],  # another aspect ratio
+            "categories": [{"id": 1, "name": "block"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle(half)},
+                            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [[3, 2, 10, 2, 10, 5, 3, 5]]},
+                            {"id": 3, "image_id": 2, "category_id": 1, "segmentation": rle(block)}]}
+    (tmp_path / "sizes.json").write_text(json.dumps(data))
+    report = prepare(cfg_for(tmp_path, tmp_path / "sizes.json"), progress=False)
+    assert report["issue_counts"] == {"image_resized": 1, "image_size_mismatch": 1}  # not mask_size_mismatch per mask
+    rules = {e["rule"]: e["detail"] for e in report["issues"]}
+    assert rules["image_resized"].endswith("declares 18x12, the image is 36x24: its annotations are scaled by 2")
+    assert rules["image_size_mismatch"].endswith("declares 24x36, the image is 36x24 (another aspect ratio)")
+    ds = CocoDataset(tmp_path / "out", "train")
+    masks = ds.target(0)["masks"].numpy()
+    assert len(ds) == 1 and np.array_equal(masks[0], block)  # the half-size RLE, scaled 2x
+    assert (masks[1] & block).sum() / (masks[1] | block).sum() > 0.75  # the polygon of the half-size image
+
+
+@pytest.mark.parametrize("size, shown", [({"height": "tall", "width": 40}, "'tall'/40"),
+                                         ({"height": 30, "width": -40}, "30/-40"),
+                                         ({"height": 30.5, "width": 40}, "30.5/40")])
+def test_a_declared_size_that_is_no_size_is_one_line(tmp_path, size, shown):
+    data = {"images": [{"id": 1, "file_name": "ok.png", **size}], "categories": [], "annotations": []}
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(MasklabError, match=rf"^{tmp_path / 'bad.json'}: images\[0\]: image height/width must be "
+                                           rf"positive integers, got {shown}$"):
+        prepare(cfg_for(tmp_path, tmp_path / "bad.json"), progress=False)
+
+
+def test_exif_orientation_stored_keeps_the_pixels_for_annotations_drawn_on_them(tmp_path):
+    """VIA in a browser before 2020 showed a photo as stored: data.prepare.exif_orientation=stored keeps that frame."""
+    (tmp_path / "img").mkdir()
+    upright, _ = photo()
+    save_with_orientation(upright.transpose(Image.Transpose.ROTATE_90), tmp_path / "img" / "phone.png", 6)
+    drawn = [[4, 16, 10, 16, 10, 30, 4, 30]]  # the block on the stored pixels (36 high, 24 wide)
+    data = {"images": [{"id": 1, "file_name": "phone.png"}], "categories": [{"id": 1, "name": "block"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": drawn}]}
+    (tmp_path / "via_2018.json").write_text(json.dumps(data))
+    for mode, shape, iou in (("stored", (36, 24), 0.7), ("upright", (24, 36), 0.0)):
+        report = prepare(cfg_for(tmp_path, tmp_path / "via_2018.json", f"data.prepare.exif_orientation={mode}"),
+                         progress=False)
+        assert report["issue_counts"] == {"exif_orientation": 1}
+        ds = CocoDataset(tmp_path / "out", "train")
+        red, mask = ds.load_image(0)[..., 0] > 110, ds.target(0)["masks"][0].numpy() == 1
+        assert red.shape == shape and ((red & mask).sum() / (red | mask).sum() > iou if iou else not (red & mask).any())
+    with pytest.raises(MasklabError, match="^data.prepare.exif_orientation must be upright or stored, got 'raw'$"):
+        prepare(cfg_for(tmp_path, tmp_path / "via_2018.json", "data.prepare.exif_orientation=raw"), progress=False)

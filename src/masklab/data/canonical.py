@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -33,21 +34,82 @@ def _embedded(image: SourceImage):
     return image.data if image.data is not None and not image.path.is_file() else None
 
 
-def _open_image(image: SourceImage, embedded, report: Report):
-    """(h, w) of the image, read from its file or from ``embedded`` (see :func:`_embedded`); None, reported, if neither."""
+EXIF_ORIENTATION = 0x0112
+#: EXIF orientation -> the turn that shows the stored pixels upright (what ``ImageOps.exif_transpose`` applies)
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+SWAPS_SIDES = (5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where an image's annotations live and how its pixels are written.
+
+    ``hw``: the written image's (h, w), the frame the masks are made in; ``declared``: the (h, w) the
+    annotation's coordinates refer to (the source's declared size; ``hw`` when it declares none);
+    ``stored``: the (h, w) of the file's pixels; ``orientation``: the file's EXIF orientation (1: none);
+    ``turn``: the orientation applied when writing (1: pixels kept as stored).
+    """
+    hw: tuple[int, int]
+    declared: tuple[int, int]
+    stored: tuple[int, int]
+    orientation: int = 1
+    turn: int = 1
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: the pixels as stored
+        return 1
+    return value if value in UPRIGHT else 1
+
+
+def _open_image(image: SourceImage, embedded, report: Report, upright: bool = True) -> Frame | None:
+    """The image's :class:`Frame`, read from its file or from ``embedded`` (see :func:`_embedded`); None, reported,
+    if neither can be read or its size contradicts the annotation's."""
     if embedded is None and not image.path.is_file():
         return report.add("image_missing", image.record, f"{image.record}: {image.path} not found")
     what = f"{image.path.name} (embedded in the annotation, the file is missing)" if embedded else image.path.name
     try:
         with Image.open(io.BytesIO(embedded()) if embedded else image.path) as im:
             im.load()
-            size = im.height, im.width
+            stored, orientation = (im.height, im.width), _orientation(im)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         why = "its bytes are no image" if embedded and isinstance(exc, UnidentifiedImageError) else exc  # not PIL's BytesIO
         return report.add("image_unreadable", image.record, f"{image.record}: {what} unreadable ({why})")
     if embedded:
         report.add("image_embedded", image.record, f"{image.record}: {image.path} not found; the image embedded in it is used")
-    return size
+    return _frame(image, stored, orientation, report, upright)
+
+
+def _frame(image: SourceImage, stored, orientation: int, report: Report, upright: bool = True) -> Frame | None:
+    """Annotation tools (labelme, browsers for VIA, CVAT) and detectron2 show a photo upright by its EXIF
+    orientation, so its annotations are taken as drawn on the upright image, unless the source declares the
+    stored size where upright would swap the sides (then they were drawn on the pixels as stored), or
+    ``upright`` is False (data.prepare.exif_orientation=stored)."""
+    shown = stored[::-1] if orientation in SWAPS_SIDES else stored
+    turn, (sh, sw), (uh, uw), say = orientation, stored, shown, f"{image.record}: EXIF orientation {orientation}"
+    if orientation != 1 and not upright:
+        turn = 1
+        report.add("exif_orientation", image.record, f"{say}: pixels kept as stored (data.prepare.exif_orientation=stored)")
+    elif orientation != 1 and image.size == stored != shown:
+        turn = 1
+        report.add("exif_orientation", image.record, f"{say}, but the annotation declares the stored size {sw}x{sh}: "
+                                                     "pixels kept as stored")
+    elif orientation != 1:
+        report.add("exif_orientation", image.record, f"{say}: written upright ({uw}x{uh}), as annotation tools show it")
+    hw = shown if turn != 1 else stored
+    declared = image.size or hw
+    if declared != hw:
+        (dh, dw), (h, w) = declared, hw
+        if abs(dh * w / dw - h) > 1 and abs(dw * h / dh - w) > 1:
+            return report.add("image_size_mismatch", image.record, f"{image.record}: the annotation declares {dw}x{dh}, "
+                                                                   f"the image is {w}x{h} (another aspect ratio)")
+        report.add("image_resized", image.record, f"{image.record}: the annotation declares {dw}x{dh}, the image is "
+                                                  f"{w}x{h}: its annotations are scaled by {w / dw:.4g}")
+    return Frame(hw, declared, stored, orientation, turn)
 
 
 def _check_box(inst: SourceInstance, h: int, w: int, report: Report) -> bool:
@@ -64,20 +126,24 @@ def _check_box(inst: SourceInstance, h: int, w: int, report: Report) -> bool:
     return True
 
 
-def _instance(inst: SourceInstance, h: int, w: int, report: Report) -> dict | None:
+def _instance(inst: SourceInstance, frame: Frame, report: Report) -> dict | None:
+    (h, w), declared = frame.hw, frame.declared
     try:
-        mask = inst.decode(h, w)
+        mask = inst.decode(*declared)
     except Drop as drop:
         return report.add(drop.rule, inst.record, drop.detail)
     for rule, detail in inst.notes:
         report.add(rule, inst.record, detail)
+    if mask.shape != (h, w) and frame.turn in SWAPS_SIDES and mask.shape == frame.stored:
+        mask = np.asarray(Image.fromarray(mask).transpose(UPRIGHT[frame.turn]))  # a mask of the pixels as stored
     if mask.shape != (h, w):
-        report.add("mask_size_mismatch", inst.record, f"{inst.record}: mask {mask.shape[1]}x{mask.shape[0]} "
-                                                      f"resized to the {w}x{h} image")
+        if mask.shape != declared:  # else image_resized said it, once for the image
+            report.add("mask_size_mismatch", inst.record, f"{inst.record}: mask {mask.shape[1]}x{mask.shape[0]} "
+                                                          f"resized to the {w}x{h} image")
         mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
     if not mask.any():
         return report.add("empty_mask", inst.record, f"{inst.record}: mask has zero area")
-    if not _check_box(inst, h, w, report):
+    if not _check_box(inst, *declared, report):
         return None
     rle = encode(mask)
     return {"name": inst.category, "rle": rle, "bbox": mask_utils.toBbox(as_pycoco(rle)).tolist(),
@@ -85,24 +151,28 @@ def _instance(inst: SourceInstance, h: int, w: int, report: Report) -> dict | No
             "record": inst.record}
 
 
-def collect(source: Source, report: Report, progress: bool = True) -> list[dict]:
-    """Open every image, decode and check every instance; the report gets each drop and fix."""
+def collect(source: Source, report: Report, progress: bool = True, upright: bool = True) -> list[dict]:
+    """Open every image, decode and check every instance; the report gets each drop and fix.
+
+    ``upright``: annotations of a photo with an EXIF orientation were drawn on it upright (see :func:`_frame`);
+    False: on its pixels as stored.
+    """
     for rule, record, detail in source.issues:
         report.add(rule, record, detail)
     items = []
     for image in tqdm(source.images, desc="reading", unit="img", disable=not progress):
         embedded = _embedded(image)
-        hw = _open_image(image, embedded, report)
-        if hw is None:
+        frame = _open_image(image, embedded, report, upright)
+        if frame is None:
             continue
         anns = []
         for inst in image.instances:
             if source.categories is not None and inst.category not in source.categories:
                 report.add("unknown_category", inst.record, f"{inst.record}: class {inst.category!r} not declared")
-            elif (ann := _instance(inst, *hw, report)) is not None:
+            elif (ann := _instance(inst, frame, report)) is not None:
                 anns.append(ann)
-        items.append({"file": image.path, "data": embedded, "height": hw[0], "width": hw[1],
-                      "split": image.split, "anns": anns})
+        items.append({"file": image.path, "data": embedded, "height": frame.hw[0], "width": frame.hw[1],
+                      "orientation": frame.orientation, "turn": frame.turn, "split": image.split, "anns": anns})
     _check_ids(items, report)
     return items
 
@@ -170,23 +240,28 @@ def _unique_names(items: list[dict]) -> None:
 
 
 def _write_image(it: dict, dest: Path, max_size: int | None, report: Report | None = None) -> None:
-    """Copy the image (or write the bytes the source embeds), or shrink it (and its masks) so its longer side
-    is ``max_size``.
+    """Copy the image (or write the bytes the source embeds); re-encode it when it carries an EXIF orientation
+    (turned upright or kept as stored, see :func:`_frame`, without the tag, so every reader sees the same pixels)
+    or to shrink it (and its masks) so its longer side is ``max_size``.
 
     An instance whose mask vanishes in the shrink is dropped and reported (``vanished_on_resize``).
     """
     h, w = it["height"], it["width"]
     embedded = it["data"]() if it["data"] is not None else None
-    if not max_size or max(h, w) <= max_size:
+    shrink = bool(max_size) and max(h, w) > max_size
+    if not shrink and it["orientation"] == 1:
         if embedded is not None:
             dest.write_bytes(embedded)
         else:
             shutil.copyfile(it["file"], dest)
         return
-    s = max_size / max(h, w)
+    s = max_size / max(h, w) if shrink else 1.0
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    with Image.open(io.BytesIO(embedded) if embedded is not None else it["file"]) as im:
-        im.convert("RGB").resize((nw, nh), Image.BILINEAR).save(dest)
+    with Image.open(io.BytesIO(embedded) if embedded is not None else it["file"]) as src:
+        im = (src.transpose(UPRIGHT[it["turn"]]) if it["turn"] != 1 else src).convert("RGB")
+        (im.resize((nw, nh), Image.BILINEAR) if shrink else im).save(dest, quality=95)
+    if not shrink:
+        return
     for a in it["anns"]:
         a["rle"] = encode(cv2.resize(decode_rle(a["rle"], h, w), (nw, nh), interpolation=cv2.INTER_NEAREST))
     kept = []

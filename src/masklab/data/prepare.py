@@ -51,7 +51,10 @@ def prepare(cfg: DictConfig, progress: bool = True) -> dict:
     """Convert ``cfg.data.source`` into ``cfg.data.root``; return the report dict."""
     data = cfg.data
     source, report, opts = read_source(data), Report(), data.prepare
-    items = canonical.collect(source, report, progress)
+    exif = opts.get("exif_orientation", "upright")
+    if exif not in ("upright", "stored"):
+        raise MasklabError(f"data.prepare.exif_orientation must be upright or stored, got {exif!r}")
+    items = canonical.collect(source, report, progress, upright=exif == "upright")
     if not items:
         raise MasklabError(f"{data.name}: no usable image in the source ({report.counts() or 'no images listed'})")
     class_names = canonical.select_classes(items, report, opts.get("classes"), int(opts.get("min_instances", 0)),

@@ -20,6 +20,13 @@ RULES = {
     "image_unreadable": ("dropped", "image (or mask PNG) cannot be decoded: left out"),
     "image_embedded": ("fixed", "image file not found: the image embedded in the annotation file (labelme's imageData) "
                                 "is used"),
+    "exif_orientation": ("fixed", "photo with an EXIF orientation: written upright, as annotation tools show it (kept as "
+                                  "stored when the annotation declares the stored size and upright would swap the "
+                                  "sides); masks of the stored pixels are turned with it"),
+    "image_resized": ("fixed", "the image's size differs from the one the annotation declares, with the same aspect "
+                               "ratio: the annotations are scaled to the image"),
+    "image_size_mismatch": ("dropped", "the image's size differs from the one the annotation declares, with another "
+                                       "aspect ratio (another image?): left out"),
     "mask_missing": ("dropped", "no mask file for the image: the image is left out"),
     "polygon_too_few_points": ("dropped", "polygon with < 3 points (or non-finite): that polygon is skipped; "
                                           "the annotation is dropped when none is left"),

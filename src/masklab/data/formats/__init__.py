@@ -78,6 +78,22 @@ def load_json(path: Path, expect: type = dict):
     return data
 
 
+def declared_size(height, width, file, record: str) -> tuple[int, int] | None:
+    """The (h, w) an annotation declares for its image; None when it declares none (missing, null or 0).
+
+    Anything else that is not a positive whole number is a :class:`DatasetError`.
+    """
+    if not height or not width:
+        return None
+    try:
+        h, w = int(height), int(width)
+        if h != float(height) or w != float(width) or h < 0 or w < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DatasetError(file, f"image height/width must be positive integers, got {height!r}/{width!r}", record) from None
+    return h, w
+
+
 ELLIPSE_VERTICES = 64
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from masklab.data.formats import DatasetError, Drop, Source, SourceImage, SourceInstance, load_json, polygons_to_mask
+from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, declared_size, load_json,
+                                  polygons_to_mask)
 
 BACKGROUND_NAMES = ("_background_", "__background__", "background")
 
@@ -64,8 +65,9 @@ def read(annotations: str | Path, images: str | Path | None = None, background_n
     for i, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise DatasetError(path, "an image needs 'id' and 'file_name'", f"images[{i}]")
-        size = (int(im["height"]), int(im["width"])) if "height" in im and "width" in im else None
-        by_id[im["id"]] = SourceImage(root / im["file_name"], f"{path.name}: image {im['id']} ({im['file_name']})", size=size)
+        record = f"{path.name}: image {im['id']} ({im['file_name']})"
+        size = declared_size(im.get("height"), im.get("width"), path, f"images[{i}]")
+        by_id[im["id"]] = SourceImage(root / im["file_name"], record, size=size)
     source = Source(list(by_id.values()), categories=list(dict.fromkeys(names.values())))
     for i, ann in enumerate(data["annotations"]):
         ann_id = ann.get("id", f"#{i}") if isinstance(ann, dict) else f"#{i}"

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, ellipse_polygon, load_json,
-                                  polygons_to_mask)
+from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, declared_size, ellipse_polygon,
+                                  load_json, polygons_to_mask)
 
 IGNORE_LABELS = ("__ignore__", "_background_")
 
@@ -112,7 +112,7 @@ def read(annotations: str | Path, images: str | Path | None = None, labels: str 
         if not isinstance(data.get("shapes"), list) or not data.get("imagePath"):
             raise DatasetError(file, "not a labelme file (needs a 'shapes' list and 'imagePath')")
         name = Path(str(data["imagePath"]).replace("\\", "/"))  # labelme on Windows writes backslashes
-        size = (int(data["imageHeight"]), int(data["imageWidth"])) if data.get("imageHeight") and data.get("imageWidth") else None
+        size = declared_size(data.get("imageHeight"), data.get("imageWidth"), file, "imageHeight/imageWidth")
         image = SourceImage(Path(images) / name.name if images else file.parent / name, file.name, size=size,
                             data=partial(_embedded_image, file) if data.get("imageData") else None)
         groups: dict[tuple, tuple[list, list, str]] = {}  # (label, group) -> (polygons, bitmaps, its first shape's record)
