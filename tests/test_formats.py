@@ -133,6 +133,65 @@ def test_via_shapes_classes_and_round_trip(tmp_path, version):
     assert abs(int(circle.sum()) - np.pi * 25) < 0.15 * np.pi * 25  # a 64-gon of radius 5
 
 
+def via3_project(regions: list[tuple[list, dict]], attribute: dict) -> dict:
+    """A VIA 3 project of a.jpg (view 1) and an unannotated b.jpg (view 2), as via_image_annotator saves it."""
+    return {"project": {"pid": "__VIA_PROJECT_ID__", "vid_list": ["1", "2"], "data_format_version": "3.1.1"},
+            "config": {}, "attribute": {"1": attribute, "2": {"aname": "note", "anchor_id": "FILE1_Z0_XY0", "type": 1}},
+            "file": {"1": {"fid": "1", "fname": "a.jpg", "type": 2, "loc": 1, "src": ""},
+                     "2": {"fid": "2", "fname": "https://example.org/pics/b.jpg", "type": 2, "loc": 2, "src": ""}},
+            "view": {"1": {"fid_list": ["1"]}, "2": {"fid_list": ["2"]}},
+            "metadata": {"1_file": {"vid": "1", "flg": 0, "z": [], "xy": [], "av": {"2": "a file attribute"}},
+                         **{f"1_r{i}": {"vid": "1", "flg": 0, "z": [], "xy": xy, "av": av}
+                            for i, (xy, av) in enumerate(regions)}}}
+
+
+def test_via_3_projects_give_the_masks_of_the_same_regions_in_2_x(tmp_path):
+    """VIA 3 (via_image_annotator, the current release) keeps regions as [shape id, coordinates] and classes as option
+    ids; it was refused as "not a VIA image record"."""
+    write_image(tmp_path / "a.jpg")
+    write_image(tmp_path / "b.jpg")
+    shapes = [{"name": "polygon", "all_points_x": [2, 12, 12, 2], "all_points_y": [2, 2, 9, 9]},
+              {"name": "polyline", "all_points_x": [20, 30, 25], "all_points_y": [2, 2, 12]},
+              {"name": "rect", "x": 2, "y": 15, "width": 10, "height": 7},
+              {"name": "circle", "cx": 30, "cy": 20, "r": 5},
+              {"name": "ellipse", "cx": 20, "cy": 22, "rx": 6, "ry": 3},
+              {"name": "rect", "x": 14, "y": 24, "width": 9, "height": 5},
+              {"name": "circle", "cx": 8, "cy": 25, "r": 4},
+              {"name": "point", "cx": 1, "cy": 1}]
+    kinds = ["hat", "mask", "hat", None, "mask", "mask", "hat", "hat"]
+    xys = [[7, 2, 2, 12, 2, 12, 9, 2, 9], [6, 20, 2, 30, 2, 25, 12], [2, 2, 15, 10, 7], [3, 30, 20, 5],
+           [4, 20, 22, 6, 3], [8, 14, 26, 18, 24, 23, 27, 20, 29],  # extreme rectangle: left, top, right, bottom points
+           [9, 4, 25, 12, 25, 8, 21],  # extreme circle: three points of the circle around (8, 25) of radius 4
+           [1, 1, 1]]
+    options = {"0": "hat", "1": "mask"}
+    avs = [{"1": {"hat": "0", "mask": "1"}[k]} if k else {} for k in kinds]
+    (tmp_path / "via3.json").write_text(json.dumps(via3_project(list(zip(xys, avs)), {
+        "aname": "kind", "anchor_id": "FILE1_Z0_XY1", "type": 3, "options": options, "default_option_id": ""})))
+    regions = via_regions(shapes, [{"kind": k} if k else {} for k in kinds])
+    (tmp_path / "via2.json").write_text(json.dumps({"_via_img_metadata": {
+        "a.jpg1": {"filename": "a.jpg", "size": 1, "regions": regions}, "b.jpg1": {"filename": "b.jpg", "size": 1, "regions": []}}}))
+    got = {}
+    for version in ("via2", "via3"):
+        report, ds = run_prepare(tmp_path / version, "via", {"annotations": tmp_path / f"{version}.json",
+                                                              "images": tmp_path, "class_attribute": "kind",
+                                                              "default_class": "mask"})
+        assert report["issue_counts"] == {"bad_shape": 1}, version  # the point
+        got[version] = (ds.class_names, [im["file_name"] for im in ds.images], ds.target(0))
+    (names2, files2, t2), (names3, files3, t3) = got["via2"], got["via3"]
+    assert names3 == names2 == ["hat", "mask"] and files3 == files2 == ["a.jpg", "b.jpg"]
+    assert t3["labels"].tolist() == t2["labels"].tolist() == [1, 2, 1, 2, 2, 2, 1]
+    for i, (m3, m2) in enumerate(zip(t3["masks"].numpy(), t2["masks"].numpy())):
+        assert (m3 & m2).sum() / (m3 | m2).sum() >= (1.0 if i < 6 else 0.9), i  # the circle of three points: rounding
+    assert t3["masks"][5].numpy()[24:29, 14:23].all() and t3["masks"][5].sum() == 9 * 5  # the box of the 4 points
+
+
+def test_a_via_3_view_without_its_file_is_one_line(tmp_path):
+    (tmp_path / "v.json").write_text(json.dumps({"project": {}, "file": {}, "view": {"7": {"fid_list": ["3"]}},
+                                                 "metadata": {}}))
+    with pytest.raises(DatasetError, match=r"v.json: view '7': a view needs a 'fid_list' of a file with a 'fname'$"):
+        via.read(tmp_path / "v.json")
+
+
 def test_openimages_masks_at_another_resolution_are_resized(tmp_path):
     write_image(tmp_path / "images" / "img1.jpg", 30, 40)
     big = np.kron(blob(4, 16, 6, 30), np.ones((2, 2), np.uint8))  # the same shape at 2x: 60x80

@@ -1,4 +1,4 @@
-"""VGG Image Annotator (VIA) 1.x and 2.x project JSON: polygon, polyline, rect, circle, ellipse regions.
+"""VGG Image Annotator (VIA) 1.x, 2.x and 3.x project JSON: polygon, polyline, rect, circle, ellipse regions.
 
 1.x files are ``{key: {filename, size, regions}}``; 2.x project files keep the same records under
 ``_via_img_metadata``. ``regions`` is a dict (1.x) or a list (2.x). ``size`` is the file size in
@@ -6,11 +6,20 @@ bytes, not the image size. The class is ``region_attributes[class_attribute]`` (
 checkbox dict whose first true key is taken); regions without it get ``default_class`` (the
 balloon sample has no attributes at all) or are dropped. All shapes become polygons and are
 rasterised like COCO polygons (pycocotools); circles and ellipses with 64 vertices.
+
+3.x project files (``project``, ``file``, ``view``, ``attribute``, ``metadata``) keep each region as
+``xy = [shape id, coordinates...]`` of the image of its view, and its attributes as ``av = {attribute
+id: value}``; the class is the attribute named ``class_attribute`` (an option id of a radio, select
+or checkbox attribute is turned into the option's name). Their shapes are mapped onto the 2.x ones
+(plus 3.x's extreme rectangle: the box of its four points, and extreme circle: the circle through
+its three points).
 """
 from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, ellipse_polygon, load_json,
                                   polygons_to_mask)
@@ -47,33 +56,102 @@ def region_class(attributes: dict, class_attribute: str, default_class: str | No
 
 def read(annotations: str | Path, images: str | Path | None = None, class_attribute: str = "name",
          default_class: str | None = None) -> Source:
-    """Read a VIA 1.x or 2.x JSON; images are looked up by ``filename`` in ``images`` (default: the JSON's folder)."""
+    """Read a VIA 1.x, 2.x or 3.x JSON; images are looked up by file name in ``images`` (default: the JSON's folder)."""
     path = Path(annotations)
     data = load_json(path)
+    root = Path(images) if images else path.parent
+    if {"project", "file", "metadata"} <= data.keys():
+        return _read_3x(path, data, root, class_attribute, default_class)
     records = data.get("_via_img_metadata", data)
     if not isinstance(records, dict):
         raise DatasetError(path, "'_via_img_metadata' must be an object of image records")
-    root, source = Path(images) if images else path.parent, Source([])
+    source = Source([])
     for key, rec in records.items():
         if not isinstance(rec, dict) or "filename" not in rec:
             raise DatasetError(path, "not a VIA image record (needs 'filename' and 'regions')", f"record {key!r}")
         image = SourceImage(root / rec["filename"], f"{path.name}: {rec['filename']}")
         regions = rec.get("regions") or {}
         for i, region in (regions.items() if isinstance(regions, dict) else enumerate(regions)):
-            _add_region(source, image, region, f"{path.name}: {rec['filename']} region {i}", class_attribute, default_class)
+            name = region_class(region.get("region_attributes"), class_attribute, default_class)
+            _add_region(source, image, region.get("shape_attributes") or {}, name,
+                        f"{path.name}: {rec['filename']} region {i}", class_attribute)
         source.images.append(image)
     return source
 
 
-def _add_region(source, image, region, record, class_attribute, default_class) -> None:
+def _add_region(source, image, shape: dict, name: str | None, record: str, class_attribute: str) -> None:
     try:
-        polygon = shape_to_polygon(region.get("shape_attributes") or {}, record)
+        polygon = shape_to_polygon(shape, record)
     except Drop as drop:
         return source.issues.append((drop.rule, record, drop.detail))
-    name = region_class(region.get("region_attributes"), class_attribute, default_class)
     if name is None:
         return source.issues.append(("unknown_category", record, f"no '{class_attribute}' region attribute "
                                      "(set data.source.class_attribute or data.source.default_class)"))
     inst = SourceInstance(name, decode=None, record=record)
     inst.decode = partial(polygons_to_mask, polygons=[polygon], record=record, notes=inst.notes)
     image.instances.append(inst)
+
+
+#: VIA 3's shape ids (``_VIA_RSHAPE``) -> the 2.x shape name
+SHAPES_3X = {1: "point", 2: "rect", 3: "circle", 4: "ellipse", 5: "line", 6: "polyline", 7: "polygon",
+             8: "extreme_rectangle", 9: "extreme_circle"}
+
+
+def shape_3x(xy: list) -> dict:
+    """A VIA 3 ``xy`` ([shape id, coordinates...]) -> the VIA 2 ``shape_attributes`` it means."""
+    name = SHAPES_3X.get(xy[0] if xy else None, f"shape id {xy[0] if xy else None}")
+    c = xy[1:]
+    if name in ("polygon", "polyline"):
+        return {"name": name, "all_points_x": c[0::2], "all_points_y": c[1::2]}
+    if name == "rect" and len(c) >= 4:
+        return {"name": name, "x": c[0], "y": c[1], "width": c[2], "height": c[3]}
+    if name == "circle" and len(c) >= 3:
+        return {"name": name, "cx": c[0], "cy": c[1], "r": c[2]}
+    if name == "ellipse" and len(c) >= 4:
+        return {"name": name, "cx": c[0], "cy": c[1], "rx": c[2], "ry": c[3], **({"theta": c[4]} if len(c) > 4 else {})}
+    if name == "extreme_rectangle" and len(c) == 8:
+        xs, ys = [float(v) for v in c[0::2]], [float(v) for v in c[1::2]]
+        return {"name": "rect", "x": min(xs), "y": min(ys), "width": max(xs) - min(xs), "height": max(ys) - min(ys)}
+    if name == "extreme_circle" and len(c) == 6:
+        (ax, ay), (bx, by), (cx, cy) = (np.array(c, float).reshape(3, 2)).tolist()
+        d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))  # the circumcircle; 0 for points on a line
+        if d:
+            ux = ((ax**2 + ay**2) * (by - cy) + (bx**2 + by**2) * (cy - ay) + (cx**2 + cy**2) * (ay - by)) / d
+            uy = ((ax**2 + ay**2) * (cx - bx) + (bx**2 + by**2) * (ax - cx) + (cx**2 + cy**2) * (bx - ax)) / d
+            return {"name": "circle", "cx": ux, "cy": uy, "r": float(np.hypot(ax - ux, ay - uy))}
+    return {"name": name}  # unsupported or short: shape_to_polygon names it
+
+
+def _class_3x(av: dict, attribute: dict | None, aid, default_class: str | None) -> str | None:
+    value = (av or {}).get(aid) if aid is not None else None
+    if value not in (None, "") and (attribute or {}).get("options"):
+        value = str(value).split(",")[0]  # a checkbox keeps "id1,id2": the first, as for 2.x checkboxes
+        value = attribute["options"].get(value, value)
+    return str(value) if value not in (None, "") else default_class
+
+
+def _read_3x(path: Path, data: dict, root: Path, class_attribute: str, default_class: str | None) -> Source:
+    files, views, attributes, metadata = (data.get(k) for k in ("file", "view", "attribute", "metadata"))
+    if not all(isinstance(v, dict) for v in (files, views, metadata)):
+        raise DatasetError(path, "a VIA 3 project needs 'file', 'view' and 'metadata' objects")
+    attributes = attributes if isinstance(attributes, dict) else {}
+    aid = next((k for k, a in attributes.items() if isinstance(a, dict) and a.get("aname") == class_attribute), None)
+    source, by_view = Source([]), {}
+    for vid, view in views.items():
+        fids = view.get("fid_list") if isinstance(view, dict) else None
+        file = files.get(str(fids[0])) if fids else None
+        if not isinstance(file, dict) or not file.get("fname"):
+            raise DatasetError(path, "a view needs a 'fid_list' of a file with a 'fname'", f"view {vid!r}")
+        if file.get("type", 2) != 2:  # video or audio
+            continue
+        fname = str(file["fname"])
+        by_view[str(vid)] = SourceImage(root / (fname.rsplit("/", 1)[-1] if "://" in fname else fname),
+                                        f"{path.name}: {fname}")
+        source.images.append(by_view[str(vid)])
+    for mid, meta in metadata.items():
+        image = by_view.get(str(meta.get("vid"))) if isinstance(meta, dict) else None
+        if image is None or not meta.get("xy") or meta.get("z"):  # file attributes, temporal segments, other files
+            continue
+        name = _class_3x(meta.get("av"), attributes.get(aid), aid, default_class)
+        _add_region(source, image, shape_3x(meta["xy"]), name, f"{image.record} region {mid}", class_attribute)
+    return source
