@@ -104,12 +104,17 @@ def _frame(image: SourceImage, stored, orientation: int, report: Report, upright
     declared = image.size or hw
     if declared != hw:
         (dh, dw), (h, w) = declared, hw
-        if abs(dh * w / dw - h) > 1 and abs(dw * h / dh - w) > 1:
+        if not _same_aspect(declared, hw):
             return report.add("image_size_mismatch", image.record, f"{image.record}: the annotation declares {dw}x{dh}, "
                                                                    f"the image is {w}x{h} (another aspect ratio)")
         report.add("image_resized", image.record, f"{image.record}: the annotation declares {dw}x{dh}, the image is "
                                                   f"{w}x{h}: its annotations are scaled by {w / dw:.4g}")
     return Frame(hw, declared, stored, orientation, turn)
+
+
+def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether (h, w) ``a`` scaled to ``b``'s width or height is ``b`` to a pixel (the rounding of a resize)."""
+    return abs(a[0] * b[1] / a[1] - b[0]) <= 1 or abs(a[1] * b[0] / a[0] - b[1]) <= 1
 
 
 def _check_box(inst: SourceInstance, h: int, w: int, report: Report) -> bool:
@@ -134,7 +139,7 @@ def _instance(inst: SourceInstance, frame: Frame, report: Report) -> dict | None
         return report.add(drop.rule, inst.record, drop.detail)
     for rule, detail in inst.notes:
         report.add(rule, inst.record, detail)
-    if mask.shape != (h, w) and frame.turn in SWAPS_SIDES and mask.shape == frame.stored:
+    if frame.turn in SWAPS_SIDES and _same_aspect(mask.shape, frame.stored) and not _same_aspect(mask.shape, (h, w)):
         mask = np.asarray(Image.fromarray(mask).transpose(UPRIGHT[frame.turn]))  # a mask of the pixels as stored
     if mask.shape != (h, w):
         if mask.shape != declared:  # else image_resized said it, once for the image

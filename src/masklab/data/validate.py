@@ -22,7 +22,7 @@ RULES = {
                                 "is used"),
     "exif_orientation": ("fixed", "photo with an EXIF orientation: written upright, as annotation tools show it (kept as "
                                   "stored when the annotation declares the stored size and upright would swap the "
-                                  "sides); masks of the stored pixels are turned with it"),
+                                  "sides); masks of the stored pixels (their aspect ratio) are turned with it"),
     "image_resized": ("fixed", "the image's size differs from the one the annotation declares, with the same aspect "
                                "ratio: the annotations are scaled to the image"),
     "image_size_mismatch": ("dropped", "the image's size differs from the one the annotation declares, with another "
