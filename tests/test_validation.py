@@ -356,6 +356,11 @@ def test_photos_with_an_exif_orientation_are_written_upright_with_their_masks(tm
         assert red.sum() == 6 * 14 and np.array_equal(red, mask == 1), info["file_name"]  # the mask is on its block
         expect = stored_block.shape if info["file_name"] == "declared_stored.png" else block.shape
         assert mask.shape == expect == (info["height"], info["width"])
+    prepare(cfg_for(tmp_path, tmp_path / "photos.json", "data.prepare.max_image_size=30"), progress=False)
+    ds = CocoDataset(tmp_path / "out", "train")
+    for i, info in enumerate(ds.images):  # turned, then shrunk (36 -> 30 px), the masks with them
+        red, mask = ds.load_image(i)[..., 0] > 110, ds.target(i)["masks"][0].numpy() == 1
+        assert max(red.shape) == 30 and (red & mask).sum() / (red | mask).sum() > 0.6, info["file_name"]
 
 
 def test_an_image_of_another_size_than_declared_is_scaled_or_left_out(tmp_path):
