@@ -44,6 +44,11 @@ CASES = {
     8: ({"segmentation": rle(np.kron(square(), np.ones((2, 2))))}, "mask_size_mismatch"),  # the square at 2x
     9: ({"segmentation": {"size": [H, W], "counts": [0, 50, 10, H * W]}}, "rle_out_of_bounds"),
     10: ({"segmentation": POLY, "image_id": 42}, "unknown_image"),
+    # were tracebacks: an RLE of no size, a flat list for a list of polygons, a coordinate that is no number
+    12: ({"segmentation": {"size": [0, 0], "counts": ""}}, "rle_out_of_bounds"),
+    13: ({"segmentation": {"size": ["a", 3], "counts": []}}, "rle_out_of_bounds"),
+    14: ({"segmentation": POLY[0]}, "empty_mask"),
+    15: ({"segmentation": [[5, 5, 15, "x", 15, 15]]}, "polygon_too_few_points"),
 }
 
 

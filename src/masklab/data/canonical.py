@@ -4,6 +4,10 @@
 annotation ids from 1, ``bbox`` = tight box of the mask, ``area`` = mask pixels), ``<out>/report.json``
 and ``<out>/report.md``. The output is built in a sibling temporary folder and moved into place
 only when complete: a failed run leaves the previous output as it was.
+
+Images are written in the frame their annotations were drawn in (:class:`Frame`): a photo with an
+EXIF orientation is turned upright (without the tag) and masks made at a size the source declares
+are scaled to the image, so every reader after this sees masks on their objects.
 """
 from __future__ import annotations
 
@@ -114,6 +118,8 @@ def _frame(image: SourceImage, stored, orientation: int, report: Report, upright
 
 def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
     """Whether (h, w) ``a`` scaled to ``b``'s width or height is ``b`` to a pixel (the rounding of a resize)."""
+    if not all(a) or not all(b):
+        return a == b
     return abs(a[0] * b[1] / a[1] - b[0]) <= 1 or abs(a[1] * b[0] / a[0] - b[1]) <= 1
 
 

@@ -28,8 +28,8 @@ RULES = {
     "image_size_mismatch": ("dropped", "the image's size differs from the one the annotation declares, with another "
                                        "aspect ratio (another image?): left out"),
     "mask_missing": ("dropped", "no mask file for the image: the image is left out"),
-    "polygon_too_few_points": ("dropped", "polygon with < 3 points (or non-finite): that polygon is skipped; "
-                                          "the annotation is dropped when none is left"),
+    "polygon_too_few_points": ("dropped", "polygon with < 3 points (or a coordinate that is no finite number): that "
+                                          "polygon is skipped; the annotation is dropped when none is left"),
     "empty_mask": ("dropped", "mask with zero area (or no segmentation): the annotation is dropped"),
     "zero_area_box": ("dropped", "the source box has zero width or height: the annotation is dropped"),
     "box_outside_image": ("fixed", "the source box leaves the image: boxes are the tight box of the mask, "

@@ -115,7 +115,10 @@ def polygons_to_mask(height: int, width: int, *, polygons, record: str = "", not
     """
     import pycocotools.mask as mask_utils
 
-    good = [[float(v) for v in p] for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
+    try:
+        good = [[float(v) for v in p] for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
+    except (TypeError, ValueError) as exc:  # a coordinate like "x" or null
+        raise Drop("polygon_too_few_points", f"{record}: polygon with a coordinate that is no number ({exc})") from None
     if not all(np.isfinite(p).all() for p in good):
         raise Drop("polygon_too_few_points", f"{record}: polygon with non-finite coordinates")
     if not good:

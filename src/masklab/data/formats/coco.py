@@ -19,7 +19,12 @@ BACKGROUND_NAMES = ("_background_", "__background__", "background")
 
 def _rle_to_mask(height: int, width: int, *, rle: dict, record: str) -> np.ndarray:
     """Decode an RLE at its own size (the shared code resizes a mismatch); runs past the image are dropped."""
-    h, w = (int(v) for v in rle["size"])
+    try:
+        h, w = (int(v) for v in rle["size"])
+        if h <= 0 or w <= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise Drop("rle_out_of_bounds", f"{record}: RLE size {rle['size']!r} is not [height, width]") from None
     counts = rle["counts"]
     if isinstance(counts, list):
         if any(c < 0 for c in counts) or sum(counts) > h * w:
@@ -34,8 +39,10 @@ def _rle_to_mask(height: int, width: int, *, rle: dict, record: str) -> np.ndarr
 
 
 def _decoder(seg, record: str, inst: SourceInstance):
-    if isinstance(seg, list):
+    if isinstance(seg, list) and all(isinstance(p, list) for p in seg):
         return partial(polygons_to_mask, polygons=seg, record=record, notes=inst.notes)
+    if isinstance(seg, list):
+        raise Drop("empty_mask", f"{record}: segmentation is not a list of polygons [[x1, y1, x2, y2, ...], ...]")
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         return partial(_rle_to_mask, rle=seg, record=record)
     raise Drop("empty_mask", f"{record}: no usable segmentation ({type(seg).__name__})")
