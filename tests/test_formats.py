@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import compose_cfg, needs_shared
 from masklab.data.dataset import CocoDataset
-from masklab.data.formats import DatasetError, imaterialist, labelme, via
+from masklab.data.formats import DatasetError, imaterialist, labelme, openimages, via
 from masklab.data.prepare import prepare
 from masklab.data.target import validate_target
 
@@ -209,6 +209,10 @@ def test_openimages_masks_at_another_resolution_are_resized(tmp_path):
     target = ds.target(0)
     assert np.array_equal(target["masks"][0].numpy(), blob(4, 16, 6, 30))  # equal after the documented resize
     assert report["issue_counts"] == {"unknown_category": 1, "mask_size_mismatch": 1}
+    with open(tmp_path / "seg.csv", "a") as f:  # a download cut short mid-line: was a TypeError from float(None)
+        f.write("img1_m01_abd.png,img1,/m/01,abd,0.1")
+    with pytest.raises(DatasetError, match=r"seg.csv: line 4: the line has 5 of the columns .* \(cut short\?\)$"):
+        openimages.read(tmp_path / "seg.csv", tmp_path / "masks", tmp_path / "images", tmp_path / "classes.csv")
 
 
 def test_instance_png_ids_round_trip(tmp_path):

@@ -58,6 +58,9 @@ def read(annotations: str | Path, masks: str | Path, images: str | Path, class_d
     names = read_class_descriptions(Path(class_descriptions))
     source, by_image = Source([]), {}
     for i, row in enumerate(_rows(path), start=2):  # line 1 is the header
+        if any(row.get(c) is None for c in COLUMNS):  # csv gives None to the columns a short line lacks
+            raise DatasetError(path, f"the line has {sum(v is not None for v in row.values())} of the columns "
+                                     f"{list(row)} (cut short?)", f"line {i}")
         record = f"{path.name}: line {i} ({row['MaskPath']})"
         name = names.get(row["LabelName"])
         if name is None:
