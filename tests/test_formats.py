@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import compose_cfg, needs_shared
 from masklab.data.dataset import CocoDataset
-from masklab.data.formats import DatasetError, imaterialist, labelme, openimages, via
+from masklab.data.formats import DatasetError, Drop, imaterialist, labelme, openimages, via
 from masklab.data.prepare import prepare
 from masklab.data.target import validate_target
 
@@ -183,6 +183,15 @@ def test_via_3_projects_give_the_masks_of_the_same_regions_in_2_x(tmp_path):
     for i, (m3, m2) in enumerate(zip(t3["masks"].numpy(), t2["masks"].numpy())):
         assert (m3 & m2).sum() / (m3 | m2).sum() >= (1.0 if i < 6 else 0.9), i  # the circle of three points: rounding
     assert t3["masks"][5].numpy()[24:29, 14:23].all() and t3["masks"][5].sum() == 9 * 5  # the box of the 4 points
+
+
+@pytest.mark.parametrize("xy, why", [([9, 1, 1, 2, 2, 3, 3], "its three points are on one line"),
+                                     ([2, 1, 2, 3], "a rect needs 4 coordinates, it has 3"),
+                                     ([8, 1, "a", 3, 4, 5, 6, 7, 8], "could not convert string to float: 'a'")])
+def test_an_unusable_via_3_region_is_dropped_with_the_reason(xy, why):
+    with pytest.raises(Drop, match=rf"^r: region xy .* unusable \({why}\)$") as drop:
+        via.shape_3x(xy, "r")
+    assert drop.value.rule == "bad_shape"
 
 
 def test_a_via_3_view_without_its_file_is_one_line(tmp_path):

@@ -95,31 +95,41 @@ def _add_region(source, image, shape: dict, name: str | None, record: str, class
 #: VIA 3's shape ids (``_VIA_RSHAPE``) -> the 2.x shape name
 SHAPES_3X = {1: "point", 2: "rect", 3: "circle", 4: "ellipse", 5: "line", 6: "polyline", 7: "polygon",
              8: "extreme_rectangle", 9: "extreme_circle"}
+COORDINATES_3X = {"rect": 4, "circle": 3, "ellipse": 4, "extreme_rectangle": 8, "extreme_circle": 6}
 
 
-def shape_3x(xy: list) -> dict:
+def shape_3x(xy: list, record: str) -> dict:
     """A VIA 3 ``xy`` ([shape id, coordinates...]) -> the VIA 2 ``shape_attributes`` it means."""
-    name = SHAPES_3X.get(xy[0] if xy else None, f"shape id {xy[0] if xy else None}")
-    c = xy[1:]
+    try:
+        return _shape_3x(xy)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise Drop("bad_shape", f"{record}: region xy {xy!r} unusable ({exc})") from None
+
+
+def _shape_3x(xy: list) -> dict:
+    name, c = SHAPES_3X.get(xy[0], f"shape id {xy[0]}"), xy[1:]
+    if len(c) < COORDINATES_3X.get(name, 0):
+        raise ValueError(f"a {name} needs {COORDINATES_3X[name]} coordinates, it has {len(c)}")
     if name in ("polygon", "polyline"):
         return {"name": name, "all_points_x": c[0::2], "all_points_y": c[1::2]}
-    if name == "rect" and len(c) >= 4:
+    if name == "rect":
         return {"name": name, "x": c[0], "y": c[1], "width": c[2], "height": c[3]}
-    if name == "circle" and len(c) >= 3:
+    if name == "circle":
         return {"name": name, "cx": c[0], "cy": c[1], "r": c[2]}
-    if name == "ellipse" and len(c) >= 4:
+    if name == "ellipse":
         return {"name": name, "cx": c[0], "cy": c[1], "rx": c[2], "ry": c[3], **({"theta": c[4]} if len(c) > 4 else {})}
-    if name == "extreme_rectangle" and len(c) == 8:
-        xs, ys = [float(v) for v in c[0::2]], [float(v) for v in c[1::2]]
+    if name == "extreme_rectangle":  # the left-, top-, right- and bottom-most points, in any order
+        xs, ys = [float(v) for v in c[0:8:2]], [float(v) for v in c[1:8:2]]
         return {"name": "rect", "x": min(xs), "y": min(ys), "width": max(xs) - min(xs), "height": max(ys) - min(ys)}
-    if name == "extreme_circle" and len(c) == 6:
-        (ax, ay), (bx, by), (cx, cy) = (np.array(c, float).reshape(3, 2)).tolist()
-        d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))  # the circumcircle; 0 for points on a line
-        if d:
-            ux = ((ax**2 + ay**2) * (by - cy) + (bx**2 + by**2) * (cy - ay) + (cx**2 + cy**2) * (ay - by)) / d
-            uy = ((ax**2 + ay**2) * (cx - bx) + (bx**2 + by**2) * (ax - cx) + (cx**2 + cy**2) * (bx - ax)) / d
-            return {"name": "circle", "cx": ux, "cy": uy, "r": float(np.hypot(ax - ux, ay - uy))}
-    return {"name": name}  # unsupported or short: shape_to_polygon names it
+    if name == "extreme_circle":  # three points of the circle: its circumcircle
+        (ax, ay), (bx, by), (cx, cy) = np.array(c[:6], float).reshape(3, 2).tolist()
+        d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+        if not d:
+            raise ValueError("its three points are on one line")
+        ux = ((ax**2 + ay**2) * (by - cy) + (bx**2 + by**2) * (cy - ay) + (cx**2 + cy**2) * (ay - by)) / d
+        uy = ((ax**2 + ay**2) * (cx - bx) + (bx**2 + by**2) * (ax - cx) + (cx**2 + cy**2) * (bx - ax)) / d
+        return {"name": "circle", "cx": ux, "cy": uy, "r": float(np.hypot(ax - ux, ay - uy))}
+    return {"name": name}  # a point, a line or an unknown id: shape_to_polygon names it
 
 
 def _class_3x(av: dict, attribute: dict | None, aid, default_class: str | None) -> str | None:
@@ -152,6 +162,12 @@ def _read_3x(path: Path, data: dict, root: Path, class_attribute: str, default_c
         image = by_view.get(str(meta.get("vid"))) if isinstance(meta, dict) else None
         if image is None or not meta.get("xy") or meta.get("z"):  # file attributes, temporal segments, other files
             continue
-        name = _class_3x(meta.get("av"), attributes.get(aid), aid, default_class)
-        _add_region(source, image, shape_3x(meta["xy"]), name, f"{image.record} region {mid}", class_attribute)
+        record = f"{image.record} region {mid}"
+        try:
+            shape = shape_3x(meta["xy"], record)
+        except Drop as drop:
+            source.issues.append((drop.rule, record, drop.detail))
+            continue
+        _add_region(source, image, shape, _class_3x(meta.get("av"), attributes.get(aid), aid, default_class), record,
+                    class_attribute)
     return source
