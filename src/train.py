@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 import hydra  # noqa: E402
 import lightning.pytorch as L  # noqa: E402
 import optuna  # noqa: E402
+import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
@@ -23,6 +24,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from masklab import MasklabError, causes, exit_on_error, missing_cuda, user_message  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
+from masklab.eval.gallery import val_gallery  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
 from masklab.track.history import History, ValidateLastEpoch  # noqa: E402
@@ -110,6 +112,8 @@ def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, 
         metrics.update(test[0] if test else {})
     best = checkpoint.best_model_score
     value = float(best) if best is not None else metrics.get(cfg.optimized_metric, float("nan"))
+    if trainer.is_global_zero and checkpoint.best_model_path and not pruned:
+        log_predictions(cfg, module, datamodule, checkpoint.best_model_path, output_dir, logger)
     if logger:
         log_run_files(logger, cfg, checkpoint.best_model_path, best)
     if trainer.is_global_zero:  # once under DDP, not once per rank
@@ -119,6 +123,19 @@ def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, 
     if trial:
         finish_trial(trial, bridge[0], metrics)  # raises optuna.TrialPruned for a pruned trial
     return value
+
+
+def log_predictions(cfg: DictConfig, module, datamodule, best_ckpt: str, output_dir, logger) -> None:
+    """The first ``cfg.log_predictions`` val images, ground truth beside the best checkpoint's prediction."""
+    n = int(cfg.get("log_predictions") or 0)
+    if not n:
+        return
+    module.load_state_dict(torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    files = val_gallery(module.model.cpu(), datamodule.datasets["val"], module.class_names, n,
+                        Path(output_dir) / "predictions")
+    if logger:
+        for f in files:
+            logger.experiment.log_artifact(logger.run_id, str(f), "predictions")
 
 
 #: jobs of a plain multirun (``-m optimizer.lr=0.01,0.1``) that failed with a user error: "#<n> <dir>: <message>"

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 TINY_MODEL = [
     "data.image_size=64", "batch_size=2", "num_workers=0", "schedule.epochs=1",
     "model.fpn_channels=32", "model.box_head_dim=64", "model.mask_head_channels=16", "rois_per_image=32",
-    "logger=none", "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
+    "logger=none", "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "log_predictions=0",
 ]
 #: ... and for the shapes data (whose own optimizer is adamw_scratch; the tests' learning rates are SGD's)
 TINY = TINY_MODEL + ["data.train.num_images=4", "data.val.num_images=2", "data.train.max_instances=2",

@@ -14,7 +14,9 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from hydra.core.global_hydra import GlobalHydra
+from torch import nn
 
 from conftest import ROOT, compose_cfg, make_tiny_prepared
 from masklab.data.datamodule import build_datamodule
@@ -37,7 +39,8 @@ def trained(tmp_path_factory):
     os.environ["MLFLOW_TRACKING_URI"] = uri
     GlobalHydra.instance().clear()
     cfg = compose_cfg(["logger=mlflow", "schedule.epochs=3", "data.train.num_images=16", "data.val.num_images=6",
-                       "batch_size=4", "experiment_name=ev", f"paths.tracking_uri={uri}", "schedule.warmup_iters=5"])
+                       "batch_size=4", "experiment_name=ev", f"paths.tracking_uri={uri}", "schedule.warmup_iters=5",
+                       "log_predictions=2"])
     train(cfg, tmp / "run")
     return tmp / "run" / "checkpoints" / "last.ckpt", uri, tmp / "run"
 
@@ -291,6 +294,9 @@ def test_training_leaves_loss_and_ap_plots_and_report_compares_runs(trained, tmp
         assert [round(float(r[key]), 5) for r in rows] == [round(v, 5) for v in logged], key
     assert {"plots/loss_curves.png", "plots/ap_curves.png", "plots/history.csv"} <= {
         a.path for a in client.list_artifacts(run_id, "plots")}
+    drawn = sorted(p.name for p in (run_dir / "predictions").iterdir())  # log_predictions=2: the first two val images
+    assert drawn == ["val_000.png", "val_001.png"]
+    assert {a.path for a in client.list_artifacts(run_id, "predictions")} == {f"predictions/{f}" for f in drawn}
     proc = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), "experiment=ev", f"hydra.run.dir={tmp_path}"],
                           capture_output=True, text=True, timeout=300, env=env_for(uri))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -300,3 +306,25 @@ def test_training_leaves_loss_and_ap_plots_and_report_compares_runs(trained, tmp
     missing = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), "experiment=nope", f"hydra.run.dir={tmp_path}"],
                              capture_output=True, text=True, timeout=300, env=env_for(uri))
     assert missing.returncode == 1 and "no MLflow experiment 'nope'" in missing.stderr
+
+
+def test_the_prediction_gallery_draws_the_ground_truth_on_its_object(tmp_path):
+    """Ground truth on the left, the model's prediction on the right, both scaled up to be read (64 -> 384 px)."""
+    from masklab.eval.gallery import HEADER, val_gallery
+
+    image = torch.zeros(3, 64, 64)
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 10:30, 20:50] = 1
+    target = {"boxes": torch.tensor([[20.0, 10.0, 50.0, 30.0]]), "labels": torch.tensor([1]), "masks": masks}
+    nothing = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0),
+               "masks": torch.zeros(0, 1, 64, 64)}
+    model = nn.Module()
+    model.forward = lambda images: [nothing for _ in images]  # a model that finds nothing
+    [path] = val_gallery(model, [(image, target)], ["thing"], 5, tmp_path)
+    drawn = np.asarray(Image.open(path))[HEADER:]
+    left, right = drawn[:, :384], drawn[:, 388:]
+    assert drawn.shape == (384, 2 * 384 + 4, 3) and not right.any()  # nothing predicted: the black image
+    painted = left.any(axis=2)
+    inside = np.zeros((384, 384), bool)
+    inside[60:180, 120:300] = True  # the mask, 6x
+    assert painted[inside].mean() == 1.0 and painted[~inside].mean() < 0.03  # outside: the outline and box only

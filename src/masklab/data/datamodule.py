@@ -68,7 +68,7 @@ SOURCE_KEYS = ("name", "source", "source_splits", "prepare", "epochs")
 def check_sizes(cfg: DictConfig) -> None:
     """Counts and sizes that torch or the shapes generator would reject deep in a traceback (and
     ``schedule.epochs``, whose 0 would train nothing and exit 0): one line instead."""
-    least = {"batch_size": 1, "num_workers": 0, "data.image_size": 8, "schedule.epochs": 1,
+    least = {"batch_size": 1, "num_workers": 0, "data.image_size": 8, "schedule.epochs": 1, "log_predictions": 0,
              **{f"data.{s}.num_images": 1 for s in ("train", "val", "test")}}
     for key, low in least.items():
         value = OmegaConf.select(cfg, key, default=None)

@@ -20,18 +20,20 @@ def binary_masks(prediction: dict, threshold: float = 0.5) -> np.ndarray:
 
 
 def instances(image: np.ndarray, prediction: dict, class_names, alpha: float = 0.45) -> np.ndarray:
-    """Masks blended in colour with their outline, boxes, and "class score" labels."""
+    """Masks blended in colour with their outline, boxes, and "class score" labels ("class" for ground truth,
+    which has no ``scores``)."""
     out = image.copy()
     masks = binary_masks(prediction)
     boxes = prediction["boxes"].detach().cpu().numpy().round().astype(int)
-    labels, scores = prediction["labels"].tolist(), prediction["scores"].tolist()
+    labels = prediction["labels"].tolist()
+    scores = prediction["scores"].tolist() if "scores" in prediction else [None] * len(labels)
     for (mask, box, label, score), colour in zip(zip(masks, boxes, labels, scores), palette(len(labels))):
         out[mask] = (out[mask] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, colour, 1)
         cv2.rectangle(out, tuple(box[:2]), tuple(box[2:]), colour, 1)
         name = class_names[label - 1] if 0 < label <= len(class_names) else str(label)
-        text = f"{name} {score:.2f}"
+        text = name if score is None else f"{name} {score:.2f}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
         y = max(box[1], th + 2)
         cv2.rectangle(out, (box[0], y - th - 2), (box[0] + tw + 2, y), colour, -1)
