@@ -422,3 +422,27 @@ def test_exif_orientation_stored_keeps_the_pixels_for_annotations_drawn_on_them(
         assert red.shape == shape and ((red & mask).sum() / (red | mask).sum() > iou if iou else not (red & mask).any())
     with pytest.raises(MasklabError, match="^data.prepare.exif_orientation must be upright or stored, got 'raw'$"):
         prepare(cfg_for(tmp_path, tmp_path / "via_2018.json", "data.prepare.exif_orientation=raw"), progress=False)
+
+
+def test_coco_ids_used_twice_are_one_line_and_a_shared_name_is_one_class(tmp_path):
+    """A second category or image with an id already used took it over silently: the first one's annotations got
+    the second's class or were drawn on the second's image."""
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    ann = {"image_id": 1, "segmentation": POLY}
+    for images, cats, problem in (
+            ([{"id": 1, "file_name": "a.png"}], [{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}],
+             r"categories\[1\]: category id 1 is used twice"),
+            ([{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}], [{"id": 1, "name": "cat"}],
+             r"images\[1\]: image id 1 is used twice \(a.png, b.png\)")):
+        (tmp_path / "twice.json").write_text(json.dumps({"images": images, "categories": cats,
+                                                         "annotations": [{"id": 1, "category_id": 1, **ann}]}))
+        with pytest.raises(MasklabError, match=rf"^{tmp_path / 'twice.json'}: {problem}$"):
+            prepare(cfg_for(tmp_path, tmp_path / "twice.json"), progress=False)
+    data = {"images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1, "name": "cat"}, {"id": 7, "name": "cat"}],
+            "annotations": [{"id": 1, "category_id": 1, **ann}, {"id": 2, "category_id": 7, **ann}]}
+    (tmp_path / "same_name.json").write_text(json.dumps(data))
+    report = prepare(cfg_for(tmp_path, tmp_path / "same_name.json"), progress=False)
+    assert report["issue_counts"] == {"category_merged": 1} and report["class_names"] == ["cat"]
+    assert "categories [1, 7] are all named 'cat'" in report["issues"][0]["detail"]
+    assert CocoDataset(tmp_path / "out", "train").target(0)["labels"].tolist() == [1, 1]

@@ -39,6 +39,7 @@ RULES = {
     "unknown_category": ("dropped", "category not declared by the source (or no class attribute): dropped"),
     "background_category": ("dropped", "annotation of a background category or ignore label (labelme's _background_, "
                                        "__ignore__): dropped"),
+    "category_merged": ("fixed", "several categories of a COCO file share a name: their instances are one class"),
     "unknown_image": ("dropped", "annotation for an image the source does not list: dropped"),
     "mask_size_mismatch": ("fixed", "mask size differs from the image: resized to the image (nearest neighbour)"),
     "rle_out_of_bounds": ("dropped", "RLE runs past the image, negative, unordered or undecodable: dropped"),

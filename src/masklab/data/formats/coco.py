@@ -64,6 +64,8 @@ def read(annotations: str | Path, images: str | Path | None = None, background_n
     for i, cat in enumerate(data["categories"]):
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             raise DatasetError(path, "a category needs 'id' and 'name'", f"categories[{i}]")
+        if cat["id"] in names or cat["id"] in background:  # which of the two would its annotations mean?
+            raise DatasetError(path, f"category id {cat['id']!r} is used twice", f"categories[{i}]")
         if str(cat["name"]).lower() in background_names:
             background.add(cat["id"])
         else:
@@ -72,10 +74,17 @@ def read(annotations: str | Path, images: str | Path | None = None, background_n
     for i, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise DatasetError(path, "an image needs 'id' and 'file_name'", f"images[{i}]")
+        if im["id"] in by_id:  # its annotations would be drawn on the one listed last
+            raise DatasetError(path, f"image id {im['id']!r} is used twice ({by_id[im['id']].path.name}, "
+                                     f"{im['file_name']})", f"images[{i}]")
         record = f"{path.name}: image {im['id']} ({im['file_name']})"
         size = declared_size(im.get("height"), im.get("width"), path, f"images[{i}]")
         by_id[im["id"]] = SourceImage(root / im["file_name"], record, size=size)
     source = Source(list(by_id.values()), categories=list(dict.fromkeys(names.values())))
+    for name in {n for n in names.values() if list(names.values()).count(n) > 1}:
+        ids = [k for k, n in names.items() if n == name]
+        source.issues.append(("category_merged", f"{path.name}: category {name!r}",
+                              f"{path.name}: categories {ids} are all named {name!r}: their instances are one class"))
     for i, ann in enumerate(data["annotations"]):
         ann_id = ann.get("id", f"#{i}") if isinstance(ann, dict) else f"#{i}"
         _add_annotation(source, by_id, names, background, ann, f"{path.name}: annotation {ann_id}", path)
