@@ -126,13 +126,18 @@ def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, 
 
 
 def log_predictions(cfg: DictConfig, module, datamodule, best_ckpt: str, output_dir, logger) -> None:
-    """The first ``cfg.log_predictions`` val images, ground truth beside the best checkpoint's prediction."""
+    """The first ``cfg.log_predictions`` val images, ground truth beside the best checkpoint's prediction, drawn in
+    fp32 on the CPU (torchvision's CPU NMS has no half kernels). A failure here warns: the run itself is done."""
     n = int(cfg.get("log_predictions") or 0)
     if not n:
         return
-    module.load_state_dict(torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"])
-    files = val_gallery(module.model.cpu(), datamodule.datasets["val"], module.class_names, n,
-                        Path(output_dir) / "predictions")
+    try:
+        module.load_state_dict(torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"])
+        files = val_gallery(module.model.float().cpu(), datamodule.datasets["val"], module.class_names, n,
+                            Path(output_dir) / "predictions")
+    except Exception as exc:  # noqa: BLE001 - pictures of a finished run must not fail it (or its trial)
+        log.warning("predictions of the first %d val images not drawn: %s: %s", n, type(exc).__name__, exc)
+        return
     if logger:
         for f in files:
             logger.experiment.log_artifact(logger.run_id, str(f), "predictions")

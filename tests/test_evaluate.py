@@ -328,3 +328,14 @@ def test_the_prediction_gallery_draws_the_ground_truth_on_its_object(tmp_path):
     inside = np.zeros((384, 384), bool)
     inside[60:180, 120:300] = True  # the mask, 6x
     assert painted[inside].mean() == 1.0 and painted[~inside].mean() < 0.03  # outside: the outline and box only
+
+
+def test_a_gallery_that_cannot_be_drawn_warns_and_the_finished_run_stands(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from train import log_predictions
+
+    with caplog.at_level("WARNING", "masklab.train"):
+        log_predictions(OmegaConf.create({"log_predictions": 2}), nn.Module(), None, str(tmp_path / "gone.ckpt"),
+                        tmp_path, None)
+    assert "predictions of the first 2 val images not drawn: FileNotFoundError" in caplog.text
