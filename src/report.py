@@ -2,7 +2,8 @@
 """Compare the runs of an MLflow experiment (``python src/report.py --help``).
 
 MLflow runs of the experiment -> a table of key params and final metrics sorted by the optimized
-metric (Markdown + CSV) and every run's total and per-component loss vs epoch on one figure (PNG).
+metric (Markdown + CSV), every run's total and per-component loss vs epoch on one figure (PNG), and the
+best runs' predictions of the same val image side by side (``predictions.png``).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout, installed or not
 
+import cv2  # noqa: E402
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
@@ -24,6 +26,8 @@ from masklab.track import report  # noqa: E402
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     with exit_on_error():
+        if isinstance(cfg.predictions, bool) or not isinstance(cfg.predictions, int) or cfg.predictions < 0:
+            raise MasklabError(f"predictions={cfg.predictions}: the number of runs to draw, an integer >= 0")
         uri = str(cfg.paths.tracking_uri)
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():  # MLflow would create it empty
             raise MasklabError(f"no MLflow database at {uri[len('sqlite:///'):]}: train first, or point "
@@ -35,6 +39,11 @@ def main(cfg: DictConfig) -> None:
         rows = report.table(runs, list(cfg.params), list(cfg.metrics), cfg.metric, cfg.mode)
         histories = {r.info.run_name: report.history_of(client, r) for r in runs}
         report.write(out, rows, histories, cfg.metric)
+        top = rows[:cfg.predictions]
+        sheet = report.prediction_sheet(top, {r["run_id"]: report.gallery_of(client, r["run_id"]) for r in top},
+                                        cfg.metric)
+        if sheet is not None:
+            cv2.imwrite(str(out / "predictions.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     print(f"written to {out}")
 
 

@@ -1,4 +1,5 @@
-"""Compare the runs of an MLflow experiment: their loss curves on one figure and a sorted table."""
+"""Compare the runs of an MLflow experiment: their loss curves on one figure, a sorted table, and their
+predictions of the same val image side by side."""
 from __future__ import annotations
 
 import csv
@@ -6,6 +7,8 @@ import math
 import tempfile
 from pathlib import Path
 
+import cv2
+import numpy as np
 from mlflow import MlflowClient
 
 from masklab import MasklabError
@@ -70,3 +73,44 @@ def write(out: Path, rows: list[dict], histories: dict[str, list[dict]], metric:
         files.append(plots.save(plots.compare_losses(histories, stage), out / f"losses_{stage}.png"))
     print("\n".join(lines))
     return files
+
+
+HEADER = 18  # px of the run's title strip
+
+
+def gallery_of(client: MlflowClient, run_id: str, name: str = "predictions/val_000.png") -> np.ndarray | None:
+    """The run's drawing of its first val image (RGB: ground truth | prediction), None when it has none."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            bgr = cv2.imread(client.download_artifacts(run_id, name, tmp))
+    except Exception:  # noqa: BLE001 - runs from before log_predictions, or with log_predictions=0
+        return None
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def prediction_sheet(rows: list[dict], galleries: dict[str, np.ndarray], metric: str, columns: int = 4) -> np.ndarray | None:
+    """The ground truth once, then each run's prediction of that image, in the order of ``rows`` (best first)."""
+    shown = [r for r in rows if galleries.get(r["run_id"]) is not None]
+    if not shown:
+        return None
+    first = galleries[shown[0]["run_id"]]
+    h, w = first.shape[0], (first.shape[1] - 4) // 2  # a gallery is [ground truth | 4 px | prediction]
+    cells = [_titled(first[:, :w], "ground truth")]
+    for r in shown:
+        g = galleries[r["run_id"]]
+        pred = g[:, g.shape[1] - (g.shape[1] - 4) // 2:]
+        pred = pred if pred.shape[:2] == (h, w) else cv2.resize(pred, (w, h), interpolation=cv2.INTER_AREA)
+        value = r.get(metric, math.nan)
+        cells.append(_titled(pred, f"{r['run']}  {metric} {value:.4f}" if isinstance(value, float) else str(r["run"])))
+    cells += [np.full_like(cells[0], 255)] * (-len(cells) % columns)
+    rows_ = [np.concatenate(cells[i:i + columns], axis=1) for i in range(0, len(cells), columns)]
+    return np.concatenate(rows_, axis=0)
+
+
+def _titled(image: np.ndarray, title: str) -> np.ndarray:
+    strip = np.full((HEADER, image.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, title[:80], (4, HEADER - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    framed = np.full((image.shape[0] + HEADER, image.shape[1] + 4, 3), 255, np.uint8)
+    framed[HEADER:, :image.shape[1]] = image
+    framed[:HEADER, :image.shape[1]] = strip
+    return framed
