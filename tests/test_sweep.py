@@ -8,9 +8,11 @@ import sys
 import time
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 import yaml
+from PIL import Image
 
 from conftest import OUT_OF_MEMORY, ROOT, TINY
 from masklab.sweep.space import parse, to_overrides
@@ -103,7 +105,8 @@ def test_the_default_space_compares_schedules_at_one_length(overrides, epochs):
 
 
 def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "backbone=choice(mobilenet_v3,r18)"), tmp_path)
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "backbone=choice(mobilenet_v3,r18)",
+                         "log_predictions=1"), tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(tmp_path)
     assert [s for _, s in states(study)] == ["COMPLETE"] * 4 and [n for n, _ in states(study)] == [0, 1, 2, 3]
@@ -121,7 +124,13 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     assert parent.data.metrics["best/val/segm_AP"] == pytest.approx(study.best_value)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
         a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert {"best.yaml", "plots/optimization_history.png"} <= artifacts
+    assert {"best.yaml", "plots/optimization_history.png", "plots/predictions.png"} <= artifacts
+    # the ground truth of the first val image and the 4 trials' predictions of it, best first: 2 rows of 4 cells
+    sheet = np.asarray(Image.open(tmp_path / "multirun" / "s" / "s" / "plots" / "predictions.png"))
+    own = np.asarray(Image.open(tmp_path / "multirun" / "s" / "s" / str(study.best_trial.number) / "predictions" / "val_000.png"))
+    w = (own.shape[1] - 4) // 2
+    assert sheet.shape == (2 * (own.shape[0] + 18), 4 * (w + 4), 3)
+    assert np.array_equal(sheet[18:own.shape[0] + 18, w + 4:2 * w + 4], own[:, w + 4:])  # the best trial's, 2nd cell
     best_file = tmp_path / "multirun" / "s" / "s" / "tuned" / "best.yaml"
     assert best_file.read_text().startswith("# @package _global_")
     best = yaml.safe_load(best_file.read_text())
