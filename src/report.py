@@ -12,7 +12,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout, installed or not
 
-import cv2  # noqa: E402
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
@@ -39,11 +38,7 @@ def main(cfg: DictConfig) -> None:
         rows = report.table(runs, list(cfg.params), list(cfg.metrics), cfg.metric, cfg.mode)
         histories = {r.info.run_name: report.history_of(client, r) for r in runs}
         report.write(out, rows, histories, cfg.metric)
-        top = rows[:cfg.predictions]
-        sheet = report.prediction_sheet(top, {r["run_id"]: report.gallery_of(client, r["run_id"]) for r in top},
-                                        cfg.metric)
-        if sheet is not None:
-            cv2.imwrite(str(out / "predictions.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        report.write_prediction_sheet(client, rows[:cfg.predictions], cfg.metric, out / "predictions.png")
     print(f"written to {out}")
 
 

@@ -32,10 +32,7 @@ def _scaled(image: np.ndarray, instances: dict, s: float) -> tuple[np.ndarray, d
 
 
 def _panel(image: np.ndarray, instances: dict, class_names, title: str, s: float) -> np.ndarray:
-    drawn = draw.instances(*_scaled(image, instances, s), class_names)
-    strip = np.full((HEADER, drawn.shape[1], 3), 255, np.uint8)
-    cv2.putText(strip, title, (4, HEADER - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([strip, drawn])
+    return draw.with_title(draw.instances(*_scaled(image, instances, s), class_names), title, HEADER)
 
 
 @torch.no_grad()

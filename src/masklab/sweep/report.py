@@ -111,8 +111,6 @@ class Tracker:
 
     def _prediction_sheet(self, names: list[str], top: int = 7) -> Path | None:
         """plots/predictions.png: the first val image's ground truth beside the best trials' predictions of it."""
-        import cv2
-
         from masklab.track import report
 
         done = [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
@@ -122,14 +120,7 @@ class Tracker:
             done.sort(key=lambda t: t.value, reverse=self.study.direction == optuna.study.StudyDirection.MAXIMIZE)
         rows = [{"run": f"trial {t.number}", "run_id": t.user_attrs.get("mlflow_run_id"), names[0]: t.values[0]}
                 for t in done[:top] if t.user_attrs.get("mlflow_run_id")]
-        sheet = report.prediction_sheet(rows, {r["run_id"]: report.gallery_of(self.client, r["run_id"]) for r in rows},
-                                        names[0])
-        if sheet is None:
-            return None
-        path = self.sweep_dir / "plots" / "predictions.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        return path
+        return report.write_prediction_sheet(self.client, rows, names[0], self.sweep_dir / "plots" / "predictions.png")
 
 
 def summary_table(trials, names: list[str]) -> str:

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from masklab import MasklabError
 from masklab.track.history import read_csv
-from masklab.viz import plots
+from masklab.viz import draw, plots
 
 
 def runs_of(client: MlflowClient, experiment: str, include_children: bool = True):
@@ -108,9 +108,16 @@ def prediction_sheet(rows: list[dict], galleries: dict[str, np.ndarray], metric:
 
 
 def _titled(image: np.ndarray, title: str) -> np.ndarray:
-    strip = np.full((HEADER, image.shape[1], 3), 255, np.uint8)
-    cv2.putText(strip, title[:80], (4, HEADER - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    framed = np.full((image.shape[0] + HEADER, image.shape[1] + 4, 3), 255, np.uint8)
-    framed[HEADER:, :image.shape[1]] = image
-    framed[:HEADER, :image.shape[1]] = strip
-    return framed
+    """A cell of the sheet: ``image`` under its title, and a 4 px white gap on its right."""
+    return np.pad(draw.with_title(image, title[:80], HEADER, scale=0.4), ((0, 0), (0, 4), (0, 0)), constant_values=255)
+
+
+def write_prediction_sheet(client: MlflowClient, rows: list[dict], metric: str, path: Path) -> Path | None:
+    """:func:`prediction_sheet` of ``rows`` (each with its ``run_id``) from their runs' drawings, written to ``path``;
+    None when no run has a drawing."""
+    sheet = prediction_sheet(rows, {r["run_id"]: gallery_of(client, r["run_id"]) for r in rows}, metric)
+    if sheet is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    return path

@@ -47,3 +47,10 @@ def splash(image: np.ndarray, prediction: dict) -> np.ndarray:
     masks = binary_masks(prediction)
     inside = masks.any(axis=0) if len(masks) else np.zeros(image.shape[:2], bool)
     return np.where(inside[..., None], image, gray)
+
+
+def with_title(image: np.ndarray, title: str, height: int = 18, scale: float = 0.45) -> np.ndarray:
+    """``image`` under a white strip ``height`` px high with ``title`` in black."""
+    strip = np.full((height, image.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, title, (4, height - 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, image])

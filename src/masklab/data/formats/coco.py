@@ -5,6 +5,7 @@ a background category (labelme writes ``_background_`` with id 0) is never train
 """
 from __future__ import annotations
 
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def read(annotations: str | Path, images: str | Path | None = None, background_n
         size = declared_size(im.get("height"), im.get("width"), path, f"images[{i}]")
         by_id[im["id"]] = SourceImage(root / im["file_name"], record, size=size)
     source = Source(list(by_id.values()), categories=list(dict.fromkeys(names.values())))
-    for name in {n for n in names.values() if list(names.values()).count(n) > 1}:
+    for name in (n for n, count in Counter(names.values()).items() if count > 1):  # in file order
         ids = [k for k, n in names.items() if n == name]
         source.issues.append(("category_merged", f"{path.name}: category {name!r}",
                               f"{path.name}: categories {ids} are all named {name!r}: their instances are one class"))
