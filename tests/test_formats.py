@@ -194,6 +194,25 @@ def test_an_unusable_via_3_region_is_dropped_with_the_reason(xy, why):
     assert drop.value.rule == "bad_shape"
 
 
+def test_malformed_via_2_regions_are_dropped_with_the_reason(tmp_path):
+    """A region that is no object, or whose attributes are no objects, was an AttributeError traceback."""
+    write_image(tmp_path / "a.jpg")
+    good = {"shape_attributes": {"name": "rect", "x": 2, "y": 2, "width": 10, "height": 7}, "region_attributes": {}}
+    regions = [good, "rect", {"shape_attributes": [1, 2], "region_attributes": {}},
+               {"shape_attributes": good["shape_attributes"], "region_attributes": ["mask"]}]
+    (tmp_path / "via.json").write_text(json.dumps({"_via_img_metadata": {
+        "a": {"filename": "a.jpg", "size": 1, "regions": regions}}}))
+    source = via.read(tmp_path / "via.json", default_class="mask")
+    assert len(source.images[0].instances) == 1 and source.images[0].instances[0].decode(H, W).sum() == 10 * 7
+    assert source.issues == [
+        ("bad_shape", "via.json: a.jpg region 1", "the region is a str, not an object with 'shape_attributes'"),
+        ("bad_shape", "via.json: a.jpg region 2", "'shape_attributes' is a list, not an object"),
+        ("bad_shape", "via.json: a.jpg region 3", "'region_attributes' is a list, not an object")]
+    (tmp_path / "via.json").write_text(json.dumps({"a": {"filename": "a.jpg", "size": 1, "regions": "none"}}))
+    with pytest.raises(DatasetError, match=r"via.json: record 'a': 'regions' is a str, not a list or object of regions$"):
+        via.read(tmp_path / "via.json")
+
+
 def test_a_via_3_view_without_its_file_is_one_line(tmp_path):
     (tmp_path / "v.json").write_text(json.dumps({"project": {}, "file": {}, "view": {"7": {"fid_list": ["3"]}},
                                                  "metadata": {}}))

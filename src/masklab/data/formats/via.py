@@ -71,12 +71,28 @@ def read(annotations: str | Path, images: str | Path | None = None, class_attrib
             raise DatasetError(path, "not a VIA image record (needs 'filename' and 'regions')", f"record {key!r}")
         image = SourceImage(root / rec["filename"], f"{path.name}: {rec['filename']}")
         regions = rec.get("regions") or {}
+        if not isinstance(regions, (dict, list)):
+            raise DatasetError(path, f"'regions' is a {type(regions).__name__}, not a list or object of regions",
+                               f"record {key!r}")
         for i, region in (regions.items() if isinstance(regions, dict) else enumerate(regions)):
+            record = f"{path.name}: {rec['filename']} region {i}"
+            if (why := _malformed(region)) is not None:
+                source.issues.append(("bad_shape", record, why))
+                continue
             name = region_class(region.get("region_attributes"), class_attribute, default_class)
-            _add_region(source, image, region.get("shape_attributes") or {}, name,
-                        f"{path.name}: {rec['filename']} region {i}", class_attribute)
+            _add_region(source, image, region.get("shape_attributes") or {}, name, record, class_attribute)
         source.images.append(image)
     return source
+
+
+def _malformed(region) -> str | None:
+    """Why a VIA 2 region is no ``{shape_attributes: {...}, region_attributes: {...}}``, or None when it is one."""
+    if not isinstance(region, dict):
+        return f"the region is a {type(region).__name__}, not an object with 'shape_attributes'"
+    for key in ("shape_attributes", "region_attributes"):
+        if region.get(key) is not None and not isinstance(region[key], dict):
+            return f"'{key}' is a {type(region[key]).__name__}, not an object"
+    return None
 
 
 def _add_region(source, image, shape: dict, name: str | None, record: str, class_attribute: str) -> None:
