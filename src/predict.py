@@ -36,13 +36,14 @@ class Predictor:
         module, rcfg, _, _ = load_for_inference(cfg)
         self.device = resolve_device(cfg.device)
         self.model, self.names, self.nms, self.mode = module.model.to(self.device).eval(), module.class_names, rcfg.nms, cfg.mode
+        self.min_score = float(cfg.min_score)
         self.results = []
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray, image_id: int) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255).to(self.device)
         with detection_settings(self.model, self.nms.box_score_thresh, self.nms.box_nms_thresh, self.nms.box_detections_per_img):
-            pred = {k: v.cpu() for k, v in self.model([x])[0].items()}
+            pred = draw.confident({k: v.cpu() for k, v in self.model([x])[0].items()}, self.min_score)
         boxes = pred["boxes"].numpy()
         for rle, box, label, score in zip(encode_masks(draw.binary_masks(pred)), boxes, pred["labels"].tolist(), pred["scores"].tolist()):
             self.results.append({"image_id": image_id, "category_id": label, "category": self.names[label - 1],
@@ -91,6 +92,8 @@ def run(cfg: DictConfig, out: Path) -> Path:
     src = Path(cfg.input)
     if cfg.mode not in MODES:
         raise MasklabError(f"mode={cfg.mode}: choose {' or '.join(MODES)}")
+    if isinstance(cfg.min_score, bool) or not isinstance(cfg.min_score, (int, float)) or not 0 <= cfg.min_score <= 1:
+        raise MasklabError(f"min_score={cfg.min_score}: a score between 0 and 1")
     if not src.exists():
         raise MasklabError(f"input={src}: not found")
     out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +109,8 @@ def run(cfg: DictConfig, out: Path) -> Path:
             raise MasklabError(f"input={src}: no readable image ({len(paths)} skipped, see above)")
     if cfg.results_json:
         (out / "predictions.json").write_text(json.dumps({"images": images, "annotations": predictor.results}))
+    print(f"{len(predictor.results)} instances scoring >= {predictor.min_score:g} in {len(images)} "
+          f"{'frames' if src.suffix.lower() in VIDEO_EXTENSIONS else 'images'}")
     return out
 
 

@@ -234,13 +234,26 @@ def test_predict_images_instances(trained, tmp_path):
     for i in range(2):
         cv2.imwrite(str(tmp_path / "in" / f"s{i}.png"), cv2.cvtColor(ShapesDataset(2, 64, seed=9)[i][0], cv2.COLOR_RGB2BGR))
     proc = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}",
-                           f"output={tmp_path / 'out'}", "nms.box_score_thresh=0.0", f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=600)
+                           f"output={tmp_path / 'out'}", "nms.box_score_thresh=0.0", "min_score=0", "results_json=true",
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     drawn = cv2.imread(str(tmp_path / "out" / "s0_instances.png"))
     original = cv2.imread(str(tmp_path / "in" / "s0.png"))
     assert drawn.shape == (64, 64, 3)
     assert (drawn != original).any(axis=2).mean() > 0.05  # with confidence 0 there are instances, and they are drawn
+    found = json.loads((tmp_path / "out" / "predictions.json").read_text())["annotations"]
+    assert f"{len(found)} instances scoring >= 0 in 2 images" in proc.stdout.splitlines() and found
+    # min_score (default 0.5) keeps what is drawn and written to the confident ones: above every score, nothing
+    top = max(a["score"] for a in found)
+    strict = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}",
+                             f"output={tmp_path / 'strict'}", "nms.box_score_thresh=0.0", f"min_score={min(1, top + 1e-3)}",
+                             "results_json=true", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert strict.returncode == 0, strict.stderr[-3000:]
+    assert json.loads((tmp_path / "strict" / "predictions.json").read_text())["annotations"] == []
+    assert np.array_equal(cv2.imread(str(tmp_path / "strict" / "s0_instances.png")), original)
+    bad = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}",
+                          "min_score=1.5", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == "error: min_score=1.5: a score between 0 and 1"
     # a file that is not an image is skipped in a folder; alone, it is an error (it said "written to" with exit 0)
     (tmp_path / "in" / "notes.png").write_text("not an image")
     fake = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}",
@@ -333,6 +346,32 @@ def test_the_prediction_gallery_draws_the_ground_truth_on_its_object(tmp_path):
     inside = np.zeros((384, 384), bool)
     inside[60:180, 120:300] = True  # the mask, 6x
     assert painted[inside].mean() == 1.0 and painted[~inside].mean() < 0.03  # outside: the outline and box only
+
+
+def test_the_gallery_leaves_weak_detections_out_and_draws_the_strongest_on_top(tmp_path):
+    """At the run's detection min confidence (0.05) weak duplicates covered an object and its label; torchvision lists
+    detections strongest first, so the strongest was drawn first and painted over."""
+    from masklab.eval.gallery import HEADER, MIN_SCORE, val_gallery
+
+    image = torch.zeros(3, 64, 64)
+    masks = torch.zeros(3, 1, 64, 64)
+    masks[0, 0, 10:30, 10:30] = masks[1, 0, 10:30, 10:30] = 1  # the object and a weaker duplicate of it
+    masks[2, 0, 40:60, 40:60] = 1  # a weak detection elsewhere
+    pred = {"boxes": torch.tensor([[10.0, 10, 30, 30], [10, 10, 30, 30], [40, 40, 60, 60]]), "labels": torch.tensor([1, 1, 1]),
+            "scores": torch.tensor([0.9, 0.6, MIN_SCORE - 0.01]), "masks": masks}
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 64, 64)}
+    model = nn.Module()
+    model.forward = lambda images: [pred for _ in images]
+    [path] = val_gallery(model, [(image, empty)], ["thing"], 1, tmp_path)
+    right = np.asarray(Image.open(path).convert("RGB"))[HEADER:, 388:]
+    assert not right[240:360, 240:360].any()  # the weak detection (6x) is not drawn
+    inside = right[90:150, 90:150].reshape(-1, 3)  # the object's inside, away from outlines and labels
+    first, second = draw.palette(3)[:2]
+    once = (np.zeros(3) * 0.55 + np.array(second) * 0.45).astype(np.uint8)
+    on_top = (once * 0.55 + np.array(first) * 0.45).astype(np.uint8)  # the duplicate, then the strongest over it
+    assert (inside == on_top).all()
+    assert draw.confident(pred, 0.6)["scores"].tolist() == pytest.approx([0.9, 0.6])
+    assert draw.confident(empty, 0.6) is empty  # ground truth has no scores: all of it
 
 
 def test_a_gallery_that_cannot_be_drawn_warns_and_the_finished_run_stands(tmp_path, caplog):

@@ -17,6 +17,9 @@ from masklab.viz import draw
 #: at most at MAX_SIDE, so a run's artifacts stay small
 MIN_SIDE, MAX_SIDE = 384, 1024
 HEADER = 18  # px of the title strip above each panel
+#: predictions drawn need this score (detectron2's demo default); the run's detection min confidence (0.05, so
+#: that AP sees the whole precision-recall curve) would cover an object with its weak duplicates
+MIN_SCORE = 0.5
 
 
 def _scaled(image: np.ndarray, instances: dict, s: float) -> tuple[np.ndarray, dict]:
@@ -38,7 +41,8 @@ def _panel(image: np.ndarray, instances: dict, class_names, title: str, s: float
 @torch.no_grad()
 def val_gallery(model, dataset, class_names, n: int, out_dir: Path, device="cpu") -> list[Path]:
     """Draw the first ``n`` images of ``dataset`` (``(image tensor, target)`` items): ground truth on the left,
-    ``model``'s predictions (its own detection settings) on the right; one PNG each in ``out_dir``."""
+    ``model``'s predictions (its own detection settings) scoring at least :data:`MIN_SCORE` on the right (the title
+    counts the weaker ones left out); one PNG each in ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     was_training, files = model.training, []
@@ -52,7 +56,10 @@ def val_gallery(model, dataset, class_names, n: int, out_dir: Path, device="cpu"
             s = MIN_SIDE / side if side < MIN_SIDE else min(1.0, MAX_SIDE / side)
             gt = {"boxes": target["boxes"], "labels": target["labels"], "masks": target["masks"]}
             left = _panel(rgb, gt, class_names, f"ground truth: {len(gt['labels'])}", s)
-            right = _panel(rgb, pred, class_names, f"prediction: {len(pred['labels'])}", s)
+            shown = draw.confident(pred, MIN_SCORE)
+            weaker = len(pred["labels"]) - len(shown["labels"])
+            title = f"prediction: {len(shown['labels'])} scoring >= {MIN_SCORE:g}" + (f" (+{weaker} weaker)" if weaker else "")
+            right = _panel(rgb, shown, class_names, title, s)
             gap = np.full((left.shape[0], 4, 3), 255, np.uint8)
             path = out_dir / f"val_{i:03d}.png"
             cv2.imwrite(str(path), cv2.cvtColor(np.concatenate([left, gap, right], axis=1), cv2.COLOR_RGB2BGR))

@@ -19,15 +19,27 @@ def binary_masks(prediction: dict, threshold: float = 0.5) -> np.ndarray:
     return (masks[:, 0] if masks.ndim == 4 else masks) >= threshold
 
 
+def confident(prediction: dict, min_score: float) -> dict:
+    """The instances of ``prediction`` that score at least ``min_score`` (ground truth, without scores: all)."""
+    if "scores" not in prediction or not min_score:
+        return prediction
+    keep = prediction["scores"] >= min_score
+    return {k: v[keep] if k in ("boxes", "labels", "scores", "masks") else v for k, v in prediction.items()}
+
+
 def instances(image: np.ndarray, prediction: dict, class_names, alpha: float = 0.45) -> np.ndarray:
     """Masks blended in colour with their outline, boxes, and "class score" labels ("class" for ground truth,
-    which has no ``scores``)."""
+    which has no ``scores``). The most confident instance is drawn last, so its mask and label lie on top of the
+    weaker detections of the same object (torchvision lists them strongest first); colours follow that list."""
     out = image.copy()
     masks = binary_masks(prediction)
     boxes = prediction["boxes"].detach().cpu().numpy().round().astype(int)
     labels = prediction["labels"].tolist()
     scores = prediction["scores"].tolist() if "scores" in prediction else [None] * len(labels)
-    for (mask, box, label, score), colour in zip(zip(masks, boxes, labels, scores), palette(len(labels))):
+    colours = palette(len(labels))
+    order = np.argsort([i if s is None else s for i, s in enumerate(scores)], kind="stable")  # weakest first
+    for i in order:
+        mask, box, label, score, colour = masks[i], boxes[i], labels[i], scores[i], colours[i]
         out[mask] = (out[mask] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, colour, 1)
