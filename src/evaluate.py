@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError, exit_on_error  # noqa: E402
+from masklab import EVALUATE_OOM_ADVICE, MasklabError, exit_on_error  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.eval import runner  # noqa: E402
 from masklab.eval.checkpoint import load_for_inference, resolve_device  # noqa: E402
@@ -88,7 +88,7 @@ def _load_cache(path: str):
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
-    with exit_on_error(log):
+    with exit_on_error(log, EVALUATE_OOM_ADVICE):
         metrics = evaluate(cfg, out)
     width = max(map(len, metrics))
     print("\n".join(f"{k:<{width}}  {v:.4f}" for k, v in metrics.items()))

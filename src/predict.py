@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from masklab import MasklabError, exit_on_error  # noqa: E402
+from masklab import PREDICT_OOM_ADVICE, MasklabError, exit_on_error  # noqa: E402
 from masklab.data.formats.instance_png import IMAGE_EXTENSIONS  # noqa: E402
 from masklab.eval.checkpoint import load_for_inference, resolve_device  # noqa: E402
 from masklab.data.rle import encode_masks  # noqa: E402
@@ -116,7 +116,7 @@ def run(cfg: DictConfig, out: Path) -> Path:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    with exit_on_error():
+    with exit_on_error(oom_advice=PREDICT_OOM_ADVICE):
         out = run(cfg, Path(cfg.output or HydraConfig.get().runtime.output_dir))
     print(f"written to {out}")
 

@@ -383,3 +383,27 @@ def test_a_gallery_that_cannot_be_drawn_warns_and_the_finished_run_stands(tmp_pa
         log_predictions(OmegaConf.create({"log_predictions": 2}), nn.Module(), None, str(tmp_path / "gone.ckpt"),
                         tmp_path, None)
     assert "predictions of the first 2 val images not drawn: FileNotFoundError" in caplog.text
+
+
+@pytest.mark.parametrize("cli", ["evaluate", "predict"])
+def test_running_out_of_gpu_memory_in_evaluate_or_predict_names_their_own_keys(cli, trained, tmp_path):
+    """Their out-of-memory line suggested training's trainer.precision=16-mixed, which neither has. The network pass
+    raises torch's error (patched in, as a GPU raised it: OUT_OF_MEMORY) and the CLI runs as ``python src/<cli>.py``."""
+    from conftest import OUT_OF_MEMORY
+
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    where = {"evaluate": ("masklab.eval.runner", "run_network"), "predict": ("masklab.viz.draw", "confident")}[cli]
+    args = [f"ckpt={trained[0]}", f"hydra.run.dir={tmp_path / 'out'}",
+            *(["log_mlflow=false"] if cli == "evaluate" else [f"input={image}"])]
+    code = (f"import importlib, runpy, sys, torch\nsys.path.insert(0, {str(ROOT / 'src')!r})\n"
+            f"def oom(*a, **k): raise torch.OutOfMemoryError({OUT_OF_MEMORY!r})\n"
+            f"setattr(importlib.import_module({where[0]!r}), {where[1]!r}, oom)\n"
+            f"sys.argv = [{cli!r}, *{args!r}]\nrunpy.run_path({str(ROOT / 'src' / f'{cli}.py')!r}, run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    advice = {"evaluate": "lower batch_size or the test-time image size (image_min_size, image_max_size), or use device=cpu",
+              "predict": "lower the test-time image size (image_min_size, image_max_size), or use device=cpu"}[cli]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB "
+        f"is free. Including non-PyTorch memory, this process has 4.56 GiB memory in use: {advice}")
