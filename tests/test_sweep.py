@@ -138,6 +138,9 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     assert best["optimizer"]["lr"] == pytest.approx(study.best_params["optimizer.lr"])
     assert "paths" not in best and "experiment_name" not in best  # where it ran is not part of the winner
     assert "trial" in proc.stdout and "COMPLETE" in proc.stdout  # the summary table
+    # ... and the last line names every picture, the sheet made from MLflow's drawings too, with no download bars after it
+    assert proc.stdout.strip().splitlines()[-1].endswith("intermediate_values, predictions)")
+    assert "Downloading artifacts" not in proc.stdout + proc.stderr
     # the YAML is a config train.py loads: the winner's choices compose
     show = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "--config-dir", str(tmp_path / "multirun" / "s" / "s"),
                            "+tuned=best", "--cfg", "job"], capture_output=True, text=True, timeout=120)

@@ -95,6 +95,8 @@ class Tracker:
 
     def _log_best(self, best, names, path: Path) -> None:
         plots = save_plots(self.study, self.sweep_dir / "plots", names)  # beside the study with logger=none too
+        if self.client and (sheet := self._prediction_sheet(names)):  # the trials' drawings are in MLflow
+            plots.append(sheet)
         if plots:
             print(f"plots: {self.sweep_dir / 'plots'} ({', '.join(p.stem for p in plots)})")
         if not self.client:
@@ -105,8 +107,7 @@ class Tracker:
             self.client.set_tag(self.parent_id, f"best.{k}", str(v))
         self.client.set_tag(self.parent_id, "best_trial", str(best.number))
         self.client.log_artifact(self.parent_id, str(path))
-        sheet = self._prediction_sheet(names)
-        for png in plots + ([sheet] if sheet else []):
+        for png in plots:
             self.client.log_artifact(self.parent_id, str(png), "plots")
 
     def _prediction_sheet(self, names: list[str], top: int = 7) -> Path | None:

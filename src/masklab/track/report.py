@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import tempfile
+from unittest import mock
 from pathlib import Path
 
 import cv2
@@ -26,11 +28,18 @@ def runs_of(client: MlflowClient, experiment: str, include_children: bool = True
             and (include_children or "mlflow.parentRunId" not in r.data.tags)]
 
 
+def download(client: MlflowClient, run_id: str, name: str, dst: str) -> str:
+    """``client.download_artifacts`` without MLflow's progress bar: one bar per small file, dozens of them after a
+    study's summary table or a report."""
+    with mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+        return client.download_artifacts(run_id, name, dst)
+
+
 def history_of(client: MlflowClient, run) -> list[dict]:
     """The run's per-epoch history.csv artifact, else its val/* metric histories (one point per epoch)."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            return read_csv(Path(client.download_artifacts(run.info.run_id, "plots/history.csv", tmp)))
+            return read_csv(Path(download(client, run.info.run_id, "plots/history.csv", tmp)))
     except Exception:  # noqa: BLE001 - older runs or runs killed before the first epoch end have no artifact
         rows: dict[int, dict] = {}
         for key in (k for k in run.data.metrics if k.startswith("val/loss")):
@@ -82,7 +91,7 @@ def gallery_of(client: MlflowClient, run_id: str, name: str = "predictions/val_0
     """The run's drawing of its first val image (RGB: ground truth | prediction), None when it has none."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            bgr = cv2.imread(client.download_artifacts(run_id, name, tmp))
+            bgr = cv2.imread(download(client, run_id, name, tmp))
     except Exception:  # noqa: BLE001 - runs from before log_predictions, or with log_predictions=0
         return None
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
