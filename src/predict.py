@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout, installed or not
@@ -53,14 +54,17 @@ class Predictor:
 
 
 def predict_images(predictor: Predictor, paths: list[Path], out: Path) -> list[dict]:
-    files = []
+    """Each image drawn as ``<stem>_<mode>.png`` (``<name>_<mode>.png`` where a stem is shared, as by a.jpg and a.png,
+    so that one does not overwrite the other)."""
+    files, stems = [], Counter(p.stem for p in paths)
     for i, path in enumerate(tqdm(paths, desc="images", unit="img", disable=len(paths) < 2)):
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             print(f"skipped {path}: not a readable image", file=sys.stderr)
             continue
         drawn = predictor(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), i)
-        cv2.imwrite(str(out / f"{path.stem}_{predictor.mode}.png"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        name = path.stem if stems[path.stem] == 1 else path.name
+        cv2.imwrite(str(out / f"{name}_{predictor.mode}.png"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         files.append({"id": i, "file_name": str(path)})
     return files
 

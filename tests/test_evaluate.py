@@ -243,14 +243,19 @@ def test_predict_images_instances(trained, tmp_path):
     assert (drawn != original).any(axis=2).mean() > 0.05  # with confidence 0 there are instances, and they are drawn
     found = json.loads((tmp_path / "out" / "predictions.json").read_text())["annotations"]
     assert f"{len(found)} instances scoring >= 0 in 2 images" in proc.stdout.splitlines() and found
-    # min_score (default 0.5) keeps what is drawn and written to the confident ones: above every score, nothing
+    # min_score (default 0.5) keeps what is drawn and written to the confident ones: above every score, nothing;
+    # and a stem shared by two images (s0.png, s0.jpg) gives each its own drawing (s0_instances.png was written twice)
+    cv2.imwrite(str(tmp_path / "in" / "s0.jpg"), 255 - original)
     top = max(a["score"] for a in found)
     strict = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}",
                              f"output={tmp_path / 'strict'}", "nms.box_score_thresh=0.0", f"min_score={min(1, top + 1e-3)}",
                              "results_json=true", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert strict.returncode == 0, strict.stderr[-3000:]
     assert json.loads((tmp_path / "strict" / "predictions.json").read_text())["annotations"] == []
-    assert np.array_equal(cv2.imread(str(tmp_path / "strict" / "s0_instances.png")), original)
+    assert sorted(p.name for p in (tmp_path / "strict").glob("*.png")) == [
+        "s0.jpg_instances.png", "s0.png_instances.png", "s1_instances.png"]
+    assert np.array_equal(cv2.imread(str(tmp_path / "strict" / "s0.png_instances.png")), original)
+    assert "0 instances scoring >= " in strict.stdout and " in 3 images" in strict.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}",
                           "min_score=1.5", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == "error: min_score=1.5: a score between 0 and 1"
