@@ -6,8 +6,8 @@ import csv
 import math
 import os
 import tempfile
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
