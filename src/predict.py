@@ -25,6 +25,7 @@ from masklab import PREDICT_OOM_ADVICE, MasklabError, exit_on_error  # noqa: E40
 from masklab.data.formats.instance_png import IMAGE_EXTENSIONS  # noqa: E402
 from masklab.eval.checkpoint import load_for_inference, resolve_device  # noqa: E402
 from masklab.data.rle import encode_masks  # noqa: E402
+from masklab.model.build import check_numbers, in_range  # noqa: E402
 from masklab.model.inference import detection_settings  # noqa: E402
 from masklab.viz import draw  # noqa: E402
 
@@ -96,8 +97,7 @@ def run(cfg: DictConfig, out: Path) -> Path:
     src = Path(cfg.input)
     if cfg.mode not in MODES:
         raise MasklabError(f"mode={cfg.mode}: choose {' or '.join(MODES)}")
-    if isinstance(cfg.min_score, bool) or not isinstance(cfg.min_score, (int, float)) or not 0 <= cfg.min_score <= 1:
-        raise MasklabError(f"min_score={cfg.min_score}: a score between 0 and 1")
+    check_numbers(cfg, {"min_score": (in_range(0, 1), "a score in [0, 1]")})
     if not src.exists():
         raise MasklabError(f"input={src}: not found")
     out.mkdir(parents=True, exist_ok=True)

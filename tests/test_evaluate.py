@@ -258,7 +258,7 @@ def test_predict_images_instances(trained, tmp_path):
     assert "0 instances scoring >= " in strict.stdout and " in 3 images" in strict.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}",
                           "min_score=1.5", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == "error: min_score=1.5: a score between 0 and 1"
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == "error: min_score=1.5: must be a score in [0, 1]"
     # a file that is not an image is skipped in a folder; alone, it is an error (it said "written to" with exit 0)
     (tmp_path / "in" / "notes.png").write_text("not an image")
     fake = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}",

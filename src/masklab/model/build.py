@@ -59,7 +59,8 @@ def _anchor_generator(anchors: DictConfig, num_maps: int, backbone_name: str) ->
     return AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=(ratios,) * num_maps)
 
 
-def _in(low, high, integer=False, high_open=False):
+def in_range(low, high, integer=False, high_open=False):
+    """A check of :data:`NUMBERS`: ``low <= v <= high`` (``< high`` when ``high_open``; no upper bound for None)."""
     def ok(v):
         return (not integer or isinstance(v, int)) and v >= low and (high is None or (v < high if high_open else v <= high))
     return ok
@@ -69,23 +70,24 @@ def _in(low, high, integer=False, high_open=False):
 #: or ValueError traceback deep in fit (optimizer.lr=abc, optimizer.lr=-0.1, nms.box_score_thresh=high), or ran
 #: on silently (nms.rpn_nms_thresh=1.5 is no NMS at all)
 NUMBERS = {
-    "optimizer.lr": (_in(0, None), "a number >= 0"),  # 0: a run that cannot learn (the pruning tests sweep one)
-    "optimizer.weight_decay": (_in(0, None), "a number >= 0"),
-    "optimizer.momentum": (_in(0, 1), "a number in [0, 1]"),
-    "nms.rpn_nms_thresh": (_in(0, 1), "an IoU in [0, 1]"),
-    "nms.box_nms_thresh": (_in(0, 1), "an IoU in [0, 1]"),
-    "nms.box_score_thresh": (_in(0, 1), "a confidence in [0, 1]"),
-    "nms.box_detections_per_img": (_in(1, None, integer=True), "an integer >= 1"),
-    "rois_per_image": (_in(1, None, integer=True), "an integer >= 1"),
-    "max_gt_instances": (_in(1, None, integer=True), "an integer >= 1"),
-    "grad_clip_norm": (_in(0, None), "a number >= 0 (0: no clipping)"),
-    "box_head_dropout": (_in(0, 1, high_open=True), "a probability in [0, 1)"),
+    "optimizer.lr": (in_range(0, None), "a number >= 0"),  # 0: a run that cannot learn (the pruning tests sweep one)
+    "optimizer.weight_decay": (in_range(0, None), "a number >= 0"),
+    "optimizer.momentum": (in_range(0, 1), "a number in [0, 1]"),
+    "nms.rpn_nms_thresh": (in_range(0, 1), "an IoU in [0, 1]"),
+    "nms.box_nms_thresh": (in_range(0, 1), "an IoU in [0, 1]"),
+    "nms.box_score_thresh": (in_range(0, 1), "a confidence in [0, 1]"),
+    "nms.box_detections_per_img": (in_range(1, None, integer=True), "an integer >= 1"),
+    "rois_per_image": (in_range(1, None, integer=True), "an integer >= 1"),
+    "max_gt_instances": (in_range(1, None, integer=True), "an integer >= 1"),
+    "grad_clip_norm": (in_range(0, None), "a number >= 0 (0: no clipping)"),
+    "box_head_dropout": (in_range(0, 1, high_open=True), "a probability in [0, 1)"),
 }
 
 
-def check_numbers(cfg: DictConfig) -> None:
-    """One line naming the first of :data:`NUMBERS` that is not a number in its range."""
-    for key, (ok, what) in NUMBERS.items():
+def check_numbers(cfg: DictConfig, numbers: dict = NUMBERS) -> None:
+    """One line naming the first of ``numbers`` (key: (check, what it must be); default :data:`NUMBERS`) that is not
+    a number in its range."""
+    for key, (ok, what) in numbers.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:
             continue
