@@ -161,9 +161,12 @@ def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
         return
     out = cli("trainer=gpu", tmp_path=tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1] == (
-        "error: trainer (accelerator=gpu, devices=1, strategy=auto): No supported gpu backend found!; "
-        "no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)")
+    message = ("trainer (accelerator=gpu, devices=1, strategy=auto): No supported gpu backend found!; "
+               "no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)")
+    assert out.stderr.strip().splitlines()[-1] == f"error: {message}"
+    # once on the console (Hydra's console handler printed the logged copy too), and in the run's log file
+    assert (out.stdout + out.stderr).count(message) == 1
+    assert f"[ERROR] - {message}" in (tmp_path / "run" / "train.log").read_text()
     # the MLflow run it had opened is FAILED with its params written (it stayed RUNNING, and MLflow's queue
     # printed "Failed to submit batch" after the error line at exit)
     runs = _all_runs(tmp_path)

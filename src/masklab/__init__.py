@@ -93,9 +93,21 @@ def exit_on_error(log: logging.Logger | None = None, oom_advice: str | None = No
         if message is None:
             raise
         if log is not None:
-            log.error("%s", message)
+            _log_to_files(log, message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+
+
+def _log_to_files(log: logging.Logger, message: str) -> None:
+    """Record why the run stopped in its log file (Hydra's ``<job>.log``) only: logged as usual, Hydra's console
+    handler printed the message a second time above the ``error:`` line."""
+    record = log.makeRecord(log.name, logging.ERROR, "(exit_on_error)", 0, "%s", (message,), None)
+    logger: logging.Logger | None = log
+    while logger is not None:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+        logger = logger.parent if logger.propagate else None
 
 
 #: folders under conf/ that are included by other configs, not groups to pick from (``--help`` leaves them out)
