@@ -293,8 +293,14 @@ def test_a_split_missing_from_a_prepared_set_says_how_to_prepare_it(tmp_path):
                                            r"\['train'\] only; prepare it again with a val share in data.prepare.split"):
         CocoDataset(root, "val")
     (root / "annotations" / "train.json").unlink()
-    with pytest.raises(MasklabError, match=r"train.json not found: run `python src/prepare.py"):
+    with pytest.raises(MasklabError, match=r"train.json not found: run `python src/prepare.py.*goes to [^;]*\)$"):
         CocoDataset(root, "train")
+    # a name that is not there (data=prepared data.name=<typo>) lists the names that are
+    other = tmp_path / "other"
+    (other / "annotations").mkdir(parents=True)
+    (other / "annotations" / "val.json").write_text("{}")
+    with pytest.raises(MasklabError, match=rf"\(the canonical dataset goes to {tmp_path}/typo\); prepared in {tmp_path}: other$"):
+        CocoDataset(tmp_path / "typo", "train")
 
 
 #: EXIF orientation -> how the stored pixels were turned from the upright photo (the inverse of what shows them upright)
