@@ -53,6 +53,8 @@ def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
     if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.accelerator) == "cpu":  # trainer=ddp trainer.accelerator=cpu
         log.info("trainer.sync_batchnorm off: SyncBatchNorm needs CUDA (it raised ValueError in CPU processes)")
         kwargs["sync_batchnorm"] = False
+    if "enable_model_summary" not in cfg.trainer:  # its table had one row and "FLOPs 0"; the module logs sizes by part
+        kwargs.setdefault("enable_model_summary", False)
     try:
         return instantiate(cfg.trainer, **kwargs)
     except Exception as exc:  # Hydra wraps it: "Error in call to target 'lightning.pytorch.trainer.trainer.Trainer'"

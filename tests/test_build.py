@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from conftest import ROOT, TINY_MODEL, compose_cfg, make_tiny_prepared, needs_shared
 from masklab import MasklabError
 from masklab.data.datamodule import build_datamodule
-from masklab.model.build import build_model, set_trainable
+from masklab.model.build import build_model, parameter_summary, set_trainable
 from masklab.model.module import MaskRCNNModule
 
 GROUPS = ["data", "backbone", "model", "anchors", "nms", "augmentation", "schedule", "optimizer", "trainer", "logger"]
@@ -200,6 +200,22 @@ def test_trainable_layers(backbone, layers, lowest):
             assert p.requires_grad == (stage_of[child] >= lowest), (child, layers)
     assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("backbone.body."))
     assert sorted(set(stage_of.values())) == [1, 2, 3, 4, 5]
+
+
+def test_parameter_summary_counts_every_parameter_by_part():
+    import re
+
+    model = build_model(compose_cfg(["backbone=r18"]), num_classes=5)
+    line = parameter_summary(model)
+    total = sum(p.numel() for p in model.parameters())
+    assert line.startswith(f"{total / 1e6:.1f}M parameters ({total * 4 / 2**20:.1f} MiB): backbone ")
+    found = re.findall(r"(\w[\w ]*) ([\d.]+)([Mk])(?:, |$)", line.split(": ", 1)[1])
+    parts = {name: float(n) * (1e6 if unit == "M" else 1e3) for name, n, unit in found}
+    assert list(parts) == ["backbone", "FPN", "RPN", "box head", "box predictor", "mask head", "mask predictor"]
+    assert parts["backbone"] == round(sum(p.numel() for p in model.backbone.body.parameters()), -4)
+    # a predictor of 5 classes (background included): 5 scores and 5 x 4 box deltas from the box head's features
+    assert parts["box predictor"] == round(25 * (model.roi_heads.box_predictor.cls_score.in_features + 1), -2)
+    assert abs(sum(parts.values()) - total) <= 1e4  # the parts are every parameter, each rounded
 
 
 def test_staged_training_switches_layers_and_logs_each_stage(tmp_path, caplog):

@@ -184,3 +184,29 @@ def set_trainable(model: MaskRCNN, layers: str) -> tuple[int, int]:
             p.requires_grad_(stage_of[child] >= lowest)
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+#: the parts of torchvision's Mask R-CNN :func:`parameter_summary` counts (module path -> name in the line)
+PARTS = {"backbone.body": "backbone", "backbone.fpn": "FPN", "rpn": "RPN", "roi_heads.box_head": "box head",
+         "roi_heads.box_predictor": "box predictor", "roi_heads.mask_head": "mask head",
+         "roi_heads.mask_predictor": "mask predictor"}
+
+
+def parameter_summary(model: MaskRCNN) -> str:
+    """One line of the model's size by part, e.g. ``7.7M parameters (29.3 MiB): backbone 2.97M, FPN 222.1k,
+    ...``: what Lightning's one-row summary table (its FLOPs column 0, as the model has no example input) said
+    less of. Parts are counted in full; which of them train is the stage line's business."""
+    counts = {}
+    for path, name in PARTS.items():
+        part = model.get_submodule(path)
+        counts[name] = sum(p.numel() for p in part.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    size = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    other = total - sum(counts.values())
+    parts = [f"{name} {_count(n)}" for name, n in counts.items()] + ([f"other {_count(other)}"] if other else [])
+    return f"{total / 1e6:.1f}M parameters ({size:.1f} MiB): {', '.join(parts)}"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+

@@ -17,7 +17,7 @@ from torch import nn
 
 from masklab import MasklabError
 from masklab.metrics.coco import CocoEvaluator
-from masklab.model.build import build_model, check_numbers, set_trainable
+from masklab.model.build import build_model, check_numbers, parameter_summary, set_trainable
 from masklab.model.schedules import boundaries, warmup
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class MaskRCNNModule(L.LightningModule):
         if precision in ("16-true", "bf16-true") and self.trainer.strategy.root_device.type == "cpu":
             raise MasklabError(f"trainer.precision={precision} on the CPU: torchvision's CPU NMS has no "
                                f"{'bfloat16' if precision.startswith('bf') else 'float16'} kernel; use 32-true or bf16-mixed")
+
+    def on_fit_start(self) -> None:
+        if self.trainer.is_global_zero:
+            log.info("model: Mask R-CNN, %s", parameter_summary(self.model))
 
     # ---- one step for every stage -------------------------------------------------------------
     def forward(self, images):
