@@ -22,7 +22,7 @@ from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError, causes, exit_on_error, missing_cuda, user_message  # noqa: E402
+from masklab import MasklabError, causes, exit_on_error, missing_cuda, quiet_lightning, user_message  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.eval.gallery import val_gallery  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
@@ -34,6 +34,7 @@ from masklab.track.resume import check_resumable, resume_checkpoint  # noqa: E40
 from masklab.track.summary import export_files, run_summary  # noqa: E402
 
 log = logging.getLogger("masklab.train")
+quiet_lightning()
 
 
 def make_logger(cfg: DictConfig, run_id: str | None):

@@ -247,6 +247,11 @@ def test_mixed_precision_trains_and_validates(tmp_path):
     with open(tmp_path / "run" / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1] and all(math.isfinite(float(r["train/loss"])) for r in rows)
+    # start-up: the model's size by part, once; not Lightning's one-row table ("FLOPs 0"), its cloud-logger tip or
+    # torch's deprecation warning about Lightning's own code
+    said = out.stdout + out.stderr
+    assert said.count("model: Mask R-CNN, ") == 1 and "backbone " in said.split("model: Mask R-CNN, ")[1].splitlines()[0]
+    assert "Total FLOPs" not in said and "Tip:" not in said and "LeafSpec" not in said
 
 
 def test_ddp_on_cpu_processes_trains_and_validates(tmp_path):
@@ -257,6 +262,7 @@ def test_ddp_on_cpu_processes_trains_and_validates(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "trainer.sync_batchnorm off: SyncBatchNorm needs CUDA" in out.stdout + out.stderr
     assert out.stdout.count("best checkpoint:") == 1  # the summary once, from rank 0
+    assert (out.stdout + out.stderr).count("model: Mask R-CNN, ") == 1
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("masklab").experiment_id])
     assert run.data.params["trainer.strategy"] == "ddp" and run.info.status == "FINISHED"

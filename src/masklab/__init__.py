@@ -110,6 +110,25 @@ def _log_to_files(log: logging.Logger, message: str) -> None:
         logger = logger.parent if logger.propagate else None
 
 
+class _DropLightningTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_lightning() -> None:
+    """Leave out two start-up lines of Lightning 2.6 a masklab user cannot act on: its advertisement for its cloud
+    logger (``💡 Tip: ... litlogger``; masklab logs to MLflow) and torch's deprecation warning about Lightning's own
+    use of ``LeafSpec`` (``lightning/pytorch/utilities/_pytree.py``). Everything else Lightning says is kept."""
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning_utilities.core.rank_zero"):  # whichever is rank_zero_info's logger
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningTip) for f in logger.filters):
+            logger.addFilter(_DropLightningTip())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 #: folders under conf/ that are included by other configs, not groups to pick from (``--help`` leaves them out)
 INCLUDE_ONLY = ("hydra", "dataset_defaults", "tuned")
 
