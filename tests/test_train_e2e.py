@@ -247,11 +247,22 @@ def test_mixed_precision_trains_and_validates(tmp_path):
     with open(tmp_path / "run" / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1] and all(math.isfinite(float(r["train/loss"])) for r in rows)
-    # start-up: the model's size by part, once; not Lightning's one-row table ("FLOPs 0"), its cloud-logger tip or
-    # torch's deprecation warning about Lightning's own code
+    # start-up: the model's size by part, once; not Lightning's cloud-logger tip or torch's deprecation warning
+    # about Lightning's own code
     said = out.stdout + out.stderr
     assert said.count("model: Mask R-CNN, ") == 1 and "backbone " in said.split("model: Mask R-CNN, ")[1].splitlines()[0]
-    assert "Total FLOPs" not in said and "Tip:" not in said and "LeafSpec" not in said
+    assert "Tip:" not in said and "LeafSpec" not in said
+
+
+def test_lightning_summary_table_is_off_unless_asked_for():
+    # its one row read "model | MaskRCNN | 7.7 M | train | 0" and "Total FLOPs: 0" (the model has no example input)
+    from lightning.pytorch.callbacks import ModelSummary
+    from train import make_trainer
+
+    GlobalHydra.instance().clear()
+    summaries = [[c for c in make_trainer(compose_cfg(over, tiny=False), logger=False).callbacks if isinstance(c, ModelSummary)]
+                 for over in ([], ["+trainer.enable_model_summary=true"])]
+    assert [len(s) for s in summaries] == [0, 1]
 
 
 def test_ddp_on_cpu_processes_trains_and_validates(tmp_path):
