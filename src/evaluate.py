@@ -2,7 +2,7 @@
 """Evaluate a checkpoint (``python src/evaluate.py --help``).
 
 load checkpoint -> data split -> one network pass (raw detections cached) -> COCO, VOC mAP@0.5,
-confusion/precision/recall, PR curves at the configured setting -> optional inference-only
+confusion/precision/recall at min_score, PR curves at the configured setting -> optional inference-only
 re-tuning over (confidence, NMS, max detections) -> files + MLflow.
 """
 from __future__ import annotations
@@ -23,12 +23,14 @@ from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.eval import runner  # noqa: E402
 from masklab.eval.checkpoint import load_for_inference, resolve_device  # noqa: E402
 from masklab.eval.outputs import log_to_mlflow, write_outputs, write_retune  # noqa: E402
+from masklab.model.build import check_numbers, in_range  # noqa: E402
 
 log = logging.getLogger("masklab.evaluate")
 
 
 def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) -> dict:
     """``overridden``: the command line's overrides (default: Hydra's), which say the runtime keys to take from ``cfg``."""
+    check_numbers(cfg, {"min_score": (in_range(0, 1), "a score in [0, 1]")})
     module, rcfg, changed, run_id = load_for_inference(cfg, overridden)
     names, prefix, nms = module.class_names, cfg.split, rcfg.nms
     grid = _retune_grid(cfg, nms)
@@ -50,8 +52,8 @@ def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) ->
         gt, raw = runner.run_network(module.model, loader, cfg.score_floor, resolve_device(cfg.device))
         torch.save((gt, raw), out / "raw_predictions.pt")
     metrics, ev, extra = runner.evaluate_setting(gt, raw, names, nms.box_score_thresh, nms.box_nms_thresh,
-                                                 nms.box_detections_per_img, prefix)
-    files = write_outputs(out, metrics, ev, extra, names, prefix)
+                                                 nms.box_detections_per_img, prefix, min_score=cfg.min_score)
+    files = write_outputs(out, metrics, ev, extra, names, prefix, max(nms.box_score_thresh, cfg.min_score))
     if any(len(v) > 1 for v in grid.values()):
         rows = runner.retune(gt, raw, names, grid, cfg.score_floor, prefix)
         files += write_retune(out, rows, runner.best_settings(rows))

@@ -69,6 +69,27 @@ def test_inference_only_retuning_equals_rerunning_the_model(trained):
     assert counts[0] > counts[1] > 0  # detections to compare, and the settings really change them
 
 
+def test_precision_recall_and_confusion_count_detections_scoring_at_least_min_score():
+    # one ground-truth square; the network found it (0.9) and a weak detection where nothing is (0.2). At the
+    # detection min confidence of 0.05 (what AP wants) the weak one was half the "precision"
+    square = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    square[0, 10:30, 10:30] = 1
+    gt = CocoEvaluator([])
+    gt.add_targets([{"image_id": torch.tensor(1), "boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0]]),
+                     "labels": torch.tensor([1]), "masks": square}])
+    raw = {1: {"boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0], [40.0, 40.0, 60.0, 60.0]]), "scores": torch.tensor([0.9, 0.2]),
+               "labels": torch.tensor([1, 1]), "mask_probs": torch.ones(2, 1, 28, 28), "image_size": (64, 64),
+               "original_size": (64, 64)}}
+    counted = {s: runner.evaluate_setting(gt, raw, ["one"], 0.05, 0.5, 100, "val", min_score=s) for s in (0.5, 0.0)}
+    (strict, _, at_half), (loose, _, at_zero) = counted[0.5], counted[0.0]
+    assert at_half["confusion"].tolist() == [[0, 0], [0, 1]] and at_zero["confusion"].tolist() == [[0, 1], [0, 1]]
+    assert strict["val/precision"] == strict["val/recall"] == strict["val/f1"] == 1.0
+    assert loose["val/precision"] == 0.5 and loose["val/recall"] == 1.0
+    # AP ranks every detection the setting keeps, whatever min_score says
+    assert strict["val/segm_AP50"] == loose["val/segm_AP50"] == 1.0 and strict["val/segm_AP"] == loose["val/segm_AP"]
+    assert len(at_half["predictions"][1]["scores"]) == 2
+
+
 def test_evaluate_cli_writes_everything_and_logs_to_the_training_run(trained, tmp_path):
     ckpt, uri, _ = trained
     proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={ckpt}", f"hydra.run.dir={tmp_path}",

@@ -205,6 +205,7 @@ def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_
 
 CLI_CASES = [
     ("evaluate.py", [], "error: ckpt is required: give ckpt=<value>"),
+    ("evaluate.py", ["ckpt=model.ckpt", "min_score=1.5"], "error: min_score=1.5: must be a score in [0, 1]"),
     ("predict.py", ["ckpt=model.ckpt"], "error: input is required: give input=<value>"),
     ("predict.py", ["ckpt=model.ckpt", "input=photo.jpg", "mode=splsh"], "error: mode=splsh: choose instances or splash"),
     ("train.py", ["data=coco"], "annotations/train.json not found: run `python src/prepare.py"),

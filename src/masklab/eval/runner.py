@@ -27,8 +27,12 @@ def run_network(model, loader, score_floor: float, device: str = "cpu", progress
 
 
 def evaluate_setting(gt: CocoEvaluator, raw: dict, class_names, score_thresh: float, nms_thresh: float,
-                     max_dets: int, prefix: str, full: bool = True) -> tuple[dict, CocoEvaluator, dict]:
-    """Metrics ``{prefix}/...`` of one post-processing setting; with ``full`` also VOC mAP50 and the confusion matrix."""
+                     max_dets: int, prefix: str, full: bool = True, min_score: float = 0.0) -> tuple[dict, CocoEvaluator, dict]:
+    """Metrics ``{prefix}/...`` of one post-processing setting; with ``full`` also VOC mAP50 and the confusion matrix.
+
+    AP and mAP rank every detection the setting keeps; precision, recall, F1 and the confusion matrix count a
+    detection only when it also scores at least ``min_score`` (an operating point, as predict.py's drawings):
+    at a detection min confidence of 0.05, what AP wants, they mostly counted the weak duplicates AP ignores."""
     ev = CocoEvaluator(class_names)
     ev.images, ev.gt = gt.images, gt.gt
     preds = {i: postprocess(r, score_thresh, nms_thresh, max_dets) for i, r in raw.items()}
@@ -37,7 +41,7 @@ def evaluate_setting(gt: CocoEvaluator, raw: dict, class_names, score_thresh: fl
     extra = {}
     if full:
         metrics[f"{prefix}/voc_mAP50"] = voc.voc_map50(ev.images, ev.gt, ev.dt)
-        matrix = voc.confusion(ev.images, ev.gt, ev.dt, len(class_names), score_thresh)
+        matrix = voc.confusion(ev.images, ev.gt, ev.dt, len(class_names), max(score_thresh, min_score))
         metrics.update({f"{prefix}/{k}": v for k, v in voc.precision_recall(matrix, class_names).items()})
         extra = {"confusion": matrix, "predictions": preds}
     return metrics, ev, extra
