@@ -150,6 +150,30 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     assert shown["backbone"]["arch"] == {"r18": "resnet18", "mobilenet_v3": "mobilenet_v3_large"}[study.best_params["backbone"]]
 
 
+def test_a_repeated_setting_is_not_trained_again_and_a_done_space_ends_the_study(tmp_path):
+    # TPE's random start-up (seed 0) drew the second of 3 learning rates twice in 3 trials and never the third
+    cmd = sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02,0.03)", "hydra.sweeper.seed=0", n_trials=3)
+    proc = run(cmd, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study, sweep_dir = load(tmp_path), tmp_path / "multirun" / "s" / "s"
+    trained = [t for t in study.trials if "same_as" not in t.user_attrs]
+    repeats = [t for t in study.trials if "same_as" in t.user_attrs]
+    assert sorted(t.params["optimizer.lr"] for t in trained) == [0.01, 0.02, 0.03] and repeats
+    assert all((sweep_dir / str(t.number) / "checkpoints").is_dir() for t in trained)
+    for t in repeats:
+        earlier = study.trials[t.user_attrs["same_as"]]
+        assert t.state.name == "COMPLETE" and t.params == earlier.params and t.value == earlier.value
+        assert not (sweep_dir / str(t.number)).exists()
+    said = proc.stdout + proc.stderr
+    assert f"same parameters as trial {repeats[0].user_attrs['same_as']}: its value, not trained again" in said
+    assert "all 3 settings of the space have a COMPLETE trial; stopping before n_trials=3" not in said  # 3 trained
+    # more trials asked of a space that has no setting left: none runs, and the line says why
+    again = run([*cmd, "hydra.sweeper.n_trials=5"], tmp_path)
+    assert again.returncode == 0 and len(load(tmp_path).trials) == len(study.trials)
+    assert "all 3 settings of the space have a COMPLETE trial; stopping before n_trials=5" in again.stdout + again.stderr
+    assert "raise hydra.sweeper.n_trials" not in again.stdout + again.stderr
+
+
 def test_two_objectives_with_nsga2_complete_and_leave_a_pareto_front(tmp_path):
     # every trial failed with Optuna's "Trial.report is not supported for multi-objective optimization" before
     proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", "hydra.sweeper.sampler=nsgaii",
@@ -205,15 +229,16 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
 
 
 def test_nan_trial_fails_and_the_study_finishes(tmp_path):
-    # lr 1e6 diverges at once (non-finite loss); random sampling with seed 0 draws 1e6, 0.01, 1e6, 1e6, 0.01
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,1000000.0)", "hydra.sweeper.sampler=random",
+    # lr 1e6 diverges at once (non-finite loss): with seed 0 random sampling draws it among the good ones
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02,1000000.0)", "hydra.sweeper.sampler=random",
                          "hydra.sweeper.seed=0", n_trials=2), tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(tmp_path)
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     assert failed and all(t.params["optimizer.lr"] == 1e6 for t in failed)
     assert all("non-finite" in t.user_attrs["fail_reason"] for t in failed)
-    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 2 and len(failed) == 3
+    trained = [t for t in study.trials if t.state.name == "COMPLETE" and "same_as" not in t.user_attrs]
+    assert sorted(t.params["optimizer.lr"] for t in trained) == [0.01, 0.02]  # n_trials=2 trained, the study finished
 
 
 def test_too_many_failures_stop_the_study_with_one_line(tmp_path):

@@ -131,7 +131,7 @@ def summary_table(trials, names: list[str]) -> str:
     for t in sorted(trials, key=lambda t: t.number):
         vals = [f"{v:.4f}" for v in t.values] if t.values and t.state == TrialState.COMPLETE else ["-"] * len(names)
         minutes = f"{t.duration.total_seconds() / 60:.1f}" if t.duration else "-"
-        reason = (t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason", ""))[:60]
+        reason = (t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason") or t.user_attrs.get("note", ""))[:60]
         rows.append([str(t.number), t.state.name, *vals, minutes, *[_fmt(t.params.get(p, "-")) for p in params], reason])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head, *rows])

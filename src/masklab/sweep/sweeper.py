@@ -9,7 +9,11 @@ own output dir), and tells Optuna the outcome:
 - COMPLETE with the returned ``optimized_metric`` (or several ``objectives`` for NSGA-II);
 - PRUNED when the pruner stopped it (see :mod:`masklab.sweep.trial`);
 - FAIL with the reason for an exception, an out-of-memory or a NaN objective; the study goes on
-  until ``max_failures`` failures in one session stop it with a clear message.
+  until ``max_failures`` failures in one session stop it with a clear message;
+- COMPLETE without training when the sampler proposes the parameters of a COMPLETE trial again (TPE's
+  random start-up and a small categorical space do; Optuna's FAQ answer, optuna/optuna#2021): it gets that
+  trial's values and ``same_as``, and does not count against ``n_trials``; a study whose finite space has
+  every setting done stops there (``duplicates=train`` trains them again, for noisy GPU runs).
 
 Storage, crash recovery and the shared ``n_trials`` budget: :mod:`masklab.sweep.study`.
 MLflow parent/child runs, the best-params YAML, plots and the summary: :mod:`masklab.sweep.report`.
@@ -41,6 +45,16 @@ def _grid_values(d) -> list | None:
     return None  # a continuous interval has no grid
 
 
+def space_size(dists: dict) -> int | None:
+    """How many settings a space of finite distributions has (None when one is a continuous interval)."""
+    values = [_grid_values(d) for d in dists.values()]
+    return None if any(v is None for v in values) else math.prod(len(v) for v in values)
+
+
+#: settings proposed in a row that are already done, after which a study stops (a space the sampler has exhausted)
+MAX_REPEATS = 20
+
+
 class _GridSampler(optuna.samplers.GridSampler):
     """Optuna's GridSampler calls ``study.stop()`` when the grid is done, which raises outside
     ``study.optimize`` (we ask and tell) before the trial's state is stored; ``n_trials`` is our stop."""
@@ -59,7 +73,7 @@ class OptunaSweeperBase(Sweeper):
                  seed: int | None = None, sampler_kwargs: dict | None = None, pruner: str = "median",
                  pruner_kwargs: dict | None = None, objectives=None, directions=None, max_failures: int = 5,
                  stale_after_s: float = 3600.0, params: dict | None = None, prune_on: str | None = None,
-                 prune_mode: str | None = None):
+                 prune_mode: str | None = None, duplicates: str = "reuse"):
         self.study_name, self.storage, self.n_trials = study_name, storage, int(n_trials)
         self.sampler_name, self.seed, self.sampler_kwargs = sampler, seed, dict(sampler_kwargs or {})
         self.pruner_name = pruner
@@ -68,6 +82,9 @@ class OptunaSweeperBase(Sweeper):
         self.objectives, self.directions = list(objectives or []), list(directions or [])
         self.max_failures, self.stale_after_s, self.params = int(max_failures), float(stale_after_s), dict(params or {})
         self._setting_error: str | None = None
+        if duplicates not in ("reuse", "train"):
+            raise MasklabError(f"hydra.sweeper.duplicates={duplicates}: choose reuse or train")
+        self.duplicates, self._exhausted = duplicates, False
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -152,9 +169,19 @@ class OptunaSweeperBase(Sweeper):
             self.tracker = report.Tracker(self.config, study, self.sweep_dir, fixed)
         log.info("study %r (%s): %s finished of n_trials=%d; space %s", self.study_name, spec,
                  sum(st.counts(study)[s.name] for s in st.FINISHED), self.n_trials, sorted(dists))
-        failures, ran = 0, 0
+        failures, ran, repeats = 0, 0, 0
+        self._fixed = [o for o in fixed if not o.startswith(report.NOT_PARAMS)]  # what the trials share
         while (trial := self._ask(study, spec, dists)) is not None:
             ran += 1
+            if self.duplicates == "reuse" and (earlier := self._same_as(study, trial)) is not None:
+                self._reuse(study, trial, earlier)
+                repeats += 1
+                if repeats >= MAX_REPEATS:  # a sampler that only proposes what is done (an exhausted space)
+                    log.warning("study %r: the sampler proposed %d settings in a row that are done; stopping here",
+                                self.study_name, repeats)
+                    break
+                continue
+            repeats = 0
             state = self._run(study, trial, fixed, spec, self.tracker.parent_id)
             failures += state == optuna.trial.TrialState.FAIL
             if self._setting_error:  # every further trial would fail the same way
@@ -164,7 +191,7 @@ class OptunaSweeperBase(Sweeper):
                 self.tracker.finish(names=self._objectives()[0], complete=False)
                 raise MasklabError(f"study {self.study_name!r} stopped: {failures} failed trials in this session "
                                    f"(hydra.sweeper.max_failures={self.max_failures}); see the fail_reason of each trial above")
-        if not ran:
+        if not ran and not self._exhausted:
             log.warning("study %r already has its n_trials=%d trials: none run; raise hydra.sweeper.n_trials to add "
                         "more (its results are below)", self.study_name, self.n_trials)
         return self.tracker.finish(names=self._objectives()[0], complete=True)
@@ -172,18 +199,51 @@ class OptunaSweeperBase(Sweeper):
     def _ask(self, study: optuna.Study, spec: str, dists):
         with st.lock_for(spec, self.sweep_dir):
             c = st.counts(study)
-            if c["COMPLETE"] + c["PRUNED"] + c["RUNNING"] >= self.n_trials:
+            reused = sum("same_as" in t.user_attrs for t in study.get_trials(deepcopy=False))
+            if c["COMPLETE"] - reused + c["PRUNED"] + c["RUNNING"] >= self.n_trials:
                 return None
+            if self.duplicates == "reuse" and (size := space_size(dists)) is not None:
+                done = {self._key(t.params) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                        if t.user_attrs.get("fixed") == self._fixed}
+                if len(done) >= size:
+                    self._exhausted = True
+                    log.warning("study %r: all %d settings of the space have a COMPLETE trial; stopping before "
+                                "n_trials=%d", self.study_name, size, self.n_trials)
+                    return None
             trial = study.ask(dists)
             st.mark_owner(study, trial)
             return trial
 
     # ---- one trial -----------------------------------------------------------------------------
+    @staticmethod
+    def _key(params: dict) -> tuple:
+        return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+    def _same_as(self, study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """The first COMPLETE trial (trained, with the same fixed overrides) that had ``trial``'s parameters."""
+        key = self._key(trial.params)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if "same_as" not in t.user_attrs and t.user_attrs.get("fixed") == self._fixed and self._key(t.params) == key:
+                return t
+        return None
+
+    def _reuse(self, study: optuna.Study, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
+        reason = f"same parameters as trial {earlier.number}: its value, not trained again"
+        log.info("trial %d: %s", trial.number, " ".join(space.to_overrides(trial.params)))
+        trial.set_user_attr("same_as", earlier.number)
+        trial.set_user_attr("fixed", self._fixed)
+        trial.set_user_attr("note", reason)
+        if "metrics" in earlier.user_attrs:
+            trial.set_user_attr("metrics", earlier.user_attrs["metrics"])
+        study.tell(trial, earlier.values if len(earlier.values) > 1 else earlier.values[0])
+        self.tracker.after_trial(trial, optuna.trial.TrialState.COMPLETE, reason)
+
     def _run(self, study: optuna.Study, trial: optuna.Trial, fixed, spec: str, parent: str | None):
         overrides = [*fixed, *space.to_overrides(trial.params), f"sweep.study={self.study_name}",
                      f"sweep.storage='{spec}'", f"sweep.trial_id={trial._trial_id}", f"sweep.trial_number={trial.number}",
                      f"sweep.parent_run_id={parent or 'null'}"]
         log.info("trial %d: %s", trial.number, " ".join(space.to_overrides(trial.params)))
+        trial.set_user_attr("fixed", self._fixed)
         try:
             self.validate_batch_is_legal([overrides])
             (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
