@@ -166,6 +166,17 @@ def test_a_repeated_setting_is_not_trained_again_and_a_done_space_ends_the_study
         assert not (sweep_dir / str(t.number)).exists()
     said = proc.stdout + proc.stderr
     assert f"same parameters as trial {repeats[0].user_attrs['same_as']}: its value, not trained again" in said
+    # one MLflow child run per trial still: a repeat's has its trial's params and final metrics, tagged same_as
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = {r.data.tags.get("trial_number"): r for r in client.search_runs([client.get_experiment_by_name("s").experiment_id])
+            if r.data.tags.get("masklab.role") != "study"}
+    assert sorted(runs, key=int) == [str(t.number) for t in study.trials]
+    for t in repeats:
+        copy, source = runs[str(t.number)], runs[str(t.user_attrs["same_as"])]
+        assert copy.data.tags["same_as"] == str(t.user_attrs["same_as"]) and copy.data.tags["trial_state"] == "COMPLETE"
+        assert copy.data.params == source.data.params
+        assert {k: repr(v) for k, v in copy.data.metrics.items()} == {k: repr(v) for k, v in source.data.metrics.items()}  # NaN too
+        assert copy.data.tags["mlflow.parentRunId"] == source.data.tags["mlflow.parentRunId"]
     assert "all 3 settings of the space have a COMPLETE trial; stopping before n_trials=3" not in said  # 3 trained
     # more trials asked of a space that has no setting left: none runs, and the line says why
     again = run([*cmd, "hydra.sweeper.n_trials=5"], tmp_path)

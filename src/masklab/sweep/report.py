@@ -52,6 +52,25 @@ class Tracker:
         for key in ("sampler", "seed", "pruner", "n_trials", "max_failures"):
             self.client.log_param(self.parent_id, f"sweeper.{key}", sweeper.get(key))
 
+    def repeat_run(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
+        """A child run for a trial that repeats ``earlier``'s parameters and was not trained: its params and final
+        metrics copied from ``earlier``'s run, tagged ``same_as`` (so the study still has one child run per trial)."""
+        if not self.client:
+            return
+        from mlflow.entities import Metric, Param
+
+        source = earlier.user_attrs.get("mlflow_run_id")
+        exp_id = self.client.get_run(self.parent_id).info.experiment_id
+        run = self.client.create_run(exp_id, run_name=f"{self.study.study_name}-trial{trial.number:03d}",
+                                     tags={"mlflow.parentRunId": self.parent_id, "same_as": str(earlier.number),
+                                           "mlflow.note.content": f"not trained: the parameters of trial {earlier.number}"})
+        if source:
+            data = self.client.get_run(source).data
+            self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in data.params.items()],
+                                  metrics=[Metric(k, v, 0, 0) for k, v in data.metrics.items()])
+        self.client.set_terminated(run.info.run_id, status="FINISHED")
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+
     def _child(self, trial_id: int) -> str | None:
         return self.study._storage.get_trial(trial_id).user_attrs.get("mlflow_run_id")
 
@@ -119,6 +138,7 @@ class Tracker:
             done = self.study.best_trials  # the Pareto front
         else:
             done.sort(key=lambda t: t.value, reverse=self.study.direction == optuna.study.StudyDirection.MAXIMIZE)
+        done = [t for t in done if "same_as" not in t.user_attrs]  # a repeat has no drawings: its trial's are shown
         rows = [{"run": f"trial {t.number}", "run_id": t.user_attrs.get("mlflow_run_id"), names[0]: t.values[0]}
                 for t in done[:top] if t.user_attrs.get("mlflow_run_id")]
         return report.write_prediction_sheet(self.client, rows, names[0], self.sweep_dir / "plots" / "predictions.png")

@@ -12,7 +12,8 @@ own output dir), and tells Optuna the outcome:
   until ``max_failures`` failures in one session stop it with a clear message;
 - COMPLETE without training when the sampler proposes the parameters of a COMPLETE trial again (TPE's
   random start-up and a small categorical space do; Optuna's FAQ answer, optuna/optuna#2021): it gets that
-  trial's values and ``same_as``, and does not count against ``n_trials``; a study whose finite space has
+  trial's values and ``same_as`` (its MLflow child run that run's params and metrics), and does not count
+  against ``n_trials``; a study whose finite space has
   every setting done stops there (``duplicates=train`` trains them again, for noisy GPU runs).
 
 Storage, crash recovery and the shared ``n_trials`` budget: :mod:`masklab.sweep.study`.
@@ -235,6 +236,7 @@ class OptunaSweeperBase(Sweeper):
         trial.set_user_attr("note", reason)
         if "metrics" in earlier.user_attrs:
             trial.set_user_attr("metrics", earlier.user_attrs["metrics"])
+        self.tracker.repeat_run(trial, earlier)
         study.tell(trial, earlier.values if len(earlier.values) > 1 else earlier.values[0])
         self.tracker.after_trial(trial, optuna.trial.TrialState.COMPLETE, reason)
 
