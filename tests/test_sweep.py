@@ -233,6 +233,8 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
     assert after[: len(before) - 1] == before[:-1]  # finished trials stay
     assert dict(after)[killed] == "FAIL" and "worker died" in study.trials[killed].user_attrs["fail_reason"]
     assert [s for _, s in after].count("COMPLETE") == 3 and len(after) == 4  # n_trials finished, the killed one extra
+    # the resumed session's sampler drew afresh: seeded as the first, it proposed trial 0's learning rate again
+    assert len({t.params["optimizer.lr"] for t in study.trials}) == 4 and study.user_attrs["masklab_sessions"] == 2
     assert f"trial {killed} was left RUNNING" in again.stdout + again.stderr
     done = run(cmd, tmp_path)  # the study is full: nothing runs, and it says so instead of only printing the table
     assert done.returncode == 0 and states(load(tmp_path)) == after
@@ -270,12 +272,14 @@ def test_a_study_setting_no_trial_can_meet_stops_the_study_at_the_first_trial(tm
     assert states(load(tmp_path)) == [(0, "FAIL")]
 
 
-@pytest.mark.parametrize("override", ["hydra.sweeper.n_trials=0", "hydra.sweeper.max_failures=0"])
-def test_a_budget_below_one_is_one_line(tmp_path, override):
+@pytest.mark.parametrize("override, problem", [("hydra.sweeper.n_trials=0", "must be at least 1"),
+                                               ("hydra.sweeper.max_failures=0", "must be at least 1"),
+                                               ("hydra.sweeper.duplicates=skip", "choose reuse or train")])
+def test_a_budget_below_one_is_one_line(tmp_path, override, problem):
     # n_trials=0 ran nothing and printed an empty table with exit 0
     proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", override), tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == f"error: {override}: must be at least 1"
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {override}: {problem}"
     assert not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
 
 

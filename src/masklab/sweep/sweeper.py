@@ -83,8 +83,6 @@ class OptunaSweeperBase(Sweeper):
         self.objectives, self.directions = list(objectives or []), list(directions or [])
         self.max_failures, self.stale_after_s, self.params = int(max_failures), float(stale_after_s), dict(params or {})
         self._setting_error: str | None = None
-        if duplicates not in ("reuse", "train"):
-            raise MasklabError(f"hydra.sweeper.duplicates={duplicates}: choose reuse or train")
         self.duplicates, self._exhausted = duplicates, False
 
     def setup(self, *, hydra_context, task_function, config) -> None:
@@ -157,6 +155,8 @@ class OptunaSweeperBase(Sweeper):
         for key, least in (("n_trials", 1), ("max_failures", 1)):
             if getattr(self, key) < least:  # 0 trials ran nothing and printed an empty table with exit 0
                 raise MasklabError(f"hydra.sweeper.{key}={getattr(self, key)}: must be at least {least}")
+        if self.duplicates not in ("reuse", "train"):
+            raise MasklabError(f"hydra.sweeper.duplicates={self.duplicates}: choose reuse or train")
         dists, fixed = space.parse(self.config.get("hparams_search"), self.params, arguments)
         _refuse_multiprocess_trials(self.config, dists)
         _refuse_gpu_trials_without_gpu(self.config, dists)
@@ -167,6 +167,13 @@ class OptunaSweeperBase(Sweeper):
         with st.lock_for(spec, self.sweep_dir):
             for number in st.fail_stale(study, self.stale_after_s):
                 log.warning("trial %d was left RUNNING by a worker that is gone: marked FAIL", number)
+            # A seeded sampler draws the same sequence in every process: a resumed study re-proposed trial 0's
+            # parameters, and two workers started together trained the same ones side by side. The study's first
+            # session keeps the seed (a study run in one go is reproducible); later ones and other workers draw afresh.
+            session = int(study.user_attrs.get("masklab_sessions", 0))
+            study.set_user_attr("masklab_sessions", session + 1)
+            if session:
+                study.sampler.reseed_rng()
             self.tracker = report.Tracker(self.config, study, self.sweep_dir, fixed)
         log.info("study %r (%s): %s finished of n_trials=%d; space %s", self.study_name, spec,
                  sum(st.counts(study)[s.name] for s in st.FINISHED), self.n_trials, sorted(dists))
@@ -183,6 +190,7 @@ class OptunaSweeperBase(Sweeper):
                     break
                 continue
             repeats = 0
+            trial.set_user_attr("fixed", self._fixed)  # what a later repeat of its parameters must share
             state = self._run(study, trial, fixed, spec, self.tracker.parent_id)
             failures += state == optuna.trial.TrialState.FAIL
             if self._setting_error:  # every further trial would fail the same way
@@ -245,7 +253,6 @@ class OptunaSweeperBase(Sweeper):
                      f"sweep.storage='{spec}'", f"sweep.trial_id={trial._trial_id}", f"sweep.trial_number={trial.number}",
                      f"sweep.parent_run_id={parent or 'null'}"]
         log.info("trial %d: %s", trial.number, " ".join(space.to_overrides(trial.params)))
-        trial.set_user_attr("fixed", self._fixed)
         try:
             self.validate_batch_is_legal([overrides])
             (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
