@@ -15,17 +15,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 import hydra  # noqa: E402
 import lightning.pytorch as L  # noqa: E402
 import optuna  # noqa: E402
-import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from masklab import MasklabError, causes, exit_on_error, missing_cuda, quiet_lightning, user_message  # noqa: E402
+from masklab import exit_on_error, quiet_lightning, user_message  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
-from masklab.eval.gallery import val_gallery  # noqa: E402
+from masklab.eval.gallery import log_predictions  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
+from masklab.model.trainer import make_trainer  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
 from masklab.track.history import History, ValidateLastEpoch  # noqa: E402
 from masklab.track.mlflow_utils import (artifact_location, default_run_name, end_failed, log_params,  # noqa: E402
@@ -44,28 +44,6 @@ def make_logger(cfg: DictConfig, run_id: str | None):
     name = cfg.run_name or (f"{cfg.sweep.study}-trial{trial:03d}" if trial is not None else default_run_name(cfg))
     return instantiate(cfg.logger, run_name=name, run_id=run_id,
                        artifact_location=artifact_location(cfg.logger.tracking_uri), tags=sweep_tags(cfg) or None)
-
-
-def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
-    """The Trainer of ``cfg.trainer``; Lightning's MisconfigurationException (trainer=gpu on a machine
-    without one, more devices than it has) is one line naming the trainer settings."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.accelerator) == "cpu":  # trainer=ddp trainer.accelerator=cpu
-        log.info("trainer.sync_batchnorm off: SyncBatchNorm needs CUDA (it raised ValueError in CPU processes)")
-        kwargs["sync_batchnorm"] = False
-    if "enable_model_summary" not in cfg.trainer:  # its table had one row and "FLOPs 0"; the module logs sizes by part
-        kwargs.setdefault("enable_model_summary", False)
-    try:
-        return instantiate(cfg.trainer, **kwargs)
-    except Exception as exc:  # Hydra wraps it: "Error in call to target 'lightning.pytorch.trainer.trainer.Trainer'"
-        cause = next((e for e in causes(exc) if isinstance(e, MisconfigurationException)), None)
-        if cause is None:
-            raise
-        t = cfg.trainer
-        hint = "; no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)" if missing_cuda(t.accelerator) else ""
-        raise MasklabError(f"trainer (accelerator={t.accelerator}, devices={t.devices}, strategy={t.get('strategy', 'auto')}): "
-                           f"{str(cause).strip().splitlines()[0]}{hint}") from None
 
 
 def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
@@ -126,24 +104,6 @@ def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, 
     if trial:
         finish_trial(trial, bridge[0], metrics)  # raises optuna.TrialPruned for a pruned trial
     return value
-
-
-def log_predictions(cfg: DictConfig, module, datamodule, best_ckpt: str, output_dir, logger) -> None:
-    """The first ``cfg.log_predictions`` val images, ground truth beside the best checkpoint's prediction, drawn in
-    fp32 on the CPU (torchvision's CPU NMS has no half kernels). A failure here warns: the run itself is done."""
-    n = int(cfg.get("log_predictions") or 0)
-    if not n:
-        return
-    try:
-        module.load_state_dict(torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"])
-        files = val_gallery(module.model.float().cpu(), datamodule.datasets["val"], module.class_names, n,
-                            Path(output_dir) / "predictions")
-    except Exception as exc:  # noqa: BLE001 - pictures of a finished run must not fail it (or its trial)
-        log.warning("predictions of the first %d val images not drawn: %s: %s", n, type(exc).__name__, exc)
-        return
-    if logger:
-        for f in files:
-            logger.experiment.log_artifact(logger.run_id, str(f), "predictions")
 
 
 #: jobs of a plain multirun (``-m optimizer.lr=0.01,0.1``) that failed with a user error: "#<n> <dir>: <message>"

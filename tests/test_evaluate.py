@@ -403,7 +403,7 @@ def test_the_gallery_leaves_weak_detections_out_and_draws_the_strongest_on_top(t
 def test_a_gallery_that_cannot_be_drawn_warns_and_the_finished_run_stands(tmp_path, caplog):
     from omegaconf import OmegaConf
 
-    from train import log_predictions
+    from masklab.eval.gallery import log_predictions
 
     with caplog.at_level("WARNING", "masklab.train"):
         log_predictions(OmegaConf.create({"log_predictions": 2}), nn.Module(), None, str(tmp_path / "gone.ckpt"),

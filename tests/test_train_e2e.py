@@ -151,7 +151,7 @@ def _all_runs(tmp_path):
 def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
     # trainer=gpu on a machine without one was Hydra's "Error in call to target ... MisconfigurationException"
     from masklab import MasklabError
-    from train import make_trainer
+    from masklab.model.trainer import make_trainer
 
     GlobalHydra.instance().clear()
     with pytest.raises(MasklabError, match=r"^trainer \(accelerator=cpu, devices=0, strategy=auto\): `Trainer\(devices=0\)` "
@@ -257,7 +257,7 @@ def test_mixed_precision_trains_and_validates(tmp_path):
 def test_lightning_summary_table_is_off_unless_asked_for():
     # its one row read "model | MaskRCNN | 7.7 M | train | 0" and "Total FLOPs: 0" (the model has no example input)
     from lightning.pytorch.callbacks import ModelSummary
-    from train import make_trainer
+    from masklab.model.trainer import make_trainer
 
     GlobalHydra.instance().clear()
     summaries = [[c for c in make_trainer(compose_cfg(over, tiny=False), logger=False).callbacks if isinstance(c, ModelSummary)]

@@ -5,13 +5,17 @@ MLflow (``predictions/val_000.png`` ...) as their numbers do in its tables.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from masklab.viz import draw
+
+log = logging.getLogger("masklab.train")
 
 #: small images (shapes: 128 px) are drawn at this longer side, so the labels stay readable; large ones (photos)
 #: at most at MAX_SIDE, so a run's artifacts stay small
@@ -67,3 +71,21 @@ def val_gallery(model, dataset, class_names, n: int, out_dir: Path, device="cpu"
     finally:
         model.train(was_training)
     return files
+
+
+def log_predictions(cfg: DictConfig, module, datamodule, best_ckpt: str, output_dir, logger) -> None:
+    """The first ``cfg.log_predictions`` val images, ground truth beside the best checkpoint's prediction, drawn in
+    fp32 on the CPU (torchvision's CPU NMS has no half kernels). A failure here warns: the run itself is done."""
+    n = int(cfg.get("log_predictions") or 0)
+    if not n:
+        return
+    try:
+        module.load_state_dict(torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"])
+        files = val_gallery(module.model.float().cpu(), datamodule.datasets["val"], module.class_names, n,
+                            Path(output_dir) / "predictions")
+    except Exception as exc:  # noqa: BLE001 - pictures of a finished run must not fail it (or its trial)
+        log.warning("predictions of the first %d val images not drawn: %s: %s", n, type(exc).__name__, exc)
+        return
+    if logger:
+        for f in files:
+            logger.experiment.log_artifact(logger.run_id, str(f), "predictions")

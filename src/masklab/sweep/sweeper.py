@@ -152,6 +152,34 @@ class OptunaSweeperBase(Sweeper):
             return self._sweep(arguments)
 
     def _sweep(self, arguments: list[str]):
+        study, spec, dists, fixed = self._start(arguments)
+        failures, ran, repeats = 0, 0, 0
+        while (trial := self._ask(study, spec, dists)) is not None:
+            ran += 1
+            repeats = repeats + 1 if self._reused(study, trial) else 0
+            if repeats >= MAX_REPEATS:  # a sampler that only proposes what is done (an exhausted space)
+                log.warning("study %r: the sampler proposed %d settings in a row that are done; stopping here",
+                            self.study_name, repeats)
+                break
+            if repeats:
+                continue
+            state = self._run(study, trial, fixed, spec, self.tracker.parent_id)
+            failures += state == optuna.trial.TrialState.FAIL
+            if self._setting_error:  # every further trial would fail the same way
+                self.tracker.finish(names=self._objectives()[0], complete=False)
+                raise MasklabError(f"study {self.study_name!r} stopped at trial {trial.number}: {self._setting_error}")
+            if failures >= self.max_failures:
+                self.tracker.finish(names=self._objectives()[0], complete=False)
+                raise MasklabError(f"study {self.study_name!r} stopped: {failures} failed trials in this session "
+                                   f"(hydra.sweeper.max_failures={self.max_failures}); see the fail_reason of each trial above")
+        if not ran and not self._exhausted:
+            log.warning("study %r already has its n_trials=%d trials: none run; raise hydra.sweeper.n_trials to add "
+                        "more (its results are below)", self.study_name, self.n_trials)
+        return self.tracker.finish(names=self._objectives()[0], complete=True)
+
+    def _start(self, arguments: list[str]):
+        """Check the settings and the space, open the study (failing trials a dead worker left RUNNING), and its
+        MLflow parent run: (study, storage spec, distributions, fixed overrides)."""
         for key, least in (("n_trials", 1), ("max_failures", 1)):
             if getattr(self, key) < least:  # 0 trials ran nothing and printed an empty table with exit 0
                 raise MasklabError(f"hydra.sweeper.{key}={getattr(self, key)}: must be at least {least}")
@@ -177,33 +205,8 @@ class OptunaSweeperBase(Sweeper):
             self.tracker = report.Tracker(self.config, study, self.sweep_dir, fixed)
         log.info("study %r (%s): %s finished of n_trials=%d; space %s", self.study_name, spec,
                  sum(st.counts(study)[s.name] for s in st.FINISHED), self.n_trials, sorted(dists))
-        failures, ran, repeats = 0, 0, 0
         self._fixed = [o for o in fixed if not o.startswith(report.NOT_PARAMS)]  # what the trials share
-        while (trial := self._ask(study, spec, dists)) is not None:
-            ran += 1
-            if self.duplicates == "reuse" and (earlier := self._same_as(study, trial)) is not None:
-                self._reuse(study, trial, earlier)
-                repeats += 1
-                if repeats >= MAX_REPEATS:  # a sampler that only proposes what is done (an exhausted space)
-                    log.warning("study %r: the sampler proposed %d settings in a row that are done; stopping here",
-                                self.study_name, repeats)
-                    break
-                continue
-            repeats = 0
-            trial.set_user_attr("fixed", self._fixed)  # what a later repeat of its parameters must share
-            state = self._run(study, trial, fixed, spec, self.tracker.parent_id)
-            failures += state == optuna.trial.TrialState.FAIL
-            if self._setting_error:  # every further trial would fail the same way
-                self.tracker.finish(names=self._objectives()[0], complete=False)
-                raise MasklabError(f"study {self.study_name!r} stopped at trial {trial.number}: {self._setting_error}")
-            if failures >= self.max_failures:
-                self.tracker.finish(names=self._objectives()[0], complete=False)
-                raise MasklabError(f"study {self.study_name!r} stopped: {failures} failed trials in this session "
-                                   f"(hydra.sweeper.max_failures={self.max_failures}); see the fail_reason of each trial above")
-        if not ran and not self._exhausted:
-            log.warning("study %r already has its n_trials=%d trials: none run; raise hydra.sweeper.n_trials to add "
-                        "more (its results are below)", self.study_name, self.n_trials)
-        return self.tracker.finish(names=self._objectives()[0], complete=True)
+        return study, spec, dists, fixed
 
     def _ask(self, study: optuna.Study, spec: str, dists):
         with st.lock_for(spec, self.sweep_dir):
@@ -235,6 +238,16 @@ class OptunaSweeperBase(Sweeper):
             if "same_as" not in t.user_attrs and t.user_attrs.get("fixed") == self._fixed and self._key(t.params) == key:
                 return t
         return None
+
+    def _reused(self, study: optuna.Study, trial: optuna.Trial) -> bool:
+        """Tell ``trial`` the values of a COMPLETE trial with its parameters, if there is one (and duplicates=reuse);
+        else mark it with the fixed overrides that a later repeat of its parameters must share."""
+        earlier = self._same_as(study, trial) if self.duplicates == "reuse" else None
+        if earlier is None:
+            trial.set_user_attr("fixed", self._fixed)
+            return False
+        self._reuse(study, trial, earlier)
+        return True
 
     def _reuse(self, study: optuna.Study, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
         reason = f"same parameters as trial {earlier.number}: its value, not trained again"

@@ -11,7 +11,6 @@ import lightning.pytorch as L
 import optuna
 from omegaconf import DictConfig
 
-from masklab import MasklabError
 from masklab.sweep.study import StudySettingError, heartbeat, make_pruner, open_storage
 
 
