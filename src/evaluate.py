@@ -53,7 +53,7 @@ def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) ->
         torch.save((gt, raw), out / "raw_predictions.pt")
     metrics, ev, extra = runner.evaluate_setting(gt, raw, names, nms.box_score_thresh, nms.box_nms_thresh,
                                                  nms.box_detections_per_img, prefix, min_score=cfg.min_score)
-    files = write_outputs(out, metrics, ev, extra, names, prefix, max(nms.box_score_thresh, cfg.min_score))
+    files = write_outputs(out, metrics, ev, extra, names, prefix)
     if any(len(v) > 1 for v in grid.values()):
         rows = runner.retune(gt, raw, names, grid, cfg.score_floor, prefix)
         files += write_retune(out, rows, runner.best_settings(rows))

@@ -88,6 +88,7 @@ def test_precision_recall_and_confusion_count_detections_scoring_at_least_min_sc
     # AP ranks every detection the setting keeps, whatever min_score says
     assert strict["val/segm_AP50"] == loose["val/segm_AP50"] == 1.0 and strict["val/segm_AP"] == loose["val/segm_AP"]
     assert len(at_half["predictions"][1]["scores"]) == 2
+    assert (at_half["counted_score"], at_zero["counted_score"]) == (0.5, 0.05)  # what confusion_matrix.png's title says
 
 
 def test_evaluate_cli_writes_everything_and_logs_to_the_training_run(trained, tmp_path):

@@ -28,8 +28,8 @@ class CocoDataset(Dataset):
             if written:  # prepared, but without this split (e.g. data.prepare.split val=0)
                 raise MasklabError(f"{path} not found: {self.root} was prepared with the splits {written} only; prepare "
                                    f"it again with a {split} share in data.prepare.split (e.g. {{train: 0.8, {split}: 0.2}})")
-            others = sorted(p.parent.parent.name for p in self.root.parent.glob("*/annotations/*.json"))
-            have = f"; prepared in {self.root.parent}: {', '.join(dict.fromkeys(others))}" if others else ""
+            others = sorted({p.parent.parent.name for p in self.root.parent.glob("*/annotations/*.json")})
+            have = f"; prepared in {self.root.parent}: {', '.join(others)}" if others else ""
             raise MasklabError(f"{path} not found: run `python src/prepare.py data=<this data option>` first "
                                f"(the canonical dataset goes to {self.root}){have}")
         coco = json.loads(path.read_text())

@@ -12,8 +12,7 @@ from masklab.viz import plots
 log = logging.getLogger("masklab.evaluate")
 
 
-def write_outputs(out: Path, metrics: dict, ev, extra: dict, class_names, prefix: str, counted_score: float) -> list[Path]:
-    """``counted_score``: the score the confusion matrix's detections have at least (its title says it)."""
+def write_outputs(out: Path, metrics: dict, ev, extra: dict, class_names, prefix: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({k: _json(v) for k, v in metrics.items()}, indent=1))
     results = [{k: a[k] for k in ("image_id", "category_id", "bbox", "score", "segmentation")} for a in ev.dt]
@@ -22,7 +21,7 @@ def write_outputs(out: Path, metrics: dict, ev, extra: dict, class_names, prefix
     files.append(plots.save(plots.pr_curves(ev.last_eval.get("segm"), class_names, f"{prefix}: segm precision-recall, IoU 0.5"),
                             out / "pr_curves.png"))
     files.append(plots.save(plots.confusion_matrix(extra["confusion"], class_names,
-                                                    f"{prefix}: IoU 0.5, score >= {counted_score:g}"),
+                                                    f"{prefix}: IoU 0.5, score >= {extra['counted_score']:g}"),
                             out / "confusion_matrix.png"))
     return files
 

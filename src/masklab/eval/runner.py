@@ -27,7 +27,8 @@ def run_network(model, loader, score_floor: float, device: str = "cpu", progress
 
 
 def evaluate_setting(gt: CocoEvaluator, raw: dict, class_names, score_thresh: float, nms_thresh: float,
-                     max_dets: int, prefix: str, full: bool = True, min_score: float = 0.0) -> tuple[dict, CocoEvaluator, dict]:
+                     max_dets: int, prefix: str, full: bool = True,
+                     min_score: float = 0.0) -> tuple[dict, CocoEvaluator, dict]:
     """Metrics ``{prefix}/...`` of one post-processing setting; with ``full`` also VOC mAP50 and the confusion matrix.
 
     AP and mAP rank every detection the setting keeps; precision, recall, F1 and the confusion matrix count a
@@ -41,9 +42,10 @@ def evaluate_setting(gt: CocoEvaluator, raw: dict, class_names, score_thresh: fl
     extra = {}
     if full:
         metrics[f"{prefix}/voc_mAP50"] = voc.voc_map50(ev.images, ev.gt, ev.dt)
-        matrix = voc.confusion(ev.images, ev.gt, ev.dt, len(class_names), max(score_thresh, min_score))
+        counted = max(score_thresh, min_score)
+        matrix = voc.confusion(ev.images, ev.gt, ev.dt, len(class_names), counted)
         metrics.update({f"{prefix}/{k}": v for k, v in voc.precision_recall(matrix, class_names).items()})
-        extra = {"confusion": matrix, "predictions": preds}
+        extra = {"confusion": matrix, "counted_score": counted, "predictions": preds}
     return metrics, ev, extra
 
 

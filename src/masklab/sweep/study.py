@@ -9,10 +9,10 @@ At start, RUNNING trials of *this* host whose process is gone are marked FAIL (t
 mid-trial); on other hosts a trial is declared dead when its heartbeat (refreshed every validation
 epoch; before the first, its start time) is older than ``stale_after_s``.
 
-Budget: ``n_trials`` counts COMPLETE + PRUNED trials (FAIL ones are retried, up to
-``max_failures``; a COMPLETE trial that repeated an earlier one's parameters, not trained, does not count). Asking for a trial happens under a lock file beside the storage, and a worker
-only asks while finished + running < ``n_trials``, so workers never overshoot and trial numbers
-are distinct (Optuna numbers them in the storage).
+Budget: ``n_trials`` counts COMPLETE + PRUNED trials (FAIL ones are retried, up to ``max_failures``; a
+COMPLETE trial that repeated an earlier one's parameters, not trained, does not count). Asking for a trial
+happens under a lock file beside the storage, and a worker only asks while finished + running < ``n_trials``,
+so workers never overshoot and trial numbers are distinct (Optuna numbers them in the storage).
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ own output dir), and tells Optuna the outcome:
 - COMPLETE without training when the sampler proposes the parameters of a COMPLETE trial again (TPE's
   random start-up and a small categorical space do; Optuna's FAQ answer, optuna/optuna#2021): it gets that
   trial's values and ``same_as`` (its MLflow child run that run's params and metrics), and does not count
-  against ``n_trials``; a study whose finite space has
-  every setting done stops there (``duplicates=train`` trains them again, for noisy GPU runs).
+  against ``n_trials``; a study whose finite space has every setting done stops there (``duplicates=train``
+  trains them again, for noisy GPU runs).
 
 Storage, crash recovery and the shared ``n_trials`` budget: :mod:`masklab.sweep.study`.
 MLflow parent/child runs, the best-params YAML, plots and the summary: :mod:`masklab.sweep.report`.
@@ -156,6 +156,7 @@ class OptunaSweeperBase(Sweeper):
         failures, ran, repeats = 0, 0, 0
         while (trial := self._ask(study, spec, dists)) is not None:
             ran += 1
+            log.info("trial %d: %s", trial.number, " ".join(space.to_overrides(trial.params)))
             repeats = repeats + 1 if self._reused(study, trial) else 0
             if repeats >= MAX_REPEATS:  # a sampler that only proposes what is done (an exhausted space)
                 log.warning("study %r: the sampler proposed %d settings in a row that are done; stopping here",
@@ -215,9 +216,7 @@ class OptunaSweeperBase(Sweeper):
             if c["COMPLETE"] - reused + c["PRUNED"] + c["RUNNING"] >= self.n_trials:
                 return None
             if self.duplicates == "reuse" and (size := space_size(dists)) is not None:
-                done = {self._key(t.params) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                        if t.user_attrs.get("fixed") == self._fixed}
-                if len(done) >= size:
+                if len(self._trained(study)) >= size:
                     self._exhausted = True
                     log.warning("study %r: all %d settings of the space have a COMPLETE trial; stopping before "
                                 "n_trials=%d", self.study_name, size, self.n_trials)
@@ -231,18 +230,18 @@ class OptunaSweeperBase(Sweeper):
     def _key(params: dict) -> tuple:
         return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
-    def _same_as(self, study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-        """The first COMPLETE trial (trained, with the same fixed overrides) that had ``trial``'s parameters."""
-        key = self._key(trial.params)
+    def _trained(self, study: optuna.Study) -> dict[tuple, optuna.trial.FrozenTrial]:
+        """The trained COMPLETE trials with this session's fixed overrides, by parameters (the first of each)."""
+        trained = {}
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if "same_as" not in t.user_attrs and t.user_attrs.get("fixed") == self._fixed and self._key(t.params) == key:
-                return t
-        return None
+            if "same_as" not in t.user_attrs and t.user_attrs.get("fixed") == self._fixed:
+                trained.setdefault(self._key(t.params), t)
+        return trained
 
     def _reused(self, study: optuna.Study, trial: optuna.Trial) -> bool:
         """Tell ``trial`` the values of a COMPLETE trial with its parameters, if there is one (and duplicates=reuse);
         else mark it with the fixed overrides that a later repeat of its parameters must share."""
-        earlier = self._same_as(study, trial) if self.duplicates == "reuse" else None
+        earlier = self._trained(study).get(self._key(trial.params)) if self.duplicates == "reuse" else None
         if earlier is None:
             trial.set_user_attr("fixed", self._fixed)
             return False
@@ -251,7 +250,6 @@ class OptunaSweeperBase(Sweeper):
 
     def _reuse(self, study: optuna.Study, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
         reason = f"same parameters as trial {earlier.number}: its value, not trained again"
-        log.info("trial %d: %s", trial.number, " ".join(space.to_overrides(trial.params)))
         trial.set_user_attr("same_as", earlier.number)
         trial.set_user_attr("fixed", self._fixed)
         trial.set_user_attr("note", reason)
@@ -265,7 +263,6 @@ class OptunaSweeperBase(Sweeper):
         overrides = [*fixed, *space.to_overrides(trial.params), f"sweep.study={self.study_name}",
                      f"sweep.storage='{spec}'", f"sweep.trial_id={trial._trial_id}", f"sweep.trial_number={trial.number}",
                      f"sweep.parent_run_id={parent or 'null'}"]
-        log.info("trial %d: %s", trial.number, " ".join(space.to_overrides(trial.params)))
         try:
             self.validate_batch_is_legal([overrides])
             (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
