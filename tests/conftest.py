@@ -12,6 +12,11 @@ SRC = ROOT / "src"
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(SRC))
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # -n N: the cores shared out, or N workers x torch's threads thrash
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # inherited by the CLIs the tests start
+        os.environ.setdefault(_var, _threads)
+
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 #: overrides that make any run fast on a 2-core CPU while keeping every code path
