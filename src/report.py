@@ -14,11 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from masklab import MasklabError, exit_on_error  # noqa: E402
 from masklab.track import report  # noqa: E402
+from masklab.track.mlflow_utils import open_client  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
@@ -27,11 +27,7 @@ def main(cfg: DictConfig) -> None:
     with exit_on_error():
         if isinstance(cfg.predictions, bool) or not isinstance(cfg.predictions, int) or cfg.predictions < 0:
             raise MasklabError(f"predictions={cfg.predictions}: the number of runs to draw, an integer >= 0")
-        uri = str(cfg.paths.tracking_uri)
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():  # MLflow would create it empty
-            raise MasklabError(f"no MLflow database at {uri[len('sqlite:///'):]}: train first, or point "
-                               "paths.tracking_uri (or MLFLOW_TRACKING_URI) at the sqlite:///<file> the runs went to")
-        client = MlflowClient(uri)
+        client = open_client(cfg.paths.tracking_uri, "")
         runs = report.runs_of(client, cfg.experiment, cfg.include_children)
         if not runs:
             raise MasklabError(f"experiment {cfg.experiment!r} has no training runs yet")

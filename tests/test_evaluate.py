@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -113,10 +114,46 @@ def test_evaluate_cli_writes_everything_and_logs_to_the_training_run(trained, tm
     assert run.data.metrics["eval/val/segm_AP"] == pytest.approx(metrics["val/segm_AP"])
     assert "evaluate/pr_curves.png" in {a.path for a in client.list_artifacts(run_id, "evaluate")}
     # the cached detections re-tune without the network, with the same numbers
-    again = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={ckpt}", f"cache={tmp_path / 'raw_predictions.pt'}",
+    # ... and ckpt= may name the MLflow run instead of the file (its best checkpoint: same classes, the cache's network)
+    again = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt=runs:/{run_id}", f"cache={tmp_path / 'raw_predictions.pt'}",
                             f"hydra.run.dir={tmp_path / 'again'}", "log_mlflow=false"], capture_output=True, text=True,
                            timeout=600, env=env_for(uri))
     assert again.returncode == 0 and json.loads((tmp_path / "again" / "metrics.json").read_text()) == metrics
+    assert f"ckpt=runs:/{run_id}: MLflow run {run.info.run_name}, best checkpoint {run.data.tags['best_checkpoint']}" in again.stdout
+
+
+def test_ckpt_names_an_mlflow_run_or_a_study_and_says_when_it_cannot(trained, tmp_path):
+    from mlflow import MlflowClient
+
+    from masklab import MasklabError
+    from masklab.eval.checkpoint import checkpoint_path
+
+    last, uri, run_dir = trained
+    run_id = torch.load(last, map_location="cpu", weights_only=False)["mlflow_run_id"]
+    best = checkpoint_path(run_id, uri)
+    assert best.parent == run_dir / "checkpoints" and best.name.startswith("best-epoch") and best.is_file()
+    assert checkpoint_path(f"runs:/{run_id}", uri) == best and checkpoint_path(str(last), uri) == last
+    # a study's parent run: its best trial's run; trial 2 repeated trial 0's setting (not trained: no checkpoint)
+    db = tmp_path / "study.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.create_experiment("s")
+    parent = client.create_run(exp, tags={"masklab.role": "study", "study": "s", "best_trial": "2"}).info.run_id
+    children = [({"best_checkpoint": str(best)}), ({"best_checkpoint": str(last)}), ({"same_as": "0"})]
+    for number, tags in enumerate(children):
+        client.create_run(exp, tags={"mlflow.parentRunId": parent, "trial_number": str(number), **tags})
+    assert checkpoint_path(parent, f"sqlite:///{db}") == best
+    gone = client.create_run(exp, tags={"best_checkpoint": str(tmp_path / "moved.ckpt")}, run_name="gone").info.run_id
+    unborn = client.create_run(exp, tags={"masklab.role": "study", "study": "t"}).info.run_id
+    never = client.create_run(exp, run_name="never").info.run_id
+    cases = [(gone, "MLflow run gone's best checkpoint " + str(tmp_path / "moved.ckpt") + " is not on this machine"),
+             (unborn, "study t has no best trial yet"), (never, "MLflow run never has no best checkpoint"),
+             ("0" * 32, f"no MLflow run {'0' * 32} in sqlite:///{db}")]
+    for spec, said in cases:
+        with pytest.raises(MasklabError, match="^" + re.escape(f"ckpt={spec}: {said}")):
+            checkpoint_path(spec, f"sqlite:///{db}")
+    with pytest.raises(MasklabError, match=re.escape(f"ckpt={run_id}: no MLflow database at {tmp_path / 'nope.db'}")):
+        checkpoint_path(run_id, f"sqlite:///{tmp_path / 'nope.db'}")
+    assert not (tmp_path / "nope.db").exists()  # looking did not create an empty store
 
 
 def test_network_keys_given_at_evaluation_reach_the_model(trained, tmp_path):

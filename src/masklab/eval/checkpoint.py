@@ -1,7 +1,9 @@
 """A masklab checkpoint -> the LightningModule, its training config and class names."""
 from __future__ import annotations
 
+import logging
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -10,6 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from masklab import MasklabError
 from masklab.model.build import check_numbers
 from masklab.model.module import MaskRCNNModule
+from masklab.track.mlflow_utils import open_client
+
+log = logging.getLogger(__name__)
 
 #: keys a user may change at evaluation/prediction time; everything else (the model) comes from the checkpoint
 RUNTIME_KEYS = ("data", "nms", "batch_size", "num_workers", "image_min_size", "image_max_size", "paths",
@@ -33,6 +38,53 @@ def resolve_device(value: str) -> str:
     if index and int(index) >= torch.cuda.device_count():
         raise MasklabError(f"device={value}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     return value
+
+
+#: ckpt=runs:/<run id> or the bare id, as MLflow names a run (its UI shows the 32 hex digits)
+RUN_ID = re.compile(r"^(?:runs:/)?([0-9a-f]{32})/?$")
+
+
+def checkpoint_path(spec, tracking_uri: str) -> Path:
+    """``ckpt=``: a checkpoint file, or an MLflow run: a training run's best checkpoint (its ``best_checkpoint``
+    tag), a study's parent run its best trial's (a trial that repeated an earlier one's setting: that one's)."""
+    match = RUN_ID.match(str(spec))
+    if not match or Path(str(spec)).exists():
+        return Path(str(spec))
+    from mlflow.exceptions import MlflowException
+
+    client, run_id = open_client(tracking_uri, f"ckpt={spec}: "), match.group(1)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise MasklabError(f"ckpt={spec}: no MLflow run {run_id} in {tracking_uri}") from None
+    if run.data.tags.get("masklab.role") == "study":
+        run = _best_trial_run(client, run, spec)
+    name, path = run.info.run_name, run.data.tags.get("best_checkpoint")
+    if not path:
+        raise MasklabError(f"ckpt={spec}: MLflow run {name} has no best checkpoint (it never validated, or failed before)")
+    if not Path(path).is_file():
+        raise MasklabError(f"ckpt={spec}: MLflow run {name}'s best checkpoint {path} is not on this machine "
+                           "(trained elsewhere, moved or deleted); give its path instead")
+    log.info("ckpt=%s: MLflow run %s, best checkpoint %s (%s %s)", spec, name, path,
+             run.data.params.get("optimized_metric", "score"), run.data.tags.get("best_score", "?"))
+    return Path(path)
+
+
+def _best_trial_run(client, study_run, spec):
+    """The child run of the study's best trial, following ``same_as`` to the trial that trained the setting."""
+    tags = study_run.data.tags
+    number = tags.get("best_trial")
+    if number is None:
+        raise MasklabError(f"ckpt={spec}: study {tags.get('study')} has no best trial yet (no trial completed)")
+    for _ in range(2):
+        found = client.search_runs([study_run.info.experiment_id], max_results=1, filter_string=(
+            f"tags.mlflow.parentRunId = '{study_run.info.run_id}' and tags.trial_number = '{number}'"))
+        if not found:
+            raise MasklabError(f"ckpt={spec}: study {tags.get('study')} has no MLflow run of its best trial {number}")
+        if "same_as" not in found[0].data.tags:
+            return found[0]
+        number = found[0].data.tags["same_as"]
+    return found[0]
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[MaskRCNNModule, DictConfig, str | None]:
@@ -71,7 +123,7 @@ def load_for_inference(cfg: DictConfig, overridden: list[str] | None = None
 
     if overridden is None:
         overridden = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    module, trained, run_id = load_checkpoint(cfg.ckpt)
+    module, trained, run_id = load_checkpoint(checkpoint_path(cfg.ckpt, cfg.paths.tracking_uri))
     rcfg = runtime_config(trained, cfg, overridden)
     check_numbers(rcfg)  # nms.* given here
     changed = [f"{k}={OmegaConf.select(rcfg, k)}" for k in NETWORK_KEYS if OmegaConf.select(rcfg, k) != OmegaConf.select(trained, k)]

@@ -20,6 +20,20 @@ def default_run_name(cfg: DictConfig) -> str:
     return "-".join(p for p in parts if p) + time.strftime("-%m%d-%H%M%S")
 
 
+def open_client(tracking_uri: str, what: str):
+    """An MlflowClient on ``tracking_uri``, or one line (starting with ``what``) when it names a SQLite file
+    that does not exist: MLflow would create it empty, and every lookup would then say 'not found'."""
+    from mlflow import MlflowClient
+
+    from masklab import MasklabError
+
+    uri = str(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise MasklabError(f"{what}no MLflow database at {uri[len('sqlite:///'):]}: train first, or point "
+                           "paths.tracking_uri (or MLFLOW_TRACKING_URI) at the sqlite:///<file> the runs went to")
+    return MlflowClient(uri)
+
+
 def artifact_location(tracking_uri: str) -> str | None:
     """Artifacts of a SQLite store live beside the database (MLflow's default is ./mlruns of the cwd);
     for a tracking server the server decides (None)."""
