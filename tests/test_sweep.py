@@ -141,6 +141,12 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     # ... and the last line names every picture, the sheet made from MLflow's drawings too, with no download bars after it
     assert proc.stdout.strip().splitlines()[-1].endswith("intermediate_values, predictions)")
     assert "Downloading artifacts" not in proc.stdout + proc.stderr
+    # the winner's checkpoint, evaluated through the study's run as the summary says
+    from masklab.eval.checkpoint import checkpoint_path
+
+    assert f"evaluate it: python src/evaluate.py ckpt=runs:/{parent.info.run_id}" in proc.stdout
+    ckpt = checkpoint_path(f"runs:/{parent.info.run_id}", f"sqlite:///{tmp_path}/mlflow.db")
+    assert ckpt.parent == tmp_path / "multirun" / "s" / "s" / str(study.best_trial.number) / "checkpoints"
     # the YAML is a config train.py loads: the winner's choices compose
     show = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "--config-dir", str(tmp_path / "multirun" / "s" / "s"),
                            "+tuned=best", "--cfg", "job"], capture_output=True, text=True, timeout=120)

@@ -106,6 +106,8 @@ class Tracker:
                               "yaml": str(path)}
             print(f"best: trial {best.number} {dict(zip(names, best.values))}\nretrain it: {command}   "
                   f"(or copy {path} to conf/tuned/best.yaml for dvc repro)")
+            if self.client:  # its best checkpoint, through the tags _log_best sets below
+                print(f"evaluate it: python src/evaluate.py ckpt=runs:/{self.parent_id}")
             self._log_best(best, names, path)
         running = any(t.state == TrialState.RUNNING for t in trials)
         if self.client and not running:
