@@ -75,6 +75,9 @@ def test_bad_sampler_kwargs_and_storage_urls_are_one_line():
 
     with pytest.raises(MasklabError, match=r"^hydra.sweeper.sampler_kwargs for tpe: .*unexpected keyword argument 'bogus'"):
         OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"bogus": 1})._sampler({})
+    # workers do not propose a setting another worker is training (Optuna 4's TPE had constant_liar off)
+    assert OptunaSweeperBase(study_name="s", sampler="tpe")._sampler({})._constant_liar is True
+    assert OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"constant_liar": False})._sampler({})._constant_liar is False
     with pytest.raises(MasklabError, match=r"^hydra.sweeper.storage=notaurl: Optuna cannot open it \(.*\); give journal:<file>"):
         open_storage("notaurl")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import optuna
@@ -106,8 +107,12 @@ class OptunaSweeperBase(Sweeper):
             if self.n_trials > size:
                 log.warning("sampler=grid: the grid has %d points; n_trials=%d lowered to it", size, self.n_trials)
                 self.n_trials = size
+        if self.sampler_name == "tpe":  # several workers: a RUNNING trial counts as a bad one, so the others do not
+            kwargs.setdefault("constant_liar", True)  # propose its setting (Optuna 5's default; 4 had it off)
         try:
-            return SAMPLERS[self.sampler_name](seed=self.seed, **kwargs)
+            with warnings.catch_warnings():  # Optuna 4 calls constant_liar experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return SAMPLERS[self.sampler_name](seed=self.seed, **kwargs)
         except TypeError as exc:
             raise MasklabError(f"hydra.sweeper.sampler_kwargs for {self.sampler_name}: {exc}") from None
 
