@@ -6,7 +6,9 @@ load checkpoint -> read frames -> model -> draw instances or splash -> write ima
 """
 from __future__ import annotations
 
+import glob
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -54,17 +56,43 @@ class Predictor:
         return draw.splash(rgb, pred) if self.mode == "splash" else draw.instances(rgb, pred, self.names)
 
 
+def image_paths(spec: str) -> list[Path]:
+    """``input=``: one image, a folder's images, or a glob pattern (``'photos/*.jpg'``, ``'data/**/*.png'``: quoted,
+    or the shell expands it into words Hydra refuses)."""
+    src = Path(spec)
+    if not src.exists() and any(c in spec for c in "*?["):
+        paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            raise MasklabError(f"input={spec}: no image ({', '.join(IMAGE_EXTENSIONS)}) matches the pattern")
+        return paths
+    if not src.exists():
+        raise MasklabError(f"input={src}: not found")
+    if not src.is_dir():
+        return [src]
+    paths = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not paths:
+        raise MasklabError(f"input={src}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+    return paths
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """Each image's name in the output folder: its stem; its file name where a stem is shared (a.jpg, a.png); its
+    path below the images' common folder, ``/`` as ``__``, where a file name is shared too (a pattern's x/a.jpg, y/a.jpg)."""
+    stems, names = Counter(p.stem for p in paths), Counter(p.name for p in paths)
+    root = Path(os.path.commonpath([p.resolve().parent for p in paths])) if paths else Path()
+    return [p.stem if stems[p.stem] == 1 else p.name if names[p.name] == 1
+            else "__".join(p.resolve().relative_to(root).parts) for p in paths]
+
+
 def predict_images(predictor: Predictor, paths: list[Path], out: Path) -> list[dict]:
-    """Each image drawn as ``<stem>_<mode>.png`` (``<name>_<mode>.png`` where a stem is shared, as by a.jpg and a.png,
-    so that one does not overwrite the other)."""
-    files, stems = [], Counter(p.stem for p in paths)
-    for i, path in enumerate(tqdm(paths, desc="images", unit="img", disable=len(paths) < 2)):
+    """Each image drawn as ``<name>_<mode>.png`` (:func:`output_names`: none overwrites another)."""
+    files = []
+    for i, (path, name) in enumerate(zip(tqdm(paths, desc="images", unit="img", disable=len(paths) < 2), output_names(paths))):
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             print(f"skipped {path}: not a readable image", file=sys.stderr)
             continue
         drawn = predictor(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), i)
-        name = path.stem if stems[path.stem] == 1 else path.name
         cv2.imwrite(str(out / f"{name}_{predictor.mode}.png"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         files.append({"id": i, "file_name": str(path)})
     return files
@@ -94,27 +122,24 @@ def predict_video(predictor: Predictor, path: Path, out: Path) -> list[dict]:
 
 
 def run(cfg: DictConfig, out: Path) -> Path:
-    src = Path(cfg.input)
+    src = Path(str(cfg.input))
     if cfg.mode not in MODES:
         raise MasklabError(f"mode={cfg.mode}: choose {' or '.join(MODES)}")
     check_numbers(cfg, {"min_score": (in_range(0, 1), "a score in [0, 1]")})
-    if not src.exists():
-        raise MasklabError(f"input={src}: not found")
+    video = src.suffix.lower() in VIDEO_EXTENSIONS and src.is_file()
+    paths = [] if video else image_paths(str(cfg.input))  # checked before the model loads
     out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(cfg)
-    if src.suffix.lower() in VIDEO_EXTENSIONS:
+    if video:
         images = predict_video(predictor, src, out)
     else:
-        paths = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if src.is_dir() else [src]
-        if not paths:
-            raise MasklabError(f"input={src}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
         images = predict_images(predictor, paths, out)
         if not images:  # one file, or a folder of files, none of which decoded: nothing was written
             raise MasklabError(f"input={src}: no readable image ({len(paths)} skipped, see above)")
     if cfg.results_json:
         (out / "predictions.json").write_text(json.dumps({"images": images, "annotations": predictor.results}))
     print(f"{len(predictor.results)} instances scoring >= {predictor.min_score:g} in {len(images)} "
-          f"{'frames' if src.suffix.lower() in VIDEO_EXTENSIONS else 'images'}")
+          f"{'frames' if video else 'images'}")
     return out
 
 

@@ -303,10 +303,11 @@ def test_predict_images_instances(trained, tmp_path):
     found = json.loads((tmp_path / "out" / "predictions.json").read_text())["annotations"]
     assert f"{len(found)} instances scoring >= 0 in 2 images" in proc.stdout.splitlines() and found
     # min_score (default 0.5) keeps what is drawn and written to the confident ones: above every score, nothing;
-    # and a stem shared by two images (s0.png, s0.jpg) gives each its own drawing (s0_instances.png was written twice)
+    # and a stem shared by two images (s0.png, s0.jpg) gives each its own drawing (s0_instances.png was written twice);
+    # input= a glob pattern, as Hydra passes it
     cv2.imwrite(str(tmp_path / "in" / "s0.jpg"), 255 - original)
     top = max(a["score"] for a in found)
-    strict = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}",
+    strict = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}/s*",
                              f"output={tmp_path / 'strict'}", "nms.box_score_thresh=0.0", f"min_score={min(1, top + 1e-3)}",
                              "results_json=true", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert strict.returncode == 0, strict.stderr[-3000:]
@@ -326,6 +327,24 @@ def test_predict_images_instances(trained, tmp_path):
     assert fake.returncode == 1 and "Traceback" not in fake.stderr
     assert fake.stderr.strip().splitlines()[-2:] == [f"skipped {tmp_path / 'in' / 'notes.png'}: not a readable image",
                                                      f"error: input={tmp_path / 'in' / 'notes.png'}: no readable image (1 skipped, see above)"]
+
+
+def test_predict_input_patterns_and_output_names_that_do_not_overwrite(tmp_path):
+    from masklab import MasklabError
+    from predict import image_paths, output_names
+
+    for rel in ("x/a.jpg", "y/a.jpg", "y/b.png", "y/b.jpg", "y/c.png", "y/notes.txt", "z/deep/d.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    found = image_paths(f"{tmp_path}/**/*")
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["x/a.jpg", "y/a.jpg", "y/b.jpg", "y/b.png", "y/c.png", "z/deep/d.png"]
+    assert output_names(found) == ["x__a.jpg", "y__a.jpg", "b.jpg", "b.png", "c", "d"]  # none the same
+    assert image_paths(str(tmp_path / "y")) == [tmp_path / "y" / n for n in ("a.jpg", "b.jpg", "b.png", "c.png")]
+    assert output_names(image_paths(f"{tmp_path}/y/[ac].*")) == ["a", "c"]
+    for spec, said in [(f"{tmp_path}/*.gif", "no image (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp) matches the pattern"),
+                       (f"{tmp_path}/nothing.png", "not found"), (str(tmp_path / "z"), "no images (.png")]:
+        with pytest.raises(MasklabError, match="^" + re.escape(f"input={spec}: {said}")):
+            image_paths(spec)
 
 
 def test_report_sorts_by_a_metric_it_does_not_show_and_names_bad_choices():
