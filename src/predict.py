@@ -6,11 +6,8 @@ load checkpoint -> read frames -> model -> draw instances or splash -> write ima
 """
 from __future__ import annotations
 
-import glob
 import json
-import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout, installed or not
@@ -24,8 +21,8 @@ from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from masklab import PREDICT_OOM_ADVICE, MasklabError, exit_on_error  # noqa: E402
-from masklab.data.formats.instance_png import IMAGE_EXTENSIONS  # noqa: E402
 from masklab.eval.checkpoint import load_for_inference, resolve_device  # noqa: E402
+from masklab.eval.inputs import image_paths, output_names  # noqa: E402
 from masklab.data.rle import encode_masks  # noqa: E402
 from masklab.model.build import check_numbers, in_range  # noqa: E402
 from masklab.model.inference import detection_settings  # noqa: E402
@@ -54,34 +51,6 @@ class Predictor:
                                  "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
                                  "score": score, "segmentation": rle})
         return draw.splash(rgb, pred) if self.mode == "splash" else draw.instances(rgb, pred, self.names)
-
-
-def image_paths(spec: str) -> list[Path]:
-    """``input=``: one image, a folder's images, or a glob pattern (``'photos/*.jpg'``, ``'data/**/*.png'``: quoted,
-    or the shell expands it into words Hydra refuses)."""
-    src = Path(spec)
-    if not src.exists() and any(c in spec for c in "*?["):
-        paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
-        if not paths:
-            raise MasklabError(f"input={spec}: no image ({', '.join(IMAGE_EXTENSIONS)}) matches the pattern")
-        return paths
-    if not src.exists():
-        raise MasklabError(f"input={src}: not found")
-    if not src.is_dir():
-        return [src]
-    paths = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not paths:
-        raise MasklabError(f"input={src}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
-    return paths
-
-
-def output_names(paths: list[Path]) -> list[str]:
-    """Each image's name in the output folder: its stem; its file name where a stem is shared (a.jpg, a.png); its
-    path below the images' common folder, ``/`` as ``__``, where a file name is shared too (a pattern's x/a.jpg, y/a.jpg)."""
-    stems, names = Counter(p.stem for p in paths), Counter(p.name for p in paths)
-    root = Path(os.path.commonpath([p.resolve().parent for p in paths])) if paths else Path()
-    return [p.stem if stems[p.stem] == 1 else p.name if names[p.name] == 1
-            else "__".join(p.resolve().relative_to(root).parts) for p in paths]
 
 
 def predict_images(predictor: Predictor, paths: list[Path], out: Path) -> list[dict]:

@@ -331,7 +331,7 @@ def test_predict_images_instances(trained, tmp_path):
 
 def test_predict_input_patterns_and_output_names_that_do_not_overwrite(tmp_path):
     from masklab import MasklabError
-    from predict import image_paths, output_names
+    from masklab.eval.inputs import image_paths, output_names
 
     for rel in ("x/a.jpg", "y/a.jpg", "y/b.png", "y/b.jpg", "y/c.png", "y/notes.txt", "z/deep/d.png"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
