@@ -209,4 +209,3 @@ def parameter_summary(model: MaskRCNN) -> str:
 
 def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
-

@@ -32,4 +32,3 @@ def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
         hint = "; no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)" if missing_cuda(t.accelerator) else ""
         raise MasklabError(f"trainer (accelerator={t.accelerator}, devices={t.devices}, strategy={t.get('strategy', 'auto')}): "
                            f"{str(cause).strip().splitlines()[0]}{hint}") from None
-

@@ -103,7 +103,7 @@ class OptunaSweeperBase(Sweeper):
             if bad:
                 raise MasklabError(f"sampler=grid needs choice(...) or range(...) for every parameter; not: {bad}")
             kwargs["search_space"] = grid
-            size = math.prod(len(v) for v in grid.values())
+            size = space_size(dists)
             if self.n_trials > size:
                 log.warning("sampler=grid: the grid has %d points; n_trials=%d lowered to it", size, self.n_trials)
                 self.n_trials = size
