@@ -75,6 +75,13 @@ def test_bad_sampler_kwargs_and_storage_urls_are_one_line():
 
     with pytest.raises(MasklabError, match=r"^hydra.sweeper.sampler_kwargs for tpe: .*unexpected keyword argument 'bogus'"):
         OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"bogus": 1})._sampler({})
+    # a grid smaller than n_trials lowers it to the grid's size (3 x 2 settings)
+    import optuna
+
+    grid = OptunaSweeperBase(study_name="s", sampler="grid", n_trials=10)
+    grid._sampler({"a": optuna.distributions.CategoricalDistribution([1, 2, 3]),
+                   "b": optuna.distributions.IntDistribution(0, 2, step=2)})
+    assert grid.n_trials == 6
     # workers do not propose a setting another worker is training (Optuna 4's TPE had constant_liar off)
     assert OptunaSweeperBase(study_name="s", sampler="tpe")._sampler({})._constant_liar is True
     assert OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"constant_liar": False})._sampler({})._constant_liar is False
