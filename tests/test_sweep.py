@@ -69,8 +69,9 @@ def test_a_sweep_range_that_cannot_be_sampled_is_one_line_naming_the_entry(sweep
     assert sweep in str(err.value) and problem in str(err.value)
 
 
-def test_bad_sampler_kwargs_and_storage_urls_are_one_line():
+def test_bad_sampler_kwargs_and_storage_urls_are_one_line(monkeypatch):
     from masklab import MasklabError
+    from masklab.sweep import sweeper
     from masklab.sweep.sweeper import OptunaSweeperBase
 
     with pytest.raises(MasklabError, match=r"^hydra.sweeper.sampler_kwargs for tpe: .*unexpected keyword argument 'bogus'"):
@@ -85,6 +86,9 @@ def test_bad_sampler_kwargs_and_storage_urls_are_one_line():
     # workers do not propose a setting another worker is training (Optuna 4's TPE had constant_liar off)
     assert OptunaSweeperBase(study_name="s", sampler="tpe")._sampler({})._constant_liar is True
     assert OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"constant_liar": False})._sampler({})._constant_liar is False
+    # ... asked for by the sweeper, not left to the installed Optuna's default (5: on, 4: off)
+    monkeypatch.setitem(sweeper.SAMPLERS, "tpe", lambda **kwargs: kwargs)
+    assert OptunaSweeperBase(study_name="s", sampler="tpe", seed=3)._sampler({}) == {"seed": 3, "constant_liar": True}
     with pytest.raises(MasklabError, match=r"^hydra.sweeper.storage=notaurl: Optuna cannot open it \(.*\); give journal:<file>"):
         open_storage("notaurl")
 
