@@ -66,6 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import optuna  # noqa: E402
+import yaml  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from masklab.sweep.study import make_pruner, open_storage, pruner_kwargs  # noqa: E402
@@ -192,6 +193,19 @@ def _oracle(trials) -> list[list[float]]:
     return out
 
 
+def parse_spec(spec: str) -> tuple[str, dict | None]:
+    """``--replay`` entry -> (pruner, kwargs): ``median`` (masklab's defaults, kwargs None) or
+    ``median:n_startup_trials=1,n_warmup_steps=0`` (exactly these kwargs, as ``hydra.sweeper.pruner_kwargs``)."""
+    name, _, given = spec.partition(":")
+    if not given:
+        return name, None
+    try:
+        kwargs = {k.strip(): yaml.safe_load(v) for k, v in (item.split("=", 1) for item in given.split(","))}
+    except ValueError:
+        sys.exit(f"--replay {spec}: write a pruner with kwargs as name:key=value,key=value")
+    return name, kwargs
+
+
 class _Curve:
     """One trial's per-epoch segm AP (``intermediate_values``, as a FrozenTrial has them), its ``state``
     and its other pruning ``signals`` (``val/loss``, negated) for replaying and counting."""
@@ -205,7 +219,8 @@ class _Curve:
         return _Curve(self.values[:n], self.state.name, self.number, {k: v[:n] for k, v in self.signals.items()})
 
 
-def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0.01, on: str = AP) -> dict:
+def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0.01, on: str = AP,
+                kwargs: dict | None = None) -> dict:
     """The headline ratio over ``n`` random orders of the unpruned study's trials.
 
     A random sampler's trials are independent draws, so every order of them is as likely as the one
@@ -218,7 +233,7 @@ def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0
     ratios, never = [], 0
     for _ in range(n):
         order = rng.sample(list(trials), len(trials))
-        reached = epochs_to([_Curve(c) for c in replay(order, pruner, on=on)], bar)
+        reached = epochs_to([_Curve(c) for c in replay(order, pruner, kwargs, on=on)], bar)
         if reached is None:
             never += 1
         else:
@@ -243,7 +258,8 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup-iters", type=int, default=0, help="LR warmup steps of every trial")
     p.add_argument("--tol", type=float, default=0.01)
     p.add_argument("--replay", nargs="*", default=["median", "successive_halving", "hyperband", ORACLE],
-                   help="pruners replayed on the unpruned study's curves (no training; see replay()); "
+                   help="pruners replayed on the unpruned study's curves (no training; see replay()), each with "
+                        "masklab's defaults or given kwargs (percentile:percentile=25,n_startup_trials=1); "
                         "oracle: the bound of any pruner that lets the best-so-far trials finish")
     p.add_argument("--orders", type=int, default=200, help="random trial orders each replayed pruner is scored on")
     p.add_argument("--prune-on", default=AP, choices=[AP, LOSS],
@@ -326,25 +342,25 @@ def run_all_studies(args, real, studies: dict, rows: dict) -> None:
 
 def score(args, real, studies: dict, rows: dict) -> dict:
     unpruned = studies["no pruning"]
-    replayed = [(f"{name}{_on(on)} (replay)", name, on) for on in args.replay_on for name in args.replay
-                if name != ORACLE or on == AP]  # the oracle knows the AP curves: no signal to choose
-    for label, name, on in replayed:
-        curves = replay(unpruned, name, on=on)
+    replayed = [(f"{spec}{_on(on)} (replay)", *parse_spec(spec), on) for on in args.replay_on for spec in args.replay
+                if spec != ORACLE or on == AP]  # the oracle knows the AP curves: no signal to choose
+    for label, name, kwargs, on in replayed:
+        curves = replay(unpruned, name, kwargs, on=on)
         studies[label] = [t.prefix(len(c)) for c, t in zip(curves, unpruned)]
         rows[label] = _row(studies[label], args.tol, pruned=sum(len(c) < len(t.values) for c, t in zip(curves, unpruned)),
-                           **({"pruner_kwargs": pruner_kwargs(name, epochs=args.epochs)} if name != ORACLE else {}))
+                           **({"pruner_kwargs": pruner_kwargs(name, kwargs, epochs=args.epochs)} if name != ORACLE else {}))
     for label, pruner in real:  # the real pruned study against its replay: equal when training is deterministic
         kwargs = rows[label].setdefault("pruner_kwargs", LEGACY_KWARGS.get(pruner, pruner_kwargs(pruner)))
         lengths = [len(c) for c in replay(unpruned, pruner, kwargs, on=args.prune_on)]
         rows[label]["replay_matches"] = lengths == [len(t.values) for t in studies[label]]
-    orders = {label[:-len(" (replay)")]: over_orders(unpruned, name, n=args.orders, tol=args.tol, on=on)
-              for label, name, on in replayed}
+    orders = {label[:-len(" (replay)")]: over_orders(unpruned, name, n=args.orders, tol=args.tol, on=on, kwargs=kwargs)
+              for label, name, kwargs, on in replayed}
     base = rows["no pruning"]
     bar = base["best_segm_AP"] - args.tol
     for label, trials in studies.items():
         rows[label]["epochs_to_bar"] = epochs_to(trials, bar)
     ratios = {}
-    for label in [*(lb for lb, _ in real), *(lb for lb, _, _ in replayed)]:
+    for label in [*(lb for lb, _ in real), *(lb for lb, *_ in replayed)]:
         r = rows[label]
         ratios[label] = {"ratio": r["epochs_to_bar"] / base["epochs_to_bar"] if r["epochs_to_bar"] else None,
                          "own_best_ratio": r["epochs_to_own_best"] / base["epochs_to_own_best"],

@@ -149,6 +149,26 @@ def test_reuse_rescores_recorded_curves_and_keeps_the_epoch_size(tmp_path):
     assert pruning.main(["--reuse", str(path), "--orders", "5", "--replay", "median"])["images"] == 288
 
 
+def test_replay_takes_a_pruner_with_its_own_kwargs(tmp_path):
+    assert pruning.parse_spec("median") == ("median", None)
+    assert pruning.parse_spec("percentile:percentile=25,n_startup_trials=1,n_warmup_steps=0") == (
+        "percentile", {"percentile": 25, "n_startup_trials": 1, "n_warmup_steps": 0})
+    # trial 2 trails trial 0 from its first epoch: masklab's median defaults (3 start-up trials) keep it,
+    # one start-up trial and no warm-up prune it at step 0; the kwargs are scored over orders too
+    curves = [[0, "COMPLETE", [0.1, 0.3, 0.5], [2.0, 1.8, 1.6]], [1, "COMPLETE", [0.2, 0.4, 0.6], [2.0, 1.5, 1.0]],
+              [2, "COMPLETE", [0.0, 0.1, 0.2], [2.2, 2.1, 2.0]]]
+    path = tmp_path / "pruning.json"
+    path.write_text(json.dumps({"prune_on": pruning.AP, "trials": 3, "epochs": 3, "sampler": "random", "images": 288,
+                                "rows": {"no pruning": {"trials": curves, "epochs_to_own_best": 6, "best_segm_AP": 0.6,
+                                                       "total_epochs": 9, "minutes": 1.0, "pruned": 0, "pruner_kwargs": {}}}}))
+    eager = "median:n_startup_trials=1,n_warmup_steps=0"
+    result = pruning.main(["--reuse", str(path), "--orders", "4", "--replay-on", pruning.AP, "--replay", "median", eager])
+    assert result["rows"]["median (replay)"]["total_epochs"] == 9
+    assert result["rows"][f"{eager} (replay)"]["total_epochs"] == 7
+    assert result["rows"][f"{eager} (replay)"]["pruner_kwargs"] == {"n_startup_trials": 1, "n_warmup_steps": 0}
+    assert result["orders"][eager]["orders"] == 4 and result["orders"][eager]["share_never"] == 0.0
+
+
 def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study(tmp_path, capsys):
     curves = [[0, "COMPLETE", [0.1, 0.2, 0.3], [2.0, 1.8, 1.6]], [1, "COMPLETE", [0.0, 0.1, 0.5], [2.0, 1.5, 1.0]]]
     old = {"prune_on": pruning.AP, "trials": 2, "epochs": 3, "images": 288, "val_images": 32, "sampler": "random",

@@ -135,3 +135,24 @@ def test_study_plots_show_each_trials_curve_in_the_metrics_units_with_pruned_one
     quiet.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, value=0.2, distributions={
         "lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)}))
     assert "intermediate_values.png" not in {p.name for p in save_plots(quiet, tmp_path / "q", ["val/segm_AP"])}
+
+
+def test_percentile_pruner_keeps_only_the_top_quarter_where_the_median_keeps_the_top_half():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def pruned(name: str) -> bool:
+        study = optuna.create_study(direction="maximize", pruner=make_pruner(name, {"n_startup_trials": 3, "n_warmup_steps": 0,
+                                                                                   **({"percentile": 25.0} if name == "percentile" else {})}))
+        for value in (0.1, 0.3, 0.5):
+            trial = study.ask()
+            trial.report(value, 0)
+            study.tell(trial, value)
+        trial = study.ask()
+        trial.report(0.35, 0)  # above the median of 0.1, 0.3, 0.5; below their top quarter (0.4 and up)
+        return trial.should_prune()
+
+    assert not pruned("median") and pruned("percentile")
+    # its default keeps the top quarter and starts as the median does
+    assert make_pruner("percentile")._percentile == 25.0 and make_pruner("percentile")._n_startup_trials == 3
+    with pytest.raises(MasklabError, match="pruner_kwargs for percentile: .*percentile"):
+        make_pruner("percentile", {})
