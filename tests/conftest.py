@@ -19,6 +19,15 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # -n N: the cores shared out, o
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+
+def pytest_configure(config):
+    """``-n N`` alone distributes with ``worksteal``, not xdist's ``load``: the long sweep tests would otherwise
+    queue behind one worker. Set here, not in pyproject's addopts, where ``--dist`` broke every pytest run
+    without pytest-xdist (``pip install -e .`` without ``[dev]``, or ``-p no:xdist``)."""
+    given = any(a == "-d" or a.startswith("--dist") for a in config.invocation_params.args)
+    if getattr(config.option, "dist", "no") == "load" and not given:
+        config.option.dist = "worksteal"
+
 #: overrides that make any run fast on a 2-core CPU while keeping every code path
 TINY_MODEL = [
     "data.image_size=64", "batch_size=2", "num_workers=0", "schedule.epochs=1",
