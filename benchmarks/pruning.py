@@ -284,6 +284,8 @@ def main(argv=None) -> dict:
         args.prune_on = old.get("prune_on", AP)
         args.trials, args.epochs, args.sampler = old["trials"], old["epochs"], old["sampler"]
         args.images, args.val_images = old.get("images", 96), old.get("val_images", 32)  # before 2026-11-22: 96 / 32
+        # the draw it scored (a --seed 2 result was printed and saved as seed 0); results before stop 22 have none
+        args.seed, args.warmup_iters = old.get("seed", args.seed), old.get("warmup_iters", args.warmup_iters)
         real = [(label, label.split(" ")[0]) for label, r in old["rows"].items() if "minutes" in r and label != "no pruning"]
         for label in ("no pruning", *(lb for lb, _ in real)):
             rows[label], studies[label] = _recorded(old["rows"][label])

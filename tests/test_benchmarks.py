@@ -167,6 +167,10 @@ def test_replay_takes_a_pruner_with_its_own_kwargs(tmp_path):
     assert result["rows"][f"{eager} (replay)"]["total_epochs"] == 7
     assert result["rows"][f"{eager} (replay)"]["pruner_kwargs"] == {"n_startup_trials": 1, "n_warmup_steps": 0}
     assert result["orders"][eager]["orders"] == 4 and result["orders"][eager]["share_never"] == 0.0
+    assert result["seed"] == 0  # a result without a seed (before stop 22): the default draw
+    path.write_text(json.dumps({**json.loads(path.read_text()), "seed": 2, "warmup_iters": 20}))
+    result = pruning.main(["--reuse", str(path), "--orders", "2", "--replay-on", pruning.AP, "--replay", "median"])
+    assert (result["seed"], result["warmup_iters"]) == (2, 20)  # the draw it re-scores, not --seed's default
 
 
 def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study(tmp_path, capsys):
