@@ -380,7 +380,7 @@ def score(args, real, studies: dict, rows: dict) -> dict:
     for name, o in orders.items():
         print(f"  {name} over {o['orders']} random orders of these trials: median ratio "
               f"{o['median'] if o['median'] is None else round(o['median'], 2)}, <= 0.5 in {o['share_le_0.5']:.0%}, "
-              f"winner pruned in {o['share_never']:.0%}")
+              f"bar never reached in {o['share_never']:.0%}")
     return {"rows": rows, "ratios": ratios, "bar": bar, "sampler": args.sampler, "trials": args.trials, "epochs": args.epochs,
             "images": args.images, "val_images": args.val_images, "orders": orders, "prune_on": args.prune_on,
             "seed": args.seed, "warmup_iters": args.warmup_iters}

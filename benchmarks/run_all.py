@@ -81,7 +81,7 @@ def pruning_rows(pr: dict) -> list[dict]:
         o = pr.get("orders", {}).get(name.replace(" (replay)", ""))
         spread = (f"; over {o['orders']} random orders of the same trials: median ratio "
                   f"{'never' if o['median'] is None else format(o['median'], '.2f')}, <= 0.5 in {o['share_le_0.5']:.0%}, "
-                  f"winner pruned in {o['share_never']:.0%}") if o and name.endswith("(replay)") else ""
+                  f"bar never reached in {o['share_never']:.0%}") if o and name.endswith("(replay)") else ""
         bound = name.startswith(pruning.ORACLE)
         rows.append({"benchmark": (f"pruning savings ({name})" if not bound else
                                    "pruning savings: bound of pruners that let best-so-far trials finish (oracle replay)") + draw,
