@@ -28,6 +28,7 @@ def pytest_configure(config):
     if getattr(config.option, "dist", "no") == "load" and not given:
         config.option.dist = "worksteal"
 
+
 #: overrides that make any run fast on a 2-core CPU while keeping every code path
 TINY_MODEL = [
     "data.image_size=64", "batch_size=2", "num_workers=0", "schedule.epochs=1",

@@ -35,12 +35,13 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.P
 
 
 #: our defaults when pruner_kwargs is null. median: no pruning before 3 finished trials nor in the
-#: first epoch; percentile (the median's generalisation: ``percentile`` 25 keeps the top quarter of the
-#: finished trials' values at each step, 50 is the median) the same start. successive_halving: the first rung at step 1 (the 2nd epoch; steps are epochs), which
-#: is what Optuna's min_resource="auto" resolves to for any trial under 200 epochs, but "auto" only
-#: resolves once a trial has *completed*: until then nothing is pruned and the first trial's rung
-#: values are never recorded, so the second trial has no one to be compared with either (the change
-#: rests on that: on the pruning benchmark's curves its measured effect was mixed, see RESULTS_NOTES.md).
+#: first epoch. percentile, the median's generalisation (``percentile`` 25 keeps the top quarter of the
+#: finished trials' values at each step, 50 is the median): the same start. successive_halving: the
+#: first rung at step 1 (the 2nd epoch; steps are epochs), which is what Optuna's min_resource="auto"
+#: resolves to for any trial under 200 epochs, but "auto" only resolves once a trial has *completed*:
+#: until then nothing is pruned and the first trial's rung values are never recorded, so the second
+#: trial has no one to be compared with either (the change rests on that: on the pruning benchmark's
+#: curves its measured effect was mixed, see RESULTS_NOTES.md).
 #: hyperband: max_resource is the trials' epochs (see ``pruner_kwargs``) for the same reason: Optuna's
 #: "auto" takes it from the first *completed* trial, and until then builds no brackets and prunes nothing.
 PRUNER_DEFAULTS = {"median": {"n_startup_trials": 3, "n_warmup_steps": 1},
