@@ -87,7 +87,7 @@ def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, 
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/"))}
-    pruned = bool(bridge) and bridge[0].pruned_at is not None
+    pruned = bool(bridge) and bridge[0].stopped
     if datamodule.datasets["test"] is not None and checkpoint.best_model_path and not pruned:
         test = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)
         metrics.update(test[0] if test else {})

@@ -84,6 +84,8 @@ class Tracker:
         if self.client and run_id:
             tags = {"trial_number": str(trial.number), "trial_state": state.name, "study": self.study.study_name,
                     **{f"sampled.{k}": str(v) for k, v in frozen.params.items()}}
+            if "asha_rung" in frozen.user_attrs:  # one run per configuration: the trial of its latest rung
+                tags["asha_rung"] = str(frozen.user_attrs["asha_rung"])
             if reason:
                 tags["fail_reason" if state == TrialState.FAIL else "prune_reason"] = reason[:5000]
             for k, v in tags.items():
@@ -153,7 +155,8 @@ def summary_table(trials, names: list[str]) -> str:
     for t in sorted(trials, key=lambda t: t.number):
         vals = [f"{v:.4f}" for v in t.values] if t.values and t.state == TrialState.COMPLETE else ["-"] * len(names)
         minutes = f"{t.duration.total_seconds() / 60:.1f}" if t.duration else "-"
-        reason = (t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason") or t.user_attrs.get("note", ""))[:60]
+        said = t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason")
+        reason = "; ".join(r for r in (t.user_attrs.get("note"), said) if r)[:70]
         rows.append([str(t.number), t.state.name, *vals, minutes, *[_fmt(t.params.get(p, "-")) for p in params], reason])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head, *rows])

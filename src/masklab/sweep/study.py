@@ -27,11 +27,14 @@ from filelock import FileLock
 from optuna.trial import TrialState
 
 from masklab import MasklabError
+from masklab.sweep import asha
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
            "hyperband": optuna.pruners.HyperbandPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-           "none": optuna.pruners.NopPruner}
+           "none": optuna.pruners.NopPruner, "asha": optuna.pruners.NopPruner}
+#: pruners the sweeper runs itself: asha pauses and resumes trials (masklab.sweep.asha); Optuna prunes nothing
+SWEEPER_PRUNERS = ("asha",)
 
 
 #: our defaults when pruner_kwargs is null. median: no pruning before 3 finished trials nor in the
@@ -46,7 +49,7 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.P
 #: "auto" takes it from the first *completed* trial, and until then builds no brackets and prunes nothing.
 PRUNER_DEFAULTS = {"median": {"n_startup_trials": 3, "n_warmup_steps": 1},
                    "percentile": {"percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 1},
-                   "successive_halving": {"min_resource": 1}}
+                   "successive_halving": {"min_resource": 1}, "asha": dict(asha.DEFAULTS)}
 
 
 class StudySettingError(MasklabError):
@@ -68,6 +71,13 @@ def pruner_kwargs(name: str, kwargs: dict | None = None, epochs: int | None = No
 def make_pruner(name: str, kwargs: dict | None = None) -> optuna.pruners.BasePruner:
     if name not in PRUNERS:
         raise MasklabError(f"hydra.sweeper.pruner={name!r}: choose one of {sorted(PRUNERS)}")
+    if name in SWEEPER_PRUNERS:
+        given = pruner_kwargs(name, kwargs)
+        unknown = sorted(set(given) - set(asha.DEFAULTS))
+        if unknown:
+            raise MasklabError(f"hydra.sweeper.pruner_kwargs for {name}: unknown {unknown}; it takes {sorted(asha.DEFAULTS)}")
+        asha.rungs(2, **{**asha.DEFAULTS, **given})  # checks the values
+        return PRUNERS[name]()
     try:
         return PRUNERS[name](**pruner_kwargs(name, kwargs))
     except TypeError as exc:

@@ -33,7 +33,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 from masklab import MasklabError, causes, exit_on_error, missing_cuda, user_message
-from masklab.sweep import report, space, study as st
+from masklab.sweep import asha, report, space, study as st
 
 log = logging.getLogger("masklab.sweep")
 
@@ -85,6 +85,8 @@ class OptunaSweeperBase(Sweeper):
         self.max_failures, self.stale_after_s, self.params = int(max_failures), float(stale_after_s), dict(params or {})
         self._setting_error: str | None = None
         self.duplicates, self._exhausted = duplicates, False
+        self._rungs: list[int] | None = None  # asha's rungs (epochs at which trials pause); None for other pruners
+        self._eta = 3
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -137,10 +139,24 @@ class OptunaSweeperBase(Sweeper):
         signal = st.pruning_signal(self.prune_on or names[0], self.prune_mode or (None if self.prune_on else
                                    {"maximize": "max", "minimize": "min"}[dirs[0]]), dirs[0])
         study.set_user_attr("masklab_pruner", {"name": self.pruner_name, "kwargs": kwargs, **signal, "objectives": names})
+        self._rungs = self._asha_rungs(dists, kwargs) if self.pruner_name in st.SWEEPER_PRUNERS else None
         if len(names) > 1 and self.pruner_name != "none":
             log.warning("%d objectives: Optuna prunes single-objective studies only, so every trial runs in full "
                         "(hydra.sweeper.pruner=%s has no effect)", len(names), self.pruner_name)
         return study, spec
+
+    def _asha_rungs(self, dists, kwargs: dict) -> list[int]:
+        if "schedule.epochs" in dists:
+            raise MasklabError("hydra.sweeper.pruner=asha pauses every trial at the same epochs: sweep schedule.epochs "
+                               "with another pruner, or fix it")
+        if len(self._objectives()[0]) > 1:
+            raise MasklabError("hydra.sweeper.pruner=asha ranks trials on one objective; with several, use pruner=none")
+        epochs = self._max_epochs(dists)
+        if not epochs:
+            raise MasklabError("hydra.sweeper.pruner=asha needs schedule.epochs (the last rung)")
+        settings = {**asha.DEFAULTS, **kwargs}
+        self._eta = int(settings["reduction_factor"])
+        return asha.rungs(int(epochs), **settings)
 
     def _max_epochs(self, dists) -> int | None:
         """The most epochs a trial trains (hence reports): the top of a swept ``schedule.epochs``, else the config's."""
@@ -162,13 +178,18 @@ class OptunaSweeperBase(Sweeper):
         while (trial := self._ask(study, spec, dists)) is not None:
             ran += 1
             log.info("trial %d: %s", trial.number, " ".join(space.to_overrides(trial.params)))
-            repeats = repeats + 1 if self._reused(study, trial) else 0
+            promoted = bool(self._rungs) and bool(trial.user_attrs.get("asha_rung"))
+            repeats = repeats + 1 if not promoted and self._reused(study, trial) else 0
             if repeats >= MAX_REPEATS:  # a sampler that only proposes what is done (an exhausted space)
                 log.warning("study %r: the sampler proposed %d settings in a row that are done; stopping here",
                             self.study_name, repeats)
                 break
             if repeats:
                 continue
+            if self._rungs and trial.user_attrs.get("asha_rung"):
+                log.info("trial %d resumes trial %d's configuration at epoch %d (asha rung %d of %d)", trial.number,
+                         trial.user_attrs["asha_root"], self._rungs[trial.user_attrs["asha_rung"] - 1],
+                         trial.user_attrs["asha_rung"], len(self._rungs) - 1)
             state = self._run(study, trial, fixed, spec, self.tracker.parent_id)
             failures += state == optuna.trial.TrialState.FAIL
             if self._setting_error:  # every further trial would fail the same way
@@ -216,9 +237,20 @@ class OptunaSweeperBase(Sweeper):
 
     def _ask(self, study: optuna.Study, spec: str, dists):
         with st.lock_for(spec, self.sweep_dir):
+            if self._rungs and (job := self._promotion(study)) is not None:
+                root, k = job  # resume a paused configuration before starting a new one (ASHA)
+                study.enqueue_trial(study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
+                    study._study_id, root)).params, skip_if_exists=False, user_attrs={
+                        "asha_root": root, "asha_rung": k + 1,
+                        "note": f"resumes trial {root}, epochs {self._rungs[k] + 1}-{self._rungs[k + 1]}"})
+                trial = study.ask(dists)
+                st.mark_owner(study, trial)
+                return trial
             c = st.counts(study)
-            reused = sum("same_as" in t.user_attrs for t in study.get_trials(deepcopy=False))
-            if c["COMPLETE"] - reused + c["PRUNED"] + c["RUNNING"] >= self.n_trials:
+            trials = study.get_trials(deepcopy=False)
+            reused = sum("same_as" in t.user_attrs for t in trials)
+            resumed = sum(bool(t.user_attrs.get("asha_rung")) for t in trials if t.state in (*st.FINISHED, optuna.trial.TrialState.RUNNING))
+            if c["COMPLETE"] - reused - resumed + c["PRUNED"] + c["RUNNING"] >= self.n_trials:
                 return None
             if self.duplicates == "reuse" and (size := space_size(dists)) is not None:
                 if len(self._trained(study)) >= size:
@@ -228,7 +260,24 @@ class OptunaSweeperBase(Sweeper):
                     return None
             trial = study.ask(dists)
             st.mark_owner(study, trial)
+            if self._rungs:
+                trial.set_user_attr("asha_root", trial.number)
+                trial.set_user_attr("asha_rung", 0)
             return trial
+
+    def _promotion(self, study: optuna.Study) -> tuple[int, int] | None:
+        """ASHA's next promotion from the study's trials: (the configuration's first trial number, rung)."""
+        sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+        configs: dict[int, asha.Config] = {}
+        for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+            if "asha_root" not in t.user_attrs:
+                continue
+            c = configs.setdefault(t.user_attrs["asha_root"], asha.Config(t.user_attrs["asha_root"]))
+            c.values.update({step: sign * v for step, v in t.intermediate_values.items()})
+            # the configuration's latest trial says whether it waits: a paused one, not a failed or running one
+            c.paused_at = t.user_attrs["asha_rung"] if t.state == optuna.trial.TrialState.PRUNED and \
+                t.user_attrs.get("asha_paused") else None
+        return asha.promotion(list(configs.values()), self._rungs, self._eta)
 
     # ---- one trial -----------------------------------------------------------------------------
     @staticmethod
@@ -267,7 +316,7 @@ class OptunaSweeperBase(Sweeper):
     def _run(self, study: optuna.Study, trial: optuna.Trial, fixed, spec: str, parent: str | None):
         overrides = [*fixed, *space.to_overrides(trial.params), f"sweep.study={self.study_name}",
                      f"sweep.storage='{spec}'", f"sweep.trial_id={trial._trial_id}", f"sweep.trial_number={trial.number}",
-                     f"sweep.parent_run_id={parent or 'null'}"]
+                     f"sweep.parent_run_id={parent or 'null'}", *self._asha_overrides(trial)]
         try:
             self.validate_batch_is_legal([overrides])
             (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
@@ -284,6 +333,17 @@ class OptunaSweeperBase(Sweeper):
             # after gc and empty_cache, cached away from the other workers on that GPU.
             outcome = ret = None
             _free_memory()
+
+    def _asha_overrides(self, trial: optuna.Trial) -> list[str]:
+        """A trial of an asha study stops at its rung; a promoted one resumes its configuration's last checkpoint
+        in that configuration's folder (one history, one best checkpoint, one MLflow run per configuration)."""
+        if not self._rungs:
+            return []
+        k, root = trial.user_attrs["asha_rung"], trial.user_attrs["asha_root"]
+        out = [f"sweep.stop_epoch={self._rungs[k]}"]
+        if k:
+            out += [f"hydra.sweep.subdir={root}", f"resume='{self.sweep_dir / str(root) / 'checkpoints' / 'last.ckpt'}'"]
+        return out
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, error, value):
         names, _ = self._objectives()

@@ -11,6 +11,7 @@ import lightning.pytorch as L
 import optuna
 from omegaconf import DictConfig
 
+from masklab.sweep import asha
 from masklab.sweep.study import StudySettingError, heartbeat, make_pruner, open_storage
 
 
@@ -30,7 +31,7 @@ def pruning_bridge(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig) ->
     """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric)."""
     signal = study.user_attrs.get("masklab_pruner", {})
     return PruningBridge(study, trial, signal.get("on") or cfg.optimized_metric, signal.get("sign", 1),
-                         objectives=signal.get("objectives", ()))
+                         objectives=signal.get("objectives", ()), stop_epoch=cfg.sweep.get("stop_epoch"))
 
 
 class PruningBridge(L.Callback):
@@ -42,11 +43,19 @@ class PruningBridge(L.Callback):
     ``optuna.TrialPruned`` after ``fit`` returns.
     """
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, metric: str, sign: int = 1, objectives=()):
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, metric: str, sign: int = 1, objectives=(),
+                 stop_epoch: int | None = None):
         self.study, self.trial, self.metric, self.sign = study, trial, metric, sign
         self.objectives = list(objectives)  # checked at the first validation: a typo fails the trial now, not at its end
+        self.stop_epoch = stop_epoch  # asha: pause once this many epochs are trained (unless it is the last)
         self.pruned_at: int | None = None
         self.pruned_value: float | None = None
+        self.paused_at: int | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Pruned or paused: no test, no prediction sheet; the trial ends PRUNED."""
+        return self.pruned_at is not None or self.paused_at is not None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.global_rank != 0:
@@ -60,9 +69,16 @@ class PruningBridge(L.Callback):
         missing = [m for m in self.objectives if m not in trainer.callback_metrics]
         if missing:
             raise StudySettingError(f"hydra.sweeper.objectives {missing} are not logged by validation; choose from {logged}")
+        epoch = trainer.current_epoch
+        if self.stop_epoch and epoch + 1 >= self.stop_epoch and epoch + 1 < trainer.max_epochs:
+            self.paused_at = epoch  # at a rung: its checkpoint waits for a promotion (masklab.sweep.asha)
+            self.trial.set_user_attr("asha_paused", True)
+            trainer.should_stop = True
         if not math.isfinite(float(value)) or len(self.study.directions) > 1:  # Optuna prunes single-objective studies only
             return
-        self.trial.report(self.sign * float(value), step=trainer.current_epoch)
+        self.trial.report(self.sign * float(value), step=epoch)
+        if self.paused_at is not None:
+            return
         if self.trial.should_prune():
             self.pruned_at, self.pruned_value = trainer.current_epoch, float(value)
             trainer.should_stop = True
@@ -82,6 +98,10 @@ def sweep_tags(cfg: DictConfig) -> dict[str, str]:
 def finish_trial(trial: optuna.Trial, bridge: PruningBridge, metrics: dict) -> None:
     """Leave the final metrics on the trial (for several objectives); raise ``TrialPruned`` if it was pruned."""
     trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
+    if bridge.paused_at is not None:
+        kwargs = {**asha.DEFAULTS, **trial.study.user_attrs.get("masklab_pruner", {}).get("kwargs", {})}
+        raise optuna.TrialPruned(f"asha: paused after epoch {bridge.paused_at + 1}, resumed if in the top "
+                                 f"1/{kwargs['reduction_factor']} there")
     if bridge.pruned_at is not None:
         raise optuna.TrialPruned(f"pruned by the {type(trial.study.pruner).__name__} after epoch {bridge.pruned_at} "
                                  f"({bridge.metric} {bridge.pruned_value:.4g})")

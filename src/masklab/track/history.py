@@ -28,6 +28,12 @@ class History(L.Callback):
                 self._sums[k] = self._sums[k] + v.detach()  # a tensor: no GPU sync per step, one per epoch
                 self._counts[k] += 1
 
+    def on_train_start(self, trainer, pl_module):
+        # resumed into the folder it was trained in (an asha trial): the epochs before the checkpoint stay
+        path = self.out_dir / "history.csv"
+        if trainer.ckpt_path and path.is_file() and not self.rows:
+            self.rows = [{**r, "epoch": int(r["epoch"])} for r in read_csv(path) if r["epoch"] < trainer.current_epoch]
+
     def on_validation_end(self, trainer, pl_module):
         # not on_validation_epoch_end: Lightning runs callbacks' epoch-end hooks before the module's, which
         # logs the epoch's AP; there a row got the previous epoch's AP and the last epoch's was never written

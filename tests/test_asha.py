@@ -1,0 +1,115 @@
+"""hydra.sweeper.pruner=asha: rungs, ASHA's promotion rule, and a real study that pauses and resumes trials."""
+from __future__ import annotations
+
+import csv
+
+import mlflow
+import pytest
+
+from masklab import MasklabError
+from masklab.sweep.asha import Config, promotion, rungs, simulate
+from masklab.sweep.study import make_pruner
+from test_sweep import load, run, sweep_cmd
+
+
+def test_rungs_grow_by_the_reduction_factor_and_end_at_the_last_epoch():
+    assert rungs(12) == [2, 6, 12]
+    assert rungs(12, min_resource=1, reduction_factor=3) == [1, 3, 9, 12]
+    assert rungs(4, 1, 2) == [1, 2, 4]
+    assert rungs(2) == [2]  # a trial no longer than the first rung never pauses
+    with pytest.raises(MasklabError, match="reduction_factor=1"):
+        rungs(12, 2, 1)
+
+
+def test_asha_kwargs_are_checked_when_the_study_opens():
+    assert type(make_pruner("asha")).__name__ == "NopPruner"  # the sweeper pauses trials, Optuna prunes nothing
+    with pytest.raises(MasklabError, match=r"unknown \['eta'\]"):
+        make_pruner("asha", {"eta": 3})
+    with pytest.raises(MasklabError, match="min_resource=0"):
+        make_pruner("asha", {"min_resource": 0})
+
+
+def test_promotion_takes_the_best_waiting_configuration_of_the_highest_rung():
+    r = [2, 6, 12]
+    a = Config(0, {0: 0.1, 1: 0.5}, paused_at=0)
+    b = Config(1, {0: 0.1, 1: 0.3}, paused_at=0)
+    assert promotion([a, b], r, 3) is None  # 2 reached rung 0: the top 2 // 3 = 0 go on
+    c = Config(2, {0: 0.1, 1: 0.4}, paused_at=0)
+    assert promotion([a, b, c], r, 3) == (0, 0)  # top 1 of 3 (0.5)
+    a.paused_at = None  # promoted (running on): the next in line is not in the top third
+    assert promotion([a, b, c], r, 3) is None
+    a.values.update({2: 0.6, 5: 0.7})
+    a.paused_at = 1
+    d = [Config(n, {1: 0.9, 5: 0.6}, paused_at=1) for n in (3, 4)]
+    # rung 1 first: of a (0.7), 3 and 4 (0.6 each) the top 1 is a; ties go to the earlier configuration
+    assert promotion([a, b, c, *d], r, 3) == (0, 1)
+    a.paused_at = None
+    assert promotion([a, b, c, *d], r, 3) is None  # rung 0's top 1 of 5 is 3 (0.9), which waits at rung 1, not 0
+    e = Config(5, {0: 0.0, 1: 0.95}, paused_at=0)
+    assert promotion([a, b, c, *d, e], r, 3) == (5, 0)  # top 2 of 6 at rung 0: 5 (0.95) and 3
+
+
+def test_simulate_pauses_every_configuration_and_resumes_only_the_leaders():
+    curves = [[0.1, 0.2, 0.3, 0.4], [0.3, 0.5, 0.6, 0.7], [0.0, 0.1], [0.2, 0.3, 0.35, 0.36]]
+    # rungs 1, 2, 4 with factor 2: after configurations 0 and 1, config 1 leads rung 0 (top 1 of 2) and goes on to
+    # rung 1, where it is alone (top 0 of 1); config 2 starts, then 3; with 4 at rung 0 the top 2 are 1 and 3;
+    # 3 reaches rung 1 and is then second of 2 there, so 1 (the top 1 of 2) resumes to the end
+    assert simulate(curves, [1, 2, 4], 2) == [(0, 0, 1), (1, 0, 1), (1, 1, 2), (2, 0, 1), (3, 0, 1), (3, 1, 2), (1, 2, 4)]
+    # a curve shorter than its rung (a failed trial) stops there and never waits
+    assert simulate([[0.9], [0.1, 0.2]], [2, 4], 2) == [(0, 0, 1), (1, 0, 2)]
+
+
+@pytest.mark.slow
+def test_an_asha_study_pauses_and_resumes_trials_in_their_own_folder(tmp_path):
+    # learning rates spread so their val losses differ (segm AP is ~0 at this size): ASHA ranks on -val/loss
+    args = ["optimizer.lr=tag(log,interval(0.001,0.05))", "schedule.epochs=4", "schedule=constant", "schedule.warmup_iters=0",
+            "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=asha", "hydra.sweeper.prune_on=val/loss",
+            "hydra.sweeper.pruner_kwargs={min_resource:1,reduction_factor:2}", "logger=mlflow"]
+    proc = run(sweep_cmd(tmp_path, *args, n_trials=4), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(tmp_path)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    roots = [t.number for t in trials if t.user_attrs["asha_root"] == t.number]
+    assert len(roots) == 4  # n_trials counts configurations, not the trials that resume them
+    sweep = tmp_path / "multirun" / "s" / "s"
+    curves = {}
+    for root in roots:  # one folder per configuration, its history over every epoch it trained
+        rows = list(csv.DictReader((sweep / str(root) / "history.csv").open()))
+        assert [int(r["epoch"]) for r in rows] == list(range(len(rows)))
+        curves[root] = [-float(r["val/loss"]) for r in rows]
+    # what the sweeper did is what ASHA's rule does on these curves, segment for segment
+    expected = simulate([curves[r] for r in roots], [1, 2, 4], 2)
+    done = [(roots.index(t.user_attrs["asha_root"]), min(t.intermediate_values), max(t.intermediate_values) + 1) for t in trials]
+    assert done == expected
+    assert len(trials) > 4 and {t.number for t in trials} - set(roots) == {n for n in range(len(trials)) if n not in roots}
+    assert not any((sweep / str(t.number)).exists() for t in trials if t.number not in roots)
+    for t in trials:
+        root = study.trials[t.user_attrs["asha_root"]]
+        assert t.params == root.params
+        # each trial reported exactly its own epochs, the values its configuration's history has
+        assert [round(v, 5) for v in t.intermediate_values.values()] == \
+               [round(curves[root.number][s], 5) for s in t.intermediate_values]
+        last = max(t.intermediate_values) + 1
+        assert t.state.name == ("COMPLETE" if last == 4 else "PRUNED")
+        if t.state.name == "PRUNED":
+            assert t.user_attrs["asha_paused"] and f"paused after epoch {last}" in t.user_attrs["prune_reason"]
+    finished = [t for t in trials if t.state.name == "COMPLETE"]
+    assert finished  # the leader of rung 1 went on to the last epoch
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("s").experiment_id
+    for t in finished:  # its MLflow run is its configuration's: every epoch of every segment
+        run_id = t.user_attrs["mlflow_run_id"]
+        assert run_id == study.trials[t.user_attrs["asha_root"]].user_attrs["mlflow_run_id"]
+        assert len(client.get_metric_history(run_id, "val/loss")) == 4
+        assert client.get_run(run_id).data.tags["trial_state"] == "COMPLETE"
+    assert len(client.search_runs([exp])) == 1 + 4  # the study's run and one child run per configuration
+    out = proc.stdout + proc.stderr
+    assert f"resumes trial {finished[0].user_attrs['asha_root']}, epochs 3-4" in out  # the summary table says so
+    again = run(sweep_cmd(tmp_path, *args, n_trials=4), tmp_path)  # done: re-running trains nothing more
+    assert again.returncode == 0 and len(load(tmp_path).trials) == len(trials), again.stderr[-2000:]
+
+
+def test_asha_refuses_a_swept_number_of_epochs(tmp_path):
+    proc = run(sweep_cmd(tmp_path, "schedule.epochs=choice(2,4)", "hydra.sweeper.pruner=asha"), tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: hydra.sweeper.pruner=asha pauses every trial")
