@@ -15,7 +15,11 @@ Training is deterministic (same seed and configuration -> the same curve), so a 
 a prefix of its unpruned curve, and what any pruner does can also be *replayed* on the unpruned
 study's curves without training (``--replay``: each trial reports its recorded curve to an in-memory
 study with that pruner). The real pruned studies are checked against their replay (the output says
-"= its replay"), and the replay shows the pruners there was no time to run.
+"= its replay"), and the replay shows the pruners there was no time to run. ``asha`` (masklab's own,
+which pauses trials and resumes the leaders: masklab.sweep.asha) is replayed by the sweeper's own rule
+on the same curves; its study's trials are segments of configurations, counted in the order they ran.
+A resumed trial does not train exactly its unpruned curve (Lightning does not restore the RNG state, so
+its data order after the pause differs), so its real study may part from its replay after a promotion.
 
     python benchmarks/pruning.py                      # 20 trials x 12 epochs of 288 images; none + median: ~95 min on 2 cores
     python benchmarks/pruning.py --trials 10 --epochs 8 --pruners median hyperband
@@ -69,7 +73,8 @@ import optuna  # noqa: E402
 import yaml  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from masklab.sweep.study import make_pruner, open_storage, pruner_kwargs  # noqa: E402
+from masklab.sweep import asha  # noqa: E402
+from masklab.sweep.study import SWEEPER_PRUNERS, make_pruner, open_storage, pruner_kwargs  # noqa: E402
 
 
 def backbone() -> list[str]:
@@ -104,7 +109,8 @@ def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
         sys.exit(f"study {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     storage = open_storage(f"journal:{work}/multirun/{name}/{name}/optuna.journal")
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
-    return [_from_history(t, work / "multirun" / name / name / str(t.number) / "history.csv")
+    # an asha trial trains a segment of its configuration, whose folder (and history) is its first trial's
+    return [_from_history(t, work / "multirun" / name / name / str(t.user_attrs.get("asha_root", t.number)) / "history.csv")
             for t in sorted(trials, key=lambda t: t.number)], time.perf_counter() - start
 
 
@@ -112,8 +118,12 @@ def _from_history(trial, path: Path) -> "_Curve":
     """A trial's per-epoch segm AP and val loss from its history.csv (what it reported to Optuna may be either)."""
     rows = list(csv.DictReader(path.open())) if path.is_file() else []
     rows = [r for r in rows if r.get(AP)]  # validated epochs (a diverged epoch has no AP)
+    span = None
+    if "asha_root" in trial.user_attrs:  # its own epochs of its configuration's history
+        rows = [r for r in rows if int(r["epoch"]) in trial.intermediate_values]
+        span = (trial.user_attrs["asha_root"], min(trial.intermediate_values, default=0))
     curve = _Curve([float(r[AP]) for r in rows], trial.state.name, number=trial.number,
-                   signals={LOSS: [-float(r[LOSS]) for r in rows]})  # negated: the study maximises
+                   signals={LOSS: [-float(r[LOSS]) for r in rows]}, span=span)  # negated: the study maximises
     reported = [v for _, v in sorted(trial.intermediate_values.items())]
     on = {AP: curve.values, LOSS: curve.signals[LOSS]}
     if not any(len(reported) == len(c) and all(abs(a - b) < 1e-6 for a, b in zip(reported, c)) for c in on.values()):
@@ -153,6 +163,8 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
     """
     if pruner == ORACLE:
         return _oracle(trials)
+    if pruner in SWEEPER_PRUNERS:
+        raise ValueError("asha trains segments, not prefixes: use segments()")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # named as run_study names the real one: Hyperband assigns trials to brackets by a hash of the study name
     epochs = max((len(t.intermediate_values) for t in trials), default=None)  # as the sweeper resolves hyperband's
@@ -175,6 +187,23 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
                 study.tell(trial, max(seen))  # what train.py returns: the best value of the metric
         out.append(seen)
     return out
+
+
+def segments(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> tuple[list["_Curve"], int]:
+    """What a study with ``pruner`` trains on the unpruned study's trials, in order, as (segments, pruned):
+    one prefix per trial, or for ``asha`` every paused and resumed stretch of a trial as its own curve (the
+    sweeper's trials), ranked on ``on`` by the sweeper's own rule (``masklab.sweep.asha``); ``pruned`` counts
+    trials stopped before their last epoch."""
+    if pruner not in SWEEPER_PRUNERS:
+        curves = replay(trials, pruner, kwargs, on=on)
+        return [t.prefix(len(c)) for c, t in zip(curves, trials)], sum(len(c) < len(t.values) for c, t in zip(curves, trials))
+    epochs = max(len(t.values) for t in trials)
+    settings = {**asha.DEFAULTS, **pruner_kwargs(pruner, kwargs)}
+    ranked = [t.values if on == AP else t.signals[on] for t in trials]
+    jobs = asha.simulate(ranked, asha.rungs(epochs, **settings), int(settings["reduction_factor"]))
+    out = [trials[i].part(begin, end) for i, begin, end in jobs]
+    reached = {i: end for i, _, end in jobs}
+    return out, sum(reached[i] < len(t.values) for i, t in enumerate(trials))
 
 
 def _oracle(trials) -> list[list[float]]:
@@ -210,13 +239,20 @@ class _Curve:
     """One trial's per-epoch segm AP (``intermediate_values``, as a FrozenTrial has them), its ``state``
     and its other pruning ``signals`` (``val/loss``, negated) for replaying and counting."""
 
-    def __init__(self, values, state: str = "COMPLETE", number: int | None = None, signals: dict | None = None):
+    def __init__(self, values, state: str = "COMPLETE", number: int | None = None, signals: dict | None = None,
+                 span: tuple[int, int] | None = None):
         self.values = list(values)
         self.intermediate_values = dict(enumerate(self.values))
         self.state, self.number, self.signals = TrialState[state], number, dict(signals or {})
+        self.span = tuple(span) if span else None  # asha: (its configuration's index or first trial, first epoch)
 
     def prefix(self, n: int) -> "_Curve":
         return _Curve(self.values[:n], self.state.name, self.number, {k: v[:n] for k, v in self.signals.items()})
+
+    def part(self, begin: int, end: int) -> "_Curve":
+        """Epochs ``[begin, end)`` as an asha segment of this trial's configuration."""
+        return _Curve(self.values[begin:end], self.state.name, self.number,
+                      {k: v[begin:end] for k, v in self.signals.items()}, span=(self.number, begin))
 
 
 def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0.01, on: str = AP,
@@ -233,7 +269,7 @@ def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0
     ratios, never = [], 0
     for _ in range(n):
         order = rng.sample(list(trials), len(trials))
-        reached = epochs_to([_Curve(c) for c in replay(order, pruner, kwargs, on=on)], bar)
+        reached = epochs_to(segments(order, pruner, kwargs, on=on)[0], bar)
         if reached is None:
             never += 1
         else:
@@ -304,7 +340,8 @@ def main(argv=None) -> dict:
 def _recorded(row: dict) -> tuple[dict, list]:
     """A study's row of a saved result without its scores (they are recomputed), and its trials' curves."""
     kept = {k: v for k, v in row.items() if k not in ("epochs_to_bar", "replay_matches")}
-    return kept, [_Curve(ap, state, number, {LOSS: [-v for v in loss]}) for number, state, ap, loss in row["trials"]]
+    return kept, [_Curve(ap, state, number, {LOSS: [-v for v in loss]}, span=span[0] if span else None)
+                  for number, state, ap, loss, *span in row["trials"]]
 
 
 def _take_baseline(args, studies: dict, rows: dict) -> None:
@@ -331,10 +368,10 @@ def run_all_studies(args, real, studies: dict, rows: dict) -> None:
             trials, seconds = run_study(work, pruner, pruner, args)
             studies[label] = trials
             rows[label] = _row(trials, args.tol, minutes=seconds / 60, pruner_kwargs=pruner_kwargs(pruner, epochs=args.epochs),
-                               pruned=sum(t.state.name == "PRUNED" for t in trials),
+                               pruned=_pruned(trials, args.epochs),
                                # unrounded: --baseline/--reuse re-score them, and a pruner's ties follow the last digits
-                               curves=[[t.number, t.state.name, list(t.values), [-v for v in t.signals[LOSS]]]
-                                       for t in trials])
+                               curves=[[t.number, t.state.name, list(t.values), [-v for v in t.signals[LOSS]],
+                                        *([list(t.span)] if t.span else [])] for t in trials])
             print(f"{label:30s} best segm AP {rows[label]['best_segm_AP']:.4f}  epochs to within {args.tol} of it: "
                   f"{rows[label]['epochs_to_own_best']:3d}  total epochs {rows[label]['total_epochs']:3d}  "
                   f"pruned {rows[label]['pruned']:2d}  ({seconds / 60:.1f} min)", flush=True)
@@ -342,19 +379,34 @@ def run_all_studies(args, real, studies: dict, rows: dict) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _pruned(trials, epochs: int) -> int:
+    """Trials (for asha: configurations) that stopped before their last epoch."""
+    if not any(t.span for t in trials):
+        return sum(t.state.name == "PRUNED" for t in trials)
+    reached = {}
+    for t in trials:
+        reached[t.span[0]] = t.span[1] + len(t.values)
+    return sum(end < epochs for end in reached.values())
+
+
 def score(args, real, studies: dict, rows: dict) -> dict:
     unpruned = studies["no pruning"]
     replayed = [(f"{spec}{_on(on)} (replay)", *parse_spec(spec), on) for on in args.replay_on for spec in args.replay
                 if spec != ORACLE or on == AP]  # the oracle knows the AP curves: no signal to choose
     for label, name, kwargs, on in replayed:
-        curves = replay(unpruned, name, kwargs, on=on)
-        studies[label] = [t.prefix(len(c)) for c, t in zip(curves, unpruned)]
-        rows[label] = _row(studies[label], args.tol, pruned=sum(len(c) < len(t.values) for c, t in zip(curves, unpruned)),
+        studies[label], pruned = segments(unpruned, name, kwargs, on=on)
+        rows[label] = _row(studies[label], args.tol, pruned=pruned,
                            **({"pruner_kwargs": pruner_kwargs(name, kwargs, epochs=args.epochs)} if name != ORACLE else {}))
     for label, pruner in real:  # the real pruned study against its replay: equal when training is deterministic
         kwargs = rows[label].setdefault("pruner_kwargs", LEGACY_KWARGS.get(pruner, pruner_kwargs(pruner)))
-        lengths = [len(c) for c in replay(unpruned, pruner, kwargs, on=args.prune_on)]
-        rows[label]["replay_matches"] = lengths == [len(t.values) for t in studies[label]]
+        again = segments(unpruned, pruner, kwargs, on=args.prune_on)[0]
+        # asha: the same segments of the same configurations (the study numbers a configuration by its first trial)
+        firsts = {}
+        for t in studies[label]:
+            firsts.setdefault(t.span[0] if t.span else t.number, len(firsts))
+        trained = [(firsts[t.span[0]], t.span[1], len(t.values)) if t.span else len(t.values) for t in studies[label]]
+        rows[label]["replay_matches"] = trained == [(t.span[0], t.span[1], len(t.values)) if pruner in SWEEPER_PRUNERS
+                                                    else len(t.values) for t in again]
     orders = {label[:-len(" (replay)")]: over_orders(unpruned, name, n=args.orders, tol=args.tol, on=on, kwargs=kwargs)
               for label, name, kwargs, on in replayed}
     base = rows["no pruning"]

@@ -173,6 +173,40 @@ def test_replay_takes_a_pruner_with_its_own_kwargs(tmp_path):
     assert (result["seed"], result["warmup_iters"]) == (2, 20)  # the draw it re-scores, not --seed's default
 
 
+def test_asha_replay_trains_segments_and_a_recorded_asha_study_is_checked_against_it(tmp_path):
+    # rungs 1, 2, 4 (factor 2): the schedule tests/test_asha.py works out by hand for these curves
+    ap = [[0.1, 0.2, 0.3, 0.4], [0.3, 0.5, 0.6, 0.7], [0.0, 0.1, 0.1, 0.1], [0.2, 0.3, 0.35, 0.36]]
+    unpruned = [[n, "COMPLETE", c, [1.0] * 4] for n, c in enumerate(ap)]
+    parts, pruned = pruning.segments(pruning._recorded({"trials": unpruned})[1], "asha",
+                                     {"min_resource": 1, "reduction_factor": 2})
+    assert [(t.span, len(t.values)) for t in parts] == [((0, 0), 1), ((1, 0), 1), ((1, 1), 1), ((2, 0), 1), ((3, 0), 1),
+                                                        ((3, 1), 1), ((1, 2), 2)]
+    assert pruned == 3  # configurations 0, 2, 3 never reach their last epoch
+    # the bar (0.7 - 0.01) is reached in the last segment: 8 epochs against 8 unpruned (trials 0 and 1 in full)
+    assert pruning.epochs_to(parts, 0.69) == 8 and pruning.epochs_to(pruning._recorded({"trials": unpruned})[1], 0.69) == 8
+    # a real asha study as run_study records it: each trial a segment, named by its configuration's first trial
+    # and first epoch; numbered in the order the study ran them (the configuration 1 is the study's trial 1)
+    real = [[0, "PRUNED", [0.1], [1.0], [0, 0]], [1, "PRUNED", [0.3], [1.0], [1, 0]], [2, "PRUNED", [0.5], [1.0], [1, 1]],
+            [3, "PRUNED", [0.0], [1.0], [3, 0]], [4, "PRUNED", [0.2], [1.0], [4, 0]], [5, "PRUNED", [0.3], [1.0], [4, 1]],
+            [6, "COMPLETE", [0.6, 0.7], [1.0, 1.0], [1, 2]]]
+    row = {"epochs_to_own_best": 8, "best_segm_AP": 0.7, "total_epochs": 16, "minutes": 1.0, "pruned": 0}
+    path = tmp_path / "pruning.json"
+    path.write_text(json.dumps({"prune_on": pruning.AP, "trials": 4, "epochs": 4, "sampler": "random", "images": 288,
+                                "rows": {"no pruning": {**row, "trials": unpruned, "pruner_kwargs": {}},
+                                         "asha": {**row, "trials": real, "pruner_kwargs": {"min_resource": 1,
+                                                                                           "reduction_factor": 2}}}}))
+    result = pruning.main(["--reuse", str(path), "--orders", "3", "--replay-on", pruning.AP,
+                           "--replay", "asha:min_resource=1,reduction_factor=2"])
+    assert result["rows"]["asha"]["replay_matches"] is True
+    assert result["rows"]["asha"]["epochs_to_bar"] == 8 and result["ratios"]["asha"]["ratio"] == 1.0
+    real[-1][4] = [0, 2]  # had the study resumed another configuration, its replay would say so
+    path.write_text(json.dumps({**json.loads(path.read_text()), "rows": {
+        **json.loads(path.read_text())["rows"], "asha": {**row, "trials": real, "pruner_kwargs": {
+            "min_resource": 1, "reduction_factor": 2}}}}))
+    result = pruning.main(["--reuse", str(path), "--orders", "1", "--replay-on", pruning.AP, "--replay", "oracle"])
+    assert result["rows"]["asha"]["replay_matches"] is False
+
+
 def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study(tmp_path, capsys):
     curves = [[0, "COMPLETE", [0.1, 0.2, 0.3], [2.0, 1.8, 1.6]], [1, "COMPLETE", [0.0, 0.1, 0.5], [2.0, 1.5, 1.0]]]
     old = {"prune_on": pruning.AP, "trials": 2, "epochs": 3, "images": 288, "val_images": 32, "sampler": "random",
