@@ -4,11 +4,14 @@ from __future__ import annotations
 import csv
 
 import mlflow
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from masklab import MasklabError
 from masklab.sweep.asha import Config, promotion, rungs, simulate
-from masklab.sweep.study import make_pruner
+from masklab.sweep.study import WORKER_DIED, make_pruner
+from masklab.sweep.sweeper import OptunaSweeperBase
 from test_sweep import load, run, sweep_cmd
 
 
@@ -57,6 +60,37 @@ def test_simulate_pauses_every_configuration_and_resumes_only_the_leaders():
     assert simulate(curves, [1, 2, 4], 2) == [(0, 0, 1), (1, 0, 1), (1, 1, 2), (2, 0, 1), (3, 0, 1), (3, 1, 2), (1, 2, 4)]
     # a curve shorter than its rung (a failed trial) stops there and never waits
     assert simulate([[0.9], [0.1, 0.2]], [2, 4], 2) == [(0, 0, 1), (1, 0, 2)]
+
+
+def _paused_then_resumed(fail_reason: str | None):
+    """Configurations 0 (0.5) and 1 (0.1) paused at rung 0 of [1, 2, 4]; then 0 resumed, and that trial failed with
+    ``fail_reason`` (None: still running). Returns (sweeper, study, what _promotion says before the resume)."""
+    sweeper = OptunaSweeperBase(study_name="x", pruner="asha")
+    sweeper._rungs, sweeper._eta = [1, 2, 4], 2
+    study = optuna.create_study(direction="maximize")
+    lr = {"lr": optuna.distributions.FloatDistribution(0, 1)}
+    for root, value in ((0, 0.5), (1, 0.1)):
+        t = study.ask(lr)
+        t.set_user_attr("asha_root", root), t.set_user_attr("asha_rung", 0), t.set_user_attr("asha_paused", True)
+        t.report(value, 0)
+        study.tell(t, state=TrialState.PRUNED)
+    before = sweeper._promotion(study)
+    resumed = study.ask(lr)
+    resumed.set_user_attr("asha_root", 0), resumed.set_user_attr("asha_rung", 1)
+    resumed.report(0.6, 1)
+    if fail_reason:
+        resumed.set_user_attr("fail_reason", fail_reason)
+        study.tell(resumed, state=TrialState.FAIL)
+    return sweeper, study, before
+
+
+def test_a_killed_resume_leaves_its_configuration_waiting_and_a_failed_one_ends_it():
+    sweeper, study, before = _paused_then_resumed(None)
+    assert before == (0, 0) and sweeper._promotion(study) is None  # 0 leads rung 0; then it runs
+    sweeper, study, _ = _paused_then_resumed(WORKER_DIED)  # what the next session marks a killed trial with
+    assert sweeper._promotion(study) == (0, 0)  # resumed again (from its last checkpoint)
+    sweeper, study, _ = _paused_then_resumed("objective ['val/segm_AP'] is NaN/inf")
+    assert sweeper._promotion(study) is None  # it failed on its own: it ends there
 
 
 @pytest.mark.slow

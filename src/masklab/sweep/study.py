@@ -150,12 +150,15 @@ def is_stale(frozen: optuna.trial.FrozenTrial, stale_after_s: float) -> bool:
     return time.time() - float(a.get("masklab_heartbeat", started)) > stale_after_s
 
 
+WORKER_DIED = "worker died (killed or crashed) mid-trial"
+
+
 def fail_stale(study: optuna.Study, stale_after_s: float) -> list[int]:
     """Mark RUNNING trials whose worker is gone FAIL (with the reason); return their numbers."""
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if is_stale(t, stale_after_s):
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker died (killed or crashed) mid-trial")
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", WORKER_DIED)
             with contextlib.suppress(Exception):  # another worker may have just marked it
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             failed.append(t.number)

@@ -273,6 +273,9 @@ class OptunaSweeperBase(Sweeper):
             if "asha_root" not in t.user_attrs:
                 continue
             c = configs.setdefault(t.user_attrs["asha_root"], asha.Config(t.user_attrs["asha_root"]))
+            if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason") == st.WORKER_DIED and \
+                    t.user_attrs["asha_rung"]:  # a killed resume: the configuration still waits where it was
+                continue
             c.values.update({step: sign * v for step, v in t.intermediate_values.items()})
             # the configuration's latest trial says whether it waits: a paused one, not a failed or running one
             c.paused_at = t.user_attrs["asha_rung"] if t.state == optuna.trial.TrialState.PRUNED and \
