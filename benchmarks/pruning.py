@@ -269,7 +269,9 @@ def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0
     ratios, never = [], 0
     for _ in range(n):
         order = rng.sample(list(trials), len(trials))
-        reached = epochs_to(segments(order, pruner, kwargs, on=on)[0], bar)
+        trained = segments(order, pruner, kwargs, on=on)[0] if pruner in SWEEPER_PRUNERS else \
+            [_Curve(c) for c in replay(order, pruner, kwargs, on=on)]
+        reached = epochs_to(trained, bar)
         if reached is None:
             never += 1
         else:

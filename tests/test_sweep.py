@@ -427,6 +427,7 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
     monkeypatch.setattr(sw, "_free_memory", spy)
     sweeper = object.__new__(sw.OptunaSweeperBase)
     sweeper.launcher, sweeper.study_name, sweeper.validate_batch_is_legal = Launcher(), "s", lambda batch: None
+    sweeper._rungs = None  # not an asha study
     sweeper._tell = lambda study, trial, error, value: sw.user_message(error)
     reason = sweeper._run(None, types.SimpleNamespace(params={}, number=0, _trial_id=0), [], "journal:x", None)
     assert freed == [True]

@@ -30,8 +30,9 @@ def trial_of(cfg: DictConfig) -> tuple[optuna.Study, optuna.Trial] | tuple[None,
 def pruning_bridge(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig) -> "PruningBridge":
     """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric)."""
     signal = study.user_attrs.get("masklab_pruner", {})
+    sweep = getattr(cfg, "sweep", None)  # asha's rung, where this trial pauses
     return PruningBridge(study, trial, signal.get("on") or cfg.optimized_metric, signal.get("sign", 1),
-                         objectives=signal.get("objectives", ()), stop_epoch=cfg.sweep.get("stop_epoch"))
+                         objectives=signal.get("objectives", ()), stop_epoch=sweep.get("stop_epoch") if sweep else None)
 
 
 class PruningBridge(L.Callback):
