@@ -135,7 +135,8 @@ def test_an_asha_study_pauses_and_resumes_trials_in_their_own_folder(tmp_path):
         run_id = t.user_attrs["mlflow_run_id"]
         assert run_id == study.trials[t.user_attrs["asha_root"]].user_attrs["mlflow_run_id"]
         assert len(client.get_metric_history(run_id, "val/loss")) == 4
-        assert client.get_run(run_id).data.tags["trial_state"] == "COMPLETE"
+        tags = client.get_run(run_id).data.tags
+        assert tags["trial_state"] == "COMPLETE" and "prune_reason" not in tags  # (it said paused until resumed)
     assert len(client.search_runs([exp])) == 1 + 4  # the study's run and one child run per configuration
     out = proc.stdout + proc.stderr
     assert f"resumes trial {finished[0].user_attrs['asha_root']}, epochs 3-4" in out  # the summary table says so

@@ -9,6 +9,8 @@ and gets tags ``trial_number``, ``trial_state`` (COMPLETE / PRUNED / FAIL), ``fa
 """
 from __future__ import annotations
 
+import contextlib
+
 import functools
 import logging
 import warnings
@@ -86,6 +88,9 @@ class Tracker:
                     **{f"sampled.{k}": str(v) for k, v in frozen.params.items()}}
             if "asha_rung" in frozen.user_attrs:  # one run per configuration: the trial of its latest rung
                 tags["asha_rung"] = str(frozen.user_attrs["asha_rung"])
+                if state != TrialState.PRUNED:  # resumed and finished: no longer waiting where it paused
+                    with contextlib.suppress(Exception):  # (no such tag: it never paused)
+                        self.client.delete_tag(run_id, "prune_reason")
             if reason:
                 tags["fail_reason" if state == TrialState.FAIL else "prune_reason"] = reason[:5000]
             for k, v in tags.items():
