@@ -77,9 +77,17 @@ from masklab.sweep import asha  # noqa: E402
 from masklab.sweep.study import SWEEPER_PRUNERS, make_pruner, open_storage, pruner_kwargs  # noqa: E402
 
 
+WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v2_imagenet_features.pth"
+#: what a result's trials started from (results before 2026-11-24 do not say: all of them had the weights)
+PRETRAINED, SCRATCH = "mobilenet_v2 imagenet", "shapes default, from scratch"
+
+
 def backbone() -> list[str]:
-    weights = ROOT.parent / "shared" / "weights" / "mobilenet_v2_imagenet_features.pth"
-    return ["backbone=mobilenet_v2", f"backbone.weights={weights}"] if weights.is_file() else []
+    return ["backbone=mobilenet_v2", f"backbone.weights={WEIGHTS}"] if WEIGHTS.is_file() else []
+
+
+def backbone_name() -> str:
+    return PRETRAINED if WEIGHTS.is_file() else SCRATCH
 
 
 AP, LOSS = "val/segm_AP", "val/loss"
@@ -316,6 +324,10 @@ def main(argv=None) -> dict:
         p.error("--reuse re-scores a result without training, --baseline trains its --pruners: give one")
     if args.save:  # now, not after an hour of training: a --save into a folder not there yet lost the result
         args.save.parent.mkdir(parents=True, exist_ok=True)
+    args.backbone = backbone_name()
+    if not args.reuse and args.backbone == SCRATCH:
+        print(f"note: no {WEIGHTS}: trials train from scratch, unlike the recorded results (benchmarks/RESULTS.md)",
+              flush=True)
     studies, rows = {}, {}
     if args.reuse:
         old = json.loads(args.reuse.read_text())
@@ -324,6 +336,7 @@ def main(argv=None) -> dict:
         args.images, args.val_images = old.get("images", 96), old.get("val_images", 32)  # before 2026-11-22: 96 / 32
         # the draw it scored (a --seed 2 result was printed and saved as seed 0); results before stop 22 have none
         args.seed, args.warmup_iters = old.get("seed", args.seed), old.get("warmup_iters", args.warmup_iters)
+        args.backbone = old.get("backbone", PRETRAINED)
         real = [(label, label.split(" ")[0]) for label, r in old["rows"].items() if "minutes" in r and label != "no pruning"]
         for label in ("no pruning", *(lb for lb, _ in real)):
             rows[label], studies[label] = _recorded(old["rows"][label])
@@ -354,8 +367,10 @@ def _take_baseline(args, studies: dict, rows: dict) -> None:
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"--baseline {args.baseline}: not a pruning.py result with an unpruned study ({e})")
     wanted = {"trials": args.trials, "epochs": args.epochs, "images": args.images, "val_images": args.val_images,
-              "sampler": args.sampler, "seed": args.seed, "warmup_iters": args.warmup_iters}
-    differs = {k: (old.get(k), v) for k, v in wanted.items() if old.get(k) != v}
+              "sampler": args.sampler, "seed": args.seed, "warmup_iters": args.warmup_iters, "backbone": args.backbone}
+    # a copy of the repo outside ../shared's parent trained from scratch and was compared with pretrained curves
+    had = {**old, "backbone": old.get("backbone", PRETRAINED)}
+    differs = {k: (had.get(k), v) for k, v in wanted.items() if had.get(k) != v}
     if differs:
         sys.exit(f"--baseline {args.baseline}: its unpruned study ran another study: "
                  + ", ".join(f"{k} {a} here {b}" for k, (a, b) in differs.items()))
@@ -437,7 +452,7 @@ def score(args, real, studies: dict, rows: dict) -> dict:
               f"bar never reached in {o['share_never']:.0%}")
     return {"rows": rows, "ratios": ratios, "bar": bar, "sampler": args.sampler, "trials": args.trials, "epochs": args.epochs,
             "images": args.images, "val_images": args.val_images, "orders": orders, "prune_on": args.prune_on,
-            "seed": args.seed, "warmup_iters": args.warmup_iters}
+            "seed": args.seed, "warmup_iters": args.warmup_iters, "backbone": args.backbone}
 
 
 def _row(trials, tol: float, curves=None, **extra) -> dict:

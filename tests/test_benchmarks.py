@@ -207,7 +207,7 @@ def test_asha_replay_trains_segments_and_a_recorded_asha_study_is_checked_agains
     assert result["rows"]["asha"]["replay_matches"] is False
 
 
-def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study(tmp_path, capsys):
+def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study(tmp_path, capsys, monkeypatch):
     curves = [[0, "COMPLETE", [0.1, 0.2, 0.3], [2.0, 1.8, 1.6]], [1, "COMPLETE", [0.0, 0.1, 0.5], [2.0, 1.5, 1.0]]]
     old = {"prune_on": pruning.AP, "trials": 2, "epochs": 3, "images": 288, "val_images": 32, "sampler": "random",
            "seed": 0, "warmup_iters": 0,
@@ -215,6 +215,8 @@ def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study
                                    "minutes": 1.0, "pruned": 0, "pruner_kwargs": {}}}}
     path, saved = tmp_path / "base.json", tmp_path / "results" / "out.json"  # a folder not there yet
     path.write_text(json.dumps(old))
+    (tmp_path / "weights.pth").touch()  # as where ../shared has them (the trials would start from them)
+    monkeypatch.setattr(pruning, "WEIGHTS", tmp_path / "weights.pth")
     # no --pruners: nothing trains, the baseline's curves are scored and the result saved
     result = pruning.main(["--baseline", str(path), "--trials", "2", "--epochs", "3", "--pruners", "--orders", "3",
                            "--replay", pruning.ORACLE, "--save", str(saved)])
@@ -226,6 +228,10 @@ def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study
         assert str(e) == f"--baseline {path}: its unpruned study ran another study: epochs 3 here 6"
     else:
         raise AssertionError("a baseline of 3-epoch trials stood in for 6-epoch ones")
+    # a checkout whose ../shared has no ImageNet weights trains from scratch: not the recorded (pretrained) study
+    monkeypatch.setattr(pruning, "WEIGHTS", tmp_path / "no-such.pth")
+    with pytest.raises(SystemExit, match=f"backbone {pruning.PRETRAINED} here {pruning.SCRATCH}"):
+        pruning.main(["--baseline", str(path), "--trials", "2", "--epochs", "3", "--pruners", "median"])
 
 
 def test_precision_benchmark_refuses_unknown_modes_and_a_machine_without_gpu(capsys, monkeypatch):
