@@ -10,7 +10,6 @@ and gets tags ``trial_number``, ``trial_state`` (COMPLETE / PRUNED / FAIL), ``fa
 from __future__ import annotations
 
 import contextlib
-
 import functools
 import logging
 import warnings

@@ -10,7 +10,8 @@ mid-trial); on other hosts a trial is declared dead when its heartbeat (refreshe
 epoch; before the first, its start time) is older than ``stale_after_s``.
 
 Budget: ``n_trials`` counts COMPLETE + PRUNED trials (FAIL ones are retried, up to ``max_failures``; a
-COMPLETE trial that repeated an earlier one's parameters, not trained, does not count). Asking for a trial
+COMPLETE trial that repeated an earlier one's parameters, not trained, does not count; with ``pruner=asha``, a trial
+that resumes a paused configuration does not either: it counts configurations). Asking for a trial
 happens under a lock file beside the storage, and a worker only asks while finished + running < ``n_trials``,
 so workers never overshoot and trial numbers are distinct (Optuna numbers them in the storage).
 """

@@ -14,7 +14,9 @@ own output dir), and tells Optuna the outcome:
   random start-up and a small categorical space do; Optuna's FAQ answer, optuna/optuna#2021): it gets that
   trial's values and ``same_as`` (its MLflow child run that run's params and metrics), and does not count
   against ``n_trials``; a study whose finite space has every setting done stops there (``duplicates=train``
-  trains them again, for noisy GPU runs).
+  trains them again, for noisy GPU runs);
+- with ``pruner=asha``, PRUNED with ``asha_paused`` at a rung, and resumed later by an enqueued trial
+  when it ranks among the rung's leaders (:mod:`masklab.sweep.asha`).
 
 Storage, crash recovery and the shared ``n_trials`` budget: :mod:`masklab.sweep.study`.
 MLflow parent/child runs, the best-params YAML, plots and the summary: :mod:`masklab.sweep.report`.
@@ -186,7 +188,7 @@ class OptunaSweeperBase(Sweeper):
                 break
             if repeats:
                 continue
-            if self._rungs and trial.user_attrs.get("asha_rung"):
+            if promoted:
                 log.info("trial %d resumes trial %d's configuration at epoch %d (asha rung %d of %d)", trial.number,
                          trial.user_attrs["asha_root"], self._rungs[trial.user_attrs["asha_rung"] - 1],
                          trial.user_attrs["asha_rung"], len(self._rungs) - 1)
@@ -249,7 +251,8 @@ class OptunaSweeperBase(Sweeper):
             c = st.counts(study)
             trials = study.get_trials(deepcopy=False)
             reused = sum("same_as" in t.user_attrs for t in trials)
-            resumed = sum(bool(t.user_attrs.get("asha_rung")) for t in trials if t.state in (*st.FINISHED, optuna.trial.TrialState.RUNNING))
+            # asha: n_trials counts configurations, not the trials that resume them
+            resumed = sum(bool(t.user_attrs.get("asha_rung")) for t in trials if t.state != optuna.trial.TrialState.FAIL)
             if c["COMPLETE"] - reused - resumed + c["PRUNED"] + c["RUNNING"] >= self.n_trials:
                 return None
             if self.duplicates == "reuse" and (size := space_size(dists)) is not None:
