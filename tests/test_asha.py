@@ -148,3 +148,16 @@ def test_asha_refuses_a_swept_number_of_epochs(tmp_path):
     proc = run(sweep_cmd(tmp_path, "schedule.epochs=choice(2,4)", "hydra.sweeper.pruner=asha"), tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: hydra.sweeper.pruner=asha pauses every trial")
+
+
+@pytest.mark.slow
+def test_asha_with_two_objectives_trains_every_trial_in_full(tmp_path):
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", "hydra.sweeper.sampler=nsgaii",
+                         "hydra.sweeper.objectives=[val/segm_AP,val/loss]", "hydra.sweeper.directions=[maximize,minimize]",
+                         "hydra.sweeper.pruner=asha", "hydra.sweeper.pruner_kwargs={min_resource:1,reduction_factor:2}",
+                         "schedule.epochs=2", n_trials=2), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [t.state.name for t in load(tmp_path).trials] == ["COMPLETE", "COMPLETE"]  # none paused at epoch 1
+    assert "(hydra.sweeper.pruner=asha has no effect)" in proc.stdout + proc.stderr
+    rows = (tmp_path / "multirun" / "s" / "s" / "0" / "history.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2  # both epochs trained

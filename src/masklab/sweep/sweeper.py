@@ -141,7 +141,8 @@ class OptunaSweeperBase(Sweeper):
         signal = st.pruning_signal(self.prune_on or names[0], self.prune_mode or (None if self.prune_on else
                                    {"maximize": "max", "minimize": "min"}[dirs[0]]), dirs[0])
         study.set_user_attr("masklab_pruner", {"name": self.pruner_name, "kwargs": kwargs, **signal, "objectives": names})
-        self._rungs = self._asha_rungs(dists, kwargs) if self.pruner_name in st.SWEEPER_PRUNERS else None
+        # several objectives: Optuna prunes nothing and asha would have no one ranking (the warning below)
+        self._rungs = self._asha_rungs(dists, kwargs) if self.pruner_name in st.SWEEPER_PRUNERS and len(names) == 1 else None
         if len(names) > 1 and self.pruner_name != "none":
             log.warning("%d objectives: Optuna prunes single-objective studies only, so every trial runs in full "
                         "(hydra.sweeper.pruner=%s has no effect)", len(names), self.pruner_name)
@@ -151,8 +152,6 @@ class OptunaSweeperBase(Sweeper):
         if "schedule.epochs" in dists:
             raise MasklabError("hydra.sweeper.pruner=asha pauses every trial at the same epochs: sweep schedule.epochs "
                                "with another pruner, or fix it")
-        if len(self._objectives()[0]) > 1:
-            raise MasklabError("hydra.sweeper.pruner=asha ranks trials on one objective; with several, use pruner=none")
         epochs = self._max_epochs(dists)
         if not epochs:
             raise MasklabError("hydra.sweeper.pruner=asha needs schedule.epochs (the last rung)")
