@@ -229,7 +229,9 @@ def test_cma_es_sampler_runs_past_its_first_trial(tmp_path):
 
 
 def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
-    cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=3", n_trials=3)
+    # pruner=none: every trial runs to its end whatever the default pruner (asha would pause them at epoch 2)
+    cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=3", "hydra.sweeper.pruner=none",
+                    n_trials=3)
     proc = run(cmd, tmp_path, wait=False)
     journal = tmp_path / "multirun" / "s" / "s" / "optuna.journal"
     deadline, killed = time.time() + 300, None
