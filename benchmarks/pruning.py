@@ -3,7 +3,7 @@
 
 Every study runs through the real sweeper (``python src/train.py -m hydra/sweeper=optuna``) on
 shapes with the same space, sampler and sampler seed; only ``hydra.sweeper.pruner`` differs: none,
-then each of ``--pruners`` (default: ``median``, the product's default; ASHA (``successive_halving``) and
+then each of ``--pruners`` (default: ``asha``, the product's default; ASHA (``successive_halving``) and
 ``hyperband`` are replayed, see below). For each study: trials in order,
 epochs each trained (validation epochs reported to Optuna), and the total epochs spent until the
 best segm AP so far is within ``--tol`` of the final best of the study *without* pruning: the epochs
@@ -296,7 +296,7 @@ def main(argv=None) -> dict:
     p.add_argument("--images", type=int, default=288,
                    help="shapes training images per epoch (36 steps of 8; the main job's epoch is 1100, see above)")
     p.add_argument("--val-images", type=int, default=32, help="shapes validation images (scored every epoch)")
-    p.add_argument("--pruners", nargs="*", default=["median"],
+    p.add_argument("--pruners", nargs="*", default=["asha"],
                    help="pruned studies really run beside the unpruned one (conf/hydra/sweeper/optuna.yaml: pruner)")
     p.add_argument("--sampler", choices=["random", "tpe"], default="random",
                    help="random: trial k has the same configuration in every study; tpe: the product's default")

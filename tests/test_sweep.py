@@ -214,7 +214,7 @@ def test_two_objectives_with_nsga2_complete_and_leave_a_pareto_front(tmp_path):
     study = load(tmp_path)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"] and all(len(t.values) == 2 for t in study.trials)
     assert study.trials[0].values[1] == pytest.approx(study.trials[0].user_attrs["metrics"]["val/loss"])
-    assert "Optuna prunes single-objective studies only" in proc.stdout + proc.stderr  # the default median pruner is off
+    assert "Optuna prunes single-objective studies only" in proc.stdout + proc.stderr  # the default pruner (asha) is off
     sweep_dir = tmp_path / "multirun" / "s" / "s"
     assert (sweep_dir / "plots" / "pareto_front.png").is_file() and (sweep_dir / "tuned" / "best.yaml").is_file()
 
@@ -324,7 +324,7 @@ def test_bad_trials_are_pruned_and_tagged(tmp_path):
     # (box_score_thresh does not change the loss: it only makes 3 copies of each learning rate for the grid)
     proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.02,0.0)", "nms.box_score_thresh=choice(0.05,0.06,0.07)",
                          "hydra.sweeper.sampler=grid", "schedule=constant", "schedule.warmup_iters=0",
-                         "hydra.sweeper.seed=0", "hydra.sweeper.prune_on=val/loss", "schedule.epochs=3",
+                         "hydra.sweeper.seed=0", "hydra.sweeper.pruner=median", "hydra.sweeper.prune_on=val/loss", "schedule.epochs=3",
                          "data.train.num_images=8", "hydra.sweeper.pruner_kwargs={n_startup_trials:1,n_warmup_steps:1}",
                          n_trials=6), tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -74,7 +74,7 @@ SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomS
 
 class OptunaSweeperBase(Sweeper):
     def __init__(self, study_name: str, storage: str | None = None, n_trials: int = 20, sampler: str = "tpe",
-                 seed: int | None = None, sampler_kwargs: dict | None = None, pruner: str = "median",
+                 seed: int | None = None, sampler_kwargs: dict | None = None, pruner: str = "asha",
                  pruner_kwargs: dict | None = None, objectives=None, directions=None, max_failures: int = 5,
                  stale_after_s: float = 3600.0, params: dict | None = None, prune_on: str | None = None,
                  prune_mode: str | None = None, duplicates: str = "reuse"):
