@@ -21,7 +21,7 @@ on the same curves; its study's trials are segments of configurations, counted i
 A resumed trial does not train exactly its unpruned curve (Lightning does not restore the RNG state, so
 its data order after the pause differs), so its real study may part from its replay after a promotion.
 
-    python benchmarks/pruning.py                      # 20 trials x 12 epochs of 288 images; none + median: ~95 min on 2 cores
+    python benchmarks/pruning.py                      # 20 trials x 12 epochs of 288 images; none + asha: ~2 h on 2 cores
     python benchmarks/pruning.py --trials 10 --epochs 8 --pruners median hyperband
     python benchmarks/pruning.py --save u.json --pruners             # the unpruned study alone (~63 min) ...
     python benchmarks/pruning.py --baseline u.json --pruners successive_halving   # ... then pruned studies beside it
@@ -303,7 +303,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0, help="sampler seed (the same for every study)")
     p.add_argument("--warmup-iters", type=int, default=0, help="LR warmup steps of every trial")
     p.add_argument("--tol", type=float, default=0.01)
-    p.add_argument("--replay", nargs="*", default=["median", "successive_halving", "hyperband", ORACLE],
+    p.add_argument("--replay", nargs="*", default=["asha", "median", "successive_halving", "hyperband", ORACLE],
                    help="pruners replayed on the unpruned study's curves (no training; see replay()), each with "
                         "masklab's defaults or given kwargs (percentile:percentile=25,n_startup_trials=1); "
                         "oracle: the bound of any pruner that lets the best-so-far trials finish")
