@@ -316,7 +316,7 @@ def test_help_lists_groups_options_and_each_tools_own_keys():
     assert "dataset_defaults" not in train  # included by the data options, not a group to pick (Hydra listed it)
     assert "hydra.sweeper" in train and "n_trials" not in train  # where the study's keys are, not them
     keys = study.split("== Optuna study (-m hydra/sweeper=optuna; hydra.sweeper.key=value) ==\n", 1)[1]
-    for line in ("n_trials: 20             # trained COMPLETE + PRUNED trials in total", "pruner: median ", "max_failures: 5 ", "duplicates: reuse "):
+    for line in ("n_trials: 20             # trained COMPLETE + PRUNED trials in total", "pruner: asha ", "max_failures: 5 ", "duplicates: reuse "):
         assert any(ln.startswith(line) for ln in keys.splitlines()), line
     assert "_target_: hydra_plugins" not in keys
     # the other tools printed train's groups and ~170 lines of its composed config, their own keys at the bottom
