@@ -206,7 +206,7 @@ def segments(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> t
         curves = replay(trials, pruner, kwargs, on=on)
         return [t.prefix(len(c)) for c, t in zip(curves, trials)], sum(len(c) < len(t.values) for c, t in zip(curves, trials))
     epochs = max(len(t.values) for t in trials)
-    settings = {**asha.DEFAULTS, **pruner_kwargs(pruner, kwargs)}
+    settings = asha.settings(kwargs)
     ranked = [t.values if on == AP else t.signals[on] for t in trials]
     jobs = asha.simulate(ranked, asha.rungs(epochs, **settings), int(settings["reduction_factor"]))
     out = [trials[i].part(begin, end) for i, begin, end in jobs]

@@ -31,6 +31,16 @@ from masklab import MasklabError
 DEFAULTS = {"min_resource": 2, "reduction_factor": 3}
 
 
+def settings(kwargs: dict | None = None) -> dict:
+    """``hydra.sweeper.pruner_kwargs`` for asha over its defaults, checked (unknown keys, values)."""
+    unknown = sorted(set(kwargs or {}) - set(DEFAULTS))
+    if unknown:
+        raise MasklabError(f"hydra.sweeper.pruner_kwargs for asha: unknown {unknown}; it takes {sorted(DEFAULTS)}")
+    out = {**DEFAULTS, **(kwargs or {})}
+    rungs(2, **out)  # checks the values
+    return out
+
+
 def rungs(epochs: int, min_resource: int = 2, reduction_factor: int = 3) -> list[int]:
     """Epoch counts at which a trial pauses, ending with ``epochs`` (its last): 2, 6, 12 for 12 epochs."""
     if int(min_resource) < 1 or int(reduction_factor) < 2:

@@ -155,7 +155,7 @@ class OptunaSweeperBase(Sweeper):
         epochs = self._max_epochs(dists)
         if not epochs:
             raise MasklabError("hydra.sweeper.pruner=asha needs schedule.epochs (the last rung)")
-        settings = {**asha.DEFAULTS, **kwargs}
+        settings = asha.settings(kwargs)
         self._eta = int(settings["reduction_factor"])
         return asha.rungs(int(epochs), **settings)
 

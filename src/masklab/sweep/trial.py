@@ -100,9 +100,9 @@ def finish_trial(trial: optuna.Trial, bridge: PruningBridge, metrics: dict) -> N
     """Leave the final metrics on the trial (for several objectives); raise ``TrialPruned`` if it was pruned."""
     trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
     if bridge.paused_at is not None:
-        kwargs = {**asha.DEFAULTS, **trial.study.user_attrs.get("masklab_pruner", {}).get("kwargs", {})}
+        settings = asha.settings(trial.study.user_attrs.get("masklab_pruner", {}).get("kwargs"))
         raise optuna.TrialPruned(f"asha: paused after epoch {bridge.paused_at + 1}, resumed if in the top "
-                                 f"1/{kwargs['reduction_factor']} there")
+                                 f"1/{settings['reduction_factor']} there")
     if bridge.pruned_at is not None:
         raise optuna.TrialPruned(f"pruned by the {type(trial.study.pruner).__name__} after epoch {bridge.pruned_at} "
                                  f"({bridge.metric} {bridge.pruned_value:.4g})")
