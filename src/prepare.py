@@ -28,6 +28,8 @@ def main(cfg: DictConfig) -> None:
         report = prepare(cfg)
     text = markdown(report)
     print(text.split("\n### ")[0])  # the tables; every record is in report.md / report.json
+    for sentence in report.get("advice", []):
+        log.warning("%s", sentence)
     root = Path(cfg.data.prepare.get("root") or cfg.data.root)
     print(f"canonical dataset: {root}\nreport: {root / 'report.md'}\ntrain on it: {train_command(cfg, root)}")
 

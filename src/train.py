@@ -22,14 +22,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from masklab import exit_on_error, quiet_lightning, user_message  # noqa: E402
+from masklab.data.auto import resolve  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.eval.gallery import log_predictions  # noqa: E402
 from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.model.trainer import make_trainer  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
 from masklab.track.history import History, ValidateLastEpoch  # noqa: E402
-from masklab.track.mlflow_utils import (artifact_location, default_run_name, end_failed, log_params,  # noqa: E402
-                                        log_run_files)
+from masklab.track.mlflow_utils import (artifact_location, default_run_name, end_failed, log_fit,  # noqa: E402
+                                        log_params, log_run_files)
 from masklab.track.resume import check_resumable, resume_checkpoint  # noqa: E402
 from masklab.track.summary import export_files, run_summary  # noqa: E402
 
@@ -49,12 +50,15 @@ def make_logger(cfg: DictConfig, run_id: str | None):
 def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
     """One training run; returns the best value of ``cfg.optimized_metric``."""
     L.seed_everything(cfg.seed, workers=True)
+    cfg, fit = resolve(cfg)  # every `auto` value from the prepared data's statistics, logged with its reason
     ckpt_path = resume_checkpoint(cfg.resume, Path(cfg.paths.output_root) / cfg.experiment_name)
     datamodule = build_datamodule(cfg)
     module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
     run_id = check_resumable(ckpt_path, module, cfg) if ckpt_path else None  # its MLflow run goes on
     logger = make_logger(cfg, run_id)
     try:
+        if logger:
+            log_fit(logger, fit)
         return _fit_and_report(cfg, output_dir, datamodule, module, ckpt_path, logger, extra_callbacks)
     except optuna.TrialPruned:
         raise  # a pruned trial: its run is tagged pruned, not failed
@@ -80,7 +84,7 @@ def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, 
     bridge = [pruning_bridge(study, trial, cfg)] if trial else []
     if trial and logger:
         trial.set_user_attr("mlflow_run_id", logger.run_id)
-    trainer = make_trainer(cfg, max_epochs=cfg.schedule.epochs, logger=logger,
+    trainer = make_trainer(cfg, max_epochs=cfg.schedule.epochs, max_steps=cfg.schedule.get("steps") or -1, logger=logger,
                            callbacks=[checkpoint, last, History(output_dir), ValidateLastEpoch(), *bridge, *extra_callbacks],
                            default_root_dir=str(output_dir), gradient_clip_val=cfg.grad_clip_norm or None)
     if ckpt_path:

@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import ROOT, TINY_MODEL, compose_cfg, make_tiny_prepared, needs_shared
+from masklab.data.auto import resolved
 from masklab import MasklabError
 from masklab.data.datamodule import build_datamodule
 from masklab.model.build import build_model, parameter_summary, set_trainable
@@ -35,6 +36,7 @@ def test_option_builds_and_trains_one_step(group, option, tmp_path):
     if group == "trainer" and cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         assert cfg.trainer.precision == "32-true"  # AMP was slower on an H100 (conf/trainer/gpu.yaml)
         pytest.skip("trainer=%s needs a CUDA GPU (config composed and checked)" % option)
+    cfg = resolved(cfg)  # as train.py does: the auto values of prepared data from its statistics
     datamodule = build_datamodule(cfg)
     module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}

@@ -9,8 +9,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from masklab import MasklabError
+from masklab.data.auto import resolved
 from masklab.data.dataset import CocoDataset
-from masklab.data.transforms import Augment, CapInstances, Compose, to_tensor
+from masklab.data.transforms import Augment, CapInstances, Compose, ScaleCrop, to_tensor
 
 
 def collate(batch):
@@ -21,16 +22,19 @@ def collate(batch):
 class DetectionDataModule(L.LightningDataModule):
     def __init__(self, train: Dataset, val: Dataset, class_names, test: Dataset | None = None,
                  image_size: int | None = None, augmentation: Augment | None = None,
-                 max_gt_instances: int = 100, batch_size: int = 2, num_workers: int = 0):
+                 max_gt_instances: int = 100, batch_size: int = 2, num_workers: int = 0, crop_size: int | None = None):
         super().__init__()
         self.image_size = image_size  # the data group's nominal size; the model resizes (image_min/max_size)
         self.class_names = list(class_names)
         self.batch_size, self.num_workers = batch_size, num_workers
-        train.transform = Compose([augmentation, CapInstances(max_gt_instances), to_tensor])
+        tiles = ScaleCrop(image_size, crop_size) if crop_size else None  # the model then skips its own resize
+        if train is not None:  # evaluate.py reads a prepared set that may have no train split
+            train.transform = Compose([tiles, augmentation, CapInstances(max_gt_instances), to_tensor])
         for ds in (val, test):
             if ds is not None:
                 ds.transform = Compose([to_tensor])
         self.datasets = {"train": train, "val": val, "test": test}
+        self.missing: dict[str, str] = {}  # split -> why it is None (a prepared set without it)
 
     @property
     def num_classes(self) -> int:
@@ -42,6 +46,23 @@ class DetectionDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, collate_fn=collate,
                           persistent_workers=self.num_workers > 0)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.check_instances()
+
+    def check_instances(self) -> None:
+        """Training on a split without instances learns (or scores) nothing and still ended 'successfully'."""
+        for split in ("train", "val"):
+            ds = self.datasets[split]
+            if ds is None:
+                raise MasklabError(self.missing[split])
+            count = getattr(ds, "instance_count", None)
+            if count is not None and count() == 0:
+                where = getattr(ds, "root", "the data")
+                raise MasklabError(f"{where}: the {split} split has no instances ({len(ds)} images), nothing to "
+                                   f"{'learn' if split == 'train' else 'score'}: its report.md says what was dropped; "
+                                   "prepare it again (data.prepare.split / seed, or fix the annotations)")
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
@@ -52,23 +73,35 @@ class DetectionDataModule(L.LightningDataModule):
         return self._loader("test" if self.datasets["test"] is not None else "val", shuffle=False)
 
 
-def from_prepared(root: str, image_size: int | None = None, drop_empty: bool = True, **kwargs) -> DetectionDataModule:
+def from_prepared(root: str, image_size: int | None = None, drop_empty: bool = True, crop_size: int | None = None,
+                  **kwargs) -> DetectionDataModule:
     """The datamodule of a dataset ``prepare.py`` wrote to ``root`` (train/val, and test when written)."""
-    train = CocoDataset(root, "train", train=True, drop_empty=drop_empty)
-    val = CocoDataset(root, "val")
-    test = CocoDataset(root, "test") if (Path(root) / "annotations" / "test.json").is_file() else None
-    return DetectionDataModule(train, val, train.class_names, test=test, image_size=image_size, **kwargs)
+    missing, splits = {}, {}
+    for split in ("train", "val", "test"):
+        try:
+            splits[split] = CocoDataset(root, split, train=split == "train", drop_empty=drop_empty)
+        except MasklabError as exc:  # training needs train and val (check_instances); evaluation one held-out split
+            splits[split], missing[split] = None, str(exc)
+    names = next((ds.class_names for ds in splits.values() if ds is not None), None)
+    if names is None:
+        raise MasklabError(missing["train"])
+    dm = DetectionDataModule(splits["train"], splits["val"], names, test=splits["test"], image_size=image_size,
+                             crop_size=crop_size, **kwargs)
+    dm.missing = missing
+    return dm
 
 
-#: keys of a data group that describe the source (for prepare.py) or suggest other groups' values
-#: (``epochs``: read by every schedule option), not the datamodule
-SOURCE_KEYS = ("name", "source", "source_splits", "prepare", "epochs")
+#: keys of a data group that describe the source (for prepare.py), derive auto values (``auto``) or suggest other
+#: keys' values (``epochs``, ``steps``: read by every schedule option; ``batch_size``, ``grad_clip_norm``), not the
+#: datamodule
+SOURCE_KEYS = ("name", "source", "source_splits", "prepare", "epochs", "steps", "auto", "batch_size", "grad_clip_norm")
 
 
 def check_sizes(cfg: DictConfig) -> None:
     """Counts and sizes that torch or the shapes generator would reject deep in a traceback (and
     ``schedule.epochs``, whose 0 would train nothing and exit 0): one line instead."""
     least = {"batch_size": 1, "num_workers": 0, "data.image_size": 8, "schedule.epochs": 1, "log_predictions": 0,
+             "data.crop_size": 32, "schedule.steps": 1,
              **{f"data.{s}.num_images": 1 for s in ("train", "val", "test")}}
     for key, low in least.items():
         value = OmegaConf.select(cfg, key, default=None)
@@ -78,6 +111,7 @@ def check_sizes(cfg: DictConfig) -> None:
 
 def build_datamodule(cfg: DictConfig) -> DetectionDataModule:
     """The datamodule of a composed config: ``data`` group + augmentation + the plain loader keys."""
+    cfg = resolved(cfg)  # train.py resolved (and logged) them already; evaluate/benchmarks/tests may not have
     check_sizes(cfg)
     data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in SOURCE_KEYS}
     return instantiate(data, augmentation=instantiate(cfg.augmentation, _convert_="all"), max_gt_instances=cfg.max_gt_instances,

@@ -26,8 +26,9 @@ class CocoDataset(Dataset):
         if not path.is_file():
             written = sorted(p.stem for p in (self.root / "annotations").glob("*.json"))
             if written:  # prepared, but without this split (e.g. data.prepare.split val=0)
+                example = "{train: 0.8, val: 0.2}" if split in ("train", "val") else f"{{train: 0.7, val: 0.15, {split}: 0.15}}"
                 raise MasklabError(f"{path} not found: {self.root} was prepared with the splits {written} only; prepare "
-                                   f"it again with a {split} share in data.prepare.split (e.g. {{train: 0.8, {split}: 0.2}})")
+                                   f"it again with a {split} share in data.prepare.split (e.g. {example})")
             others = sorted({p.parent.parent.name for p in self.root.parent.glob("*/annotations/*.json")})
             have = f"; prepared in {self.root.parent}: {', '.join(others)}" if others else ""
             raise MasklabError(f"{path} not found: run `python src/prepare.py data=<this data option>` first "
@@ -45,6 +46,10 @@ class CocoDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def instance_count(self) -> int:
+        """Instances in this split's images (crowd regions left out of training not counted)."""
+        return sum(len(self.anns[im["id"]]) for im in self.images)
 
     def load_image(self, index: int) -> np.ndarray:
         with Image.open(self.root / "images" / self.images[index]["file_name"]) as im:

@@ -32,8 +32,12 @@ RULES = {
                                           "polygon is skipped; the annotation is dropped when none is left"),
     "empty_mask": ("dropped", "mask with zero area (or no segmentation): the annotation is dropped"),
     "zero_area_box": ("dropped", "the source box has zero width or height: the annotation is dropped"),
+    "box_not_finite": ("fixed", "the source box holds NaN, infinity or no number: the box is rebuilt from the mask"),
     "box_outside_image": ("fixed", "the source box leaves the image: boxes are the tight box of the mask, "
                                    "which is clamped to the image"),
+    "polygon_outside_image": ("fixed", "polygon points outside the image (negative or past its size): the mask is "
+                                       "clipped to the image"),
+    "image_id_type": ("fixed", "annotation's image_id given as a string of an integer image id (\"1\" for 1): matched"),
     "bad_annotation_id": ("fixed", "annotation id <= 0 or not an integer: renumbered (pycocotools scores id 0 as AP 0)"),
     "duplicate_annotation_id": ("fixed", "annotation id used twice: renumbered"),
     "unknown_category": ("dropped", "category not declared by the source (or no class attribute): dropped"),
@@ -131,8 +135,26 @@ def markdown(report: dict) -> str:
               "", "| anchor | " + " | ".join(str(int(a)) for a in fit["anchors"]) + " | < half smallest | > twice largest |",
               "|---|" + "---:|" * (len(fit["anchors"]) + 2),
               "| instances | " + " | ".join(map(str, fit["per_anchor"])) + f" | {fit['below']} | {fit['above']} |", ""]
+    lines += _fit_lines(report)
     lines += _issue_lines(report["issues"])
     return "\n".join(lines) + "\n"
+
+
+def _fit_lines(report: dict) -> list[str]:
+    """The auto settings a training run would take, and sentences for what does not fit (``fit_report``)."""
+    if "advice" not in report:  # a report of an older masklab
+        return []
+    lines = ["## What does not fit", ""] + ([f"- {a}" for a in report["advice"]] or ["nothing: the settings below fit the data"])
+    fit = report.get("fit", {})
+    if "anchor_recall" in fit:
+        groups = ", ".join(f"{g} {r:.2f}" for g, r in fit.get("anchor_recall_groups", {}).items())
+        lines += ["", f"Anchor recall (share of train boxes whose best anchor has IoU >= {fit['anchor_iou']}): "
+                      f"{fit['anchor_recall']:.3f} with anchors {fit['anchor_sizes']}; anchors=auto {fit['anchor_recall_auto']:.3f}; "
+                      f"the fixed groups {groups}. Instances per image: up to {fit.get('max_instances_per_image')}."]
+    if report.get("auto"):
+        lines += ["", "## Settings derived from the data (auto; a plain value on the command line overrides one)", ""]
+        lines += [f"- `{k}={'null' if v is None else v}`: {why}" for k, (v, why) in report["auto"].items()]
+    return lines + [""]
 
 
 def _issue_lines(issues: list[dict], per_rule: int = 20) -> list[str]:

@@ -110,6 +110,18 @@ def runtime_config(trained: DictConfig, composed: DictConfig, overridden: list[s
         if key in given or key == "paths":  # paths: where this machine keeps outputs and MLflow
             value = composed[key]  # a group (data, nms) or a plain key (batch_size)
             cfg[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return _trained_for_auto(cfg, trained)
+
+
+def _trained_for_auto(cfg: DictConfig, trained: DictConfig, prefix: str = "") -> DictConfig:
+    """``auto`` values the command line brought in (data=prepared's image_size, nms's detections) take the
+    trained run's resolved value: the network was fitted at those."""
+    for key in list(cfg.keys()):
+        path, value = f"{prefix}{key}", cfg[key]
+        if OmegaConf.is_dict(value):
+            _trained_for_auto(value, trained, f"{path}.")
+        elif value == "auto":
+            cfg[key] = OmegaConf.select(trained, path, default=None)
     return cfg
 
 

@@ -34,7 +34,7 @@ def evaluate_setting(gt: CocoEvaluator, raw: dict, class_names, score_thresh: fl
     AP and mAP rank every detection the setting keeps; precision, recall, F1 and the confusion matrix count a
     detection only when it also scores at least ``min_score`` (an operating point, as predict.py's drawings):
     at a detection min confidence of 0.05, what AP wants, they mostly counted the weak duplicates AP ignores."""
-    ev = CocoEvaluator(class_names)
+    ev = CocoEvaluator(class_names, max_dets=max_dets)
     ev.images, ev.gt = gt.images, gt.gt
     preds = {i: postprocess(r, score_thresh, nms_thresh, max_dets) for i, r in raw.items()}
     ev.add_predictions(list(preds), list(preds.values()))

@@ -31,10 +31,12 @@ AREA_RANGES = {"APs": (0, 32 ** 2), "APm": (32 ** 2, 96 ** 2), "APl": (96 ** 2, 
 class CocoEvaluator:
     """Accumulate (target, prediction) pairs, then :meth:`compute` COCO metrics for bbox and segm."""
 
-    def __init__(self, class_names, mask_threshold: float = 0.5, backend: str = "faster"):
+    def __init__(self, class_names, mask_threshold: float = 0.5, backend: str = "faster", max_dets: int = 100):
         """``backend``: ``faster`` (faster-coco-eval's C++ COCOeval: the same numbers, several times
-        faster, see benchmarks/eval_speed.py) or ``pycocotools`` (the reference)."""
+        faster, see benchmarks/eval_speed.py) or ``pycocotools`` (the reference). ``max_dets``: detections per
+        image that AP counts (COCO's 100; more for images with more objects, as nms.box_detections_per_img)."""
         self.class_names = list(class_names)
+        self.max_dets = max(100, int(max_dets))
         self.mask_threshold = mask_threshold
         if backend not in ("faster", "pycocotools"):
             raise ValueError(f"backend must be 'faster' or 'pycocotools', got {backend!r}")
@@ -115,6 +117,7 @@ class CocoEvaluator:
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; we log results
                 gt.createIndex()
                 ev = COCOeval(gt, gt.loadRes(list(self.dt)), iou_type)
+        ev.params.maxDets = [1, 10, self.max_dets]  # stats[0:6] are taken at the last
         with contextlib.redirect_stdout(io.StringIO()):
             ev.evaluate(), ev.accumulate(), ev.summarize()
         return ev

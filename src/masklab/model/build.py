@@ -22,6 +22,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from masklab import MasklabError
+from masklab.data.auto import resolved
 from masklab.model.backbones import downloading, load_backbone_state_dict, load_weights_file
 from masklab.model.heads import DropoutTwoMLPHead, L2BoxLossRPN
 
@@ -97,6 +98,7 @@ def check_numbers(cfg: DictConfig, numbers: dict = NUMBERS) -> None:
 
 def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:
     """torchvision ``MaskRCNN`` from cfg.backbone / anchors / nms / model and the plain keys."""
+    cfg = resolved(cfg)
     pretrained = bool(cfg.backbone.weights) or bool(cfg.model.weights)
     m = cfg.model
     backbone = get_method(cfg.backbone._target_)(
@@ -124,6 +126,7 @@ def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:
         box_predictor=FastRCNNPredictor(m.box_head_dim, num_classes),
         mask_head=MaskRCNNHeads(m.fpn_channels, [m.mask_head_channels] * 4, 1),
         mask_predictor=MaskRCNNPredictor(m.mask_head_channels, m.mask_head_channels, num_classes),
+        _skip_resize=bool(OmegaConf.select(cfg, "data.crop_size", default=None)),  # tiles come at the training scale
     )
     if cfg.rpn_box_loss == "l2":
         model.rpn.__class__ = L2BoxLossRPN

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from masklab import MasklabError
+from masklab.data.auto import resolved
 from masklab.metrics.coco import CocoEvaluator
 from masklab.model.build import build_model, check_numbers, parameter_summary, set_trainable
 from masklab.model.schedules import boundaries, warmup
@@ -33,7 +34,8 @@ class MaskRCNNModule(L.LightningModule):
     def __init__(self, cfg: dict | DictConfig, class_names=None):
         """``class_names``: the datamodule's (a prepared dataset names them); default ``cfg.data.class_names``."""
         super().__init__()
-        check_numbers(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))  # before the search space's ${mul:} reads them
+        cfg = resolved(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))  # train.py resolved and logged it
+        check_numbers(cfg)  # before the search space's ${mul:} reads them
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
         self.class_names = list(class_names if class_names is not None else cfg.data.class_names)
         # the checkpoint alone rebuilds the model (evaluate.py, predict.py); train.py logs params itself
@@ -42,7 +44,7 @@ class MaskRCNNModule(L.LightningModule):
         self.model = build_model(cfg, num_classes=len(self.class_names) + 1)
         if cfg.get("channels_last"):  # NHWC weights: the convolutions pick NHWC kernels (oneDNN on CPU, tensor cores on GPU)
             self.model.to(memory_format=torch.channels_last)
-        self.evaluator = CocoEvaluator(self.class_names)
+        self.evaluator = CocoEvaluator(self.class_names, max_dets=int(cfg.nms.box_detections_per_img))
         self._stage = None
 
     def setup(self, stage: str) -> None:
@@ -56,6 +58,10 @@ class MaskRCNNModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.trainer.is_global_zero:
             log.info("model: Mask R-CNN, %s", parameter_summary(self.model))
+            if self.model.transform._skip_resize:
+                log.info("tiles (data.crop_size=%s): validation scores whole images at %s px; it logs no val loss, "
+                         "whose pass over every mask at that scale costs 1.5x the prediction", self.cfg.data.crop_size,
+                         self.cfg.image_min_size)
 
     # ---- one step for every stage -------------------------------------------------------------
     def forward(self, images):
@@ -80,8 +86,9 @@ class MaskRCNNModule(L.LightningModule):
 
     def _eval_step(self, batch, stage: str):
         images, targets = batch
-        _loss_mode(self.model)
-        self._losses(images, targets, stage)
+        if not self.model.transform._skip_resize:  # tiles: no loss on whole images (1.5x the prediction's cost)
+            _loss_mode(self.model)
+            self._losses(images, targets, stage)
         self.model.eval()
         # detections in full precision, as torchvision's reference evaluation and evaluate.py compute them:
         # under mixed precision the boxes came out in fp16/bf16 (0.5 px steps past 1024 px) and bf16 masks
@@ -151,9 +158,12 @@ class MaskRCNNModule(L.LightningModule):
         optimizer = instantiate(self.cfg.optimizer)(self.model.parameters())
         sched = self.cfg.schedule
         lr_lambda = instantiate(sched.lr_lambda)
-        epochs = sched.epochs
         _check_boundaries(sched)
-        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / max(self.trainer.max_epochs, 1)))
+        total = self.trainer.estimated_stepping_batches  # sets up the train loader, so its length is known
+        batches = self.trainer.num_training_batches  # inf when max_epochs=-1 (a max_steps run): then total per epoch
+        per_epoch = total / max(self.trainer.max_epochs, 1) if math.isinf(batches) else batches / self.trainer.accumulate_grad_batches
+        steps_per_epoch = max(1, math.ceil(per_epoch))
+        epochs = sched.steps / steps_per_epoch if sched.get("steps") else sched.epochs  # a steps budget: fractional
 
         def factor(step: int) -> float:
             return warmup(step, sched.warmup_iters, sched.warmup_factor) * lr_lambda(step / steps_per_epoch, epochs)

@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from masklab import MasklabError, causes, missing_cuda
+from masklab.data.auto import resolved
 
 log = logging.getLogger("masklab.train")
 
@@ -17,6 +18,7 @@ def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
     without one, more devices than it has) is one line naming the trainer settings."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    cfg = resolved(cfg)  # trainer.check_val_every_n_epoch=auto
     if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.accelerator) == "cpu":  # trainer=ddp trainer.accelerator=cpu
         log.info("trainer.sync_batchnorm off: SyncBatchNorm needs CUDA (it raised ValueError in CPU processes)")
         kwargs["sync_batchnorm"] = False

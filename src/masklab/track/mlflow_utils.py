@@ -78,6 +78,20 @@ def log_params(logger, cfg: DictConfig) -> None:
 
 
 @rank_zero_only
+def log_fit(logger, fit) -> None:
+    """The auto settings' values and reasons (``auto.txt``), what does not fit (tag ``data_advice``) and the
+    anchor recall (metric ``data/anchor_recall``) of a :class:`masklab.data.auto.Fit`."""
+    client, run_id = logger.experiment, logger.run_id
+    text = "\n".join(["# auto settings", *fit.lines(), "", "# what does not fit", *(fit.advice or ["nothing"])])
+    client.log_text(run_id, text + "\n", "auto.txt")
+    if fit.advice:
+        client.set_tag(run_id, "data_advice", " | ".join(fit.advice)[:5000])
+    for key in ("anchor_recall", "anchor_recall_auto", "below_half_smallest_anchor"):
+        if key in fit.numbers:
+            client.log_metric(run_id, f"data/{key}", float(fit.numbers[key]))
+
+
+@rank_zero_only
 def end_failed(logger) -> None:
     """Mark the run FAILED when training fails outside Lightning's fit/test (which finalize their own
     failures), writing the params logged asynchronously first: left to interpreter shutdown, MLflow printed

@@ -1,0 +1,189 @@
+"""Settings derived from the data: statistics stored at prepare, auto values with reasons, sentences for what
+does not fit, tiles, and a budget in optimizer steps."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+from conftest import TINY_MODEL, compose_cfg
+from masklab import MasklabError
+from masklab.data import auto
+from masklab.data.prepare import prepare
+from masklab.data.stats import split_stats
+from masklab.data.target import make_target
+from masklab.data.transforms import ScaleCrop
+
+
+def write_coco(tmp_path, images, classes=("a", "b"), name="src"):
+    """``images``: [(h, w, [(x, y, w, h, class index), ...]), ...] -> a COCO file of rectangles + image files."""
+    folder = tmp_path / name
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
+    for i, (h, w, rects) in enumerate(images, start=1):
+        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(folder / f"im{i}.png")
+        out["images"].append({"id": i, "file_name": f"im{i}.png", "height": h, "width": w})
+        for x, y, bw, bh, c in rects:
+            poly = [x, y, x + bw, y, x + bw, y + bh, x, y + bh]
+            out["annotations"].append({"id": len(out["annotations"]) + 1, "image_id": i, "category_id": c + 1,
+                                       "segmentation": [poly], "bbox": [x, y, bw, bh], "iscrowd": 0})
+    (folder / "ann.json").write_text(json.dumps(out))
+    return folder
+
+
+def prepare_coco(tmp_path, images, *extra, classes=("a", "b")):
+    folder = write_coco(tmp_path, images, classes)
+    cfg = compose_cfg(["data=coco", f"data.source.annotations={folder / 'ann.json'}", f"data.source.images={folder}",
+                       f"data.root={tmp_path / 'prepared'}", *extra], tiny=False)
+    return prepare(cfg, progress=False), tmp_path / "prepared"
+
+
+def test_statistics_of_a_tiny_written_dataset_equal_hand_counts(tmp_path):
+    # image 1: 100x200 with two 10x10 boxes; image 2: 80x60 with none; image 3: 50x50 with one 20x5 box
+    images = [(100, 200, [(10, 10, 10, 10, 0), (50, 50, 10, 10, 1)]), (80, 60, []), (50, 50, [(5, 5, 20, 5, 0)])]
+    report, _ = prepare_coco(tmp_path, images, "data.prepare.split={train:1.0,val:0}")
+    st = report["stats"]["train"]
+    assert st["images"] == 3
+    assert sorted(st["instance_counts"]) == [0, 1, 2]
+    assert st["instances_per_image"]["max"] == 2 and st["instances_per_image"]["total"] == 3
+    assert st["instances_per_class"] == {"a": 2, "b": 1}
+    assert st["image_long_side"]["max"] == 200 and st["image_long_side"]["min"] == 50
+    assert st["box_size"]["min"] == 10.0 and st["box_size"]["max"] == 10.0   # sqrt(10*10) and sqrt(20*5)
+    assert st["aspect_ratio"]["min"] == 0.25 and st["aspect_ratio"]["max"] == 1.0  # h / w: 5/20 and 1
+    assert sorted(map(tuple, st["boxes"])) == [(10, 10, 100, 200), (10, 10, 100, 200), (20, 5, 50, 50)]
+    assert json.loads((tmp_path / "prepared" / "report.json").read_text())["stats"] == report["stats"]
+
+
+def test_anchor_shapes_are_torchvisions():
+    sizes, ratios = [6, 11, 23, 45, 91], [0.33, 1.0, 3.0]
+    gen = AnchorGenerator(tuple((s,) for s in sizes), (tuple(ratios),) * len(sizes))
+    cells = torch.cat([a for a in gen.cell_anchors]).numpy()
+    theirs = np.stack([cells[:, 2] - cells[:, 0], cells[:, 3] - cells[:, 1]], 1)
+    assert np.array_equal(auto.anchor_shapes(sizes, ratios), theirs)
+
+
+def known_boxes(rng, n=600):
+    """Boxes of 8-24 px, aspect ratios 0.5-2 (h / w), at the training scale."""
+    side = rng.uniform(8, 24, n)
+    aspect = np.exp(rng.uniform(np.log(0.5), np.log(2), n))
+    return np.stack([side / np.sqrt(aspect), side * np.sqrt(aspect)], 1)
+
+
+def test_auto_anchors_reach_the_boxes_the_default_group_misses():
+    wh = known_boxes(np.random.default_rng(0))
+    sizes, ratios, recall = auto.fit_anchors(wh)
+    assert recall >= 0.98 and auto.anchor_recall(wh, sizes, ratios) == recall
+    assert auto.anchor_recall(wh, auto.GROUPS["default"], [0.5, 1.0, 2.0]) < 0.5  # 32..512 px anchors
+    assert sizes == sorted(sizes) and all(b == 2 * a or abs(b - 2 * a) <= 1 for a, b in zip(sizes, sizes[1:]))
+
+
+def stats_of(images_by_split, classes=("a",)):
+    """Statistics of synthetic splits: {split: [(h, w, [(bw, bh, class), ...]), ...]}."""
+    out = {}
+    for split, images in images_by_split.items():
+        items = [{"height": h, "width": w, "anns": [{"bbox": [0, 0, bw, bh], "label": c + 1} for bw, bh, c in rects]}
+                 for h, w, rects in images]
+        out[split] = split_stats(items, classes)
+    return out
+
+
+def dense(n_images, per_image, size, side=400, cls=0):
+    return [(side, side, [(size, size, cls)] * per_image) for _ in range(n_images)]
+
+
+def prepared_cfg(tmp_path, *overrides):
+    return compose_cfg(["data=prepared", "data.name=x", f"data.root={tmp_path}", *overrides], tiny=False)
+
+
+def test_caps_follow_the_densest_image_and_a_cap_set_below_it_says_what_it_loses(tmp_path):
+    stats = stats_of({"train": dense(3, 20, 40) + dense(2, 150, 40), "val": dense(1, 130, 40) + dense(1, 10, 40)})
+    cfg, fit = auto.resolve(prepared_cfg(tmp_path), stats, quiet=True)
+    assert cfg.max_gt_instances == 150 and cfg.nms.box_detections_per_img == 230  # 1.5 x 150, in tens
+    assert cfg.model.rpn_post_nms_top_n_test >= 4 * 150 and cfg.rois_per_image <= 512
+    assert not [a for a in fit.advice if "max_gt_instances" in a or "box_detections" in a]
+    _, fit = auto.resolve(prepared_cfg(tmp_path, "max_gt_instances=100", "nms.box_detections_per_img=100"), stats, quiet=True)
+    said = " ".join(fit.advice)
+    assert "max_gt_instances=100 drops the 100 smallest ground-truth instances of 2 training images" in said
+    assert "nms.box_detections_per_img=100: val has 1 images with more objects, so at least 30 can never be found" in said
+
+
+def test_report_sentences_for_anchors_scale_difference_empty_split_and_a_missing_class(tmp_path):
+    stats = stats_of({"train": dense(4, 5, 12, cls=0) + dense(4, 5, 12, cls=1), "val": dense(3, 5, 6, cls=0),
+                      "test": [(400, 400, [])] * 2}, classes=("a", "b"))
+    cfg, fit = auto.resolve(prepared_cfg(tmp_path, "anchors=default", "data.image_size=400"), stats, quiet=True)
+    said = "\n".join(fit.advice)
+    assert "anchors [32, 64, 128, 256, 512] reach only" in said and "anchors=auto reaches 100%" in said
+    assert "train and val differ in object scale: at 400 px 0% of train instances but 100% of val are under 8 px" in said
+    assert "the test split has 2 images and no instances" in said
+    assert "class b has no instance in the val split" in said
+    assert fit.numbers["anchor_recall"] < 0.5 and fit.numbers["anchor_recall_auto"] == 1.0
+
+
+def test_small_objects_on_large_images_train_on_tiles_and_large_ones_at_native_size(tmp_path):
+    small = stats_of({"train": dense(4, 30, 4, side=700)})  # 4 px objects on 700 px images
+    cfg, fit = auto.resolve(prepared_cfg(tmp_path), small, quiet=True)
+    assert cfg.data.image_size == 1760 and cfg.data.crop_size == 384  # 700 x 10 px / 4 px, in 32s; crops at the cap
+    assert cfg.image_min_size == cfg.image_max_size == 1760 and "tiles" in fit.reasons["data.image_size"]
+    large = stats_of({"train": dense(4, 2, 150, side=480)})
+    cfg, _ = auto.resolve(prepared_cfg(tmp_path), large, quiet=True)
+    assert cfg.data.image_size == 384 and cfg.data.crop_size is None  # capped at max_train_size, whole images
+    cfg, _ = auto.resolve(prepared_cfg(tmp_path, "data.image_size=256", "anchors=small"), large, quiet=True)
+    assert cfg.data.image_size == 256 and list(cfg.anchors.sizes) == [16, 32, 64, 128, 256]  # plain values win
+
+
+def test_scale_crop_takes_a_window_at_the_training_scale_with_its_instances():
+    torch.manual_seed(0)
+    masks = np.zeros((2, 300, 200), np.uint8)
+    masks[0, 10:20, 10:20] = 1
+    masks[1, 250:290, 150:190] = 1
+    target = make_target(masks, [1, 2], 7)
+    image = np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8)
+    for _ in range(20):
+        out, t = ScaleCrop(600, 128)(image, target)  # x2: 400x600 scaled, 128 px windows
+        assert out.shape == (128, 128, 3) and t["masks"].shape[1:] == (128, 128)
+        assert len(t["labels"]) <= 2 and all(20 <= a <= 6400 for a in t["area"].tolist())
+        assert torch.equal(t["boxes"], torch.from_numpy(np.asarray([_box(m) for m in t["masks"].numpy()], np.float32)).reshape(-1, 4))
+    hits = sum(len(ScaleCrop(600, 128, on_instance=1.0)(image, target)[1]["labels"]) > 0 for _ in range(20))
+    assert hits == 20  # centred on an instance: never an empty window
+
+
+def _box(m):
+    ys, xs = np.nonzero(m)
+    return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_data_without_statistics_keeps_the_fixed_defaults():
+    cfg, fit = auto.resolve(compose_cfg([], tiny=False), quiet=True)  # shapes: the main job
+    assert cfg.max_gt_instances == 100 and cfg.rois_per_image == 32 and cfg.nms.box_detections_per_img == 100
+    assert cfg.trainer.check_val_every_n_epoch == 1 and cfg.data.image_size == 128 and not fit.advice
+
+
+def test_epochs_auto_without_a_budget_is_one_line(tmp_path):
+    stats = stats_of({"train": dense(4, 2, 40)})
+    with pytest.raises(MasklabError, match="schedule.epochs=auto needs a budget in optimizer steps"):
+        auto.resolve(prepared_cfg(tmp_path, "data.steps=null"), stats, quiet=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_images", [6, 60])
+def test_a_budget_of_n_steps_trains_n_steps_whatever_the_dataset_size(tmp_path, n_images):
+    import train as train_cli
+
+    images = [(48, 64, [(8 + i % 5, 8, 10, 12, i % 2)]) for i in range(n_images)]
+    prepare_coco(tmp_path, images, "data.prepare.split={train:1.0,val:0}")
+    (tmp_path / "prepared" / "annotations" / "val.json").write_text(
+        (tmp_path / "prepared" / "annotations" / "train.json").read_text())  # score on train: only the count matters
+    overrides = [o for o in TINY_MODEL if not o.startswith(("data.image_size", "schedule.epochs"))]
+    cfg = compose_cfg(["data=prepared", "data.name=x", f"data.root={tmp_path / 'prepared'}", "data.steps=7",
+                       "backbone=mobilenet_v3", *overrides, f"paths.output_root={tmp_path / 'out'}"], tiny=False)
+    train_cli.train(cfg, tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] == 7
+    per_epoch = -(-n_images // 2)  # batch_size 2
+    assert ckpt["epoch"] == -(-7 // per_epoch) - 1
+    assert OmegaConf.create(ckpt["hyper_parameters"]["cfg"]).schedule.epochs == -(-7 // per_epoch)
