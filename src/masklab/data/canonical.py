@@ -127,8 +127,15 @@ def _check_box(inst: SourceInstance, h: int, w: int, report: Report) -> bool:
     """False when the source box has zero area (drop); a box leaving the image is reported as clamped."""
     if inst.box is None:
         return True
-    x1, y1, x2, y2 = (v * s for v, s in zip(inst.box, (w, h, w, h) if inst.box_normalized else (1, 1, 1, 1)))
-    if not np.isfinite([x1, y1, x2, y2]).all() or x2 <= x1 or y2 <= y1:
+    try:
+        x1, y1, x2, y2 = (float(v) * s for v, s in zip(inst.box, (w, h, w, h) if inst.box_normalized else (1, 1, 1, 1)))
+    except (TypeError, ValueError):
+        x1 = y1 = x2 = y2 = float("nan")
+    if not np.isfinite([x1, y1, x2, y2]).all():
+        report.add("box_not_finite", inst.record, f"{inst.record}: box {list(inst.box)} is not four finite numbers; "
+                                                  "rebuilt from the mask")
+        return True
+    if x2 <= x1 or y2 <= y1:
         report.add("zero_area_box", inst.record, f"{inst.record}: box {inst.box} has zero area")
         return False
     if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
@@ -169,7 +176,7 @@ def collect(source: Source, report: Report, progress: bool = True, upright: bool
     False: on its pixels as stored.
     """
     for rule, record, detail in source.issues:
-        report.add(rule, record, detail)
+        report.add(rule, record, detail if detail.startswith(record) else f"{record}: {detail}")
     items = []
     for image in tqdm(source.images, desc="reading", unit="img", disable=not progress):
         embedded = _embedded(image)
@@ -189,14 +196,17 @@ def collect(source: Source, report: Report, progress: bool = True, upright: bool
 
 
 def _check_ids(items: list[dict], report: Report) -> None:
-    """Ids are renumbered 1..N on writing; report the ones that needed it."""
-    seen = Counter(a["source_id"] for it in items for a in it["anns"] if a["source_id"] is not None)
-    for a in (a for it in items for a in it["anns"] if a["source_id"] is not None):
+    """Ids are renumbered 1..N on writing; report the ones that needed it. Ids need only be unique within their
+    source file: with data.source_splits each split is read from its own."""
+    ids = [(it["split"], a) for it in items for a in it["anns"] if a["source_id"] is not None]
+    seen = Counter((split, a["source_id"]) for split, a in ids)
+    for split, a in ids:
         sid = a["source_id"]
         if not isinstance(sid, int) or isinstance(sid, bool) or sid <= 0:
             report.add("bad_annotation_id", a["record"], f"{a['record']}: id {sid!r} renumbered")
-        elif seen[sid] > 1:
-            report.add("duplicate_annotation_id", a["record"], f"{a['record']}: id {sid} used {seen[sid]} times; renumbered")
+        elif seen[split, sid] > 1:
+            report.add("duplicate_annotation_id", a["record"], f"{a['record']}: id {sid} used {seen[split, sid]} times; "
+                                                               "renumbered")
 
 
 def select_classes(items: list[dict], report: Report, classes=None, min_instances: int = 0,

@@ -95,9 +95,13 @@ def read(annotations: str | Path, images: str | Path | None = None, background_n
 def _add_annotation(source: Source, by_id, names, background, ann, record: str, path: Path) -> None:
     if not isinstance(ann, dict):
         raise DatasetError(path, f"an annotation must be an object, got {type(ann).__name__}", record)
-    image, cat = by_id.get(ann.get("image_id")), ann.get("category_id")
+    image_id, cat = ann.get("image_id"), ann.get("category_id")
+    image = by_id.get(image_id)
+    if image is None and isinstance(image_id, str) and image_id.strip().isdigit() and int(image_id) in by_id:
+        image = by_id[int(image_id)]  # "1" for the image whose id is 1: a JSON writer's slip, not another image
+        source.issues.append(("image_id_type", record, f"image_id {image_id!r} is a string: matched to image {int(image_id)}"))
     if image is None:
-        return source.issues.append(("unknown_image", record, f"image_id {ann.get('image_id')!r} is not in 'images'"))
+        return source.issues.append(("unknown_image", record, f"image_id {image_id!r} is not in 'images'"))
     if cat in background:
         return source.issues.append(("background_category", record, f"category {cat} is the background"))
     if cat not in names:

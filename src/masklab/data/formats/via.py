@@ -80,7 +80,8 @@ def read(annotations: str | Path, images: str | Path | None = None, class_attrib
                 source.issues.append(("bad_shape", record, why))
                 continue
             name = region_class(region.get("region_attributes"), class_attribute, default_class)
-            _add_region(source, image, region.get("shape_attributes") or {}, name, record, class_attribute)
+            _add_region(source, image, region.get("shape_attributes") or {}, name, record, class_attribute,
+                        sorted(region.get("region_attributes") or {}))
         source.images.append(image)
     return source
 
@@ -95,14 +96,16 @@ def _malformed(region) -> str | None:
     return None
 
 
-def _add_region(source, image, shape: dict, name: str | None, record: str, class_attribute: str) -> None:
+def _add_region(source, image, shape: dict, name: str | None, record: str, class_attribute: str,
+                attributes: list[str] = ()) -> None:
     try:
         polygon = shape_to_polygon(shape, record)
     except Drop as drop:
         return source.issues.append((drop.rule, record, drop.detail))
     if name is None:
-        return source.issues.append(("unknown_category", record, f"no '{class_attribute}' region attribute "
-                                     "(set data.source.class_attribute or data.source.default_class)"))
+        has = f"its attributes: {', '.join(attributes)}" if attributes else "it has no attributes"
+        return source.issues.append(("unknown_category", record, f"no '{class_attribute}' region attribute ({has}; "
+                                     "set data.source.class_attribute=<one of them> or data.source.default_class)"))
     inst = SourceInstance(name, decode=None, record=record)
     inst.decode = partial(polygons_to_mask, polygons=[polygon], record=record, notes=inst.notes)
     image.instances.append(inst)
