@@ -60,8 +60,11 @@ def tiny_cfg():
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
-    """Every test tracks to its own MLflow store and writes outputs under tmp_path."""
+    """Every test tracks to its own MLflow store and writes outputs (run folders, studies) under tmp_path, also
+    the CLIs it starts: the checkout stays clean."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MASKLAB_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    monkeypatch.setenv("MASKLAB_MULTIRUN_ROOT", str(tmp_path / "multirun"))
     monkeypatch.setenv("PYTHONPATH", str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 

@@ -37,8 +37,8 @@ def ann(i, image_id=1, **extra):
 
 
 def run_prepare(*args):
-    return subprocess.run([sys.executable, str(ROOT / "src" / "prepare.py"), *args, "hydra.run.dir=/tmp/masklab-test-runs/${now:%H%M%S%f}"],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(ROOT / "src" / "prepare.py"), *args], capture_output=True, text=True,
+                          timeout=300)
 
 
 def one_error_line(proc) -> str:
@@ -179,3 +179,12 @@ def test_drops_found_while_reading_the_source_are_listed_with_their_record_in_re
                         "data.prepare.split={train:1.0,val:0}"])
     md = (tmp_path / "out" / "report.md").read_text()
     assert "- a.json: annotation 2: category_id 99 is not in 'categories'" in md
+
+
+def test_clis_the_suite_starts_write_their_run_folders_outside_the_checkout(tmp_path):
+    before = set((ROOT / "outputs").rglob("*")) if (ROOT / "outputs").is_dir() else set()
+    proc = run_prepare("data=coco", f"data.source.annotations={tmp_path / 'missing.json'}")
+    assert proc.returncode == 1
+    assert list((tmp_path / "outputs" / "prepare" / "coco").iterdir())  # its run folder, under the test's tmp_path
+    after = set((ROOT / "outputs").rglob("*")) if (ROOT / "outputs").is_dir() else set()
+    assert after == before

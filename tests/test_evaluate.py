@@ -98,6 +98,7 @@ def test_evaluate_cli_writes_everything_and_logs_to_the_training_run(trained, tm
                            "retune.score_thresh=[0.05,0.5,0.9]", "retune.nms_thresh=[0.3,0.5]"],
                           capture_output=True, text=True, timeout=600, env=env_for(uri))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(tmp_path.glob("*.log"))  # no 0-byte evaluate.log: its lines go to the console
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("val/segm_AP", "val/segm_AP50", "val/segm_AP75", "val/segm_APs", "val/bbox_AP", "val/voc_mAP50",
                 "val/precision", "val/recall", "val/segm_AP_square"):
@@ -296,6 +297,7 @@ def test_predict_images_instances(trained, tmp_path):
                            f"output={tmp_path / 'out'}", "nms.box_score_thresh=0.0", "min_score=0", "results_json=true",
                            f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(tmp_path.glob("*.log"))  # no 0-byte predict.log
     drawn = cv2.imread(str(tmp_path / "out" / "s0_instances.png"))
     original = cv2.imread(str(tmp_path / "in" / "s0.png"))
     assert drawn.shape == (64, 64, 3)

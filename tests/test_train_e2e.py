@@ -42,8 +42,10 @@ def test_mlflow_run_has_params_curves_metrics_and_artifacts(tmp_path):
     value = train(cfg, tmp_path / "run")
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("e2e")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # mlflow ui opens on its runs, not Traces
     (run,) = client.search_runs([exp.experiment_id])
     params = run.data.params
+    assert params["max_gt_instances"] == "100" and params["rois_per_image"] == "32"  # auto without statistics: fixed
     assert params["backbone.arch"] == "mobilenet_v3_large" and params["anchors.sizes"] == "[8, 16, 32, 64, 128]"
     assert params["optimizer.lr"] == "0.02" and params["data.image_size"] == "64"
     for stage in ("train", "val"):

@@ -20,7 +20,7 @@ log = logging.getLogger("masklab.train")
 #: small images (shapes: 128 px) are drawn at this longer side, so the labels stay readable; large ones (photos)
 #: at most at MAX_SIDE, so a run's artifacts stay small
 MIN_SIDE, MAX_SIDE = 384, 1024
-HEADER = 18  # px of the title strip above each panel
+HEADER = draw.TITLE_HEIGHT  # px of the title strip above each panel
 #: predictions drawn need this score (detectron2's demo default); the run's detection min confidence (0.05, so
 #: that AP sees the whole precision-recall curve) would cover an object with its weak duplicates
 MIN_SCORE = 0.5

@@ -42,10 +42,23 @@ def artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+#: MLflow 3 opens an experiment without this kind in GenAI mode (an empty Traces page); with it, on its runs
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id(client, name: str) -> str:
-    """The id of MLflow experiment ``name``, created (artifacts beside a SQLite store) when missing."""
+    """The id of MLflow experiment ``name``, created (artifacts beside a SQLite store, kind model training) when missing."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
+    if exp:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri), tags=dict([EXPERIMENT_KIND]))
+
+
+def mark_model_training(client, exp_id: str) -> None:
+    """Tag an experiment Lightning's logger created as model training, once (``mlflow ui`` then opens on its runs)."""
+    key, kind = EXPERIMENT_KIND
+    if client.get_experiment(exp_id).tags.get(key) is None:
+        client.set_experiment_tag(exp_id, key, kind)
 
 
 def flat_params(cfg: DictConfig) -> dict[str, object]:
@@ -67,7 +80,9 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
 def log_params(logger, cfg: DictConfig) -> None:
     """Log the flattened config; a resumed run keeps its params and tags the ones that changed."""
     params = {k: str(v)[:6000] for k, v in flat_params(cfg).items()}
-    existing = logger.experiment.get_run(logger.run_id).data.params
+    run = logger.experiment.get_run(logger.run_id)
+    mark_model_training(logger.experiment, run.info.experiment_id)
+    existing = run.data.params
     changed = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
     new = {k: v for k, v in params.items() if k not in existing}
     if new:

@@ -84,7 +84,7 @@ def write(out: Path, rows: list[dict], histories: dict[str, list[dict]], metric:
     return files
 
 
-HEADER = 18  # px of the run's title strip
+HEADER = draw.TITLE_HEIGHT  # px of the run's title strip, and of the one each gallery panel has
 
 
 def gallery_of(client: MlflowClient, run_id: str, name: str = "predictions/val_000.png") -> np.ndarray | None:
@@ -102,15 +102,16 @@ def prediction_sheet(rows: list[dict], galleries: dict[str, np.ndarray], metric:
     shown = [r for r in rows if galleries.get(r["run_id"]) is not None]
     if not shown:
         return None
-    first = galleries[shown[0]["run_id"]]
+    first = galleries[shown[0]["run_id"]][HEADER:]  # a gallery's own titles ("ground truth", "prediction") are replaced
     h, w = first.shape[0], (first.shape[1] - 4) // 2  # a gallery is [ground truth | 4 px | prediction]
     cells = [_titled(first[:, :w], "ground truth")]
     for r in shown:
-        g = galleries[r["run_id"]]
+        g = galleries[r["run_id"]][HEADER:]
         pred = g[:, g.shape[1] - (g.shape[1] - 4) // 2:]
         pred = pred if pred.shape[:2] == (h, w) else cv2.resize(pred, (w, h), interpolation=cv2.INTER_AREA)
         value = r.get(metric, math.nan)
         cells.append(_titled(pred, f"{r['run']}  {metric} {value:.4f}" if isinstance(value, float) else str(r["run"])))
+    columns = min(columns, len(cells))  # one run: two cells side by side, not half a sheet of blanks
     cells += [np.full_like(cells[0], 255)] * (-len(cells) % columns)
     rows_ = [np.concatenate(cells[i:i + columns], axis=1) for i in range(0, len(cells), columns)]
     return np.concatenate(rows_, axis=0)

@@ -9,8 +9,25 @@ def metrics_table(metrics: dict[str, float], title: str = "final metrics") -> st
     rows = sorted((k, float(v)) for k, v in metrics.items())
     width = max([len(k) for k, _ in rows] + [len(title)])
     line = "-" * (width + 12)
-    body = "\n".join(f"{k:<{width}}  {v:>9.4f}" for k, v in rows)
+    body = "\n".join(f"{k:<{width}}  {_value(k, v):>9}" for k, v in rows)
     return f"{line}\n{title:<{width}}  {'value':>9}\n{line}\n{body}\n{line}"
+
+
+#: why COCO has nothing to score for a NaN metric, by its name's end
+NOTHING_TO_SCORE = {"APs": "small", "APm": "medium", "APl": "large"}
+
+
+def _value(name: str, v: float) -> str:
+    """The value, or why there is none: COCO scores no APl when the split has no large objects (area > 96²)."""
+    if v == v:
+        return f"{v:.4f}"
+    stage, _, metric = name.partition("/")
+    size = NOTHING_TO_SCORE.get(metric.rsplit("_", 1)[-1])
+    if size:
+        return f"n/a (no {size} objects in {stage})"
+    if "/loss" in name:
+        return "n/a (not computed)"
+    return "n/a (nothing to score)"
 
 
 def run_summary(metrics: dict[str, float], optimized_metric: str, best: float, best_ckpt: str | None,

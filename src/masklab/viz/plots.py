@@ -95,9 +95,11 @@ def compare_losses(runs: dict[str, list[dict]], stage: str = "val"):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-        fig.subplots_adjust(bottom=0.15)
+    fig.tight_layout()
+    if handles:  # under the x labels of the bottom row, in the room made for it
+        rows = math.ceil(len(labels) / 4)
+        fig.subplots_adjust(bottom=0.1 + 0.035 * rows)
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 0.0))
     return fig
 
 
