@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Every benchmark of the project in one command; one table of ratios and figures -> benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py            # everything (~4 h on 2 cores, most of it the two pruning draws and PennFudan)
+    python benchmarks/run_all.py            # everything (hours on 2 cores: the pruning draws, PennFudan and your_data most of it)
     python benchmarks/run_all.py --quick    # shorter versions of each (minutes; figures less representative)
     python benchmarks/run_all.py --resume   # keep the figures of benchmarks that already finished (benchmarks/.results/)
 
@@ -29,6 +29,7 @@ import pennfudan  # noqa: E402
 import precision  # noqa: E402
 import pruning  # noqa: E402
 import torch  # noqa: E402
+import your_data  # noqa: E402
 
 
 def machine() -> str:
@@ -147,6 +148,28 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                      "detail": f"pretrained: segm AP {pre['test/segm_AP']:.3f}, bbox AP50 {pre['test/bbox_AP50']:.3f}, "
                                f"{pre['minutes']:.1f} min; scratch: segm AP {scr['test/segm_AP']:.3f}, bbox AP50 {scr['test/bbox_AP50']:.3f}, "
                                f"{scr['minutes']:.1f} min", "command": "python benchmarks/pennfudan.py"})
+    rows += your_data_rows(cached("your_data", resume, your_data.main, ["--steps", "40"] if quick else []))
+    return rows
+
+
+def your_data_rows(yd: dict) -> list[dict]:
+    """One row per dataset of your_data.py: segm AP50 with the derived settings vs the fixed ones, and anchor recall."""
+    rows = []
+    for name, r in yd.items():
+        a, f = r.get("auto"), r.get("fixed")
+        target = {"dense_small": ">= 0.5 auto, < 0.2 fixed, in 20 min", "pennfudan": ">= 0.86 auto (AP >= 0.42)",
+                  "shapes": ">= 0.924 (the main job), in 10 min"}.get(name, "(reference)")
+        met = {"dense_small": bool(a and f and a["segm_AP50"] >= 0.5 and f["segm_AP50"] < 0.2 and a["minutes"] <= 20),
+               "pennfudan": bool(a and a["segm_AP50"] >= 0.86 and a["segm_AP"] >= 0.42),
+               "shapes": bool(a and a["segm_AP50"] >= 0.924 and a["minutes"] <= 10)}.get(name)
+        detail = "; ".join(f"{k}: AP50 {v['segm_AP50']:.3f}, AP {v['segm_AP']:.3f}, anchor recall {v['anchor_recall']:.3f}, "
+                           f"{v['image_size']} px{' (crops ' + str(v['crop_size']) + ')' if v.get('crop_size') else ''}, "
+                           f"anchors {v['anchors']}, {v['steps'] or str(v['epochs']) + ' epochs'} steps, {v['minutes']:.1f} min"
+                           for k, v in r.items())
+        split = next(iter(r.values()))
+        rows.append({"benchmark": f"your data: {name} ({split['split']} split, {split['images']} images; segm AP50)",
+                     "figure": " vs ".join(f"{v['segm_AP50']:.3f}" for v in r.values()), "target": target, "met": met,
+                     "detail": detail, "command": f"python benchmarks/your_data.py --only {name}"})
     return rows
 
 

@@ -187,3 +187,25 @@ def test_a_budget_of_n_steps_trains_n_steps_whatever_the_dataset_size(tmp_path, 
     per_epoch = -(-n_images // 2)  # batch_size 2
     assert ckpt["epoch"] == -(-7 // per_epoch) - 1
     assert OmegaConf.create(ckpt["hyper_parameters"]["cfg"]).schedule.epochs == -(-7 // per_epoch)
+
+
+def test_the_default_sweep_of_prepared_data_searches_around_the_derived_values(tmp_path):
+    from masklab.sweep.space import parse
+
+    cfg = prepared_cfg(tmp_path)
+    dists, _ = parse(OmegaConf.to_container(cfg.hparams_search, resolve=True), {}, [])
+    assert dists["anchors.scale"].choices == (0.71, 1.0, 1.41) and dists["data.auto.scale"].choices == (0.75, 1.0, 1.25)
+    assert dists["schedule.steps"].choices == (500, 1000)
+    stats = stats_of({"train": dense(4, 30, 8, side=700)})
+    base, _ = auto.resolve(cfg, stats, quiet=True)
+    scaled, _ = auto.resolve(prepared_cfg(tmp_path, "data.auto.scale=1.25", "anchors.scale=1.41"), stats, quiet=True)
+    assert scaled.data.image_size >= 1.2 * base.data.image_size
+    assert scaled.anchors.sizes[0] == round(1.41 * auto.fit_anchors(
+        stats_boxes_at(stats, scaled.data.image_size))[0][0])
+
+
+def stats_boxes_at(stats, size):
+    from masklab.data.stats import boxes_of
+
+    b = boxes_of(stats)
+    return b[:, :2] * auto.scale_of(b[:, 2:], size)[:, None]
