@@ -128,12 +128,17 @@ def test_missing_images_name_the_folder_searched_and_the_first_files(tmp_path):
 
 def test_a_source_whose_every_annotation_is_dropped_is_an_error_and_a_string_image_id_is_matched(tmp_path):
     img = images(tmp_path / "img", ["a.png"])
+    good = coco(tmp_path / "good.json", [ann(1)])
+    assert run_prepare("data=coco", f"data.source.annotations={good}", f"data.source.images={img}",
+                       f"data.root={tmp_path / 'out'}").returncode == 0
+    before = (tmp_path / "out" / "annotations" / "train.json").read_bytes()
     bad = coco(tmp_path / "bad.json", [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[1, 1, 5, 5]]},
                                        ann(2, bbox=[5, 5, 0, 10]), ann(3, category_id=7)])
     line = one_error_line(run_prepare("data=coco", f"data.source.annotations={bad}", f"data.source.images={img}",
                                       f"data.root={tmp_path / 'out'}"))
     assert "no instance left in 1 images" in line and "polygon_too_few_points 1" in line and "zero_area_box 1" in line
-    assert "unknown_category 1" in line and not (tmp_path / "out").exists()
+    assert "unknown_category 1" in line and "bad.json: annotation 2" in line  # the file, the record, the problem
+    assert (tmp_path / "out" / "annotations" / "train.json").read_bytes() == before  # the previous dataset is kept
     strid = coco(tmp_path / "s.json", [ann(1, image_id="1")])
     report = prepared(tmp_path, ["data=coco", f"data.source.annotations={strid}", f"data.source.images={img}",
                                  "data.prepare.split={train:1.0,val:0}"])
