@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timed import run_exported
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -31,13 +31,7 @@ def run(label: str, overrides: list[str], out: Path) -> dict:
     metrics = out / f"{label}.json"
     cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "pennfudan", f"run_name=pennfudan-{label}",
            f"export.metrics={metrics}", "+trainer.enable_progress_bar=false", *overrides]
-    print("+", " ".join(cmd[1:]), flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    minutes = (time.perf_counter() - start) / 60
-    if proc.returncode != 0:
-        sys.exit(f"{label} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(metrics.read_text())
+    minutes, result = run_exported(label, cmd, metrics)
     return {"minutes": minutes, **{k: result.get(k) for k in KEYS}}
 
 

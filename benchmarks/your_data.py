@@ -26,8 +26,9 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timed import run_exported
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -77,13 +78,7 @@ def train(label: str, overrides: list[str], out: Path) -> dict:
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), f"run_name={label}", "experiment_name=your_data",
            f"export.metrics={metrics}", "+trainer.enable_progress_bar=false", f"hydra.run.dir={out / 'runs' / label}",
            *overrides]
-    print("+", " ".join(cmd[1:]), flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    minutes = (time.perf_counter() - start) / 60
-    if proc.returncode != 0:
-        sys.exit(f"{label} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(metrics.read_text())
+    minutes, result = run_exported(label, cmd, metrics)
     split = "test" if any(k.startswith("test/") for k in result) else "val"
     return {"minutes": round(minutes, 2), "split": split, "segm_AP50": result.get(f"{split}/segm_AP50"),
             "segm_AP": result.get(f"{split}/segm_AP"), "bbox_AP50": result.get(f"{split}/bbox_AP50")}
