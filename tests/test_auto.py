@@ -127,7 +127,7 @@ def test_report_sentences_for_anchors_scale_difference_empty_split_and_a_missing
 def test_small_objects_on_large_images_train_on_tiles_and_large_ones_at_native_size(tmp_path):
     small = stats_of({"train": dense(4, 30, 4, side=700)})  # 4 px objects on 700 px images
     cfg, fit = auto.resolve(prepared_cfg(tmp_path), small, quiet=True)
-    assert cfg.data.image_size == 1760 and cfg.data.crop_size == 384  # 700 x 10 px / 4 px, in 32s; crops at the cap
+    assert cfg.data.image_size == 1760 and cfg.data.crop_size == 320  # 700 x 10 px / 4 px, in 32s; data.auto.crop_size
     assert cfg.image_min_size == cfg.image_max_size == 1760 and "tiles" in fit.reasons["data.image_size"]
     large = stats_of({"train": dense(4, 2, 150, side=480)})
     cfg, _ = auto.resolve(prepared_cfg(tmp_path), large, quiet=True)

@@ -105,7 +105,8 @@ def choose_size(boxes: np.ndarray, long_side: float, opts) -> tuple[int, str]:
     size = int(math.ceil(size / 32) * 32)
     if size > opts.max_train_size * 1.15:
         why += (f"; larger than data.auto.max_train_size={opts.max_train_size}, so training takes "
-                f"{opts.max_train_size} px crops at that scale (tiles) and prediction runs on whole images")
+                f"{opts.get('crop_size') or opts.max_train_size} px crops at that scale (tiles) and prediction runs on "
+                "whole images")
     return size, why
 
 
@@ -200,7 +201,7 @@ def _fit_data(cfg: DictConfig, stats: dict, fit: Fit) -> None:
         fit.set("data.image_size", size, why)
     size = fit.values.get("data.image_size", cfg.data.image_size)
     if _is_auto(cfg, "data.crop_size"):
-        crop = int(opts.max_train_size) if size > opts.max_train_size * 1.15 else None
+        crop = int(opts.get("crop_size") or opts.max_train_size) if size > opts.max_train_size * 1.15 else None
         fit.set("data.crop_size", crop, f"tiles: data.image_size={size} is over data.auto.max_train_size="
                                         f"{opts.max_train_size}" if crop else "whole images fit the compute cap")
     crop = fit.values.get("data.crop_size", OmegaConf.select(cfg, "data.crop_size", default=None))
