@@ -195,7 +195,7 @@ def test_the_default_sweep_of_prepared_data_searches_around_the_derived_values(t
     cfg = prepared_cfg(tmp_path)
     dists, _ = parse(OmegaConf.to_container(cfg.hparams_search, resolve=True), {}, [])
     assert dists["anchors.scale"].choices == (0.71, 1.0, 1.41) and dists["data.auto.scale"].choices == (0.75, 1.0, 1.25)
-    assert dists["schedule.steps"].choices == (500, 1000)
+    assert "schedule.steps" not in dists  # one budget for every trial: asha pauses them at the same epochs
     stats = stats_of({"train": dense(4, 30, 8, side=700)})
     base, _ = auto.resolve(cfg, stats, quiet=True)
     scaled, _ = auto.resolve(prepared_cfg(tmp_path, "data.auto.scale=1.25", "anchors.scale=1.41"), stats, quiet=True)
@@ -209,3 +209,32 @@ def stats_boxes_at(stats, size):
 
     b = boxes_of(stats)
     return b[:, :2] * auto.scale_of(b[:, 2:], size)[:, None]
+
+
+@pytest.mark.slow
+def test_a_sweep_of_prepared_data_with_the_default_pruner_trains_the_budget_in_steps(tmp_path):
+    """The default space of prepared data and asha (the default pruner) over epochs derived from data.steps: of 3
+    configurations paused at epoch 2, the best one resumes to the end of the budget."""
+    import subprocess
+    import sys
+
+    import optuna
+
+    from conftest import ROOT, make_tiny_prepared
+    from masklab.sweep.study import open_storage
+
+    root = make_tiny_prepared(tmp_path, n=4)  # 2 train images: 1 step of batch 2 per epoch
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", "data=prepared", "data.name=x",
+           f"data.root={root}", "data.steps=4", *[o for o in TINY_MODEL if not o.startswith(("schedule.", "data.image_size",
+                                                                                            "logger="))],
+           "logger=none", "experiment_name=p", "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner_kwargs={min_resource:2}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="p", storage=open_storage(f"journal:{tmp_path}/multirun/p/p/optuna.journal"))
+    assert {"anchors.scale", "data.auto.scale"} <= set(study.trials[0].params)
+    assert study.user_attrs["masklab_pruner"]["name"] == "asha"
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert done
+    ckpts = list((tmp_path / "multirun" / "p" / "p").glob("*/checkpoints/last.ckpt"))
+    steps = {torch.load(c, weights_only=False, map_location="cpu")["global_step"] for c in ckpts}
+    assert 4 in steps and max(steps) == 4  # a configuration run to its end trains the budget; no one trains more

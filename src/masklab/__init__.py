@@ -173,7 +173,5 @@ if not OmegaConf.has_resolver("masklab_root"):
     OmegaConf.register_new_resolver("masklab_root", lambda: str(PROJECT_ROOT))
 if not OmegaConf.has_resolver("mul"):  # search spaces relative to a config value: ${mul:${optimizer.lr},0.25}
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
-if not OmegaConf.has_resolver("mul_int"):  # integer keys relative to a config value: ${mul_int:${data.steps},2}
-    OmegaConf.register_new_resolver("mul_int", lambda a, b: int(round(float(a) * float(b))))
 if not OmegaConf.has_resolver("px"):  # image sizes relative to the data's: ${px:${data.image_size},1.25} (multiple of 32)
     OmegaConf.register_new_resolver("px", lambda size, factor: max(32, int(float(size) * float(factor) / 32 + 0.5) * 32))

@@ -351,6 +351,10 @@ def _budget(cfg: DictConfig, stats: dict | None, fit: Fit) -> None:
         OmegaConf.update(cfg, "schedule.epochs", epochs)
         fit.set("schedule.epochs", epochs, f"schedule.steps={steps} optimizer steps of {per_epoch} per epoch "
                                            f"({images} training images, batch_size {cfg.batch_size})")
+        if OmegaConf.select(cfg, "sweep.stop_epoch", default=None) is not None or cfg.get("resume"):
+            # asha's pause and resume (and any resume) go by epochs: Lightning resumed a max_steps run a step short
+            OmegaConf.update(cfg, "schedule.steps", None)
+            fit.set("schedule.steps", None, f"paused or resumed runs train whole epochs: {epochs} x {per_epoch} steps")
     elif steps:
         OmegaConf.update(cfg, "schedule.steps", None)
         fit.set("schedule.steps", None, f"schedule.epochs={sched.epochs} was given: it sets the length")

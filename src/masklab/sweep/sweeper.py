@@ -35,6 +35,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 from masklab import MasklabError, causes, exit_on_error, missing_cuda, user_message
+from masklab.data.auto import resolved
 from masklab.sweep import asha, report, space, study as st
 
 log = logging.getLogger("masklab.sweep")
@@ -166,7 +167,10 @@ class OptunaSweeperBase(Sweeper):
             return max(int(c) for c in d.choices)
         if d is not None:
             return int(d.high)
-        epochs = OmegaConf.select(self.config, "schedule.epochs", default=None)
+        epochs = OmegaConf.select(resolved(self.config), "schedule.epochs", default=None)  # auto: from data.steps
+        if epochs == "auto":
+            raise MasklabError(f"schedule.epochs=auto: {self.config.data.get('root')} has no statistics yet; prepare the "
+                               "data first (python src/prepare.py data=<its option>)")
         return int(epochs) if epochs is not None else None
 
     def sweep(self, arguments: list[str]):
