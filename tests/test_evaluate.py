@@ -404,8 +404,8 @@ def test_training_leaves_loss_and_ap_plots_and_report_compares_runs(trained, tmp
     sheet = np.asarray(Image.open(tmp_path / "predictions.png"))  # the ground truth, then each run's prediction
     own = np.asarray(Image.open(run_dir / "predictions" / "val_000.png"))
     w = (own.shape[1] - 4) // 2
-    assert sheet.shape == (own.shape[0] + 18, 4 * (w + 4), 3)  # one row of 4 cells: 1 run here, 2 blank
-    assert np.array_equal(sheet[18:, :w], own[:, :w]) and np.array_equal(sheet[18:, w + 4:2 * w + 4], own[:, w + 4:])
+    assert sheet.shape == (own.shape[0], 2 * (w + 4), 3)  # the ground truth and the 1 run: no blank cells, one title each
+    assert np.array_equal(sheet[18:, :w], own[18:, :w]) and np.array_equal(sheet[18:, w + 4:2 * w + 4], own[18:, w + 4:])
     missing = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), "experiment=nope", f"hydra.run.dir={tmp_path}"],
                              capture_output=True, text=True, timeout=300, env=env_for(uri))
     assert missing.returncode == 1 and "no MLflow experiment 'nope'" in missing.stderr

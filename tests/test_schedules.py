@@ -34,7 +34,8 @@ def test_schedule_options_take_the_data_options_length_and_keep_their_shape():
         assert cfg.schedule.epochs == 6
         assert [f(epoch, 6) for epoch, _ in points] == pytest.approx([factor for _, factor in points])
     assert compose_cfg(["schedule=constant"], tiny=False).schedule.epochs == 6
-    other = compose_cfg(["data=pennfudan", "schedule=piecewise"], tiny=False)  # no suggestion: the seeds' 120
+    assert compose_cfg(["data=pennfudan"], tiny=False).schedule.epochs == "auto"  # prepared data: from data.steps
+    other = compose_cfg(["data=pennfudan", "~data.epochs", "schedule=piecewise"], tiny=False)  # no suggestion: the seeds' 120
     assert other.schedule.epochs == 120 and instantiate(other.schedule.lr_lambda)(40, 120) == pytest.approx(0.1)
 
 

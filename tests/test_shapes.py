@@ -78,5 +78,6 @@ def test_shapes_option_sets_the_main_job_recipe_and_the_command_line_wins():
     cfg = compose_cfg(["optimizer=sgd", "schedule.epochs=3"], tiny=False)
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.schedule.epochs == 3
     assert compose_cfg(["schedule=step"], tiny=False).schedule.epochs == 6  # its milestones move with it (test_schedules)
-    other = compose_cfg(["data=pennfudan"], tiny=False)  # another dataset keeps the groups' own defaults
-    assert other.optimizer._target_ == "torch.optim.SGD" and other.schedule.epochs == 10
+    other = compose_cfg(["data=pennfudan"], tiny=False)  # prepared data: fine-tuning SGD, epochs from its step budget
+    assert other.optimizer._target_ == "torch.optim.SGD" and other.optimizer.lr == 0.01 and other.schedule.epochs == "auto"
+    assert compose_cfg(["data=pennfudan", "~data.epochs"], tiny=False).schedule.epochs == 10  # cosine's own

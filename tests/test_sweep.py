@@ -105,7 +105,8 @@ def test_default_space_composes_and_is_not_empty():
             assert all((ROOT / "conf" / key / f"{c}.yaml").is_file() for c in dist.choices), key
 
 
-@pytest.mark.parametrize("overrides, epochs", [([], 6), (["data=pennfudan"], 10), (["data=pennfudan", "schedule=piecewise"], 120)])
+@pytest.mark.parametrize("overrides, epochs", [([], 6), (["data=pennfudan", "~data.epochs", "data.image_size=320"], 10),
+                                              (["data=pennfudan", "~data.epochs", "data.image_size=320", "schedule=piecewise"], 120)])
 def test_the_default_space_compares_schedules_at_one_length(overrides, epochs):
     """Each schedule's own length (cosine 10, step 12, piecewise 120) made trials of one study 12x apart on any dataset
     without an ``epochs`` of its own (all but shapes): the piecewise ones took 12x as long and trained to another point."""
@@ -143,8 +144,8 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     sheet = np.asarray(Image.open(tmp_path / "multirun" / "s" / "s" / "plots" / "predictions.png"))
     own = np.asarray(Image.open(tmp_path / "multirun" / "s" / "s" / str(study.best_trial.number) / "predictions" / "val_000.png"))
     w = (own.shape[1] - 4) // 2
-    assert sheet.shape == (2 * (own.shape[0] + 18), 4 * (w + 4), 3)
-    assert np.array_equal(sheet[18:own.shape[0] + 18, w + 4:2 * w + 4], own[:, w + 4:])  # the best trial's, 2nd cell
+    assert sheet.shape == (2 * own.shape[0], 4 * (w + 4), 3)  # each cell: its panel under one title strip of 18 px
+    assert np.array_equal(sheet[18:own.shape[0], w + 4:2 * w + 4], own[18:, w + 4:])  # the best trial's, 2nd cell
     best_file = tmp_path / "multirun" / "s" / "s" / "tuned" / "best.yaml"
     assert best_file.read_text().startswith("# @package _global_")
     best = yaml.safe_load(best_file.read_text())
@@ -309,7 +310,8 @@ def test_a_trial_failing_while_hydra_builds_its_data_keeps_the_one_line_reason(t
     # the datamodule's MasklabError reaches the sweeper wrapped by hydra's instantiate ("Error in call to target ...")
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", "data=coco", "logger=none",
            f"paths.root_dir={tmp_path}", "experiment_name=s", "hparams_search=none", "hydra.sweeper.n_trials=1",
-           "hydra.sweeper.max_failures=1", "optimizer.lr=choice(0.01,0.02)"]  # no prepared coco under tmp_path
+           "hydra.sweeper.max_failures=1", "optimizer.lr=choice(0.01,0.02)",
+           "schedule.epochs=1"]  # no prepared coco under tmp_path (epochs=auto would need its statistics first)
     proc = run(cmd, tmp_path)
     assert proc.returncode == 1 and "error: study 's' stopped: 1 failed trials" in proc.stderr
     (trial,) = load(tmp_path).trials
@@ -490,11 +492,12 @@ def test_default_learning_rate_range_follows_the_optimizer():
 
     assert lr_range("optimizer=sgd") == (0.005, 0.05)       # a quarter to 2.5x SGD's 0.02
     assert lr_range() == (2.5e-4, 2.5e-3)                   # shapes trains with adamw_scratch (1e-3)
-    assert lr_range("data=pennfudan") == (0.005, 0.05)
+    assert lr_range("data=pennfudan", "data.image_size=320") == (0.0025, 0.025)  # prepared data: sgd_finetune's 0.01
 
 
-@pytest.mark.parametrize("overrides, sizes", [([], (96, 128, 160)), (["data=pennfudan"], (256, 320, 416)),
-                                              (["data=coco"], (384, 512, 640)), (["data.image_size=100"], (64, 100, 128))])
+@pytest.mark.parametrize("overrides, sizes", [([], (96, 128, 160)), (["data=pennfudan", "data.image_size=320"], (256, 320, 416)),
+                                              (["data=coco", "data.image_size=512"], (384, 512, 640)),
+                                              (["data.image_size=100"], (64, 100, 128))])
 def test_default_image_sizes_follow_the_data(overrides, sizes):
     """The default space tried 96-160 px on every dataset: shapes' sizes, a fifth of a photo's 512 (data=coco)."""
     from conftest import compose_cfg

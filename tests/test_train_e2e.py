@@ -312,7 +312,7 @@ def _helps(*commands: tuple[str, ...]) -> list[str]:
 def test_help_lists_groups_options_and_each_tools_own_keys():
     train, study, evaluate, predict, report = _helps(("train",), ("train", "hydra/sweeper=optuna"), ("evaluate",),
                                                      ("predict",), ("report",))
-    for group, options in {"backbone": "mobilenet_v2, mobilenet_v3, r101, r18, r50, x101", "anchors": "default, small, tiny",
+    for group, options in {"backbone": "mobilenet_v2, mobilenet_v3, r101, r18, r50, x101", "anchors": "auto, default, small, tiny",
                            "schedule": "constant, cosine, piecewise, step", "trainer": "cpu, ddp, gpu"}.items():
         assert f"{group}: {options}" in train
     assert "dataset_defaults" not in train  # included by the data options, not a group to pick (Hydra listed it)

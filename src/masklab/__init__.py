@@ -174,4 +174,12 @@ if not OmegaConf.has_resolver("masklab_root"):
 if not OmegaConf.has_resolver("mul"):  # search spaces relative to a config value: ${mul:${optimizer.lr},0.25}
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
 if not OmegaConf.has_resolver("px"):  # image sizes relative to the data's: ${px:${data.image_size},1.25} (multiple of 32)
-    OmegaConf.register_new_resolver("px", lambda size, factor: max(32, int(float(size) * float(factor) / 32 + 0.5) * 32))
+    OmegaConf.register_new_resolver("px", lambda size, factor: _px(size, factor))
+
+
+def _px(size, factor) -> int:
+    """``size`` x ``factor`` in multiples of 32 (at least 32); ``auto`` sizes have their own multiplier."""
+    if size == "auto":
+        raise ValueError("data.image_size=auto: the default space scales a plain size; prepared data's own space "
+                         "(hparams_search=prepared) scales the derived one (data.auto.scale), or give data.image_size=<px>")
+    return max(32, int(float(size) * float(factor) / 32 + 0.5) * 32)

@@ -105,6 +105,8 @@ def check_sizes(cfg: DictConfig) -> None:
              **{f"data.{s}.num_images": 1 for s in ("train", "val", "test")}}
     for key, low in least.items():
         value = OmegaConf.select(cfg, key, default=None)
+        if value == "auto":  # left unresolved only where the data is not prepared: its own error says so
+            continue
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise MasklabError(f"{key}={value}: must be an integer >= {low}")
 

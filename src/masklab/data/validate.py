@@ -35,8 +35,8 @@ RULES = {
     "box_not_finite": ("fixed", "the source box holds NaN, infinity or no number: the box is rebuilt from the mask"),
     "box_outside_image": ("fixed", "the source box leaves the image: boxes are the tight box of the mask, "
                                    "which is clamped to the image"),
-    "polygon_outside_image": ("fixed", "polygon points outside the image (negative or past its size): the mask is "
-                                       "clipped to the image"),
+    "polygon_outside_image": ("fixed", "polygon points more than a pixel outside the image (negative or past its size): "
+                                       "the mask is clipped to the image"),
     "image_id_type": ("fixed", "annotation's image_id given as a string of an integer image id (\"1\" for 1): matched"),
     "bad_annotation_id": ("fixed", "annotation id <= 0 or not an integer: renumbered (pycocotools scores id 0 as AP 0)"),
     "duplicate_annotation_id": ("fixed", "annotation id used twice: renumbered"),

@@ -154,6 +154,10 @@ class OptunaSweeperBase(Sweeper):
             raise MasklabError("hydra.sweeper.pruner=asha pauses every trial at the same epochs: sweep schedule.epochs "
                                "with another pruner, or fix it")
         epochs = self._max_epochs(dists)
+        if not epochs and OmegaConf.select(self.config, "schedule.epochs", default=None) == "auto":
+            raise MasklabError(f"schedule.epochs=auto comes from the prepared data's statistics, and "
+                               f"{self.config.data.get('root')} has none yet: prepare the data first "
+                               "(python src/prepare.py data=<its option>)")
         if not epochs:
             raise MasklabError("hydra.sweeper.pruner=asha needs schedule.epochs (the last rung)")
         settings = asha.settings(kwargs)
@@ -168,10 +172,7 @@ class OptunaSweeperBase(Sweeper):
         if d is not None:
             return int(d.high)
         epochs = OmegaConf.select(resolved(self.config), "schedule.epochs", default=None)  # auto: from data.steps
-        if epochs == "auto":
-            raise MasklabError(f"schedule.epochs=auto: {self.config.data.get('root')} has no statistics yet; prepare the "
-                               "data first (python src/prepare.py data=<its option>)")
-        return int(epochs) if epochs is not None else None
+        return int(epochs) if epochs not in (None, "auto") else None  # auto left: the data is not prepared yet
 
     def sweep(self, arguments: list[str]):
         with exit_on_error(log):  # one line, no traceback (Hydra would print one)

@@ -127,7 +127,8 @@ def polygons_to_mask(height: int, width: int, *, polygons, record: str = "", not
         notes.append(("polygon_too_few_points", f"{record}: {len(polygons) - len(good)} of {len(polygons)} polygons "
                                                 "had fewer than 3 points and were skipped"))
     xs, ys = np.concatenate([p[0::2] for p in good]), np.concatenate([p[1::2] for p in good])
-    if notes is not None and (xs.min() < 0 or ys.min() < 0 or xs.max() > width or ys.max() > height):
+    slack = 1.0  # px: annotation tools let a click on the border land a fraction of a pixel past it
+    if notes is not None and (xs.min() < -slack or ys.min() < -slack or xs.max() > width + slack or ys.max() > height + slack):
         notes.append(("polygon_outside_image", f"{record}: polygon spans x {xs.min():g}..{xs.max():g}, y {ys.min():g}.."
                                                f"{ys.max():g}, outside the {width}x{height} image: clipped to it"))
     rle = mask_utils.merge(mask_utils.frPyObjects(good, height, width))
