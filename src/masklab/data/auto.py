@@ -166,6 +166,11 @@ def resolve(cfg: DictConfig, stats: dict | None = None, quiet: bool = False) -> 
     if not quiet:
         for line in fit.lines():
             log.info("auto: %s", line)
+        if "anchor_recall" in fit.numbers:
+            n = fit.numbers
+            groups = ", ".join(f"{g} {r:.3f}" for g, r in n["anchor_recall_groups"].items())
+            log.info("anchor recall (train boxes whose best anchor has IoU >= %s): %.3f with anchors %s; auto %.3f; %s",
+                     n["anchor_iou"], n["anchor_recall"], n["anchor_sizes"], n["anchor_recall_auto"], groups)
         for sentence in fit.advice:
             log.warning("%s", sentence)
     return cfg, fit
