@@ -212,7 +212,7 @@ def _fit_data(cfg: DictConfig, stats: dict, fit: Fit) -> None:
     crop = fit.values.get("data.crop_size", OmegaConf.select(cfg, "data.crop_size", default=None))
     wh = boxes[:, :2] * scale_of(boxes[:, 2:], size)[:, None]
     _fit_anchors(cfg, wh, opts, fit)
-    _fit_caps(cfg, stats, boxes, size, crop, fit)
+    _fit_caps(cfg, stats, size, crop, fit)
     fit.advice += split_advice(stats, size, fit.numbers)
 
 
@@ -255,7 +255,7 @@ def _per_sample(stats: dict, size: int, crop: int | None) -> tuple[float, float]
     return float(counts.max()), float(np.percentile(counts, 95))
 
 
-def _fit_caps(cfg: DictConfig, stats: dict, boxes, size: int, crop, fit: Fit) -> None:
+def _fit_caps(cfg: DictConfig, stats: dict, size: int, crop, fit: Fit) -> None:
     densest = int(max(s["instances_per_image"].get("max", 0) for s in stats.values() if s.get("images")))
     sample_max, sample_p95 = _per_sample(stats, size, crop)
     fit.numbers.update(max_instances_per_image=int(densest), max_instances_per_sample=int(sample_max))
