@@ -10,6 +10,7 @@ batch size and image size. Both in one process, one after the other, the first b
     python benchmarks/dataloader.py data=pennfudan          # real JPEGs (after prepare.py data=pennfudan)
 Target: loading / training >= 3.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,10 +74,12 @@ def main(argv=None) -> dict:
             break
     train = training_rate(cfg, dm.class_names, in_memory, args.warmup)
     result = {"loading_img_s": load, "training_img_s": train, "ratio": load / train}
-    print(f"\n{cfg.data.get('name', 'shapes')}, augmentation=full, {cfg.num_workers} workers, batch {cfg.batch_size}, "
-          f"image {cfg.image_min_size}-{cfg.image_max_size} px, this machine:\n"
-          f"  data pipeline   {load:8.1f} img/s\n  training        {train:8.2f} img/s\n"
-          f"  ratio           {load / train:8.1f}x  (target >= 3)")
+    print(
+        f"\n{cfg.data.get('name', 'shapes')}, augmentation=full, {cfg.num_workers} workers, batch {cfg.batch_size}, "
+        f"image {cfg.image_min_size}-{cfg.image_max_size} px, this machine:\n"
+        f"  data pipeline   {load:8.1f} img/s\n  training        {train:8.2f} img/s\n"
+        f"  ratio           {load / train:8.1f}x  (target >= 3)"
+    )
     return result
 
 

@@ -11,6 +11,7 @@ Encoding the predictions to RLE is the same work for both and is not timed.
     python benchmarks/eval_speed.py                  # 500 images, 256 px
 Target: pycocotools time / masklab time >= 3.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,15 +40,24 @@ def noisy_predictions(target: dict, rng: np.random.Generator, size: int) -> dict
             continue
         dy, dx = rng.integers(-4, 5, size=2)
         moved = np.roll(np.roll(m, dy, 0), dx, 1)
-        masks.append(moved), labels.append(label if rng.random() > 0.1 else rng.integers(1, 5)), scores.append(rng.uniform(0.3, 1))
+        (
+            masks.append(moved),
+            labels.append(label if rng.random() > 0.1 else rng.integers(1, 5)),
+            scores.append(rng.uniform(0.3, 1)),
+        )
     for _ in range(rng.integers(0, 4)):
         fp = np.zeros((size, size), np.uint8)
         y, x, r = rng.integers(10, size - 30), rng.integers(10, size - 30), rng.integers(5, 20)
-        fp[y:y + r, x:x + r] = 1
+        fp[y : y + r, x : x + r] = 1
         masks.append(fp), labels.append(rng.integers(1, 5)), scores.append(rng.uniform(0, 0.6))
     m = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)) if masks else torch.zeros(0, 1, size, size)
     boxes = torch.tensor([_box(x[0].numpy()) for x in m], dtype=torch.float32).reshape(-1, 4)
-    return {"boxes": boxes, "labels": torch.tensor(labels, dtype=torch.int64), "scores": torch.tensor(scores), "masks": m}
+    return {
+        "boxes": boxes,
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "scores": torch.tensor(scores),
+        "masks": m,
+    }
 
 
 def _box(mask):
@@ -87,11 +97,13 @@ def main(argv=None) -> dict:
     t_ours, ours = timed("faster", encoded, args.repeats)
     diff = max(abs(ref[k] - ours[k]) for k in ref if not (np.isnan(ref[k]) and np.isnan(ours[k])))
     same = diff <= 1e-6 and set(ref) == set(ours)
-    print(f"{args.images} images, {sum(len(t['labels']) for t in targets)} GT, {sum(len(q['labels']) for q in preds)} "
-          f"predictions, bbox + segm, per-class AP; this machine (best of {args.repeats}):\n"
-          f"  pycocotools          {t_ref:7.2f} s\n  masklab (faster)     {t_ours:7.2f} s\n"
-          f"  ratio                {t_ref / t_ours:7.2f}x  (target >= 3)\n"
-          f"  numbers identical    {same}  (max |diff| {diff:.2e} over {len(ref)} metrics; segm AP {ours['val/segm_AP']:.4f})")
+    print(
+        f"{args.images} images, {sum(len(t['labels']) for t in targets)} GT, {sum(len(q['labels']) for q in preds)} "
+        f"predictions, bbox + segm, per-class AP; this machine (best of {args.repeats}):\n"
+        f"  pycocotools          {t_ref:7.2f} s\n  masklab (faster)     {t_ours:7.2f} s\n"
+        f"  ratio                {t_ref / t_ours:7.2f}x  (target >= 3)\n"
+        f"  numbers identical    {same}  (max |diff| {diff:.2e} over {len(ref)} metrics; segm AP {ours['val/segm_AP']:.4f})"
+    )
     if not same:
         sys.exit("the two backends disagree")
     return {"pycocotools_s": t_ref, "masklab_s": t_ours, "ratio": t_ref / t_ours, "max_diff": diff}

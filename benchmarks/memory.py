@@ -14,6 +14,7 @@ temporary store so the project's mlflow.db is untouched.
     python benchmarks/memory.py schedule.epochs=1       # any override
 Target: peak RSS <= 4 GiB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def _pss(p: psutil.Process) -> int:
@@ -73,10 +74,16 @@ def main(argv=None) -> dict:
         err = proc.stderr.read()
     if proc.returncode != 0:
         sys.exit(f"train.py failed:\n{err[-3000:]}")
-    result = {"main_peak_gib": main_peak / GIB, "tree_peak_gib": tree_peak / GIB, "minutes": (time.perf_counter() - start) / 60}
-    print(f"python src/train.py {' '.join(args.overrides)}  ({result['minutes']:.1f} min, this machine)\n"
-          f"  peak RSS, training process        {result['main_peak_gib']:.2f} GiB   (target <= 4 GiB)\n"
-          f"  peak PSS, with loader workers     {result['tree_peak_gib']:.2f} GiB")
+    result = {
+        "main_peak_gib": main_peak / GIB,
+        "tree_peak_gib": tree_peak / GIB,
+        "minutes": (time.perf_counter() - start) / 60,
+    }
+    print(
+        f"python src/train.py {' '.join(args.overrides)}  ({result['minutes']:.1f} min, this machine)\n"
+        f"  peak RSS, training process        {result['main_peak_gib']:.2f} GiB   (target <= 4 GiB)\n"
+        f"  peak PSS, with loader workers     {result['tree_peak_gib']:.2f} GiB"
+    )
     return result
 
 

@@ -11,6 +11,7 @@ both see the same machine state; the first ``--warmup`` batches of every run are
     python benchmarks/overhead.py backbone=r50  # any Hydra override of conf/
 Target: ratio (Lightning / bare) >= 0.97.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,20 +48,34 @@ class _Clock(L.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def lightning_run(cfg, datamodule, batches: int, warmup: int, accelerator: str = "cpu",
-                  precision: str = "32-true") -> float:
+def lightning_run(
+    cfg, datamodule, batches: int, warmup: int, accelerator: str = "cpu", precision: str = "32-true"
+) -> float:
     L.seed_everything(cfg.seed, verbose=False)
     module, clock = MaskRCNNModule(cfg, class_names=datamodule.class_names), _Clock(warmup)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=1, precision=precision, limit_train_batches=batches + warmup,
-                        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[clock], log_every_n_steps=10)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=1,
+        precision=precision,
+        limit_train_batches=batches + warmup,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+        log_every_n_steps=10,
+    )
     trainer.fit(module, datamodule=datamodule)
     return clock.images / clock.seconds
 
 
 def bare_run(cfg, datamodule, batches: int, warmup: int) -> float:
     L.seed_everything(cfg.seed, verbose=False)
-    module = MaskRCNNModule(cfg, class_names=datamodule.class_names)  # same build_model, same optimizer + schedule config
+    module = MaskRCNNModule(
+        cfg, class_names=datamodule.class_names
+    )  # same build_model, same optimizer + schedule config
     model = module.model.train()
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -97,10 +112,12 @@ def main(argv=None) -> dict:
         print(f"round {r + 1}: lightning {light[-1]:.2f} img/s, bare {bare[-1]:.2f} img/s", flush=True)
     result = {"lightning_img_s": statistics.median(light), "bare_img_s": statistics.median(bare)}
     result["ratio"] = result["lightning_img_s"] / result["bare_img_s"]
-    print(f"\nbatch {cfg.batch_size}, {args.batches} timed batches x {args.rounds} rounds (median), this machine:\n"
-          f"  LightningModule   {result['lightning_img_s']:7.2f} img/s\n"
-          f"  bare torchvision  {result['bare_img_s']:7.2f} img/s\n"
-          f"  ratio             {result['ratio']:7.3f}   (target >= 0.97)")
+    print(
+        f"\nbatch {cfg.batch_size}, {args.batches} timed batches x {args.rounds} rounds (median), this machine:\n"
+        f"  LightningModule   {result['lightning_img_s']:7.2f} img/s\n"
+        f"  bare torchvision  {result['bare_img_s']:7.2f} img/s\n"
+        f"  ratio             {result['ratio']:7.3f}   (target >= 0.97)"
+    )
     return result
 
 

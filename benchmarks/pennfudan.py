@@ -13,6 +13,7 @@ held-out test split (best checkpoint by val segm AP) and the wall time; both run
     python benchmarks/pennfudan.py --only scratch trainer=gpu backbone=r50 model=standard   # one row only
 Target: pretrained test segm AP50 >= 0.85 within 20 minutes on a 2-core CPU, clearly above scratch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,15 @@ KEYS = ("test/segm_AP50", "test/segm_AP", "test/bbox_AP50", "test/bbox_AP", "val
 
 def run(label: str, overrides: list[str], out: Path) -> dict:
     metrics = out / f"{label}.json"
-    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "pennfudan", f"run_name=pennfudan-{label}",
-           f"export.metrics={metrics}", "+trainer.enable_progress_bar=false", *overrides]
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments" / "run.py"),
+        "pennfudan",
+        f"run_name=pennfudan-{label}",
+        f"export.metrics={metrics}",
+        "+trainer.enable_progress_bar=false",
+        *overrides,
+    ]
     minutes, result = run_exported(label, cmd, metrics)
     return {"minutes": minutes, **{k: result.get(k) for k in KEYS}}
 
@@ -44,8 +52,12 @@ def _device() -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (both runs)")
-    p.add_argument("--only", choices=("pretrained", "scratch"), default=None,
-                   help="run only one of the two (default both); scratch adds backbone.weights=null")
+    p.add_argument(
+        "--only",
+        choices=("pretrained", "scratch"),
+        default=None,
+        help="run only one of the two (default both); scratch adds backbone.weights=null",
+    )
     p.add_argument("--out", default=str(ROOT / "outputs" / "pennfudan_study"))
     p.add_argument("overrides", nargs="*", help="Hydra overrides for both runs")
     args = p.parse_intermixed_args(argv)
@@ -61,7 +73,10 @@ def main(argv=None) -> dict:
     print(f"\nPennFudanPed test split, this machine ({device}):")
     print(f"{'':24s}" + "".join(f"{k:>16s}" for k in (*KEYS, "minutes")))
     for label, r in rows.items():
-        print(f"{label:24s}" + "".join(f"{(r[k] if r[k] is not None else float('nan')):16.4f}" for k in (*KEYS, "minutes")))
+        print(
+            f"{label:24s}"
+            + "".join(f"{(r[k] if r[k] is not None else float('nan')):16.4f}" for k in (*KEYS, "minutes"))
+        )
     (out / "results.json").write_text(json.dumps({**rows, "_run": {"device": device, "overrides": common}}, indent=1))
     return rows
 

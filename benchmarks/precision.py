@@ -14,6 +14,7 @@ benchmarks/RESULTS_NOTES.md.
     python benchmarks/precision.py data=pennfudan backbone=r50 model=standard batch_size=4 backbone.weights=null
     python benchmarks/precision.py --modes 32-true,16-mixed batch_size=16     # AMP with bigger batches
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ from masklab.data.datamodule import build_datamodule  # noqa: E402
 from overhead import lightning_run  # noqa: E402
 
 #: mode -> (Lightning precision, TF32 matmuls and convolutions allowed)
-MODES = {"32-true": ("32-true", False), "32-true+tf32": ("32-true", True),
-         "16-mixed": ("16-mixed", False), "bf16-mixed": ("bf16-mixed", False)}
+MODES = {
+    "32-true": ("32-true", False),
+    "32-true+tf32": ("32-true", True),
+    "16-mixed": ("16-mixed", False),
+    "bf16-mixed": ("bf16-mixed", False),
+}
 
 
 def main(argv=None) -> dict:
@@ -41,10 +46,16 @@ def main(argv=None) -> dict:
     p.add_argument("--batches", type=int, default=40, help="timed batches per run")
     p.add_argument("--warmup", type=int, default=5, help="untimed batches at the start of each run")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (each runs every mode once)")
-    p.add_argument("--warmup-rounds", type=int, default=1,
-                   help="untimed rounds first: on an H100 the first round of PennFudan ran at ~9 img/s in every mode "
-                        "and the later ones at 40-65 (the cause was not profiled)")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, first is the reference; of {','.join(MODES)}")
+    p.add_argument(
+        "--warmup-rounds",
+        type=int,
+        default=1,
+        help="untimed rounds first: on an H100 the first round of PennFudan ran at ~9 img/s in every mode "
+        "and the later ones at 40-65 (the cause was not profiled)",
+    )
+    p.add_argument(
+        "--modes", default=",".join(MODES), help=f"comma-separated, first is the reference; of {','.join(MODES)}"
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml")
     args = p.parse_intermixed_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -65,11 +76,17 @@ def main(argv=None) -> dict:
         timed = r >= args.warmup_rounds
         for mode, speed in this_round.items():
             speeds[mode] += [speed] * timed
-        print(f"round {r + 1}{'' if timed else ' (warm-up, not counted)'}: "
-              + ", ".join(f"{m} {v:.1f}" for m, v in this_round.items()) + " img/s", flush=True)
+        print(
+            f"round {r + 1}{'' if timed else ' (warm-up, not counted)'}: "
+            + ", ".join(f"{m} {v:.1f}" for m, v in this_round.items())
+            + " img/s",
+            flush=True,
+        )
     base = statistics.median(speeds[args.modes[0]])
-    print(f"\n{torch.cuda.get_device_name(0)}, batch {cfg.batch_size}, {args.batches} timed batches x "
-          f"{args.rounds} rounds after {args.warmup_rounds} untimed (median):")
+    print(
+        f"\n{torch.cuda.get_device_name(0)}, batch {cfg.batch_size}, {args.batches} timed batches x "
+        f"{args.rounds} rounds after {args.warmup_rounds} untimed (median):"
+    )
     result = {}
     for mode, v in speeds.items():
         result[mode] = statistics.median(v)

@@ -51,6 +51,7 @@ so how much pruning can save depends on the trial's length; at 6 epochs not even
 reached 0.5 in the study's trial order.
 Target: epochs(pruned) / epochs(unpruned) <= 0.5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,14 +104,33 @@ def _on(signal: str) -> str:
 
 
 def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", f"paths.root_dir={work}",
-           f"experiment_name={name}", "logger=none", "hparams_search=none", f"hydra.sweeper.pruner={pruner}",
-           f"hydra.sweeper.prune_on={args.prune_on}",
-           f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.seed={args.seed}", f"hydra.sweeper.sampler={args.sampler}",
-           *(["hydra.sweeper.sampler_kwargs={n_startup_trials:4}"] if args.sampler == "tpe" else []),
-           "optimizer=sgd", "optimizer.lr=tag(log,interval(0.0001,0.05))", f"schedule.warmup_iters={args.warmup_iters}", "grad_clip_norm=5",
-           "anchors=choice(tiny,small)", f"schedule.epochs={args.epochs}", f"data.train.num_images={args.images}",
-           f"data.val.num_images={args.val_images}", "num_workers=0", "+trainer.enable_progress_bar=false", *backbone()]
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "hydra/sweeper=optuna",
+        f"paths.root_dir={work}",
+        f"experiment_name={name}",
+        "logger=none",
+        "hparams_search=none",
+        f"hydra.sweeper.pruner={pruner}",
+        f"hydra.sweeper.prune_on={args.prune_on}",
+        f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.seed={args.seed}",
+        f"hydra.sweeper.sampler={args.sampler}",
+        *(["hydra.sweeper.sampler_kwargs={n_startup_trials:4}"] if args.sampler == "tpe" else []),
+        "optimizer=sgd",
+        "optimizer.lr=tag(log,interval(0.0001,0.05))",
+        f"schedule.warmup_iters={args.warmup_iters}",
+        "grad_clip_norm=5",
+        "anchors=choice(tiny,small)",
+        f"schedule.epochs={args.epochs}",
+        f"data.train.num_images={args.images}",
+        f"data.val.num_images={args.val_images}",
+        "num_workers=0",
+        "+trainer.enable_progress_bar=false",
+        *backbone(),
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0:
@@ -118,8 +138,10 @@ def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
     storage = open_storage(f"journal:{work}/multirun/{name}/{name}/optuna.journal")
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     # an asha trial trains a segment of its configuration, whose folder (and history) is its first trial's
-    return [_from_history(t, work / "multirun" / name / name / str(t.user_attrs.get("asha_root", t.number)) / "history.csv")
-            for t in sorted(trials, key=lambda t: t.number)], time.perf_counter() - start
+    return [
+        _from_history(t, work / "multirun" / name / name / str(t.user_attrs.get("asha_root", t.number)) / "history.csv")
+        for t in sorted(trials, key=lambda t: t.number)
+    ], time.perf_counter() - start
 
 
 def _from_history(trial, path: Path) -> "_Curve":
@@ -130,8 +152,13 @@ def _from_history(trial, path: Path) -> "_Curve":
     if "asha_root" in trial.user_attrs:  # its own epochs of its configuration's history
         rows = [r for r in rows if int(r["epoch"]) in trial.intermediate_values]
         span = (trial.user_attrs["asha_root"], min(trial.intermediate_values, default=0))
-    curve = _Curve([float(r[AP]) for r in rows], trial.state.name, number=trial.number,
-                   signals={LOSS: [-float(r[LOSS]) for r in rows]}, span=span)  # negated: the study maximises
+    curve = _Curve(
+        [float(r[AP]) for r in rows],
+        trial.state.name,
+        number=trial.number,
+        signals={LOSS: [-float(r[LOSS]) for r in rows]},
+        span=span,
+    )  # negated: the study maximises
     reported = [v for _, v in sorted(trial.intermediate_values.items())]
     on = {AP: curve.values, LOSS: curve.signals[LOSS]}
     if not any(len(reported) == len(c) and all(abs(a - b) < 1e-6 for a, b in zip(reported, c)) for c in on.values()):
@@ -176,8 +203,11 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # named as run_study names the real one: Hyperband assigns trials to brackets by a hash of the study name
     epochs = max((len(t.intermediate_values) for t in trials), default=None)  # as the sweeper resolves hyperband's
-    study = optuna.create_study(study_name=pruner, direction="maximize",
-                                pruner=make_pruner(pruner, pruner_kwargs(pruner, kwargs, epochs=epochs)))
+    study = optuna.create_study(
+        study_name=pruner,
+        direction="maximize",
+        pruner=make_pruner(pruner, pruner_kwargs(pruner, kwargs, epochs=epochs)),
+    )
     out = []
     for t in trials:
         trial, seen = study.ask(), []
@@ -204,7 +234,9 @@ def segments(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> t
     trials stopped before their last epoch."""
     if pruner not in SWEEPER_PRUNERS:
         curves = replay(trials, pruner, kwargs, on=on)
-        return [t.prefix(len(c)) for c, t in zip(curves, trials)], sum(len(c) < len(t.values) for c, t in zip(curves, trials))
+        return [t.prefix(len(c)) for c, t in zip(curves, trials)], sum(
+            len(c) < len(t.values) for c, t in zip(curves, trials)
+        )
     epochs = max(len(t.values) for t in trials)
     settings = asha.settings(kwargs)
     ranked = [t.values if on == AP else t.signals[on] for t in trials]
@@ -247,8 +279,14 @@ class _Curve:
     """One trial's per-epoch segm AP (``intermediate_values``, as a FrozenTrial has them), its ``state``
     and its other pruning ``signals`` (``val/loss``, negated) for replaying and counting."""
 
-    def __init__(self, values, state: str = "COMPLETE", number: int | None = None, signals: dict | None = None,
-                 span: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        values,
+        state: str = "COMPLETE",
+        number: int | None = None,
+        signals: dict | None = None,
+        span: tuple[int, int] | None = None,
+    ):
         self.values = list(values)
         self.intermediate_values = dict(enumerate(self.values))
         self.state, self.number, self.signals = TrialState[state], number, dict(signals or {})
@@ -259,12 +297,18 @@ class _Curve:
 
     def part(self, begin: int, end: int) -> "_Curve":
         """Epochs ``[begin, end)`` as an asha segment of this trial's configuration."""
-        return _Curve(self.values[begin:end], self.state.name, self.number,
-                      {k: v[begin:end] for k, v in self.signals.items()}, span=(self.number, begin))
+        return _Curve(
+            self.values[begin:end],
+            self.state.name,
+            self.number,
+            {k: v[begin:end] for k, v in self.signals.items()},
+            span=(self.number, begin),
+        )
 
 
-def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0.01, on: str = AP,
-                kwargs: dict | None = None) -> dict:
+def over_orders(
+    trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0.01, on: str = AP, kwargs: dict | None = None
+) -> dict:
     """The headline ratio over ``n`` random orders of the unpruned study's trials.
 
     A random sampler's trials are independent draws, so every order of them is as likely as the one
@@ -277,47 +321,91 @@ def over_orders(trials, pruner: str, n: int = 200, seed: int = 0, tol: float = 0
     ratios, never = [], 0
     for _ in range(n):
         order = rng.sample(list(trials), len(trials))
-        trained = segments(order, pruner, kwargs, on=on)[0] if pruner in SWEEPER_PRUNERS else \
-            [_Curve(c) for c in replay(order, pruner, kwargs, on=on)]
+        trained = (
+            segments(order, pruner, kwargs, on=on)[0]
+            if pruner in SWEEPER_PRUNERS
+            else [_Curve(c) for c in replay(order, pruner, kwargs, on=on)]
+        )
         reached = epochs_to(trained, bar)
         if reached is None:
             never += 1
         else:
             ratios.append(reached / epochs_to(order, bar))
-    return {"orders": n, "median": statistics.median(ratios) if ratios else None,
-            "share_le_0.5": sum(r <= 0.5 for r in ratios) / n, "share_never": never / n}
+    return {
+        "orders": n,
+        "median": statistics.median(ratios) if ratios else None,
+        "share_le_0.5": sum(r <= 0.5 for r in ratios) / n,
+        "share_never": never / n,
+    }
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=20, help="trials per study (the sweeper's default n_trials)")
-    p.add_argument("--epochs", type=int, default=12,
-                   help="epochs per trial: the schedules' default length on a user's dataset (constant, step: 12)")
-    p.add_argument("--images", type=int, default=288,
-                   help="shapes training images per epoch (36 steps of 8; the main job's epoch is 1100, see above)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=12,
+        help="epochs per trial: the schedules' default length on a user's dataset (constant, step: 12)",
+    )
+    p.add_argument(
+        "--images",
+        type=int,
+        default=288,
+        help="shapes training images per epoch (36 steps of 8; the main job's epoch is 1100, see above)",
+    )
     p.add_argument("--val-images", type=int, default=32, help="shapes validation images (scored every epoch)")
-    p.add_argument("--pruners", nargs="*", default=["asha"],
-                   help="pruned studies really run beside the unpruned one (conf/hydra/sweeper/optuna.yaml: pruner)")
-    p.add_argument("--sampler", choices=["random", "tpe"], default="random",
-                   help="random: trial k has the same configuration in every study; tpe: the product's default")
+    p.add_argument(
+        "--pruners",
+        nargs="*",
+        default=["asha"],
+        help="pruned studies really run beside the unpruned one (conf/hydra/sweeper/optuna.yaml: pruner)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=["random", "tpe"],
+        default="random",
+        help="random: trial k has the same configuration in every study; tpe: the product's default",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampler seed (the same for every study)")
     p.add_argument("--warmup-iters", type=int, default=0, help="LR warmup steps of every trial")
     p.add_argument("--tol", type=float, default=0.01)
-    p.add_argument("--replay", nargs="*", default=["asha", "median", "successive_halving", "hyperband", ORACLE],
-                   help="pruners replayed on the unpruned study's curves (no training; see replay()), each with "
-                        "masklab's defaults or given kwargs (percentile:percentile=25,n_startup_trials=1); "
-                        "oracle: the bound of any pruner that lets the best-so-far trials finish")
+    p.add_argument(
+        "--replay",
+        nargs="*",
+        default=["asha", "median", "successive_halving", "hyperband", ORACLE],
+        help="pruners replayed on the unpruned study's curves (no training; see replay()), each with "
+        "masklab's defaults or given kwargs (percentile:percentile=25,n_startup_trials=1); "
+        "oracle: the bound of any pruner that lets the best-so-far trials finish",
+    )
     p.add_argument("--orders", type=int, default=200, help="random trial orders each replayed pruner is scored on")
-    p.add_argument("--prune-on", default=AP, choices=[AP, LOSS],
-                   help="what the really pruned studies watch (hydra.sweeper.prune_on); the objective is segm AP either way")
-    p.add_argument("--replay-on", nargs="*", default=[AP, LOSS], choices=[AP, LOSS],
-                   help="signals every replayed pruner is replayed on")
-    p.add_argument("--reuse", type=Path, default=None,
-                   help="a result JSON of an earlier run (run_all.py keeps them in benchmarks/.results): re-score its "
-                        "recorded curves (replays, orders) without training; --pruners/--prune-on are taken from it")
-    p.add_argument("--baseline", type=Path, default=None,
-                   help="a result JSON (--save) whose unpruned study stands in for a new one: only the --pruners studies "
-                        "train (same trials, epochs, images, sampler and seed, or it refuses)")
+    p.add_argument(
+        "--prune-on",
+        default=AP,
+        choices=[AP, LOSS],
+        help="what the really pruned studies watch (hydra.sweeper.prune_on); the objective is segm AP either way",
+    )
+    p.add_argument(
+        "--replay-on",
+        nargs="*",
+        default=[AP, LOSS],
+        choices=[AP, LOSS],
+        help="signals every replayed pruner is replayed on",
+    )
+    p.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="a result JSON of an earlier run (run_all.py keeps them in benchmarks/.results): re-score its "
+        "recorded curves (replays, orders) without training; --pruners/--prune-on are taken from it",
+    )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a result JSON (--save) whose unpruned study stands in for a new one: only the --pruners studies "
+        "train (same trials, epochs, images, sampler and seed, or it refuses)",
+    )
     p.add_argument("--save", type=Path, default=None, help="also write the result (curves included) as JSON here")
     args = p.parse_args(argv)
     if args.reuse and args.baseline:
@@ -326,8 +414,10 @@ def main(argv=None) -> dict:
         args.save.parent.mkdir(parents=True, exist_ok=True)
     args.backbone = backbone_name()
     if not args.reuse and args.backbone == SCRATCH:
-        print(f"note: no {WEIGHTS}: trials train from scratch, unlike the recorded results (benchmarks/RESULTS.md)",
-              flush=True)
+        print(
+            f"note: no {WEIGHTS}: trials train from scratch, unlike the recorded results (benchmarks/RESULTS.md)",
+            flush=True,
+        )
     studies, rows = {}, {}
     if args.reuse:
         old = json.loads(args.reuse.read_text())
@@ -337,7 +427,9 @@ def main(argv=None) -> dict:
         # the draw it scored (a --seed 2 result was printed and saved as seed 0); results before stop 22 have none
         args.seed, args.warmup_iters = old.get("seed", args.seed), old.get("warmup_iters", args.warmup_iters)
         args.backbone = old.get("backbone", PRETRAINED)
-        real = [(label, label.split(" ")[0]) for label, r in old["rows"].items() if "minutes" in r and label != "no pruning"]
+        real = [
+            (label, label.split(" ")[0]) for label, r in old["rows"].items() if "minutes" in r and label != "no pruning"
+        ]
         for label in ("no pruning", *(lb for lb, _ in real)):
             rows[label], studies[label] = _recorded(old["rows"][label])
     else:
@@ -355,8 +447,10 @@ def main(argv=None) -> dict:
 def _recorded(row: dict) -> tuple[dict, list]:
     """A study's row of a saved result without its scores (they are recomputed), and its trials' curves."""
     kept = {k: v for k, v in row.items() if k not in ("epochs_to_bar", "replay_matches")}
-    return kept, [_Curve(ap, state, number, {LOSS: [-v for v in loss]}, span=span[0] if span else None)
-                  for number, state, ap, loss, *span in row["trials"]]
+    return kept, [
+        _Curve(ap, state, number, {LOSS: [-v for v in loss]}, span=span[0] if span else None)
+        for number, state, ap, loss, *span in row["trials"]
+    ]
 
 
 def _take_baseline(args, studies: dict, rows: dict) -> None:
@@ -366,14 +460,24 @@ def _take_baseline(args, studies: dict, rows: dict) -> None:
         row = old["rows"]["no pruning"]
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"--baseline {args.baseline}: not a pruning.py result with an unpruned study ({e})")
-    wanted = {"trials": args.trials, "epochs": args.epochs, "images": args.images, "val_images": args.val_images,
-              "sampler": args.sampler, "seed": args.seed, "warmup_iters": args.warmup_iters, "backbone": args.backbone}
+    wanted = {
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "images": args.images,
+        "val_images": args.val_images,
+        "sampler": args.sampler,
+        "seed": args.seed,
+        "warmup_iters": args.warmup_iters,
+        "backbone": args.backbone,
+    }
     # a copy of the repo outside ../shared's parent trained from scratch and was compared with pretrained curves
     had = {**old, "backbone": old.get("backbone", PRETRAINED)}
     differs = {k: (had.get(k), v) for k, v in wanted.items() if had.get(k) != v}
     if differs:
-        sys.exit(f"--baseline {args.baseline}: its unpruned study ran another study: "
-                 + ", ".join(f"{k} {a} here {b}" for k, (a, b) in differs.items()))
+        sys.exit(
+            f"--baseline {args.baseline}: its unpruned study ran another study: "
+            + ", ".join(f"{k} {a} here {b}" for k, (a, b) in differs.items())
+        )
     rows["no pruning"], studies["no pruning"] = _recorded(row)
 
 
@@ -384,14 +488,30 @@ def run_all_studies(args, real, studies: dict, rows: dict) -> None:
         for label, pruner in ((("no pruning", "none"),) if "no pruning" not in studies else ()) + tuple(real):
             trials, seconds = run_study(work, pruner, pruner, args)
             studies[label] = trials
-            rows[label] = _row(trials, args.tol, minutes=seconds / 60, pruner_kwargs=pruner_kwargs(pruner, epochs=args.epochs),
-                               pruned=_pruned(trials, args.epochs),
-                               # unrounded: --baseline/--reuse re-score them, and a pruner's ties follow the last digits
-                               curves=[[t.number, t.state.name, list(t.values), [-v for v in t.signals[LOSS]],
-                                        *([list(t.span)] if t.span else [])] for t in trials])
-            print(f"{label:30s} best segm AP {rows[label]['best_segm_AP']:.4f}  epochs to within {args.tol} of it: "
-                  f"{rows[label]['epochs_to_own_best']:3d}  total epochs {rows[label]['total_epochs']:3d}  "
-                  f"pruned {rows[label]['pruned']:2d}  ({seconds / 60:.1f} min)", flush=True)
+            rows[label] = _row(
+                trials,
+                args.tol,
+                minutes=seconds / 60,
+                pruner_kwargs=pruner_kwargs(pruner, epochs=args.epochs),
+                pruned=_pruned(trials, args.epochs),
+                # unrounded: --baseline/--reuse re-score them, and a pruner's ties follow the last digits
+                curves=[
+                    [
+                        t.number,
+                        t.state.name,
+                        list(t.values),
+                        [-v for v in t.signals[LOSS]],
+                        *([list(t.span)] if t.span else []),
+                    ]
+                    for t in trials
+                ],
+            )
+            print(
+                f"{label:30s} best segm AP {rows[label]['best_segm_AP']:.4f}  epochs to within {args.tol} of it: "
+                f"{rows[label]['epochs_to_own_best']:3d}  total epochs {rows[label]['total_epochs']:3d}  "
+                f"pruned {rows[label]['pruned']:2d}  ({seconds / 60:.1f} min)",
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -408,12 +528,20 @@ def _pruned(trials, epochs: int) -> int:
 
 def score(args, real, studies: dict, rows: dict) -> dict:
     unpruned = studies["no pruning"]
-    replayed = [(f"{spec}{_on(on)} (replay)", *parse_spec(spec), on) for on in args.replay_on for spec in args.replay
-                if spec != ORACLE or on == AP]  # the oracle knows the AP curves: no signal to choose
+    replayed = [
+        (f"{spec}{_on(on)} (replay)", *parse_spec(spec), on)
+        for on in args.replay_on
+        for spec in args.replay
+        if spec != ORACLE or on == AP
+    ]  # the oracle knows the AP curves: no signal to choose
     for label, name, kwargs, on in replayed:
         studies[label], pruned = segments(unpruned, name, kwargs, on=on)
-        rows[label] = _row(studies[label], args.tol, pruned=pruned,
-                           **({"pruner_kwargs": pruner_kwargs(name, kwargs, epochs=args.epochs)} if name != ORACLE else {}))
+        rows[label] = _row(
+            studies[label],
+            args.tol,
+            pruned=pruned,
+            **({"pruner_kwargs": pruner_kwargs(name, kwargs, epochs=args.epochs)} if name != ORACLE else {}),
+        )
     for label, pruner in real:  # the real pruned study against its replay: equal when training is deterministic
         kwargs = rows[label].setdefault("pruner_kwargs", LEGACY_KWARGS.get(pruner, pruner_kwargs(pruner)))
         again = segments(unpruned, pruner, kwargs, on=args.prune_on)[0]
@@ -422,10 +550,13 @@ def score(args, real, studies: dict, rows: dict) -> dict:
         for t in studies[label]:
             firsts.setdefault(t.span[0] if t.span else t.number, len(firsts))
         trained = [(firsts[t.span[0]], t.span[1], len(t.values)) if t.span else len(t.values) for t in studies[label]]
-        rows[label]["replay_matches"] = trained == [(t.span[0], t.span[1], len(t.values)) if pruner in SWEEPER_PRUNERS
-                                                    else len(t.values) for t in again]
-    orders = {label[:-len(" (replay)")]: over_orders(unpruned, name, n=args.orders, tol=args.tol, on=on, kwargs=kwargs)
-              for label, name, kwargs, on in replayed}
+        rows[label]["replay_matches"] = trained == [
+            (t.span[0], t.span[1], len(t.values)) if pruner in SWEEPER_PRUNERS else len(t.values) for t in again
+        ]
+    orders = {
+        label[: -len(" (replay)")]: over_orders(unpruned, name, n=args.orders, tol=args.tol, on=on, kwargs=kwargs)
+        for label, name, kwargs, on in replayed
+    }
     base = rows["no pruning"]
     bar = base["best_segm_AP"] - args.tol
     for label, trials in studies.items():
@@ -433,32 +564,60 @@ def score(args, real, studies: dict, rows: dict) -> dict:
     ratios = {}
     for label in [*(lb for lb, _ in real), *(lb for lb, *_ in replayed)]:
         r = rows[label]
-        ratios[label] = {"ratio": r["epochs_to_bar"] / base["epochs_to_bar"] if r["epochs_to_bar"] else None,
-                         "own_best_ratio": r["epochs_to_own_best"] / base["epochs_to_own_best"],
-                         "total_ratio": r["total_epochs"] / base["total_epochs"]}
-    print(f"\n{args.trials} trials x {args.epochs} epochs of {args.images} images, {args.sampler} sampler seed {args.seed}, "
-          f"this machine (pruned / unpruned):\n"
-          f"  epochs to segm AP >= {bar:.4f} (the unpruned study's best - {args.tol}; target <= 0.5): "
-          f"unpruned {base['epochs_to_bar']}")
+        ratios[label] = {
+            "ratio": r["epochs_to_bar"] / base["epochs_to_bar"] if r["epochs_to_bar"] else None,
+            "own_best_ratio": r["epochs_to_own_best"] / base["epochs_to_own_best"],
+            "total_ratio": r["total_epochs"] / base["total_epochs"],
+        }
+    print(
+        f"\n{args.trials} trials x {args.epochs} epochs of {args.images} images, {args.sampler} sampler seed {args.seed}, "
+        f"this machine (pruned / unpruned):\n"
+        f"  epochs to segm AP >= {bar:.4f} (the unpruned study's best - {args.tol}; target <= 0.5): "
+        f"unpruned {base['epochs_to_bar']}"
+    )
     for label, r in ratios.items():
-        head = f"{r['ratio']:.2f} ({rows[label]['epochs_to_bar']} epochs)" if r["ratio"] is not None else "never reached"
+        head = (
+            f"{r['ratio']:.2f} ({rows[label]['epochs_to_bar']} epochs)" if r["ratio"] is not None else "never reached"
+        )
         check = {True: "   (= its replay)", False: "   (differs from its replay: training not deterministic?)"}.get(
-            rows[label].get("replay_matches"), "")
-        print(f"  {label:40s} {head}   to its own best {r['own_best_ratio']:.2f}   total epochs {r['total_ratio']:.2f}   "
-              f"final best {rows[label]['best_segm_AP']:.4f} vs {base['best_segm_AP']:.4f}   pruned {rows[label]['pruned']}{check}")
+            rows[label].get("replay_matches"), ""
+        )
+        print(
+            f"  {label:40s} {head}   to its own best {r['own_best_ratio']:.2f}   total epochs {r['total_ratio']:.2f}   "
+            f"final best {rows[label]['best_segm_AP']:.4f} vs {base['best_segm_AP']:.4f}   pruned {rows[label]['pruned']}{check}"
+        )
     for name, o in orders.items():
-        print(f"  {name} over {o['orders']} random orders of these trials: median ratio "
-              f"{o['median'] if o['median'] is None else round(o['median'], 2)}, <= 0.5 in {o['share_le_0.5']:.0%}, "
-              f"bar never reached in {o['share_never']:.0%}")
-    return {"rows": rows, "ratios": ratios, "bar": bar, "sampler": args.sampler, "trials": args.trials, "epochs": args.epochs,
-            "images": args.images, "val_images": args.val_images, "orders": orders, "prune_on": args.prune_on,
-            "seed": args.seed, "warmup_iters": args.warmup_iters, "backbone": args.backbone}
+        print(
+            f"  {name} over {o['orders']} random orders of these trials: median ratio "
+            f"{o['median'] if o['median'] is None else round(o['median'], 2)}, <= 0.5 in {o['share_le_0.5']:.0%}, "
+            f"bar never reached in {o['share_never']:.0%}"
+        )
+    return {
+        "rows": rows,
+        "ratios": ratios,
+        "bar": bar,
+        "sampler": args.sampler,
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "images": args.images,
+        "val_images": args.val_images,
+        "orders": orders,
+        "prune_on": args.prune_on,
+        "seed": args.seed,
+        "warmup_iters": args.warmup_iters,
+        "backbone": args.backbone,
+    }
 
 
 def _row(trials, tol: float, curves=None, **extra) -> dict:
     reached, final, total = epochs_to_best(trials, tol)
-    return {"epochs_to_own_best": reached, "best_segm_AP": final, "total_epochs": total, **extra,
-            **({"trials": curves} if curves is not None else {})}
+    return {
+        "epochs_to_own_best": reached,
+        "best_segm_AP": final,
+        "total_epochs": total,
+        **extra,
+        **({"trials": curves} if curves is not None else {}),
+    }
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 
 Ratios are measured side by side within each benchmark; absolute times are this machine's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,11 @@ def machine() -> str:
     import torchvision
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{os.cpu_count()} CPU cores, {psutil.virtual_memory().total / 1024 ** 3:.0f} GiB RAM, GPU: {gpu}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-            f"Lightning {lightning.__version__}")
+    return (
+        f"{os.cpu_count()} CPU cores, {psutil.virtual_memory().total / 1024**3:.0f} GiB RAM, GPU: {gpu}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"Lightning {lightning.__version__}"
+    )
 
 
 CACHE = HERE / ".results"
@@ -80,74 +83,136 @@ def pruning_rows(pr: dict) -> list[dict]:
     for name, r in pr["ratios"].items():
         row = pr["rows"][name]
         o = pr.get("orders", {}).get(name.replace(" (replay)", ""))
-        spread = (f"; over {o['orders']} random orders of the same trials: median ratio "
-                  f"{'never' if o['median'] is None else format(o['median'], '.2f')}, <= 0.5 in {o['share_le_0.5']:.0%}, "
-                  f"bar never reached in {o['share_never']:.0%}") if o and name.endswith("(replay)") else ""
+        spread = (
+            (
+                f"; over {o['orders']} random orders of the same trials: median ratio "
+                f"{'never' if o['median'] is None else format(o['median'], '.2f')}, <= 0.5 in {o['share_le_0.5']:.0%}, "
+                f"bar never reached in {o['share_never']:.0%}"
+            )
+            if o and name.endswith("(replay)")
+            else ""
+        )
         bound = name.startswith(pruning.ORACLE)
-        rows.append({"benchmark": (f"pruning savings ({name})" if not bound else
-                                   "pruning savings: bound of pruners that let best-so-far trials finish (oracle replay)") + draw,
-                     "figure": "never" if r["ratio"] is None else f"{r['ratio']:.2f}",
-                     "target": "<= 0.5" if not bound else "(reference)",
-                     "met": None if bound else r["ratio"] is not None and r["ratio"] <= 0.5,
-                     "detail": f"{pr.get('trials', 10)} trials x {pr.get('epochs', 6)} epochs of {pr.get('images', 96)} images, "
-                               f"{pr.get('sampler', 'tpe')} sampler; "
-                               f"epochs until a trial reaches segm AP {pr['bar']:.3f} (the unpruned study's best - 0.01): "
-                               f"{'never' if row['epochs_to_bar'] is None else row['epochs_to_bar']} vs {none['epochs_to_bar']}; to within 0.01 of its own best "
-                               f"{row['epochs_to_own_best']} vs {none['epochs_to_own_best']} ({r['own_best_ratio']:.2f}); "
-                               f"final best {row['best_segm_AP']:.3f} vs {none['best_segm_AP']:.3f}; total epochs "
-                               f"{row['total_epochs']} vs {none['total_epochs']}, {row['pruned']} pruned, "
-                               + (f"pruner_kwargs {_kwargs(row['pruner_kwargs'])}, " if "pruner_kwargs" in row else "")
-                               + (f"{row['minutes']:.1f} vs {none['minutes']:.1f} min" if "minutes" in row else
-                                  "replayed on the unpruned study's curves")
-                               + {True: " (its replay gives the same epochs)", False: " (differs from its replay)"}.get(
-                                   row.get("replay_matches"), "") + spread,
-                     "command": command})
+        rows.append(
+            {
+                "benchmark": (
+                    f"pruning savings ({name})"
+                    if not bound
+                    else "pruning savings: bound of pruners that let best-so-far trials finish (oracle replay)"
+                )
+                + draw,
+                "figure": "never" if r["ratio"] is None else f"{r['ratio']:.2f}",
+                "target": "<= 0.5" if not bound else "(reference)",
+                "met": None if bound else r["ratio"] is not None and r["ratio"] <= 0.5,
+                "detail": f"{pr.get('trials', 10)} trials x {pr.get('epochs', 6)} epochs of {pr.get('images', 96)} images, "
+                f"{pr.get('sampler', 'tpe')} sampler; "
+                f"epochs until a trial reaches segm AP {pr['bar']:.3f} (the unpruned study's best - 0.01): "
+                f"{'never' if row['epochs_to_bar'] is None else row['epochs_to_bar']} vs {none['epochs_to_bar']}; to within 0.01 of its own best "
+                f"{row['epochs_to_own_best']} vs {none['epochs_to_own_best']} ({r['own_best_ratio']:.2f}); "
+                f"final best {row['best_segm_AP']:.3f} vs {none['best_segm_AP']:.3f}; total epochs "
+                f"{row['total_epochs']} vs {none['total_epochs']}, {row['pruned']} pruned, "
+                + (f"pruner_kwargs {_kwargs(row['pruner_kwargs'])}, " if "pruner_kwargs" in row else "")
+                + (
+                    f"{row['minutes']:.1f} vs {none['minutes']:.1f} min"
+                    if "minutes" in row
+                    else "replayed on the unpruned study's curves"
+                )
+                + {True: " (its replay gives the same epochs)", False: " (differs from its replay)"}.get(
+                    row.get("replay_matches"), ""
+                )
+                + spread,
+                "command": command,
+            }
+        )
     return rows
 
 
 def precision_row(pc: dict) -> dict:
     """The row of one precision.py result (images/s by mode, 32-true first): AMP's speed as a ratio of fp32's."""
     amp = {m: pc[m] / pc["32-true"] for m in ("16-mixed", "bf16-mixed") if m in pc}
-    return {"benchmark": "mixed precision speed (GPU, images/s vs 32-true)",
-            "figure": " / ".join(f"{r:.2f}x" for r in amp.values()), "target": "(reference: sets trainer=gpu's precision)",
-            "met": None, "detail": ", ".join(f"{m} {v:.1f}" for m, v in pc.items()) + " img/s, the main job's config",
-            "command": "python benchmarks/precision.py"}
+    return {
+        "benchmark": "mixed precision speed (GPU, images/s vs 32-true)",
+        "figure": " / ".join(f"{r:.2f}x" for r in amp.values()),
+        "target": "(reference: sets trainer=gpu's precision)",
+        "met": None,
+        "detail": ", ".join(f"{m} {v:.1f}" for m, v in pc.items()) + " img/s, the main job's config",
+        "command": "python benchmarks/precision.py",
+    }
 
 
 def run(quick: bool, resume: bool = False) -> list[dict]:
     rows = []
-    o = cached("overhead", resume, overhead.main, ["--batches", "10" if quick else "30", "--rounds", "1" if quick else "3"])
-    rows.append({"benchmark": "framework overhead", "figure": f"{o['ratio']:.3f}", "target": ">= 0.97",
-                 "met": o["ratio"] >= 0.97, "detail": f"Lightning {o['lightning_img_s']:.2f} vs bare {o['bare_img_s']:.2f} img/s",
-                 "command": "python benchmarks/overhead.py"})
+    o = cached(
+        "overhead", resume, overhead.main, ["--batches", "10" if quick else "30", "--rounds", "1" if quick else "3"]
+    )
+    rows.append(
+        {
+            "benchmark": "framework overhead",
+            "figure": f"{o['ratio']:.3f}",
+            "target": ">= 0.97",
+            "met": o["ratio"] >= 0.97,
+            "detail": f"Lightning {o['lightning_img_s']:.2f} vs bare {o['bare_img_s']:.2f} img/s",
+            "command": "python benchmarks/overhead.py",
+        }
+    )
     d = cached("dataloader", resume, dataloader.main, ["--batches", "20" if quick else "40"])
-    rows.append({"benchmark": "data loading vs training", "figure": f"{d['ratio']:.1f}x", "target": ">= 3x",
-                 "met": d["ratio"] >= 3, "detail": f"{d['loading_img_s']:.0f} vs {d['training_img_s']:.2f} img/s (full augmentation, 2 workers)",
-                 "command": "python benchmarks/dataloader.py"})
+    rows.append(
+        {
+            "benchmark": "data loading vs training",
+            "figure": f"{d['ratio']:.1f}x",
+            "target": ">= 3x",
+            "met": d["ratio"] >= 3,
+            "detail": f"{d['loading_img_s']:.0f} vs {d['training_img_s']:.2f} img/s (full augmentation, 2 workers)",
+            "command": "python benchmarks/dataloader.py",
+        }
+    )
     e = cached("eval_speed", resume, eval_speed.main, ["--images", "500", "--repeats", "1" if quick else "3"])
-    rows.append({"benchmark": "COCO evaluation speed", "figure": f"{e['ratio']:.1f}x", "target": ">= 3x", "met": e["ratio"] >= 3,
-                 "detail": f"pycocotools {e['pycocotools_s']:.2f} s vs masklab {e['masklab_s']:.2f} s, 500 images, numbers identical",
-                 "command": "python benchmarks/eval_speed.py"})
+    rows.append(
+        {
+            "benchmark": "COCO evaluation speed",
+            "figure": f"{e['ratio']:.1f}x",
+            "target": ">= 3x",
+            "met": e["ratio"] >= 3,
+            "detail": f"pycocotools {e['pycocotools_s']:.2f} s vs masklab {e['masklab_s']:.2f} s, 500 images, numbers identical",
+            "command": "python benchmarks/eval_speed.py",
+        }
+    )
     pr = cached("pruning", resume, pruning.main, ["--trials", "6", "--epochs", "3", "--images", "96"] if quick else [])
     rows += pruning_rows(pr)
     if not quick:  # another draw of 20 configurations (~70 min): one draw ranked the pruners, the next did not
         rows += pruning_rows(cached("pruning_seed1", resume, pruning.main, SECOND_DRAW))
     m = cached("memory", resume, memory.main, ["schedule.epochs=1"] if quick else [])
-    rows.append({"benchmark": "peak RSS of the main job", "figure": f"{m['main_peak_gib']:.2f} GiB", "target": "<= 4 GiB",
-                 "met": m["main_peak_gib"] <= 4, "detail": f"with the 2 loader workers (PSS) {m['tree_peak_gib']:.2f} GiB; "
-                                                           f"run took {m['minutes']:.1f} min",
-                 "command": "python benchmarks/memory.py"})
+    rows.append(
+        {
+            "benchmark": "peak RSS of the main job",
+            "figure": f"{m['main_peak_gib']:.2f} GiB",
+            "target": "<= 4 GiB",
+            "met": m["main_peak_gib"] <= 4,
+            "detail": f"with the 2 loader workers (PSS) {m['tree_peak_gib']:.2f} GiB; run took {m['minutes']:.1f} min",
+            "command": "python benchmarks/memory.py",
+        }
+    )
     if torch.cuda.is_available():  # precision.py compares GPU precisions: nothing to measure on a CPU
-        rows.append(precision_row(cached("precision", resume, precision.main,
-                                         ["--rounds", "1", "--batches", "10"] if quick else [])))
+        rows.append(
+            precision_row(
+                cached("precision", resume, precision.main, ["--rounds", "1", "--batches", "10"] if quick else [])
+            )
+        )
     pf = cached("pennfudan", resume, pennfudan.main, ["--epochs", "3"] if quick else [])
     if pf:
         pre, scr = pf["pretrained (ImageNet)"], pf["scratch"]
-        rows.append({"benchmark": "PennFudan transfer (test segm AP50)", "figure": f"{pre['test/segm_AP50']:.3f} vs {scr['test/segm_AP50']:.3f}",
-                     "target": ">= 0.85 pretrained, in 20 min", "met": pre["test/segm_AP50"] >= 0.85 and pre["minutes"] <= 20,
-                     "detail": f"pretrained: segm AP {pre['test/segm_AP']:.3f}, bbox AP50 {pre['test/bbox_AP50']:.3f}, "
-                               f"{pre['minutes']:.1f} min; scratch: segm AP {scr['test/segm_AP']:.3f}, bbox AP50 {scr['test/bbox_AP50']:.3f}, "
-                               f"{scr['minutes']:.1f} min", "command": "python benchmarks/pennfudan.py"})
+        rows.append(
+            {
+                "benchmark": "PennFudan transfer (test segm AP50)",
+                "figure": f"{pre['test/segm_AP50']:.3f} vs {scr['test/segm_AP50']:.3f}",
+                "target": ">= 0.85 pretrained, in 20 min",
+                "met": pre["test/segm_AP50"] >= 0.85 and pre["minutes"] <= 20,
+                "detail": f"pretrained: segm AP {pre['test/segm_AP']:.3f}, bbox AP50 {pre['test/bbox_AP50']:.3f}, "
+                f"{pre['minutes']:.1f} min; scratch: segm AP {scr['test/segm_AP']:.3f}, bbox AP50 {scr['test/bbox_AP50']:.3f}, "
+                f"{scr['minutes']:.1f} min",
+                "command": "python benchmarks/pennfudan.py",
+            }
+        )
     rows += your_data_rows(cached("your_data", resume, your_data.main, ["--steps", "40"] if quick else []))
     return rows
 
@@ -157,28 +222,52 @@ def your_data_rows(yd: dict) -> list[dict]:
     rows = []
     for name, r in yd.items():
         a, f = r.get("auto"), r.get("fixed")
-        target = {"dense_small": ">= 0.5 auto, < 0.2 fixed, in 20 min", "pennfudan": ">= 0.86 auto (AP >= 0.42)",
-                  "shapes": ">= 0.924 (the main job), in 10 min"}.get(name, "(reference)")
-        met = {"dense_small": bool(a and f and a["segm_AP50"] >= 0.5 and f["segm_AP50"] < 0.2 and a["minutes"] <= 20),
-               "pennfudan": bool(a and a["segm_AP50"] >= 0.86 and a["segm_AP"] >= 0.42),
-               "shapes": bool(a and a["segm_AP50"] >= 0.924 and a["minutes"] <= 10)}.get(name)
-        detail = "; ".join(f"{k}: AP50 {v['segm_AP50']:.3f}, AP {v['segm_AP']:.3f}, anchor recall {v['anchor_recall']:.3f}, "
-                           f"{v['image_size']} px{' (crops ' + str(v['crop_size']) + ')' if v.get('crop_size') else ''}, "
-                           f"anchors {v['anchors']}, {v['steps'] or str(v['epochs']) + ' epochs'} steps, {v['minutes']:.1f} min"
-                           for k, v in r.items())
+        target = {
+            "dense_small": ">= 0.5 auto, < 0.2 fixed, in 20 min",
+            "pennfudan": ">= 0.86 auto (AP >= 0.42)",
+            "shapes": ">= 0.924 (the main job), in 10 min",
+        }.get(name, "(reference)")
+        met = {
+            "dense_small": bool(a and f and a["segm_AP50"] >= 0.5 and f["segm_AP50"] < 0.2 and a["minutes"] <= 20),
+            "pennfudan": bool(a and a["segm_AP50"] >= 0.86 and a["segm_AP"] >= 0.42),
+            "shapes": bool(a and a["segm_AP50"] >= 0.924 and a["minutes"] <= 10),
+        }.get(name)
+        detail = "; ".join(
+            f"{k}: AP50 {v['segm_AP50']:.3f}, AP {v['segm_AP']:.3f}, anchor recall {v['anchor_recall']:.3f}, "
+            f"{v['image_size']} px{' (crops ' + str(v['crop_size']) + ')' if v.get('crop_size') else ''}, "
+            f"anchors {v['anchors']}, {v['steps'] or str(v['epochs']) + ' epochs'} steps, {v['minutes']:.1f} min"
+            for k, v in r.items()
+        )
         split = next(iter(r.values()))
-        rows.append({"benchmark": f"your data: {name} ({split['split']} split, {split['images']} images; segm AP50)",
-                     "figure": " vs ".join(f"{v['segm_AP50']:.3f}" for v in r.values()), "target": target, "met": met,
-                     "detail": detail, "command": f"python benchmarks/your_data.py --only {name}"})
+        rows.append(
+            {
+                "benchmark": f"your data: {name} ({split['split']} split, {split['images']} images; segm AP50)",
+                "figure": " vs ".join(f"{v['segm_AP50']:.3f}" for v in r.values()),
+                "target": target,
+                "met": met,
+                "detail": detail,
+                "command": f"python benchmarks/your_data.py --only {name}",
+            }
+        )
     return rows
 
 
 def write(rows: list[dict], quick: bool, path: Path = HERE / "RESULTS.md") -> str:
-    lines = [f"# Benchmark results ({dt.date.today().isoformat()}{', --quick' if quick else ''})", "",
-             f"Machine: {machine()}.", "", "Ratios are measured side by side in one run; times are this machine's.", "",
-             "| benchmark | figure | target | met | detail | reproduce |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['benchmark']} | {r['figure']} | {r['target']} | {MET.get(r['met'], 'NO')} | {r['detail']} | "
-              f"`{r['command']}` |" for r in rows]
+    lines = [
+        f"# Benchmark results ({dt.date.today().isoformat()}{', --quick' if quick else ''})",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Ratios are measured side by side in one run; times are this machine's.",
+        "",
+        "| benchmark | figure | target | met | detail | reproduce |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['benchmark']} | {r['figure']} | {r['target']} | {MET.get(r['met'], 'NO')} | {r['detail']} | "
+        f"`{r['command']}` |"
+        for r in rows
+    ]
     notes = HERE / "RESULTS_NOTES.md"  # hand-written context (GPU figures, what limits a target); kept across runs
     if notes.is_file():
         lines += ["", notes.read_text().rstrip()]

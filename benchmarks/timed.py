@@ -1,4 +1,5 @@
 """One training command of a benchmark, timed: its exported metrics and its wall minutes, or exit with its output."""
+
 from __future__ import annotations
 
 import json

@@ -20,6 +20,7 @@ Datasets: ``dense_small`` (the synthetic dense, small-object proxy, 50 images of
 ``pennfudan`` (170 images: 119 / 25 / 26), ``balloon`` (the 13 balloon_val images: 9 train / 4 val),
 ``shapes`` (the main job, no statistics: auto is the fixed defaults, one run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,15 +44,27 @@ DATASETS = {
     "shapes": (None, None),
 }
 #: the data-dependent values of data=prepared before they were derived from the data
-FIXED = ["data.image_size=512", "data.crop_size=null", "anchors=default", "max_gt_instances=100",
-         "nms.box_detections_per_img=100", "rois_per_image=32", "model=small"]
+FIXED = [
+    "data.image_size=512",
+    "data.crop_size=null",
+    "anchors=default",
+    "max_gt_instances=100",
+    "nms.box_detections_per_img=100",
+    "rois_per_image=32",
+    "model=small",
+]
 
 
 def prepare(name: str, out: Path) -> Path:
     root = out / "prepared" / name
     if not (root / "report.json").is_file():
-        cmd = [sys.executable, str(ROOT / "src" / "prepare.py"), *DATASETS[name][0], f"data.root={root}",
-               f"hydra.run.dir={out / 'logs' / ('prepare-' + name)}"]
+        cmd = [
+            sys.executable,
+            str(ROOT / "src" / "prepare.py"),
+            *DATASETS[name][0],
+            f"data.root={root}",
+            f"hydra.run.dir={out / 'logs' / ('prepare-' + name)}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"prepare {name} failed:\n{proc.stderr[-2000:]}")
@@ -68,20 +81,37 @@ def recall(overrides: list[str]) -> tuple[float, dict]:
     with initialize_config_dir(str(masklab.CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     rcfg, fit = resolve(cfg, quiet=True)
-    settings = {"image_size": rcfg.data.image_size, "crop_size": rcfg.data.get("crop_size"),
-                "anchors": list(rcfg.anchors.sizes), "steps": rcfg.schedule.get("steps"), "epochs": rcfg.schedule.epochs}
+    settings = {
+        "image_size": rcfg.data.image_size,
+        "crop_size": rcfg.data.get("crop_size"),
+        "anchors": list(rcfg.anchors.sizes),
+        "steps": rcfg.schedule.get("steps"),
+        "epochs": rcfg.schedule.epochs,
+    }
     return fit.numbers.get("anchor_recall", float("nan")), settings
 
 
 def train(label: str, overrides: list[str], out: Path) -> dict:
     metrics = out / f"{label}.json"
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), f"run_name={label}", "experiment_name=your_data",
-           f"export.metrics={metrics}", "+trainer.enable_progress_bar=false", f"hydra.run.dir={out / 'runs' / label}",
-           *overrides]
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        f"run_name={label}",
+        "experiment_name=your_data",
+        f"export.metrics={metrics}",
+        "+trainer.enable_progress_bar=false",
+        f"hydra.run.dir={out / 'runs' / label}",
+        *overrides,
+    ]
     minutes, result = run_exported(label, cmd, metrics)
     split = "test" if any(k.startswith("test/") for k in result) else "val"
-    return {"minutes": round(minutes, 2), "split": split, "segm_AP50": result.get(f"{split}/segm_AP50"),
-            "segm_AP": result.get(f"{split}/segm_AP"), "bbox_AP50": result.get(f"{split}/bbox_AP50")}
+    return {
+        "minutes": round(minutes, 2),
+        "split": split,
+        "segm_AP50": result.get(f"{split}/segm_AP50"),
+        "segm_AP": result.get(f"{split}/segm_AP"),
+        "bbox_AP50": result.get(f"{split}/bbox_AP50"),
+    }
 
 
 def held_out(root: Path | None, split: str) -> int | str:
@@ -100,8 +130,15 @@ def run_dataset(name: str, settings: list[str], steps: int | None, extra: list[s
     else:
         root = prepare(name, out)
         weights = [f"backbone.weights={WEIGHTS}"] if WEIGHTS.is_file() else []
-        base = ["data=prepared", f"data.name={name}", f"data.root={root}", "backbone=mobilenet_v2", *weights,
-                *([f"data.steps={steps}"] if steps else []), *extra]
+        base = [
+            "data=prepared",
+            f"data.name={name}",
+            f"data.root={root}",
+            "backbone=mobilenet_v2",
+            *weights,
+            *([f"data.steps={steps}"] if steps else []),
+            *extra,
+        ]
     for setting in settings:
         overrides = base + (FIXED if setting == "fixed" else [])
         r, resolved = recall(overrides)
@@ -112,15 +149,19 @@ def run_dataset(name: str, settings: list[str], steps: int | None, extra: list[s
 
 
 def table(results: dict) -> str:
-    head = (f"{'dataset':12s} {'setting':8s} {'recall':>7s} {'AP50':>7s} {'AP':>7s} {'split':>10s} {'min':>6s} "
-            f"{'steps':>6s}  size/crop, anchors")
+    head = (
+        f"{'dataset':12s} {'setting':8s} {'recall':>7s} {'AP50':>7s} {'AP':>7s} {'split':>10s} {'min':>6s} "
+        f"{'steps':>6s}  size/crop, anchors"
+    )
     lines = [head]
     for name, rows in results.items():
         for setting, r in rows.items():
             fmt = lambda v: f"{v:7.3f}" if isinstance(v, (int, float)) and v == v else "    nan"  # noqa: E731
-            lines.append(f"{name:12s} {setting:8s} {fmt(r['anchor_recall'])} {fmt(r['segm_AP50'])} {fmt(r['segm_AP'])} "
-                         f"{r['split'] + ' ' + str(r['images']):>10s} {r['minutes']:6.1f} {str(r['steps']):>6s}  "
-                         f"{r['image_size']}/{r['crop_size']}, {r['anchors']}")
+            lines.append(
+                f"{name:12s} {setting:8s} {fmt(r['anchor_recall'])} {fmt(r['segm_AP50'])} {fmt(r['segm_AP'])} "
+                f"{r['split'] + ' ' + str(r['images']):>10s} {r['minutes']:6.1f} {str(r['steps']):>6s}  "
+                f"{r['image_size']}/{r['crop_size']}, {r['anchors']}"
+            )
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ Each recipe is a Hydra config (``experiments/<name>.yaml``) on top of ``conf/``;
 files it reads, and a missing one stops here with where to put what. The same recipe runs without
 this script: ``python src/train.py --config-dir experiments --config-name <name>``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,11 @@ def single_valued(overrides: list[str]) -> list[str]:
 
 def missing_data(cfg: DictConfig) -> list[str]:
     # a need whose path is null is switched off by an override (e.g. backbone.weights=null: from scratch)
-    return [f"  {need.path}\n      {need.what}" for need in cfg.get("needs") or [] if need.path and not Path(need.path).exists()]
+    return [
+        f"  {need.path}\n      {need.what}"
+        for need in cfg.get("needs") or []
+        if need.path and not Path(need.path).exists()
+    ]
 
 
 def _die_with_parent(parent: int) -> None:
@@ -62,7 +67,16 @@ def _die_with_parent(parent: int) -> None:
 
 
 def cli(script: str, name: str, overrides: list[str], *extra: str) -> None:
-    cmd = [sys.executable, str(ROOT / "src" / script), "--config-dir", str(HERE), "--config-name", name, *extra, *overrides]
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / script),
+        "--config-dir",
+        str(HERE),
+        "--config-name",
+        name,
+        *extra,
+        *overrides,
+    ]
     print("+", " ".join(cmd[1:]), flush=True)
     on_linux = sys.platform.startswith("linux")
     code = subprocess.call(cmd, preexec_fn=functools.partial(_die_with_parent, os.getpid()) if on_linux else None)
@@ -87,7 +101,11 @@ def main(argv=None) -> None:
     missing = missing_data(cfg)
     if missing:
         sys.exit(f"error: recipe {args.recipe!r} needs data that is not there; put it here:\n" + "\n".join(missing))
-    if cfg.data.get("source") is not None and cfg.data.get("root") and not (Path(cfg.data.root) / "annotations").is_dir():
+    if (
+        cfg.data.get("source") is not None
+        and cfg.data.get("root")
+        and not (Path(cfg.data.root) / "annotations").is_dir()
+    ):
         cli("prepare.py", args.recipe, single)
     if args.sweep:
         cli("train.py", args.recipe, args.overrides, "-m", "hydra/sweeper=optuna")

@@ -5,6 +5,7 @@ load checkpoint -> data split -> one network pass (raw detections cached) -> COC
 confusion/precision/recall at min_score, PR curves at the configured setting -> optional inference-only
 re-tuning over (confidence, NMS, max detections) -> files + MLflow.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,10 @@ def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) ->
     names, prefix, nms = module.class_names, cfg.split, rcfg.nms
     grid = _retune_grid(cfg, nms)
     if cfg.cache and changed:
-        raise MasklabError(f"cache={cfg.cache}: {', '.join(changed)} changes the network pass, which cache= "
-                           "skips; drop cache= to run the network at that setting")
+        raise MasklabError(
+            f"cache={cfg.cache}: {', '.join(changed)} changes the network pass, which cache= "
+            "skips; drop cache= to run the network at that setting"
+        )
     if cfg.cache:
         gt, raw = _load_cache(cfg.cache)
     else:
@@ -45,14 +48,24 @@ def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) ->
             has = [k for k in ("val", "test") if dm.datasets.get(k) is not None]
             raise MasklabError(f"split={cfg.split}: choose one of the held-out splits this data has: {has}")
         if list(dm.class_names) != list(names):  # category id k would be scored as the model's class k
-            raise MasklabError(f"ckpt={cfg.ckpt}: the model was trained on classes {list(names)} but "
-                               f"data={rcfg.data.get('name')} has {list(dm.class_names)}; evaluate it on data with "
-                               "the same classes in the same order")
+            raise MasklabError(
+                f"ckpt={cfg.ckpt}: the model was trained on classes {list(names)} but "
+                f"data={rcfg.data.get('name')} has {list(dm.class_names)}; evaluate it on data with "
+                "the same classes in the same order"
+            )
         loader = dm.test_dataloader() if cfg.split == "test" else dm.val_dataloader()
         gt, raw = runner.run_network(module.model, loader, cfg.score_floor, resolve_device(cfg.device))
         torch.save((gt, raw), out / "raw_predictions.pt")
-    metrics, ev, extra = runner.evaluate_setting(gt, raw, names, nms.box_score_thresh, nms.box_nms_thresh,
-                                                 nms.box_detections_per_img, prefix, min_score=cfg.min_score)
+    metrics, ev, extra = runner.evaluate_setting(
+        gt,
+        raw,
+        names,
+        nms.box_score_thresh,
+        nms.box_nms_thresh,
+        nms.box_detections_per_img,
+        prefix,
+        min_score=cfg.min_score,
+    )
     files = write_outputs(out, metrics, ev, extra, names, prefix)
     if any(len(v) > 1 for v in grid.values()):
         rows = runner.retune(gt, raw, names, grid, cfg.score_floor, prefix)
@@ -64,15 +77,23 @@ def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) ->
 
 def _retune_grid(cfg: DictConfig, nms) -> dict[str, list]:
     """retune.* lists (null: the configured value), checked to be numbers before the network runs."""
-    grid = {k: list(cfg.retune[k]) if cfg.retune[k] is not None else [v] for k, v in
-            (("score_thresh", nms.box_score_thresh), ("nms_thresh", nms.box_nms_thresh), ("max_dets", nms.box_detections_per_img))}
+    grid = {
+        k: list(cfg.retune[k]) if cfg.retune[k] is not None else [v]
+        for k, v in (
+            ("score_thresh", nms.box_score_thresh),
+            ("nms_thresh", nms.box_nms_thresh),
+            ("max_dets", nms.box_detections_per_img),
+        )
+    }
     for key, values in grid.items():  # (the nms.* defaults were checked with the checkpoint: load_for_inference)
         bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))]
         if bad:
             raise MasklabError(f"retune.{key}={values}: numbers expected, not {bad}")
     if cfg.retune.score_thresh is not None and min(grid["score_thresh"]) < cfg.score_floor:
-        raise MasklabError(f"retune.score_thresh={grid['score_thresh']}: below score_floor={cfg.score_floor}, "
-                           "the lowest confidence the network pass keeps; lower score_floor")
+        raise MasklabError(
+            f"retune.score_thresh={grid['score_thresh']}: below score_floor={cfg.score_floor}, "
+            "the lowest confidence the network pass keeps; lower score_floor"
+        )
     return grid
 
 

@@ -4,6 +4,7 @@
 load checkpoint -> read frames -> model -> draw instances or splash -> write images / video
 (+ COCO results JSON). Same frame count and frame rate for a video; progress bar on long work.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,27 +37,45 @@ class Predictor:
     def __init__(self, cfg: DictConfig):
         module, rcfg, _, _ = load_for_inference(cfg)
         self.device = resolve_device(cfg.device)
-        self.model, self.names, self.nms, self.mode = module.model.to(self.device).eval(), module.class_names, rcfg.nms, cfg.mode
+        self.model, self.names, self.nms, self.mode = (
+            module.model.to(self.device).eval(),
+            module.class_names,
+            rcfg.nms,
+            cfg.mode,
+        )
         self.min_score = float(cfg.min_score)
         self.results = []
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray, image_id: int) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255).to(self.device)
-        with detection_settings(self.model, self.nms.box_score_thresh, self.nms.box_nms_thresh, self.nms.box_detections_per_img):
+        with detection_settings(
+            self.model, self.nms.box_score_thresh, self.nms.box_nms_thresh, self.nms.box_detections_per_img
+        ):
             pred = draw.confident({k: v.cpu() for k, v in self.model([x])[0].items()}, self.min_score)
         boxes = pred["boxes"].numpy()
-        for rle, box, label, score in zip(encode_masks(draw.binary_masks(pred)), boxes, pred["labels"].tolist(), pred["scores"].tolist()):
-            self.results.append({"image_id": image_id, "category_id": label, "category": self.names[label - 1],
-                                 "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
-                                 "score": score, "segmentation": rle})
+        for rle, box, label, score in zip(
+            encode_masks(draw.binary_masks(pred)), boxes, pred["labels"].tolist(), pred["scores"].tolist()
+        ):
+            self.results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": label,
+                    "category": self.names[label - 1],
+                    "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                    "score": score,
+                    "segmentation": rle,
+                }
+            )
         return draw.splash(rgb, pred) if self.mode == "splash" else draw.instances(rgb, pred, self.names)
 
 
 def predict_images(predictor: Predictor, paths: list[Path], out: Path) -> list[dict]:
     """Each image drawn as ``<name>_<mode>.png`` (:func:`output_names`: none overwrites another)."""
     files = []
-    for i, (path, name) in enumerate(zip(tqdm(paths, desc="images", unit="img", disable=len(paths) < 2), output_names(paths))):
+    for i, (path, name) in enumerate(
+        zip(tqdm(paths, desc="images", unit="img", disable=len(paths) < 2), output_names(paths))
+    ):
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             print(f"skipped {path}: not a readable image", file=sys.stderr)
@@ -107,8 +126,10 @@ def run(cfg: DictConfig, out: Path) -> Path:
             raise MasklabError(f"input={src}: no readable image ({len(paths)} skipped, see above)")
     if cfg.results_json:
         (out / "predictions.json").write_text(json.dumps({"images": images, "annotations": predictor.results}))
-    print(f"{len(predictor.results)} instances scoring >= {predictor.min_score:g} in {len(images)} "
-          f"{'frames' if video else 'images'}")
+    print(
+        f"{len(predictor.results)} instances scoring >= {predictor.min_score:g} in {len(images)} "
+        f"{'frames' if video else 'images'}"
+    )
     return out
 
 

@@ -4,6 +4,7 @@
 compose config -> read ``data.source`` -> validate -> select classes -> split -> write the canonical
 COCO JSON (RLE) + images + the validation report (JSON and Markdown) into ``data.root``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,7 +39,9 @@ def train_command(cfg: DictConfig, root: Path) -> str:
     """The train.py command that reads what was just written: ``data=prepared data.name=<folder>`` looks in
     data/prepared/<folder>, so a prepared set written elsewhere (``data.root=...``) is named by its path."""
     default = Path(cfg.paths.root_dir) / "data" / "prepared" / root.name
-    where = f"data.name={root.name}" if root.resolve() == default.resolve() else f"data.name={root.name} data.root={root}"
+    where = (
+        f"data.name={root.name}" if root.resolve() == default.resolve() else f"data.name={root.name} data.root={root}"
+    )
     return f"python src/train.py data=prepared {where}"
 
 

@@ -5,6 +5,7 @@ MLflow runs of the experiment -> a table of key params and final metrics sorted 
 metric (Markdown + CSV), every run's total and per-component loss vs epoch on one figure (PNG), and the
 best runs' predictions of the same val image side by side (``predictions.png``).
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> None:
         rows = report.table(runs, list(cfg.params), list(cfg.metrics), cfg.metric, cfg.mode)
         histories = {r.info.run_name: report.history_of(client, r) for r in runs}
         report.write(out, rows, histories, cfg.metric)
-        report.write_prediction_sheet(client, rows[:cfg.predictions], cfg.metric, out / "predictions.png")
+        report.write_prediction_sheet(client, rows[: cfg.predictions], cfg.metric, out / "predictions.png")
     print(f"written to {out}")
 
 

@@ -4,6 +4,7 @@
 compose config -> datamodule, module, callbacks, logger, trainer -> fit -> test -> return the
 value of ``optimized_metric`` (what the Optuna sweeper optimises).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,14 @@ from masklab.model.module import MaskRCNNModule  # noqa: E402
 from masklab.model.trainer import make_trainer  # noqa: E402
 from masklab.sweep.trial import finish_trial, pruning_bridge, sweep_tags, trial_of  # noqa: E402
 from masklab.track.history import History, ValidateLastEpoch  # noqa: E402
-from masklab.track.mlflow_utils import (artifact_location, default_run_name, end_failed, log_fit,  # noqa: E402
-                                        log_params, log_run_files)
+from masklab.track.mlflow_utils import (
+    artifact_location,
+    default_run_name,
+    end_failed,
+    log_fit,  # noqa: E402
+    log_params,
+    log_run_files,
+)
 from masklab.track.resume import check_resumable, resume_checkpoint  # noqa: E402
 from masklab.track.summary import export_files, run_summary  # noqa: E402
 
@@ -43,8 +50,13 @@ def make_logger(cfg: DictConfig, run_id: str | None):
         return False
     trial = cfg.sweep.trial_number
     name = cfg.run_name or (f"{cfg.sweep.study}-trial{trial:03d}" if trial is not None else default_run_name(cfg))
-    return instantiate(cfg.logger, run_name=name, run_id=run_id,
-                       artifact_location=artifact_location(cfg.logger.tracking_uri), tags=sweep_tags(cfg) or None)
+    return instantiate(
+        cfg.logger,
+        run_name=name,
+        run_id=run_id,
+        artifact_location=artifact_location(cfg.logger.tracking_uri),
+        tags=sweep_tags(cfg) or None,
+    )
 
 
 def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
@@ -73,8 +85,13 @@ def train(cfg: DictConfig, output_dir: str | Path, extra_callbacks=()) -> float:
 def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, logger, extra_callbacks) -> float:
     """``train`` once its MLflow run is open: fit, test the best checkpoint, log and export."""
     ckpt_dir = Path(output_dir) / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.optimized_metric, mode=cfg.optimized_mode,
-                                 filename="best-epoch{epoch:03d}", auto_insert_metric_name=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        monitor=cfg.optimized_metric,
+        mode=cfg.optimized_mode,
+        filename="best-epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+    )
     # Lightning 2.6 writes save_last=True only when a top-k file is written: a separate callback
     # keeps last.ckpt truly the latest epoch, which is what resume needs.
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
@@ -84,9 +101,15 @@ def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, 
     bridge = [pruning_bridge(study, trial, cfg)] if trial else []
     if trial and logger:
         trial.set_user_attr("mlflow_run_id", logger.run_id)
-    trainer = make_trainer(cfg, max_epochs=cfg.schedule.epochs, max_steps=cfg.schedule.get("steps") or -1, logger=logger,
-                           callbacks=[checkpoint, last, History(output_dir), ValidateLastEpoch(), *bridge, *extra_callbacks],
-                           default_root_dir=str(output_dir), gradient_clip_val=cfg.grad_clip_norm or None)
+    trainer = make_trainer(
+        cfg,
+        max_epochs=cfg.schedule.epochs,
+        max_steps=cfg.schedule.get("steps") or -1,
+        logger=logger,
+        callbacks=[checkpoint, last, History(output_dir), ValidateLastEpoch(), *bridge, *extra_callbacks],
+        default_root_dir=str(output_dir),
+        gradient_clip_val=cfg.grad_clip_norm or None,
+    )
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -102,8 +125,17 @@ def _fit_and_report(cfg: DictConfig, output_dir, datamodule, module, ckpt_path, 
     if logger:
         log_run_files(logger, cfg, checkpoint.best_model_path, best)
     if trainer.is_global_zero:  # once under DDP, not once per rank
-        print(run_summary(metrics, cfg.optimized_metric, value, checkpoint.best_model_path,
-                          logger.run_id if logger else None, cfg.experiment_name, cfg.paths.tracking_uri))
+        print(
+            run_summary(
+                metrics,
+                cfg.optimized_metric,
+                value,
+                checkpoint.best_model_path,
+                logger.run_id if logger else None,
+                cfg.experiment_name,
+                cfg.paths.tracking_uri,
+            )
+        )
         export_files(cfg.export, checkpoint.best_model_path, metrics, value, Path(output_dir) / "history.csv")
     if trial:
         finish_trial(trial, bridge[0], metrics)  # raises optuna.TrialPruned for a pruned trial

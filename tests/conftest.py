@@ -1,4 +1,5 @@
 """Shared fixtures: the real config composed and shrunk (tiny images, few images, small heads)."""
+
 from __future__ import annotations
 
 import os
@@ -31,21 +32,37 @@ def pytest_configure(config):
 
 #: overrides that make any run fast on a 2-core CPU while keeping every code path
 TINY_MODEL = [
-    "data.image_size=64", "batch_size=2", "num_workers=0", "schedule.epochs=1",
-    "model.fpn_channels=32", "model.box_head_dim=64", "model.mask_head_channels=16", "rois_per_image=32",
-    "logger=none", "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "log_predictions=0",
+    "data.image_size=64",
+    "batch_size=2",
+    "num_workers=0",
+    "schedule.epochs=1",
+    "model.fpn_channels=32",
+    "model.box_head_dim=64",
+    "model.mask_head_channels=16",
+    "rois_per_image=32",
+    "logger=none",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "log_predictions=0",
 ]
 #: ... and for the shapes data (whose own optimizer is adamw_scratch; the tests' learning rates are SGD's)
-TINY = TINY_MODEL + ["data.train.num_images=4", "data.val.num_images=2", "data.train.max_instances=2",
-                     "data.val.max_instances=2", "optimizer=sgd"]
+TINY = TINY_MODEL + [
+    "data.train.num_images=4",
+    "data.val.num_images=2",
+    "data.train.max_instances=2",
+    "data.val.max_instances=2",
+    "optimizer=sgd",
+]
 
 #: torch 2.11's out-of-memory message, as an H100 run gave it (a process capped at 4 GiB, batch 512: RESULTS_NOTES.md)
-OUT_OF_MEMORY = ("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB "
-                 "is free. Including non-PyTorch memory, this process has 4.56 GiB memory in use. 3.96 GiB allowed; Of the "
-                 "allocated memory 3.84 GiB is allocated by PyTorch, and 115.24 MiB is reserved by PyTorch but unallocated. "
-                 "If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
-                 "to avoid fragmentation.  See documentation for Memory Management  "
-                 "(https://docs.pytorch.org/docs/stable/notes/cuda.html#optimizing-memory-usage-with-pytorch-cuda-alloc-conf)")
+OUT_OF_MEMORY = (
+    "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB "
+    "is free. Including non-PyTorch memory, this process has 4.56 GiB memory in use. 3.96 GiB allowed; Of the "
+    "allocated memory 3.84 GiB is allocated by PyTorch, and 115.24 MiB is reserved by PyTorch but unallocated. "
+    "If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+    "to avoid fragmentation.  See documentation for Memory Management  "
+    "(https://docs.pytorch.org/docs/stable/notes/cuda.html#optimizing-memory-usage-with-pytorch-cuda-alloc-conf)"
+)
 
 
 def compose_cfg(overrides=(), tiny: bool = True):
@@ -94,7 +111,15 @@ def make_tiny_prepared(tmp_path: Path, n: int = 4, size: int = 64) -> Path:
             ids[m.astype(bool)] = k
         Image.fromarray(image).save(tmp_path / "src_img" / f"s{i}.png")
         Image.fromarray(ids, mode="L").save(tmp_path / "src_mask" / f"s{i}_mask.png")
-    cfg = compose_cfg(["data=instance_png", f"data.root={tmp_path / 'prepared'}", f"data.source.images={tmp_path / 'src_img'}",
-                       f"data.source.masks={tmp_path / 'src_mask'}", "data.prepare.split={train:0.5,val:0.5}"], tiny=False)
+    cfg = compose_cfg(
+        [
+            "data=instance_png",
+            f"data.root={tmp_path / 'prepared'}",
+            f"data.source.images={tmp_path / 'src_img'}",
+            f"data.source.masks={tmp_path / 'src_mask'}",
+            "data.prepare.split={train:0.5,val:0.5}",
+        ],
+        tiny=False,
+    )
     prepare(cfg, progress=False)
     return tmp_path / "prepared"

@@ -1,4 +1,5 @@
 """hydra.sweeper.pruner=asha: rungs, ASHA's promotion rule, and a real study that pauses and resumes trials."""
+
 from __future__ import annotations
 
 import csv
@@ -57,7 +58,15 @@ def test_simulate_pauses_every_configuration_and_resumes_only_the_leaders():
     # rungs 1, 2, 4 with factor 2: after configurations 0 and 1, config 1 leads rung 0 (top 1 of 2) and goes on to
     # rung 1, where it is alone (top 0 of 1); config 2 starts, then 3; with 4 at rung 0 the top 2 are 1 and 3;
     # 3 reaches rung 1 and is then second of 2 there, so 1 (the top 1 of 2) resumes to the end
-    assert simulate(curves, [1, 2, 4], 2) == [(0, 0, 1), (1, 0, 1), (1, 1, 2), (2, 0, 1), (3, 0, 1), (3, 1, 2), (1, 2, 4)]
+    assert simulate(curves, [1, 2, 4], 2) == [
+        (0, 0, 1),
+        (1, 0, 1),
+        (1, 1, 2),
+        (2, 0, 1),
+        (3, 0, 1),
+        (3, 1, 2),
+        (1, 2, 4),
+    ]
     # a curve shorter than its rung (a failed trial) stops there and never waits
     assert simulate([[0.9], [0.1, 0.2]], [2, 4], 2) == [(0, 0, 1), (1, 0, 2)]
 
@@ -96,9 +105,17 @@ def test_a_killed_resume_leaves_its_configuration_waiting_and_a_failed_one_ends_
 @pytest.mark.slow
 def test_an_asha_study_pauses_and_resumes_trials_in_their_own_folder(tmp_path):
     # learning rates spread so their val losses differ (segm AP is ~0 at this size): ASHA ranks on -val/loss
-    args = ["optimizer.lr=tag(log,interval(0.001,0.05))", "schedule.epochs=4", "schedule=constant", "schedule.warmup_iters=0",
-            "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=asha", "hydra.sweeper.prune_on=val/loss",
-            "hydra.sweeper.pruner_kwargs={min_resource:1,reduction_factor:2}", "logger=mlflow"]
+    args = [
+        "optimizer.lr=tag(log,interval(0.001,0.05))",
+        "schedule.epochs=4",
+        "schedule=constant",
+        "schedule.warmup_iters=0",
+        "hydra.sweeper.sampler=random",
+        "hydra.sweeper.pruner=asha",
+        "hydra.sweeper.prune_on=val/loss",
+        "hydra.sweeper.pruner_kwargs={min_resource:1,reduction_factor:2}",
+        "logger=mlflow",
+    ]
     proc = run(sweep_cmd(tmp_path, *args, n_trials=4), tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(tmp_path)
@@ -113,16 +130,22 @@ def test_an_asha_study_pauses_and_resumes_trials_in_their_own_folder(tmp_path):
         curves[root] = [-float(r["val/loss"]) for r in rows]
     # what the sweeper did is what ASHA's rule does on these curves, segment for segment
     expected = simulate([curves[r] for r in roots], [1, 2, 4], 2)
-    done = [(roots.index(t.user_attrs["asha_root"]), min(t.intermediate_values), max(t.intermediate_values) + 1) for t in trials]
+    done = [
+        (roots.index(t.user_attrs["asha_root"]), min(t.intermediate_values), max(t.intermediate_values) + 1)
+        for t in trials
+    ]
     assert done == expected
-    assert len(trials) > 4 and {t.number for t in trials} - set(roots) == {n for n in range(len(trials)) if n not in roots}
+    assert len(trials) > 4 and {t.number for t in trials} - set(roots) == {
+        n for n in range(len(trials)) if n not in roots
+    }
     assert not any((sweep / str(t.number)).exists() for t in trials if t.number not in roots)
     for t in trials:
         root = study.trials[t.user_attrs["asha_root"]]
         assert t.params == root.params
         # each trial reported exactly its own epochs, the values its configuration's history has
-        assert [round(v, 5) for v in t.intermediate_values.values()] == \
-               [round(curves[root.number][s], 5) for s in t.intermediate_values]
+        assert [round(v, 5) for v in t.intermediate_values.values()] == [
+            round(curves[root.number][s], 5) for s in t.intermediate_values
+        ]
         last = max(t.intermediate_values) + 1
         assert t.state.name == ("COMPLETE" if last == 4 else "PRUNED")
         if t.state.name == "PRUNED":
@@ -152,10 +175,20 @@ def test_asha_refuses_a_swept_number_of_epochs(tmp_path):
 
 @pytest.mark.slow
 def test_asha_with_two_objectives_trains_every_trial_in_full(tmp_path):
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", "hydra.sweeper.sampler=nsgaii",
-                         "hydra.sweeper.objectives=[val/segm_AP,val/loss]", "hydra.sweeper.directions=[maximize,minimize]",
-                         "hydra.sweeper.pruner=asha", "hydra.sweeper.pruner_kwargs={min_resource:1,reduction_factor:2}",
-                         "schedule.epochs=2", n_trials=2), tmp_path)
+    proc = run(
+        sweep_cmd(
+            tmp_path,
+            "optimizer.lr=choice(0.01,0.02)",
+            "hydra.sweeper.sampler=nsgaii",
+            "hydra.sweeper.objectives=[val/segm_AP,val/loss]",
+            "hydra.sweeper.directions=[maximize,minimize]",
+            "hydra.sweeper.pruner=asha",
+            "hydra.sweeper.pruner_kwargs={min_resource:1,reduction_factor:2}",
+            "schedule.epochs=2",
+            n_trials=2,
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [t.state.name for t in load(tmp_path).trials] == ["COMPLETE", "COMPLETE"]  # none paused at epoch 1
     assert "(hydra.sweeper.pruner=asha has no effect)" in proc.stdout + proc.stderr

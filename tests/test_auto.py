@@ -1,5 +1,6 @@
 """Settings derived from the data: statistics stored at prepare, auto values with reasons, sentences for what
 does not fit, tiles, and a budget in optimizer steps."""
+
 from __future__ import annotations
 
 import json
@@ -30,16 +31,32 @@ def write_coco(tmp_path, images, classes=("a", "b"), name="src"):
         out["images"].append({"id": i, "file_name": f"im{i}.png", "height": h, "width": w})
         for x, y, bw, bh, c in rects:
             poly = [x, y, x + bw, y, x + bw, y + bh, x, y + bh]
-            out["annotations"].append({"id": len(out["annotations"]) + 1, "image_id": i, "category_id": c + 1,
-                                       "segmentation": [poly], "bbox": [x, y, bw, bh], "iscrowd": 0})
+            out["annotations"].append(
+                {
+                    "id": len(out["annotations"]) + 1,
+                    "image_id": i,
+                    "category_id": c + 1,
+                    "segmentation": [poly],
+                    "bbox": [x, y, bw, bh],
+                    "iscrowd": 0,
+                }
+            )
     (folder / "ann.json").write_text(json.dumps(out))
     return folder
 
 
 def prepare_coco(tmp_path, images, *extra, classes=("a", "b")):
     folder = write_coco(tmp_path, images, classes)
-    cfg = compose_cfg(["data=coco", f"data.source.annotations={folder / 'ann.json'}", f"data.source.images={folder}",
-                       f"data.root={tmp_path / 'prepared'}", *extra], tiny=False)
+    cfg = compose_cfg(
+        [
+            "data=coco",
+            f"data.source.annotations={folder / 'ann.json'}",
+            f"data.source.images={folder}",
+            f"data.root={tmp_path / 'prepared'}",
+            *extra,
+        ],
+        tiny=False,
+    )
     return prepare(cfg, progress=False), tmp_path / "prepared"
 
 
@@ -53,7 +70,7 @@ def test_statistics_of_a_tiny_written_dataset_equal_hand_counts(tmp_path):
     assert st["instances_per_image"]["max"] == 2 and st["instances_per_image"]["total"] == 3
     assert st["instances_per_class"] == {"a": 2, "b": 1}
     assert st["image_long_side"]["max"] == 200 and st["image_long_side"]["min"] == 50
-    assert st["box_size"]["min"] == 10.0 and st["box_size"]["max"] == 10.0   # sqrt(10*10) and sqrt(20*5)
+    assert st["box_size"]["min"] == 10.0 and st["box_size"]["max"] == 10.0  # sqrt(10*10) and sqrt(20*5)
     assert st["aspect_ratio"]["min"] == 0.25 and st["aspect_ratio"]["max"] == 1.0  # h / w: 5/20 and 1
     assert sorted(map(tuple, st["boxes"])) == [(10, 10, 100, 200), (10, 10, 100, 200), (20, 5, 50, 50)]
     assert json.loads((tmp_path / "prepared" / "report.json").read_text())["stats"] == report["stats"]
@@ -86,8 +103,10 @@ def stats_of(images_by_split, classes=("a",)):
     """Statistics of synthetic splits: {split: [(h, w, [(bw, bh, class), ...]), ...]}."""
     out = {}
     for split, images in images_by_split.items():
-        items = [{"height": h, "width": w, "anns": [{"bbox": [0, 0, bw, bh], "label": c + 1} for bw, bh, c in rects]}
-                 for h, w, rects in images]
+        items = [
+            {"height": h, "width": w, "anns": [{"bbox": [0, 0, bw, bh], "label": c + 1} for bw, bh, c in rects]}
+            for h, w, rects in images
+        ]
         out[split] = split_stats(items, classes)
     return out
 
@@ -106,19 +125,31 @@ def test_caps_follow_the_densest_image_and_a_cap_set_below_it_says_what_it_loses
     assert cfg.max_gt_instances == 150 and cfg.nms.box_detections_per_img == 230  # 1.5 x 150, in tens
     assert cfg.model.rpn_post_nms_top_n_test >= 4 * 150 and cfg.rois_per_image <= 512
     assert not [a for a in fit.advice if "max_gt_instances" in a or "box_detections" in a]
-    _, fit = auto.resolve(prepared_cfg(tmp_path, "max_gt_instances=100", "nms.box_detections_per_img=100"), stats, quiet=True)
+    _, fit = auto.resolve(
+        prepared_cfg(tmp_path, "max_gt_instances=100", "nms.box_detections_per_img=100"), stats, quiet=True
+    )
     said = " ".join(fit.advice)
     assert "max_gt_instances=100 drops the 100 smallest ground-truth instances of 2 training images" in said
-    assert "nms.box_detections_per_img=100: val has 1 images with more objects, so at least 30 can never be found" in said
+    assert (
+        "nms.box_detections_per_img=100: val has 1 images with more objects, so at least 30 can never be found" in said
+    )
 
 
 def test_report_sentences_for_anchors_scale_difference_empty_split_and_a_missing_class(tmp_path):
-    stats = stats_of({"train": dense(4, 5, 12, cls=0) + dense(4, 5, 12, cls=1), "val": dense(3, 5, 6, cls=0),
-                      "test": [(400, 400, [])] * 2}, classes=("a", "b"))
+    stats = stats_of(
+        {
+            "train": dense(4, 5, 12, cls=0) + dense(4, 5, 12, cls=1),
+            "val": dense(3, 5, 6, cls=0),
+            "test": [(400, 400, [])] * 2,
+        },
+        classes=("a", "b"),
+    )
     cfg, fit = auto.resolve(prepared_cfg(tmp_path, "anchors=default", "data.image_size=400"), stats, quiet=True)
     said = "\n".join(fit.advice)
     assert "anchors [32, 64, 128, 256, 512] reach only" in said and "anchors=auto reaches 100%" in said
-    assert "train and val differ in object scale: at 400 px 0% of train instances but 100% of val are under 8 px" in said
+    assert (
+        "train and val differ in object scale: at 400 px 0% of train instances but 100% of val are under 8 px" in said
+    )
     assert "the test split has 2 images and no instances" in said
     assert "class b has no instance in the val split" in said
     assert fit.numbers["anchor_recall"] < 0.5 and fit.numbers["anchor_recall_auto"] == 1.0
@@ -147,7 +178,9 @@ def test_scale_crop_takes_a_window_at_the_training_scale_with_its_instances():
         out, t = ScaleCrop(600, 128)(image, target)  # x2: 400x600 scaled, 128 px windows
         assert out.shape == (128, 128, 3) and t["masks"].shape[1:] == (128, 128)
         assert len(t["labels"]) <= 2 and all(20 <= a <= 6400 for a in t["area"].tolist())
-        assert torch.equal(t["boxes"], torch.from_numpy(np.asarray([_box(m) for m in t["masks"].numpy()], np.float32)).reshape(-1, 4))
+        assert torch.equal(
+            t["boxes"], torch.from_numpy(np.asarray([_box(m) for m in t["masks"].numpy()], np.float32)).reshape(-1, 4)
+        )
     hits = sum(len(ScaleCrop(600, 128, on_instance=1.0)(image, target)[1]["labels"]) > 0 for _ in range(20))
     assert hits == 20  # centred on an instance: never an empty window
 
@@ -177,10 +210,21 @@ def test_a_budget_of_n_steps_trains_n_steps_whatever_the_dataset_size(tmp_path, 
     images = [(48, 64, [(8 + i % 5, 8, 10, 12, i % 2)]) for i in range(n_images)]
     prepare_coco(tmp_path, images, "data.prepare.split={train:1.0,val:0}")
     (tmp_path / "prepared" / "annotations" / "val.json").write_text(
-        (tmp_path / "prepared" / "annotations" / "train.json").read_text())  # score on train: only the count matters
+        (tmp_path / "prepared" / "annotations" / "train.json").read_text()
+    )  # score on train: only the count matters
     overrides = [o for o in TINY_MODEL if not o.startswith(("data.image_size", "schedule.epochs"))]
-    cfg = compose_cfg(["data=prepared", "data.name=x", f"data.root={tmp_path / 'prepared'}", "data.steps=7",
-                       "backbone=mobilenet_v3", *overrides, f"paths.output_root={tmp_path / 'out'}"], tiny=False)
+    cfg = compose_cfg(
+        [
+            "data=prepared",
+            "data.name=x",
+            f"data.root={tmp_path / 'prepared'}",
+            "data.steps=7",
+            "backbone=mobilenet_v3",
+            *overrides,
+            f"paths.output_root={tmp_path / 'out'}",
+        ],
+        tiny=False,
+    )
     train_cli.train(cfg, tmp_path / "run")
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert ckpt["global_step"] == 7
@@ -200,8 +244,9 @@ def test_the_default_sweep_of_prepared_data_searches_around_the_derived_values(t
     base, _ = auto.resolve(cfg, stats, quiet=True)
     scaled, _ = auto.resolve(prepared_cfg(tmp_path, "data.auto.scale=1.25", "anchors.scale=1.41"), stats, quiet=True)
     assert scaled.data.image_size >= 1.2 * base.data.image_size
-    assert scaled.anchors.sizes[0] == round(1.41 * auto.fit_anchors(
-        stats_boxes_at(stats, scaled.data.image_size))[0][0])
+    assert scaled.anchors.sizes[0] == round(
+        1.41 * auto.fit_anchors(stats_boxes_at(stats, scaled.data.image_size))[0][0]
+    )
 
 
 def stats_boxes_at(stats, size):
@@ -224,10 +269,21 @@ def test_a_sweep_of_prepared_data_with_the_default_pruner_trains_the_budget_in_s
     from masklab.sweep.study import open_storage
 
     root = make_tiny_prepared(tmp_path, n=4)  # 2 train images: 1 step of batch 2 per epoch
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", "data=prepared", "data.name=x",
-           f"data.root={root}", "data.steps=4", *[o for o in TINY_MODEL if not o.startswith(("schedule.", "data.image_size",
-                                                                                            "logger="))],
-           "logger=none", "experiment_name=p", "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner_kwargs={min_resource:2}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "hydra/sweeper=optuna",
+        "data=prepared",
+        "data.name=x",
+        f"data.root={root}",
+        "data.steps=4",
+        *[o for o in TINY_MODEL if not o.startswith(("schedule.", "data.image_size", "logger="))],
+        "logger=none",
+        "experiment_name=p",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.pruner_kwargs={min_resource:2}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="p", storage=open_storage(f"journal:{tmp_path}/multirun/p/p/optuna.journal"))

@@ -1,4 +1,5 @@
 """The benchmarks' own arithmetic (their runs are too long for the suite; benchmarks/run_all.py runs them)."""
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,18 @@ def test_epochs_to_best_ignores_trials_that_reported_nothing():
 def test_results_table_has_one_row_per_benchmark_and_keeps_the_notes(tmp_path, monkeypatch):
     monkeypatch.setattr(run_all, "HERE", tmp_path)
     (tmp_path / "RESULTS_NOTES.md").write_text("## GPU\nnone lent\n")
-    rows = [{"benchmark": "a", "figure": "1.0", "target": ">= 1", "met": True, "detail": "d", "command": "python a.py"},
-            {"benchmark": "b", "figure": "0.9", "target": ">= 1", "met": False, "detail": "e", "command": "python b.py"},
-            {"benchmark": "c", "figure": "0.5", "target": "(reference)", "met": None, "detail": "f", "command": "python c.py"}]
+    rows = [
+        {"benchmark": "a", "figure": "1.0", "target": ">= 1", "met": True, "detail": "d", "command": "python a.py"},
+        {"benchmark": "b", "figure": "0.9", "target": ">= 1", "met": False, "detail": "e", "command": "python b.py"},
+        {
+            "benchmark": "c",
+            "figure": "0.5",
+            "target": "(reference)",
+            "met": None,
+            "detail": "f",
+            "command": "python c.py",
+        },
+    ]
     text = run_all.write(rows, quick=False, path=tmp_path / "RESULTS.md")
     assert (tmp_path / "RESULTS.md").read_text() == text
     table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
@@ -53,15 +63,30 @@ def test_results_table_has_one_row_per_benchmark_and_keeps_the_notes(tmp_path, m
 
 def test_pruning_rows_of_a_second_draw_name_their_seed_and_command():
     study = {"epochs_to_bar": 40, "epochs_to_own_best": 40, "best_segm_AP": 0.8, "total_epochs": 240, "pruned": 0}
-    pr = {"rows": {"no pruning": study, "median (replay)": {**study, "epochs_to_bar": 30, "total_epochs": 120, "pruned": 9}},
-          "ratios": {"median (replay)": {"ratio": 0.75, "own_best_ratio": 0.75, "total_ratio": 0.5}},
-          "bar": 0.79, "trials": 20, "epochs": 12, "images": 288, "sampler": "random"}
+    pr = {
+        "rows": {
+            "no pruning": study,
+            "median (replay)": {**study, "epochs_to_bar": 30, "total_epochs": 120, "pruned": 9},
+        },
+        "ratios": {"median (replay)": {"ratio": 0.75, "own_best_ratio": 0.75, "total_ratio": 0.5}},
+        "bar": 0.79,
+        "trials": 20,
+        "epochs": 12,
+        "images": 288,
+        "sampler": "random",
+    }
     (first,) = run_all.pruning_rows(pr)
-    assert first["benchmark"] == "pruning savings (median (replay))" and first["command"] == "python benchmarks/pruning.py"
+    assert (
+        first["benchmark"] == "pruning savings (median (replay))" and first["command"] == "python benchmarks/pruning.py"
+    )
     assert first["figure"] == "0.75" and first["met"] is False and "30 vs 40" in first["detail"]
     (second,) = run_all.pruning_rows({**pr, "seed": 1})
     assert second["benchmark"] == "pruning savings (median (replay)), sampler seed 1"
-    assert second["command"] == "python benchmarks/pruning.py --seed 1 --pruners" == "python benchmarks/pruning.py " + " ".join(run_all.SECOND_DRAW)
+    assert (
+        second["command"]
+        == "python benchmarks/pruning.py --seed 1 --pruners"
+        == "python benchmarks/pruning.py " + " ".join(run_all.SECOND_DRAW)
+    )
 
 
 def test_precision_row_gives_amp_speed_as_a_ratio_of_fp32():
@@ -77,7 +102,7 @@ def _done(*values, state="COMPLETE"):
 def test_replay_stops_a_trial_where_the_median_pruner_would():
     # masklab's median defaults: 3 finished trials first, no pruning at the first epoch (step 0)
     good = [_done(0.1, 0.3, 0.5)] * 3
-    slow = _done(0.05, 0.1, 0.2)      # best 0.1 < median 0.3 of the finished trials at step 1: pruned there
+    slow = _done(0.05, 0.1, 0.2)  # best 0.1 < median 0.3 of the finished trials at step 1: pruned there
     fast = _done(0.2, 0.4, 0.6)
     curves = pruning.replay([*good, slow, fast], "median")
     assert curves == [[0.1, 0.3, 0.5]] * 3 + [[0.05, 0.1], [0.2, 0.4, 0.6]]
@@ -109,6 +134,7 @@ def test_replay_on_val_loss_prunes_where_ap_is_still_tied_at_zero():
     # AP is 0 for every trial in its first two epochs (as on shapes at 12 steps per epoch); val loss already differs
     def trial(ap, loss):
         return pruning._Curve(ap, signals={pruning.LOSS: [-v for v in loss]})
+
     good = [trial([0.0, 0.0, 0.3], [1.0, 0.8, 0.6])] * 3
     slow = trial([0.0, 0.0, 0.1], [1.5, 1.4, 1.3])  # worse loss than the median at step 1: pruned there
     assert [len(c) for c in pruning.replay([*good, slow], "median")] == [3, 3, 3, 3]  # on AP: tied, kept
@@ -118,7 +144,13 @@ def test_replay_on_val_loss_prunes_where_ap_is_still_tied_at_zero():
 
 
 def test_oracle_runs_best_so_far_trials_in_full_and_stops_the_others_after_one_epoch():
-    trials = [_done(0.1, 0.2, 0.3), _done(0.0, 0.1, 0.2), _done(0.2, 0.4, 0.5), _done(0.0, 0.0, 0.5), _done(0.1, 0.3, 0.45)]
+    trials = [
+        _done(0.1, 0.2, 0.3),
+        _done(0.0, 0.1, 0.2),
+        _done(0.2, 0.4, 0.5),
+        _done(0.0, 0.0, 0.5),
+        _done(0.1, 0.3, 0.45),
+    ]
     curves = pruning.replay(trials, pruning.ORACLE)
     # records: trial 0 (0.3), trial 2 (0.5); trial 3 only ties 0.5 and trial 4 is below: one epoch each
     assert curves == [[0.1, 0.2, 0.3], [0.0], [0.2, 0.4, 0.5], [0.0], [0.1]]
@@ -134,11 +166,28 @@ def test_hyperband_replay_is_reproducible():
 
 def test_reuse_rescores_recorded_curves_and_keeps_the_epoch_size(tmp_path):
     # a result of before 2026-11-22 has no "images": its studies ran 96-image epochs
-    curves = [[0, "COMPLETE", [0.1, 0.2, 0.3], [2.0, 1.8, 1.6]], [1, "COMPLETE", [0.0, 0.1, 0.5], [2.0, 1.5, 1.0]],
-              [2, "COMPLETE", [0.0, 0.0, 0.1], [2.2, 2.1, 2.0]]]
-    old = {"prune_on": pruning.AP, "trials": 3, "epochs": 3, "sampler": "random",
-           "rows": {"no pruning": {"trials": curves, "epochs_to_own_best": 6, "best_segm_AP": 0.5, "total_epochs": 9,
-                                   "minutes": 1.0, "pruned": 0, "pruner_kwargs": {}}}}
+    curves = [
+        [0, "COMPLETE", [0.1, 0.2, 0.3], [2.0, 1.8, 1.6]],
+        [1, "COMPLETE", [0.0, 0.1, 0.5], [2.0, 1.5, 1.0]],
+        [2, "COMPLETE", [0.0, 0.0, 0.1], [2.2, 2.1, 2.0]],
+    ]
+    old = {
+        "prune_on": pruning.AP,
+        "trials": 3,
+        "epochs": 3,
+        "sampler": "random",
+        "rows": {
+            "no pruning": {
+                "trials": curves,
+                "epochs_to_own_best": 6,
+                "best_segm_AP": 0.5,
+                "total_epochs": 9,
+                "minutes": 1.0,
+                "pruned": 0,
+                "pruner_kwargs": {},
+            }
+        },
+    }
     path = tmp_path / "pruning.json"
     path.write_text(json.dumps(old))
     result = pruning.main(["--reuse", str(path), "--orders", "5", "--replay", "median", pruning.ORACLE])
@@ -152,17 +201,43 @@ def test_reuse_rescores_recorded_curves_and_keeps_the_epoch_size(tmp_path):
 def test_replay_takes_a_pruner_with_its_own_kwargs(tmp_path):
     assert pruning.parse_spec("median") == ("median", None)
     assert pruning.parse_spec("percentile:percentile=25,n_startup_trials=1,n_warmup_steps=0") == (
-        "percentile", {"percentile": 25, "n_startup_trials": 1, "n_warmup_steps": 0})
+        "percentile",
+        {"percentile": 25, "n_startup_trials": 1, "n_warmup_steps": 0},
+    )
     # trial 2 trails trial 0 from its first epoch: masklab's median defaults (3 start-up trials) keep it,
     # one start-up trial and no warm-up prune it at step 0; the kwargs are scored over orders too
-    curves = [[0, "COMPLETE", [0.1, 0.3, 0.5], [2.0, 1.8, 1.6]], [1, "COMPLETE", [0.2, 0.4, 0.6], [2.0, 1.5, 1.0]],
-              [2, "COMPLETE", [0.0, 0.1, 0.2], [2.2, 2.1, 2.0]]]
+    curves = [
+        [0, "COMPLETE", [0.1, 0.3, 0.5], [2.0, 1.8, 1.6]],
+        [1, "COMPLETE", [0.2, 0.4, 0.6], [2.0, 1.5, 1.0]],
+        [2, "COMPLETE", [0.0, 0.1, 0.2], [2.2, 2.1, 2.0]],
+    ]
     path = tmp_path / "pruning.json"
-    path.write_text(json.dumps({"prune_on": pruning.AP, "trials": 3, "epochs": 3, "sampler": "random", "images": 288,
-                                "rows": {"no pruning": {"trials": curves, "epochs_to_own_best": 6, "best_segm_AP": 0.6,
-                                                       "total_epochs": 9, "minutes": 1.0, "pruned": 0, "pruner_kwargs": {}}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "prune_on": pruning.AP,
+                "trials": 3,
+                "epochs": 3,
+                "sampler": "random",
+                "images": 288,
+                "rows": {
+                    "no pruning": {
+                        "trials": curves,
+                        "epochs_to_own_best": 6,
+                        "best_segm_AP": 0.6,
+                        "total_epochs": 9,
+                        "minutes": 1.0,
+                        "pruned": 0,
+                        "pruner_kwargs": {},
+                    }
+                },
+            }
+        )
+    )
     eager = "median:n_startup_trials=1,n_warmup_steps=0"
-    result = pruning.main(["--reuse", str(path), "--orders", "4", "--replay-on", pruning.AP, "--replay", "median", eager])
+    result = pruning.main(
+        ["--reuse", str(path), "--orders", "4", "--replay-on", pruning.AP, "--replay", "median", eager]
+    )
     assert result["rows"]["median (replay)"]["total_epochs"] == 9
     assert result["rows"][f"{eager} (replay)"]["total_epochs"] == 7
     assert result["rows"][f"{eager} (replay)"]["pruner_kwargs"] == {"n_startup_trials": 1, "n_warmup_steps": 0}
@@ -177,49 +252,126 @@ def test_asha_replay_trains_segments_and_a_recorded_asha_study_is_checked_agains
     # rungs 1, 2, 4 (factor 2): the schedule tests/test_asha.py works out by hand for these curves
     ap = [[0.1, 0.2, 0.3, 0.4], [0.3, 0.5, 0.6, 0.7], [0.0, 0.1, 0.1, 0.1], [0.2, 0.3, 0.35, 0.36]]
     unpruned = [[n, "COMPLETE", c, [1.0] * 4] for n, c in enumerate(ap)]
-    parts, pruned = pruning.segments(pruning._recorded({"trials": unpruned})[1], "asha",
-                                     {"min_resource": 1, "reduction_factor": 2})
-    assert [(t.span, len(t.values)) for t in parts] == [((0, 0), 1), ((1, 0), 1), ((1, 1), 1), ((2, 0), 1), ((3, 0), 1),
-                                                        ((3, 1), 1), ((1, 2), 2)]
+    parts, pruned = pruning.segments(
+        pruning._recorded({"trials": unpruned})[1], "asha", {"min_resource": 1, "reduction_factor": 2}
+    )
+    assert [(t.span, len(t.values)) for t in parts] == [
+        ((0, 0), 1),
+        ((1, 0), 1),
+        ((1, 1), 1),
+        ((2, 0), 1),
+        ((3, 0), 1),
+        ((3, 1), 1),
+        ((1, 2), 2),
+    ]
     assert pruned == 3  # configurations 0, 2, 3 never reach their last epoch
     # the bar (0.7 - 0.01) is reached in the last segment: 8 epochs against 8 unpruned (trials 0 and 1 in full)
-    assert pruning.epochs_to(parts, 0.69) == 8 and pruning.epochs_to(pruning._recorded({"trials": unpruned})[1], 0.69) == 8
+    assert (
+        pruning.epochs_to(parts, 0.69) == 8 and pruning.epochs_to(pruning._recorded({"trials": unpruned})[1], 0.69) == 8
+    )
     # a real asha study as run_study records it: each trial a segment, named by its configuration's first trial
     # and first epoch; numbered in the order the study ran them (the configuration 1 is the study's trial 1)
-    real = [[0, "PRUNED", [0.1], [1.0], [0, 0]], [1, "PRUNED", [0.3], [1.0], [1, 0]], [2, "PRUNED", [0.5], [1.0], [1, 1]],
-            [3, "PRUNED", [0.0], [1.0], [3, 0]], [4, "PRUNED", [0.2], [1.0], [4, 0]], [5, "PRUNED", [0.3], [1.0], [4, 1]],
-            [6, "COMPLETE", [0.6, 0.7], [1.0, 1.0], [1, 2]]]
+    real = [
+        [0, "PRUNED", [0.1], [1.0], [0, 0]],
+        [1, "PRUNED", [0.3], [1.0], [1, 0]],
+        [2, "PRUNED", [0.5], [1.0], [1, 1]],
+        [3, "PRUNED", [0.0], [1.0], [3, 0]],
+        [4, "PRUNED", [0.2], [1.0], [4, 0]],
+        [5, "PRUNED", [0.3], [1.0], [4, 1]],
+        [6, "COMPLETE", [0.6, 0.7], [1.0, 1.0], [1, 2]],
+    ]
     row = {"epochs_to_own_best": 8, "best_segm_AP": 0.7, "total_epochs": 16, "minutes": 1.0, "pruned": 0}
     path = tmp_path / "pruning.json"
-    path.write_text(json.dumps({"prune_on": pruning.AP, "trials": 4, "epochs": 4, "sampler": "random", "images": 288,
-                                "rows": {"no pruning": {**row, "trials": unpruned, "pruner_kwargs": {}},
-                                         "asha": {**row, "trials": real, "pruner_kwargs": {"min_resource": 1,
-                                                                                           "reduction_factor": 2}}}}))
-    result = pruning.main(["--reuse", str(path), "--orders", "3", "--replay-on", pruning.AP,
-                           "--replay", "asha:min_resource=1,reduction_factor=2"])
+    path.write_text(
+        json.dumps(
+            {
+                "prune_on": pruning.AP,
+                "trials": 4,
+                "epochs": 4,
+                "sampler": "random",
+                "images": 288,
+                "rows": {
+                    "no pruning": {**row, "trials": unpruned, "pruner_kwargs": {}},
+                    "asha": {**row, "trials": real, "pruner_kwargs": {"min_resource": 1, "reduction_factor": 2}},
+                },
+            }
+        )
+    )
+    result = pruning.main(
+        [
+            "--reuse",
+            str(path),
+            "--orders",
+            "3",
+            "--replay-on",
+            pruning.AP,
+            "--replay",
+            "asha:min_resource=1,reduction_factor=2",
+        ]
+    )
     assert result["rows"]["asha"]["replay_matches"] is True
     assert result["rows"]["asha"]["epochs_to_bar"] == 8 and result["ratios"]["asha"]["ratio"] == 1.0
     real[-1][4] = [0, 2]  # had the study resumed another configuration, its replay would say so
-    path.write_text(json.dumps({**json.loads(path.read_text()), "rows": {
-        **json.loads(path.read_text())["rows"], "asha": {**row, "trials": real, "pruner_kwargs": {
-            "min_resource": 1, "reduction_factor": 2}}}}))
+    path.write_text(
+        json.dumps(
+            {
+                **json.loads(path.read_text()),
+                "rows": {
+                    **json.loads(path.read_text())["rows"],
+                    "asha": {**row, "trials": real, "pruner_kwargs": {"min_resource": 1, "reduction_factor": 2}},
+                },
+            }
+        )
+    )
     result = pruning.main(["--reuse", str(path), "--orders", "1", "--replay-on", pruning.AP, "--replay", "oracle"])
     assert result["rows"]["asha"]["replay_matches"] is False
 
 
 def test_baseline_stands_in_for_the_unpruned_study_only_if_it_ran_the_same_study(tmp_path, capsys, monkeypatch):
     curves = [[0, "COMPLETE", [0.1, 0.2, 0.3], [2.0, 1.8, 1.6]], [1, "COMPLETE", [0.0, 0.1, 0.5], [2.0, 1.5, 1.0]]]
-    old = {"prune_on": pruning.AP, "trials": 2, "epochs": 3, "images": 288, "val_images": 32, "sampler": "random",
-           "seed": 0, "warmup_iters": 0,
-           "rows": {"no pruning": {"trials": curves, "epochs_to_own_best": 6, "best_segm_AP": 0.5, "total_epochs": 6,
-                                   "minutes": 1.0, "pruned": 0, "pruner_kwargs": {}}}}
+    old = {
+        "prune_on": pruning.AP,
+        "trials": 2,
+        "epochs": 3,
+        "images": 288,
+        "val_images": 32,
+        "sampler": "random",
+        "seed": 0,
+        "warmup_iters": 0,
+        "rows": {
+            "no pruning": {
+                "trials": curves,
+                "epochs_to_own_best": 6,
+                "best_segm_AP": 0.5,
+                "total_epochs": 6,
+                "minutes": 1.0,
+                "pruned": 0,
+                "pruner_kwargs": {},
+            }
+        },
+    }
     path, saved = tmp_path / "base.json", tmp_path / "results" / "out.json"  # a folder not there yet
     path.write_text(json.dumps(old))
     (tmp_path / "weights.pth").touch()  # as where ../shared has them (the trials would start from them)
     monkeypatch.setattr(pruning, "WEIGHTS", tmp_path / "weights.pth")
     # no --pruners: nothing trains, the baseline's curves are scored and the result saved
-    result = pruning.main(["--baseline", str(path), "--trials", "2", "--epochs", "3", "--pruners", "--orders", "3",
-                           "--replay", pruning.ORACLE, "--save", str(saved)])
+    result = pruning.main(
+        [
+            "--baseline",
+            str(path),
+            "--trials",
+            "2",
+            "--epochs",
+            "3",
+            "--pruners",
+            "--orders",
+            "3",
+            "--replay",
+            pruning.ORACLE,
+            "--save",
+            str(saved),
+        ]
+    )
     assert result["rows"]["no pruning"]["epochs_to_bar"] == 6
     assert json.loads(saved.read_text())["rows"]["no pruning"]["trials"] == curves
     try:

@@ -1,4 +1,5 @@
 """Model building from every option of every config group, weights loading and trainable layers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +42,14 @@ def test_option_builds_and_trains_one_step(group, option, tmp_path):
     module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     logger = instantiate(cfg.logger, run_name="t") if cfg.logger.get("_target_") else False
-    trainer = instantiate(cfg.trainer, max_steps=1, limit_val_batches=0, logger=logger,
-                          enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer = instantiate(
+        cfg.trainer,
+        max_steps=1,
+        limit_val_batches=0,
+        logger=logger,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == 1
     loss = trainer.callback_metrics["train/loss"]
@@ -74,8 +81,14 @@ def test_full_model_with_other_num_classes_reinitialises_only_predictors(tmp_pat
 def test_lightning_checkpoint_loads_as_full_model_weights(tmp_path):
     cfg = compose_cfg()
     module = MaskRCNNModule(cfg)
-    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, default_root_dir=str(tmp_path))
+    trainer = L.Trainer(
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(module, datamodule=build_datamodule(cfg))
     trainer.save_checkpoint(tmp_path / "run.ckpt")
     loaded = build_model(compose_cfg([f"model.weights={tmp_path / 'run.ckpt'}"]), num_classes=5).state_dict()
@@ -129,11 +142,21 @@ def test_imagenet_backbone_through_torchvision_weights_api(tmp_path, monkeypatch
     assert norms == {"FrozenBatchNorm2d"}
 
 
-@pytest.mark.parametrize("overrides, key, weights", [
-    (["backbone.weights=imagenet"], "backbone.weights", "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
-    (["backbone=r18", "backbone.weights=imagenet"], "backbone.weights", "ResNet18_Weights.IMAGENET1K_V1"),
-    (["backbone=r50", "model=standard", "model.weights=coco"], "model.weights", "MaskRCNN_ResNet50_FPN_Weights.COCO_V1")])
-def test_a_failed_weights_download_is_one_line_saying_where_the_file_goes(tmp_path, monkeypatch, overrides, key, weights):
+@pytest.mark.parametrize(
+    "overrides, key, weights",
+    [
+        (["backbone.weights=imagenet"], "backbone.weights", "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
+        (["backbone=r18", "backbone.weights=imagenet"], "backbone.weights", "ResNet18_Weights.IMAGENET1K_V1"),
+        (
+            ["backbone=r50", "model=standard", "model.weights=coco"],
+            "model.weights",
+            "MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
+        ),
+    ],
+)
+def test_a_failed_weights_download_is_one_line_saying_where_the_file_goes(
+    tmp_path, monkeypatch, overrides, key, weights
+):
     # offline, behind a proxy or timed out: urllib's URLError traceback; the download is replaced by that failure
     # (the real one would fetch 10-170 MB wherever the network is open)
     import urllib.error
@@ -148,8 +171,10 @@ def test_a_failed_weights_download_is_one_line_saying_where_the_file_goes(tmp_pa
     value = overrides[-1].split("=", 1)[1]
     assert str(err.value).startswith(f"{key}={value}: downloading {weights} from https://download.pytorch.org/models/")
     message = str(err.value)
-    assert "failed ([Errno -2] Name or service not known); without internet, copy that file into " \
-           f"{tmp_path / 'hub' / 'checkpoints'}/ (set TORCH_HOME to move it) or give {key}=<a local file>" in message
+    assert (
+        "failed ([Errno -2] Name or service not known); without internet, copy that file into "
+        f"{tmp_path / 'hub' / 'checkpoints'}/ (set TORCH_HOME to move it) or give {key}=<a local file>" in message
+    )
     assert "\n" not in message
 
 
@@ -172,7 +197,9 @@ def test_anchor_sizes_take_torchvisions_nested_form_and_name_a_bad_value():
     flat = build_model(compose_cfg(["anchors.sizes=[8,16,32,64,128]"]), num_classes=5).rpn.anchor_generator
     nested = build_model(compose_cfg(["anchors.sizes=[[8],[16],[32],[64],[128]]"]), num_classes=5).rpn.anchor_generator
     assert nested.sizes == flat.sizes == ((8,), (16,), (32,), (64,), (128,))
-    with pytest.raises(MasklabError, match=r"anchors.sizes=\[8, 'abc', 32, 64, 128\]: one positive number per feature map"):
+    with pytest.raises(
+        MasklabError, match=r"anchors.sizes=\[8, 'abc', 32, 64, 128\]: one positive number per feature map"
+    ):
         build_model(compose_cfg(["anchors.sizes=[8,abc,32,64,128]"]), num_classes=5)
 
 
@@ -180,11 +207,16 @@ def test_weights_files_that_are_missing_or_unreadable_are_one_line_naming_key_an
     junk, listed = tmp_path / "junk.pth", tmp_path / "list.pth"
     junk.write_text("not a torch file")
     torch.save([1, 2], listed)
-    cases = [(f"backbone.weights={tmp_path / 'gone.pth'}", f"backbone.weights={tmp_path / 'gone.pth'}: file not found "
-                                                          "(backbone.weights takes a local state_dict file, imagenet or null)"),
-             (f"model.weights={tmp_path / 'gone.ckpt'}", f"model.weights={tmp_path / 'gone.ckpt'}: file not found"),
-             (f"backbone.weights={junk}", f"backbone.weights={junk}: not a readable PyTorch weights file"),
-             (f"model.weights={listed}", f"model.weights={listed}: holds a list, not a state_dict of tensors")]
+    cases = [
+        (
+            f"backbone.weights={tmp_path / 'gone.pth'}",
+            f"backbone.weights={tmp_path / 'gone.pth'}: file not found "
+            "(backbone.weights takes a local state_dict file, imagenet or null)",
+        ),
+        (f"model.weights={tmp_path / 'gone.ckpt'}", f"model.weights={tmp_path / 'gone.ckpt'}: file not found"),
+        (f"backbone.weights={junk}", f"backbone.weights={junk}: not a readable PyTorch weights file"),
+        (f"model.weights={listed}", f"model.weights={listed}: holds a list, not a state_dict of tensors"),
+    ]
     for override, message in cases:
         with pytest.raises(MasklabError) as err:
             build_model(compose_cfg([override]), num_classes=5)
@@ -221,8 +253,13 @@ def test_parameter_summary_counts_every_parameter_by_part():
 
 
 def test_staged_training_switches_layers_and_logs_each_stage(tmp_path, caplog):
-    cfg = compose_cfg(["schedule.epochs=3", "model.stages=[{epochs: 1, trainable: heads}, {trainable: all}]",
-                       "data.train.num_images=2"])
+    cfg = compose_cfg(
+        [
+            "schedule.epochs=3",
+            "model.stages=[{epochs: 1, trainable: heads}, {trainable: all}]",
+            "data.train.num_images=2",
+        ]
+    )
     module = MaskRCNNModule(cfg)
     seen = []
 
@@ -230,8 +267,15 @@ def test_staged_training_switches_layers_and_logs_each_stage(tmp_path, caplog):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen.append(all(p.requires_grad for p in pl_module.model.backbone.body.parameters()))
 
-    trainer = L.Trainer(max_epochs=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, callbacks=[Spy()], default_root_dir=str(tmp_path))
+    trainer = L.Trainer(
+        max_epochs=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Spy()],
+        default_root_dir=str(tmp_path),
+    )
     with caplog.at_level("INFO"):
         trainer.fit(module, datamodule=build_datamodule(cfg))
     assert seen == [False, True, True]
@@ -264,8 +308,14 @@ def test_readme_command_r50_small_anchors_trains_a_step(tmp_path):
     cfg = compose_cfg(["backbone=r50", "anchors=small"])
     assert list(cfg.anchors.sizes) == [16, 32, 64, 128, 256] and cfg.backbone.arch == "resnet50"
     module = MaskRCNNModule(cfg)
-    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, default_root_dir=str(tmp_path))
+    trainer = L.Trainer(
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(module, datamodule=build_datamodule(cfg))
     assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics["train/loss"])
 
@@ -280,8 +330,11 @@ def test_channels_last_lays_out_conv_weights_nhwc_and_computes_the_same_features
     cfg = compose_cfg([f"channels_last={channels_last}"])
     torch.manual_seed(0)
     module = MaskRCNNModule(cfg)
-    weights = [m.weight for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)
-               and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]  # (a 1-channel or 1x1 kernel is both layouts)
+    weights = [
+        m.weight
+        for m in module.model.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1
+    ]  # (a 1-channel or 1x1 kernel is both layouts)
     assert all(w.is_contiguous(memory_format=torch.channels_last) == channels_last for w in weights)
     torch.manual_seed(0)
     reference = MaskRCNNModule(compose_cfg(["channels_last=false"]))  # the same weights, NCHW

@@ -1,4 +1,5 @@
 """The COCO wrapper: perfect -> 1.0, nothing -> 0.0, and the same numbers as plain pycocotools."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,12 @@ NAMES = ShapesDataset.class_names
 
 def perfect(target):
     n = len(target["labels"])
-    return {"boxes": target["boxes"].clone(), "labels": target["labels"].clone(), "scores": torch.ones(n),
-            "masks": target["masks"][:, None].float()}
+    return {
+        "boxes": target["boxes"].clone(),
+        "labels": target["labels"].clone(),
+        "scores": torch.ones(n),
+        "masks": target["masks"][:, None].float(),
+    }
 
 
 def test_perfect_predictions_score_one_and_empty_predictions_zero():
@@ -30,8 +35,17 @@ def test_perfect_predictions_score_one_and_empty_predictions_zero():
     for i in range(len(ds)):
         _, t = ds[i]
         good.update([t], [perfect(t)])
-        empty.update([t], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-                            "scores": torch.zeros(0), "masks": torch.zeros(0, 1, 128, 128)}])
+        empty.update(
+            [t],
+            [
+                {
+                    "boxes": torch.zeros(0, 4),
+                    "labels": torch.zeros(0, dtype=torch.int64),
+                    "scores": torch.zeros(0),
+                    "masks": torch.zeros(0, 1, 128, 128),
+                }
+            ],
+        )
     for name, value in good.compute().items():
         assert math.isnan(value) or value == pytest.approx(1.0), name  # NaN: no object of that size
     assert good.compute()["val/segm_AP"] == pytest.approx(1.0)
@@ -56,9 +70,18 @@ def test_no_detections_score_as_coco_scores_detections_that_match_nothing(backen
         wrong.add_targets([t])
     far = torch.zeros(1, 1, 128, 128)
     far[..., 0, 0] = 1.0
-    wrong.add_predictions([int(ds[0][1]["image_id"])] * len(NAMES), [
-        {"boxes": torch.tensor([[0.0, 0.0, 1.0, 1.0]]), "labels": torch.tensor([k + 1]), "scores": torch.tensor([0.9]),
-         "masks": far} for k in range(len(NAMES))])
+    wrong.add_predictions(
+        [int(ds[0][1]["image_id"])] * len(NAMES),
+        [
+            {
+                "boxes": torch.tensor([[0.0, 0.0, 1.0, 1.0]]),
+                "labels": torch.tensor([k + 1]),
+                "scores": torch.tensor([0.9]),
+                "masks": far,
+            }
+            for k in range(len(NAMES))
+        ],
+    )
     a, b = none.compute(), wrong.compute()
     assert a.keys() == b.keys() and any(math.isnan(v) for v in a.values()) and 0.0 in a.values()
     assert all(a[k] == pytest.approx(b[k], nan_ok=True) for k in a), {k: (a[k], b[k]) for k in a}
@@ -73,7 +96,9 @@ def test_half_precision_predictions_are_scored_like_full_precision():
         p = perfect(t)
         full.update([t], [p])
         half.update([t], [{**p, "scores": p["scores"].bfloat16(), "masks": p["masks"].bfloat16()}])
-    assert half.compute() == pytest.approx(full.compute(), nan_ok=True) and half.compute()["val/segm_AP"] == pytest.approx(1.0)
+    assert half.compute() == pytest.approx(full.compute(), nan_ok=True) and half.compute()[
+        "val/segm_AP"
+    ] == pytest.approx(1.0)
 
 
 def test_validation_detections_are_full_precision_under_mixed_precision(tiny_cfg):
@@ -127,23 +152,45 @@ def test_numbers_equal_plain_pycocotools(backend):
         images.append({"id": t["image_id"], "height": h, "width": w})
         for box, label, m in zip(t["boxes"].tolist(), t["labels"].tolist(), t["masks"].numpy()):
             rle = mask_utils.encode(np.asfortranarray(m))
-            anns.append({"id": len(anns) + 1, "image_id": t["image_id"], "category_id": label, "iscrowd": 0,
-                         "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                         "area": float(mask_utils.area(rle)), "segmentation": rle})
-        for box, label, s, m in zip(p["boxes"].tolist(), p["labels"].tolist(), p["scores"].tolist(), p["masks"][:, 0].numpy()):
-            dets.append({"image_id": t["image_id"], "category_id": label, "score": s,
-                         "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                         "segmentation": mask_utils.encode(np.asfortranarray((m >= 0.5).astype(np.uint8)))})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": t["image_id"],
+                    "category_id": label,
+                    "iscrowd": 0,
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    "area": float(mask_utils.area(rle)),
+                    "segmentation": rle,
+                }
+            )
+        for box, label, s, m in zip(
+            p["boxes"].tolist(), p["labels"].tolist(), p["scores"].tolist(), p["masks"][:, 0].numpy()
+        ):
+            dets.append(
+                {
+                    "image_id": t["image_id"],
+                    "category_id": label,
+                    "score": s,
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    "segmentation": mask_utils.encode(np.asfortranarray((m >= 0.5).astype(np.uint8))),
+                }
+            )
     ours = ev.compute()
     gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)]}
+    gt.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         for iou_type in ("bbox", "segm"):
             e = COCOeval(gt, gt.loadRes(dets), iou_type)
             e.evaluate(), e.accumulate(), e.summarize()
             for k, v in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), e.stats[:6]):
-                assert ours[f"val/{iou_type}_{k}"] == pytest.approx(v if v >= 0 else float("nan"), abs=1e-6, nan_ok=True)
+                assert ours[f"val/{iou_type}_{k}"] == pytest.approx(
+                    v if v >= 0 else float("nan"), abs=1e-6, nan_ok=True
+                )
     assert 0.05 < ours["val/segm_AP"] < 0.95  # the perturbation makes this a real test
 
 

@@ -1,4 +1,5 @@
 """`dvc repro` on a copy of the repository: the pipeline runs, is up to date after, and re-runs only downstream stages."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,13 @@ def sh(*cmd, cwd, env=None):
 def repo(tmp_path):
     if shutil.which("dvc") is None or shutil.which("git") is None:
         pytest.skip("dvc and git CLIs are needed")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     dst = tmp_path / "repo"
     for f in files:
         if (ROOT / f).is_file():
@@ -52,8 +58,14 @@ def repo(tmp_path):
     assert "num_images: 1100" in text, "this test shrinks the train split of conf/data/shapes.yaml: update it"
     shapes.write_text(text.replace("num_images: 1100", "num_images: 6").replace("num_images: 100", "num_images: 3"))
     (dst / "conf" / "pipeline.yaml").write_text((dst / "conf" / "pipeline.yaml").read_text() + TINY_PIPELINE)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     sh("git", "init", "-q", cwd=dst)
     sh("git", "add", "-A", cwd=dst)
     sh("git", "commit", "-qm", "copy", cwd=dst, env=env)

@@ -1,4 +1,5 @@
 """evaluate.py, inference-only re-tuning, predict.py (splash, video), end-of-training plots and report.py."""
+
 from __future__ import annotations
 
 import csv
@@ -39,9 +40,19 @@ def trained(tmp_path_factory):
     uri = f"sqlite:///{tmp}/mlflow.db"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     GlobalHydra.instance().clear()
-    cfg = compose_cfg(["logger=mlflow", "schedule.epochs=3", "data.train.num_images=16", "data.val.num_images=6",
-                       "batch_size=4", "experiment_name=ev", f"paths.tracking_uri={uri}", "schedule.warmup_iters=5",
-                       "log_predictions=2"])
+    cfg = compose_cfg(
+        [
+            "logger=mlflow",
+            "schedule.epochs=3",
+            "data.train.num_images=16",
+            "data.val.num_images=6",
+            "batch_size=4",
+            "experiment_name=ev",
+            f"paths.tracking_uri={uri}",
+            "schedule.warmup_iters=5",
+            "log_predictions=2",
+        ]
+    )
     train(cfg, tmp / "run")
     return tmp / "run" / "checkpoints" / "last.ckpt", uri, tmp / "run"
 
@@ -76,11 +87,26 @@ def test_precision_recall_and_confusion_count_detections_scoring_at_least_min_sc
     square = torch.zeros(1, 64, 64, dtype=torch.uint8)
     square[0, 10:30, 10:30] = 1
     gt = CocoEvaluator([])
-    gt.add_targets([{"image_id": torch.tensor(1), "boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0]]),
-                     "labels": torch.tensor([1]), "masks": square}])
-    raw = {1: {"boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0], [40.0, 40.0, 60.0, 60.0]]), "scores": torch.tensor([0.9, 0.2]),
-               "labels": torch.tensor([1, 1]), "mask_probs": torch.ones(2, 1, 28, 28), "image_size": (64, 64),
-               "original_size": (64, 64)}}
+    gt.add_targets(
+        [
+            {
+                "image_id": torch.tensor(1),
+                "boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0]]),
+                "labels": torch.tensor([1]),
+                "masks": square,
+            }
+        ]
+    )
+    raw = {
+        1: {
+            "boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0], [40.0, 40.0, 60.0, 60.0]]),
+            "scores": torch.tensor([0.9, 0.2]),
+            "labels": torch.tensor([1, 1]),
+            "mask_probs": torch.ones(2, 1, 28, 28),
+            "image_size": (64, 64),
+            "original_size": (64, 64),
+        }
+    }
     counted = {s: runner.evaluate_setting(gt, raw, ["one"], 0.05, 0.5, 100, "val", min_score=s) for s in (0.5, 0.0)}
     (strict, _, at_half), (loose, _, at_zero) = counted[0.5], counted[0.0]
     assert at_half["confusion"].tolist() == [[0, 0], [0, 1]] and at_zero["confusion"].tolist() == [[0, 1], [0, 1]]
@@ -94,14 +120,34 @@ def test_precision_recall_and_confusion_count_detections_scoring_at_least_min_sc
 
 def test_evaluate_cli_writes_everything_and_logs_to_the_training_run(trained, tmp_path):
     ckpt, uri, _ = trained
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={ckpt}", f"hydra.run.dir={tmp_path}",
-                           "retune.score_thresh=[0.05,0.5,0.9]", "retune.nms_thresh=[0.3,0.5]"],
-                          capture_output=True, text=True, timeout=600, env=env_for(uri))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "evaluate.py"),
+            f"ckpt={ckpt}",
+            f"hydra.run.dir={tmp_path}",
+            "retune.score_thresh=[0.05,0.5,0.9]",
+            "retune.nms_thresh=[0.3,0.5]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env_for(uri),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not list(tmp_path.glob("*.log"))  # no 0-byte evaluate.log: its lines go to the console
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("val/segm_AP", "val/segm_AP50", "val/segm_AP75", "val/segm_APs", "val/bbox_AP", "val/voc_mAP50",
-                "val/precision", "val/recall", "val/segm_AP_square"):
+    for key in (
+        "val/segm_AP",
+        "val/segm_AP50",
+        "val/segm_AP75",
+        "val/segm_APs",
+        "val/bbox_AP",
+        "val/voc_mAP50",
+        "val/precision",
+        "val/recall",
+        "val/segm_AP_square",
+    ):
         assert key in metrics
     for name in ("pr_curves.png", "confusion_matrix.png", "coco_results.json", "raw_predictions.pt", "retune.md"):
         assert (tmp_path / name).stat().st_size > 0, name
@@ -116,11 +162,25 @@ def test_evaluate_cli_writes_everything_and_logs_to_the_training_run(trained, tm
     assert "evaluate/pr_curves.png" in {a.path for a in client.list_artifacts(run_id, "evaluate")}
     # the cached detections re-tune without the network, with the same numbers
     # ... and ckpt= may name the MLflow run instead of the file (its best checkpoint: same classes, the cache's network)
-    again = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt=runs:/{run_id}", f"cache={tmp_path / 'raw_predictions.pt'}",
-                            f"hydra.run.dir={tmp_path / 'again'}", "log_mlflow=false"], capture_output=True, text=True,
-                           timeout=600, env=env_for(uri))
+    again = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "evaluate.py"),
+            f"ckpt=runs:/{run_id}",
+            f"cache={tmp_path / 'raw_predictions.pt'}",
+            f"hydra.run.dir={tmp_path / 'again'}",
+            "log_mlflow=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env_for(uri),
+    )
     assert again.returncode == 0 and json.loads((tmp_path / "again" / "metrics.json").read_text()) == metrics
-    assert f"ckpt=runs:/{run_id}: MLflow run {run.info.run_name}, best checkpoint {run.data.tags['best_checkpoint']}" in again.stdout
+    assert (
+        f"ckpt=runs:/{run_id}: MLflow run {run.info.run_name}, best checkpoint {run.data.tags['best_checkpoint']}"
+        in again.stdout
+    )
 
 
 def test_ckpt_names_an_mlflow_run_or_a_study_and_says_when_it_cannot(trained, tmp_path):
@@ -146,9 +206,12 @@ def test_ckpt_names_an_mlflow_run_or_a_study_and_says_when_it_cannot(trained, tm
     gone = client.create_run(exp, tags={"best_checkpoint": str(tmp_path / "moved.ckpt")}, run_name="gone").info.run_id
     unborn = client.create_run(exp, tags={"masklab.role": "study", "study": "t"}).info.run_id
     never = client.create_run(exp, run_name="never").info.run_id
-    cases = [(gone, "MLflow run gone's best checkpoint " + str(tmp_path / "moved.ckpt") + " is not on this machine"),
-             (unborn, "study t has no best trial yet"), (never, "MLflow run never has no best checkpoint"),
-             ("0" * 32, f"no MLflow run {'0' * 32} in sqlite:///{db}")]
+    cases = [
+        (gone, "MLflow run gone's best checkpoint " + str(tmp_path / "moved.ckpt") + " is not on this machine"),
+        (unborn, "study t has no best trial yet"),
+        (never, "MLflow run never has no best checkpoint"),
+        ("0" * 32, f"no MLflow run {'0' * 32} in sqlite:///{db}"),
+    ]
     for spec, said in cases:
         with pytest.raises(MasklabError, match="^" + re.escape(f"ckpt={spec}: {said}")):
             checkpoint_path(spec, f"sqlite:///{db}")
@@ -186,18 +249,26 @@ def test_network_keys_given_at_evaluation_reach_the_model(trained, tmp_path):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"ckpt={trained[0]}", f"cache={trained[0]}", "image_min_size=40", "log_mlflow=false"])
+        cfg = compose(
+            "evaluate", overrides=[f"ckpt={trained[0]}", f"cache={trained[0]}", "image_min_size=40", "log_mlflow=false"]
+        )
     with pytest.raises(MasklabError) as err:
         evaluate(cfg, tmp_path, overridden=["image_min_size=40"])
-    assert str(err.value) == (f"cache={trained[0]}: image_min_size=40 changes the network pass, which cache= skips; "
-                              "drop cache= to run the network at that setting")
+    assert str(err.value) == (
+        f"cache={trained[0]}: image_min_size=40 changes the network pass, which cache= skips; "
+        "drop cache= to run the network at that setting"
+    )
 
 
 def test_evaluate_bad_checkpoint_is_one_line(tmp_path):
     bad = tmp_path / "x.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={bad}", f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={bad}", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: not a masklab checkpoint")
 
@@ -210,12 +281,14 @@ def test_bad_runtime_options_are_one_line_before_the_network_runs(trained, tmp_p
     from masklab.eval.checkpoint import resolve_device
 
     ckpt = trained[0]
-    cases = [(["device=gpu"], "device=gpu: choose auto, cpu, cuda or cuda:<index>"),
-             ([f"cache={tmp_path / 'gone.pt'}"], f"cache={tmp_path / 'gone.pt'}: file not found"),
-             ([f"cache={ckpt}"], f"cache={ckpt}: not an evaluate.py raw_predictions.pt"),
-             (["retune.score_thresh=[0.5,abc]"], r"retune.score_thresh=[0.5, 'abc']: numbers expected, not ['abc']"),
-             (["retune.score_thresh=[0.01,0.5]"], "retune.score_thresh=[0.01, 0.5]: below score_floor=0.05"),
-             (["split=test"], "split=test: choose one of the held-out splits this data has: ['val']")]
+    cases = [
+        (["device=gpu"], "device=gpu: choose auto, cpu, cuda or cuda:<index>"),
+        ([f"cache={tmp_path / 'gone.pt'}"], f"cache={tmp_path / 'gone.pt'}: file not found"),
+        ([f"cache={ckpt}"], f"cache={ckpt}: not an evaluate.py raw_predictions.pt"),
+        (["retune.score_thresh=[0.5,abc]"], r"retune.score_thresh=[0.5, 'abc']: numbers expected, not ['abc']"),
+        (["retune.score_thresh=[0.01,0.5]"], "retune.score_thresh=[0.01, 0.5]: below score_floor=0.05"),
+        (["split=test"], "split=test: choose one of the held-out splits this data has: ['val']"),
+    ]
     if not torch.cuda.is_available():
         cases.append((["device=cuda"], "device=cuda: no CUDA GPU is visible here; use device=cpu (or auto)"))
     for overrides, message in cases:
@@ -238,13 +311,27 @@ def test_bad_runtime_options_are_one_line_before_the_network_runs(trained, tmp_p
 def test_evaluate_on_data_with_other_classes_is_one_line(trained, tmp_path):
     # a 1-class dataset against the 4-class shapes model: every "object" was scored as the model's "square"
     other = make_tiny_prepared(tmp_path / "other")
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={trained[0]}", "data=prepared",
-                           "data.name=tiny", f"data.root={other}", "log_mlflow=false", f"hydra.run.dir={tmp_path / 'ev'}"],
-                          capture_output=True, text=True, timeout=300, env=env_for(trained[1]))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "evaluate.py"),
+            f"ckpt={trained[0]}",
+            "data=prepared",
+            "data.name=tiny",
+            f"data.root={other}",
+            "log_mlflow=false",
+            f"hydra.run.dir={tmp_path / 'ev'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env_for(trained[1]),
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: ckpt={trained[0]}: the model was trained on classes ['square', 'circle', 'triangle', 'ellipse'] "
-        "but data=tiny has ['object']; evaluate it on data with the same classes in the same order")
+        "but data=tiny has ['object']; evaluate it on data with the same classes in the same order"
+    )
     assert not (tmp_path / "ev" / "raw_predictions.pt").exists()
 
 
@@ -273,9 +360,21 @@ def test_predict_video_in_video_out_same_frames_and_rate(trained, tmp_path):
     for i in range(len(frames)):
         writer.write(cv2.cvtColor(frames[i][0], cv2.COLOR_RGB2BGR))
     writer.release()
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={video}",
-                           "mode=splash", f"output={tmp_path / 'out'}", "results_json=true", f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "predict.py"),
+            f"ckpt={trained[0]}",
+            f"input={video}",
+            "mode=splash",
+            f"output={tmp_path / 'out'}",
+            "results_json=true",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cap = cv2.VideoCapture(str(tmp_path / "out" / "clip_splash.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 9 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
@@ -292,10 +391,25 @@ def test_predict_images_instances(trained, tmp_path):
 
     (tmp_path / "in").mkdir()
     for i in range(2):
-        cv2.imwrite(str(tmp_path / "in" / f"s{i}.png"), cv2.cvtColor(ShapesDataset(2, 64, seed=9)[i][0], cv2.COLOR_RGB2BGR))
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}",
-                           f"output={tmp_path / 'out'}", "nms.box_score_thresh=0.0", "min_score=0", "results_json=true",
-                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+        cv2.imwrite(
+            str(tmp_path / "in" / f"s{i}.png"), cv2.cvtColor(ShapesDataset(2, 64, seed=9)[i][0], cv2.COLOR_RGB2BGR)
+        )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "predict.py"),
+            f"ckpt={trained[0]}",
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / 'out'}",
+            "nms.box_score_thresh=0.0",
+            "min_score=0",
+            "results_json=true",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not list(tmp_path.glob("*.log"))  # no 0-byte predict.log
     drawn = cv2.imread(str(tmp_path / "out" / "s0_instances.png"))
@@ -309,26 +423,67 @@ def test_predict_images_instances(trained, tmp_path):
     # input= a glob pattern, as Hydra passes it
     cv2.imwrite(str(tmp_path / "in" / "s0.jpg"), 255 - original)
     top = max(a["score"] for a in found)
-    strict = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}/s*",
-                             f"output={tmp_path / 'strict'}", "nms.box_score_thresh=0.0", f"min_score={min(1, top + 1e-3)}",
-                             "results_json=true", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    strict = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "predict.py"),
+            f"ckpt={trained[0]}",
+            f"input={tmp_path / 'in'}/s*",
+            f"output={tmp_path / 'strict'}",
+            "nms.box_score_thresh=0.0",
+            f"min_score={min(1, top + 1e-3)}",
+            "results_json=true",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert strict.returncode == 0, strict.stderr[-3000:]
     assert json.loads((tmp_path / "strict" / "predictions.json").read_text())["annotations"] == []
     assert sorted(p.name for p in (tmp_path / "strict").glob("*.png")) == [
-        "s0.jpg_instances.png", "s0.png_instances.png", "s1_instances.png"]
+        "s0.jpg_instances.png",
+        "s0.png_instances.png",
+        "s1_instances.png",
+    ]
     assert np.array_equal(cv2.imread(str(tmp_path / "strict" / "s0.png_instances.png")), original)
     assert "0 instances scoring >= " in strict.stdout and " in 3 images" in strict.stdout
-    bad = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={tmp_path / 'in'}",
-                          "min_score=1.5", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == "error: min_score=1.5: must be a score in [0, 1]"
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "predict.py"),
+            f"ckpt={trained[0]}",
+            f"input={tmp_path / 'in'}",
+            "min_score=1.5",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert (
+        bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == "error: min_score=1.5: must be a score in [0, 1]"
+    )
     # a file that is not an image is skipped in a folder; alone, it is an error (it said "written to" with exit 0)
     (tmp_path / "in" / "notes.png").write_text("not an image")
-    fake = subprocess.run([sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}",
-                           f"input={tmp_path / 'in' / 'notes.png'}", f"output={tmp_path / 'out2'}", f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=600)
+    fake = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "predict.py"),
+            f"ckpt={trained[0]}",
+            f"input={tmp_path / 'in' / 'notes.png'}",
+            f"output={tmp_path / 'out2'}",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert fake.returncode == 1 and "Traceback" not in fake.stderr
-    assert fake.stderr.strip().splitlines()[-2:] == [f"skipped {tmp_path / 'in' / 'notes.png'}: not a readable image",
-                                                     f"error: input={tmp_path / 'in' / 'notes.png'}: no readable image (1 skipped, see above)"]
+    assert fake.stderr.strip().splitlines()[-2:] == [
+        f"skipped {tmp_path / 'in' / 'notes.png'}: not a readable image",
+        f"error: input={tmp_path / 'in' / 'notes.png'}: no readable image (1 skipped, see above)",
+    ]
 
 
 def test_predict_input_patterns_and_output_names_that_do_not_overwrite(tmp_path):
@@ -339,12 +494,22 @@ def test_predict_input_patterns_and_output_names_that_do_not_overwrite(tmp_path)
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     found = image_paths(f"{tmp_path}/**/*")
-    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["x/a.jpg", "y/a.jpg", "y/b.jpg", "y/b.png", "y/c.png", "z/deep/d.png"]
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        "x/a.jpg",
+        "y/a.jpg",
+        "y/b.jpg",
+        "y/b.png",
+        "y/c.png",
+        "z/deep/d.png",
+    ]
     assert output_names(found) == ["x__a.jpg", "y__a.jpg", "b.jpg", "b.png", "c", "d"]  # none the same
     assert image_paths(str(tmp_path / "y")) == [tmp_path / "y" / n for n in ("a.jpg", "b.jpg", "b.png", "c.png")]
     assert output_names(image_paths(f"{tmp_path}/y/[ac].*")) == ["a", "c"]
-    for spec, said in [(f"{tmp_path}/*.gif", "no image (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp) matches the pattern"),
-                       (f"{tmp_path}/nothing.png", "not found"), (str(tmp_path / "z"), "no images (.png")]:
+    for spec, said in [
+        (f"{tmp_path}/*.gif", "no image (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp) matches the pattern"),
+        (f"{tmp_path}/nothing.png", "not found"),
+        (str(tmp_path / "z"), "no images (.png"),
+    ]:
         with pytest.raises(MasklabError, match="^" + re.escape(f"input={spec}: {said}")):
             image_paths(spec)
 
@@ -356,15 +521,22 @@ def test_report_sorts_by_a_metric_it_does_not_show_and_names_bad_choices():
     from masklab.track.report import table
 
     def run(name, **metrics):
-        return SimpleNamespace(info=SimpleNamespace(run_name=name, status="FINISHED", run_id=name),
-                               data=SimpleNamespace(tags={}, params={}, metrics=metrics))
+        return SimpleNamespace(
+            info=SimpleNamespace(run_name=name, status="FINISHED", run_id=name),
+            data=SimpleNamespace(tags={}, params={}, metrics=metrics),
+        )
 
-    runs = [run("a", **{"val/segm_AP": 0.5, "val/segm_AP75": 0.2}), run("b", **{"val/segm_AP": 0.4, "val/segm_AP75": 0.3}),
-            run("c", **{"val/segm_AP": 0.6})]
+    runs = [
+        run("a", **{"val/segm_AP": 0.5, "val/segm_AP75": 0.2}),
+        run("b", **{"val/segm_AP": 0.4, "val/segm_AP75": 0.3}),
+        run("c", **{"val/segm_AP": 0.6}),
+    ]
     rows = table(runs, [], ["val/segm_AP"], "val/segm_AP75", "max")  # AP75 is not among the shown metrics
     assert [r["run"] for r in rows] == ["b", "a", "c"] and rows[0]["val/segm_AP75"] == 0.3
     assert [r["run"] for r in table(runs, [], ["val/segm_AP"], "val/segm_AP", "min")] == ["b", "a", "c"]
-    with pytest.raises(MasklabError, match=r"metric=val/bogus: no run of this experiment logged it; logged: \['val/segm_AP'"):
+    with pytest.raises(
+        MasklabError, match=r"metric=val/bogus: no run of this experiment logged it; logged: \['val/segm_AP'"
+    ):
         table(runs, [], [], "val/bogus", "max")
     with pytest.raises(MasklabError, match="mode=up: choose max or min"):
         table(runs, [], [], "val/segm_AP", "up")
@@ -372,8 +544,17 @@ def test_report_sorts_by_a_metric_it_does_not_show_and_names_bad_choices():
 
 def test_report_on_a_database_that_does_not_exist_is_one_line_and_creates_none(tmp_path):
     db = tmp_path / "typo.db"  # MLflow created an empty database there and said the experiment was missing
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), f"paths.tracking_uri=sqlite:///{db}",
-                           f"hydra.run.dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "report.py"),
+            f"paths.tracking_uri=sqlite:///{db}",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: no MLflow database at {db}: train first")
     assert not db.exists()
@@ -391,12 +572,18 @@ def test_training_leaves_loss_and_ap_plots_and_report_compares_runs(trained, tmp
         logged = [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
         assert [round(float(r[key]), 5) for r in rows] == [round(v, 5) for v in logged], key
     assert {"plots/loss_curves.png", "plots/ap_curves.png", "plots/history.csv"} <= {
-        a.path for a in client.list_artifacts(run_id, "plots")}
+        a.path for a in client.list_artifacts(run_id, "plots")
+    }
     drawn = sorted(p.name for p in (run_dir / "predictions").iterdir())  # log_predictions=2: the first two val images
     assert drawn == ["val_000.png", "val_001.png"]
     assert {a.path for a in client.list_artifacts(run_id, "predictions")} == {f"predictions/{f}" for f in drawn}
-    proc = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), "experiment=ev", f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=300, env=env_for(uri))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "report.py"), "experiment=ev", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env_for(uri),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "runs.md").read_text()
     assert "val/segm_AP" in table and "mobilenet_v3_large" in table
@@ -404,10 +591,21 @@ def test_training_leaves_loss_and_ap_plots_and_report_compares_runs(trained, tmp
     sheet = np.asarray(Image.open(tmp_path / "predictions.png"))  # the ground truth, then each run's prediction
     own = np.asarray(Image.open(run_dir / "predictions" / "val_000.png"))
     w = (own.shape[1] - 4) // 2
-    assert sheet.shape == (own.shape[0], 2 * (w + 4), 3)  # the ground truth and the 1 run: no blank cells, one title each
-    assert np.array_equal(sheet[18:, :w], own[18:, :w]) and np.array_equal(sheet[18:, w + 4:2 * w + 4], own[18:, w + 4:])
-    missing = subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), "experiment=nope", f"hydra.run.dir={tmp_path}"],
-                             capture_output=True, text=True, timeout=300, env=env_for(uri))
+    assert sheet.shape == (
+        own.shape[0],
+        2 * (w + 4),
+        3,
+    )  # the ground truth and the 1 run: no blank cells, one title each
+    assert np.array_equal(sheet[18:, :w], own[18:, :w]) and np.array_equal(
+        sheet[18:, w + 4 : 2 * w + 4], own[18:, w + 4 :]
+    )
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "report.py"), "experiment=nope", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env_for(uri),
+    )
     assert missing.returncode == 1 and "no MLflow experiment 'nope'" in missing.stderr
 
 
@@ -419,8 +617,12 @@ def test_the_prediction_gallery_draws_the_ground_truth_on_its_object(tmp_path):
     masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
     masks[0, 10:30, 20:50] = 1
     target = {"boxes": torch.tensor([[20.0, 10.0, 50.0, 30.0]]), "labels": torch.tensor([1]), "masks": masks}
-    nothing = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0),
-               "masks": torch.zeros(0, 1, 64, 64)}
+    nothing = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "scores": torch.zeros(0),
+        "masks": torch.zeros(0, 1, 64, 64),
+    }
     model = nn.Module()
     model.forward = lambda images: [nothing for _ in images]  # a model that finds nothing
     [path] = val_gallery(model, [(image, target)], ["thing"], 5, tmp_path)
@@ -442,8 +644,12 @@ def test_the_gallery_leaves_weak_detections_out_and_draws_the_strongest_on_top(t
     masks = torch.zeros(3, 1, 64, 64)
     masks[0, 0, 10:30, 10:30] = masks[1, 0, 10:30, 10:30] = 1  # the object and a weaker duplicate of it
     masks[2, 0, 40:60, 40:60] = 1  # a weak detection elsewhere
-    pred = {"boxes": torch.tensor([[10.0, 10, 30, 30], [10, 10, 30, 30], [40, 40, 60, 60]]), "labels": torch.tensor([1, 1, 1]),
-            "scores": torch.tensor([0.9, 0.6, MIN_SCORE - 0.01]), "masks": masks}
+    pred = {
+        "boxes": torch.tensor([[10.0, 10, 30, 30], [10, 10, 30, 30], [40, 40, 60, 60]]),
+        "labels": torch.tensor([1, 1, 1]),
+        "scores": torch.tensor([0.9, 0.6, MIN_SCORE - 0.01]),
+        "masks": masks,
+    }
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 64, 64)}
     model = nn.Module()
     model.forward = lambda images: [pred for _ in images]
@@ -465,8 +671,9 @@ def test_a_gallery_that_cannot_be_drawn_warns_and_the_finished_run_stands(tmp_pa
     from masklab.eval.gallery import log_predictions
 
     with caplog.at_level("WARNING", "masklab.train"):
-        log_predictions(OmegaConf.create({"log_predictions": 2}), nn.Module(), None, str(tmp_path / "gone.ckpt"),
-                        tmp_path, None)
+        log_predictions(
+            OmegaConf.create({"log_predictions": 2}), nn.Module(), None, str(tmp_path / "gone.ckpt"), tmp_path, None
+        )
     assert "predictions of the first 2 val images not drawn: FileNotFoundError" in caplog.text
 
 
@@ -479,16 +686,24 @@ def test_running_out_of_gpu_memory_in_evaluate_or_predict_names_their_own_keys(c
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
     where = {"evaluate": ("masklab.eval.runner", "run_network"), "predict": ("masklab.viz.draw", "confident")}[cli]
-    args = [f"ckpt={trained[0]}", f"hydra.run.dir={tmp_path / 'out'}",
-            *(["log_mlflow=false"] if cli == "evaluate" else [f"input={image}"])]
-    code = (f"import importlib, runpy, sys, torch\nsys.path.insert(0, {str(ROOT / 'src')!r})\n"
-            f"def oom(*a, **k): raise torch.OutOfMemoryError({OUT_OF_MEMORY!r})\n"
-            f"setattr(importlib.import_module({where[0]!r}), {where[1]!r}, oom)\n"
-            f"sys.argv = [{cli!r}, *{args!r}]\nrunpy.run_path({str(ROOT / 'src' / f'{cli}.py')!r}, run_name='__main__')\n")
+    args = [
+        f"ckpt={trained[0]}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        *(["log_mlflow=false"] if cli == "evaluate" else [f"input={image}"]),
+    ]
+    code = (
+        f"import importlib, runpy, sys, torch\nsys.path.insert(0, {str(ROOT / 'src')!r})\n"
+        f"def oom(*a, **k): raise torch.OutOfMemoryError({OUT_OF_MEMORY!r})\n"
+        f"setattr(importlib.import_module({where[0]!r}), {where[1]!r}, oom)\n"
+        f"sys.argv = [{cli!r}, *{args!r}]\nrunpy.run_path({str(ROOT / 'src' / f'{cli}.py')!r}, run_name='__main__')\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    advice = {"evaluate": "lower batch_size or the test-time image size (image_min_size, image_max_size), or use device=cpu",
-              "predict": "lower the test-time image size (image_min_size, image_max_size), or use device=cpu"}[cli]
+    advice = {
+        "evaluate": "lower batch_size or the test-time image size (image_min_size, image_max_size), or use device=cpu",
+        "predict": "lower the test-time image size (image_min_size, image_max_size), or use device=cpu",
+    }[cli]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB "
-        f"is free. Including non-PyTorch memory, this process has 4.56 GiB memory in use: {advice}")
+        f"is free. Including non-PyTorch memory, this process has 4.56 GiB memory in use: {advice}"
+    )

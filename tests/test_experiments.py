@@ -1,5 +1,6 @@
 """The seeds' recipes in experiments/: each composes and builds its model, its sweep space parses,
 missing data is one clear message, and the shapes recipe runs end to end with a tiny budget."""
+
 from __future__ import annotations
 
 import os
@@ -48,18 +49,34 @@ def test_recipe_values_are_the_seeds():
     GlobalHydra.instance().clear()
     m = recipes_run.load("mask_hat", [])
     assert (m.backbone.arch, m.data.image_size, m.nms.box_score_thresh, m.rois_per_image, m.max_gt_instances) == (
-        "resnet50", 128, 0.9, 32, 50)
+        "resnet50",
+        128,
+        0.9,
+        32,
+        50,
+    )
     assert set(m.augmentation.transforms) == {"flip", "clahe"}
     GlobalHydra.instance().clear()
     b = recipes_run.load("balloon", [])
-    assert (b.model.weights, b.backbone.trainable_layers, b.schedule.epochs, b.nms.box_score_thresh) == ("coco", "heads", 30, 0.9)
+    assert (b.model.weights, b.backbone.trainable_layers, b.schedule.epochs, b.nms.box_score_thresh) == (
+        "coco",
+        "heads",
+        30,
+        0.9,
+    )
 
 
 def test_missing_data_is_one_clear_message():
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "clothing", "paths.root_dir=/nonexistent"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "run.py"), "clothing", "paths.root_dir=/nonexistent"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "needs data that is not there" in proc.stderr and "/nonexistent/data/raw/openimages/train-masks" in proc.stderr
+    assert (
+        "needs data that is not there" in proc.stderr and "/nonexistent/data/raw/openimages/train-masks" in proc.stderr
+    )
 
 
 def test_a_need_switched_off_by_an_override_is_not_required():
@@ -72,12 +89,25 @@ def test_a_need_switched_off_by_an_override_is_not_required():
 @pytest.mark.slow
 def test_shapes_recipe_runs_end_to_end(tmp_path):
     tiny = [o for o in TINY if not o.startswith("schedule.epochs")]
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "shapes", *tiny,
-                           "model.weights=null", "backbone=mobilenet_v3", "model=small", "schedule.epochs=2",
-                           "model.stages=[{epochs:1,trainable:heads},{trainable:all}]", f"paths.output_root={tmp_path}",
-                           f"hydra.run.dir={tmp_path}/run"],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "run.py"),
+            "shapes",
+            *tiny,
+            "model.weights=null",
+            "backbone=mobilenet_v3",
+            "model=small",
+            "schedule.epochs=2",
+            "model.stages=[{epochs:1,trainable:heads},{trainable:all}]",
+            f"paths.output_root={tmp_path}",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "stage 1/2 from epoch 0: training 'heads'" in proc.stdout + proc.stderr
     assert "stage 2/2 from epoch 1: training 'all'" in proc.stdout + proc.stderr
@@ -89,18 +119,38 @@ def test_a_recipe_sweep_takes_overrides_after_sweep_and_its_winner_retrains_on_t
     # `run.py shapes --sweep <overrides>` was refused by argparse, then composing the recipe with the sweep's own
     # overrides failed; and the printed retrain command composed conf/config.yaml, without the recipe
     tiny = [o for o in TINY if not o.startswith(("schedule.epochs", "optimizer="))]
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "shapes", "--sweep", *tiny,
-                           "hydra.sweeper.n_trials=1", "model.weights=null", "schedule.epochs=1", "model.stages=null",
-                           "optimizer.lr=tag(log,interval(0.002,0.03))", f"hydra.sweep.dir={tmp_path}/sweep"],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "run.py"),
+            "shapes",
+            "--sweep",
+            *tiny,
+            "hydra.sweeper.n_trials=1",
+            "model.weights=null",
+            "schedule.epochs=1",
+            "model.stages=null",
+            "optimizer.lr=tag(log,interval(0.002,0.03))",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("retrain it: ")]
     command = line.removeprefix("retrain it: ").split("   (or copy")[0]
-    assert command == (f"python src/train.py --config-dir {ROOT / 'experiments'} --config-name shapes "
-                       f"'hydra.searchpath=[file://{tmp_path}/sweep]' +tuned=best")
-    show = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *shlex.split(command)[2:], "--cfg", "job"],
-                          capture_output=True, text=True, timeout=120)
+    assert command == (
+        f"python src/train.py --config-dir {ROOT / 'experiments'} --config-name shapes "
+        f"'hydra.searchpath=[file://{tmp_path}/sweep]' +tuned=best"
+    )
+    show = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *shlex.split(command)[2:], "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert show.returncode == 0, show.stderr
     shown = yaml.safe_load(show.stdout)
     best = yaml.safe_load((tmp_path / "sweep" / "tuned" / "best.yaml").read_text())
@@ -116,10 +166,23 @@ def test_a_killed_run_py_takes_its_training_with_it(tmp_path):
     import psutil
 
     tiny = [o for o in TINY if not o.startswith("schedule.epochs")]
-    parent = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "run.py"), "shapes", *tiny, "logger=none",
-                               "model.weights=null", "model.stages=null", "schedule.epochs=100000", "optimizer.lr=1e-5",
-                               f"paths.output_root={tmp_path}", f"hydra.run.dir={tmp_path}/run"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "run.py"),
+            "shapes",
+            *tiny,
+            "logger=none",
+            "model.weights=null",
+            "model.stages=null",
+            "schedule.epochs=100000",
+            "optimizer.lr=1e-5",
+            f"paths.output_root={tmp_path}",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (children := psutil.Process(parent.pid).children()) and time.time() < deadline:
         time.sleep(0.2)

@@ -1,4 +1,5 @@
 """Every reader: tiny fixtures written here, round trip source -> canonical -> masks, and the real data in ../shared."""
+
 from __future__ import annotations
 
 import json
@@ -67,9 +68,26 @@ def test_coco_polygons_rle_crowd_background_and_odd_ids_round_trip(tmp_path):
         "images": [{"id": 0, "file_name": "a.png", "height": H, "width": W}],
         "categories": [{"id": 0, "name": "_background_"}, {"id": 7, "name": "cat"}, {"id": 9, "name": "dog"}],
         "annotations": [
-            {"id": 0, "image_id": 0, "category_id": 7, "segmentation": [[2, 2, 12, 2, 12, 9, 2, 9]], "bbox": [2, 2, 10, 7]},
-            {"id": 5, "image_id": 0, "category_id": 9, "segmentation": {"size": [H, W], "counts": rle["counts"].decode()}},
-            {"id": 5, "image_id": 0, "category_id": 9, "segmentation": {"size": [H, W], "counts": counts}, "iscrowd": 1},
+            {
+                "id": 0,
+                "image_id": 0,
+                "category_id": 7,
+                "segmentation": [[2, 2, 12, 2, 12, 9, 2, 9]],
+                "bbox": [2, 2, 10, 7],
+            },
+            {
+                "id": 5,
+                "image_id": 0,
+                "category_id": 9,
+                "segmentation": {"size": [H, W], "counts": rle["counts"].decode()},
+            },
+            {
+                "id": 5,
+                "image_id": 0,
+                "category_id": 9,
+                "segmentation": {"size": [H, W], "counts": counts},
+                "iscrowd": 1,
+            },
             {"id": 6, "image_id": 0, "category_id": 0, "segmentation": [[0, 0, 5, 0, 5, 5]]},
         ],
     }
@@ -91,9 +109,17 @@ def test_coco_polygons_rle_crowd_background_and_odd_ids_round_trip(tmp_path):
 def test_coco_polygon_rectangle_is_the_expected_pixels(tmp_path):
     """An axis-aligned polygon from (2,2) to (12,9) covers pixels x 2..11, y 2..8: its area, 10 x 7."""
     write_image(tmp_path / "a.png")
-    (tmp_path / "ann.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1, "name": "box"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[2, 2, 12, 2, 12, 9, 2, 9]]}]}))
+    (tmp_path / "ann.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png"}],
+                "categories": [{"id": 1, "name": "box"}],
+                "annotations": [
+                    {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[2, 2, 12, 2, 12, 9, 2, 9]]}
+                ],
+            }
+        )
+    )
     _, ds = run_prepare(tmp_path, "coco", {"annotations": tmp_path / "ann.json"})
     mask = ds.target(0)["masks"][0].numpy()
     ys, xs = np.nonzero(mask)
@@ -107,19 +133,31 @@ def via_regions(shapes, attrs):
 @pytest.mark.parametrize("version", ["1.x", "2.x"])
 def test_via_shapes_classes_and_round_trip(tmp_path, version):
     write_image(tmp_path / "a.jpg")
-    shapes = [{"name": "polygon", "all_points_x": [2, 12, 12, 2], "all_points_y": [2, 2, 9, 9]},
-              {"name": "polyline", "all_points_x": [20, 30, 25], "all_points_y": [2, 2, 12]},
-              {"name": "rect", "x": 2, "y": 15, "width": 10, "height": 7},
-              {"name": "circle", "cx": 30, "cy": 20, "r": 5},
-              {"name": "ellipse", "cx": 20, "cy": 22, "rx": 6, "ry": 3, "theta": 0.3},
-              {"name": "point", "cx": 1, "cy": 1}]
-    attrs = [{"kind": "hat"}, {"kind": {"mask": True, "hat": False}}, {"kind": "hat"}, {}, {"kind": "mask"}, {"kind": "hat"}]
+    shapes = [
+        {"name": "polygon", "all_points_x": [2, 12, 12, 2], "all_points_y": [2, 2, 9, 9]},
+        {"name": "polyline", "all_points_x": [20, 30, 25], "all_points_y": [2, 2, 12]},
+        {"name": "rect", "x": 2, "y": 15, "width": 10, "height": 7},
+        {"name": "circle", "cx": 30, "cy": 20, "r": 5},
+        {"name": "ellipse", "cx": 20, "cy": 22, "rx": 6, "ry": 3, "theta": 0.3},
+        {"name": "point", "cx": 1, "cy": 1},
+    ]
+    attrs = [
+        {"kind": "hat"},
+        {"kind": {"mask": True, "hat": False}},
+        {"kind": "hat"},
+        {},
+        {"kind": "mask"},
+        {"kind": "hat"},
+    ]
     regions = via_regions(shapes, attrs)
     record = {"filename": "a.jpg", "size": 1234, "regions": regions if version == "2.x" else dict(enumerate(regions))}
-    data = {"_via_settings": {}, "_via_img_metadata": {"a.jpg1234": record}} if version == "2.x" else {"a.jpg1234": record}
+    data = (
+        {"_via_settings": {}, "_via_img_metadata": {"a.jpg1234": record}} if version == "2.x" else {"a.jpg1234": record}
+    )
     (tmp_path / "via.json").write_text(json.dumps(data))
-    report, ds = run_prepare(tmp_path, "via", {"annotations": tmp_path / "via.json", "class_attribute": "kind",
-                                               "default_class": "mask"})
+    report, ds = run_prepare(
+        tmp_path, "via", {"annotations": tmp_path / "via.json", "class_attribute": "kind", "default_class": "mask"}
+    )
     assert ds.class_names == ["hat", "mask"]
     target = ds.target(0)
     assert target["labels"].tolist() == [1, 2, 1, 2, 2]  # the point region is dropped
@@ -135,14 +173,20 @@ def test_via_shapes_classes_and_round_trip(tmp_path, version):
 
 def via3_project(regions: list[tuple[list, dict]], attribute: dict) -> dict:
     """A VIA 3 project of a.jpg (view 1) and an unannotated b.jpg (view 2), as via_image_annotator saves it."""
-    return {"project": {"pid": "__VIA_PROJECT_ID__", "vid_list": ["1", "2"], "data_format_version": "3.1.1"},
-            "config": {}, "attribute": {"1": attribute, "2": {"aname": "note", "anchor_id": "FILE1_Z0_XY0", "type": 1}},
-            "file": {"1": {"fid": "1", "fname": "a.jpg", "type": 2, "loc": 1, "src": ""},
-                     "2": {"fid": "2", "fname": "https://example.org/pics/b.jpg", "type": 2, "loc": 2, "src": ""}},
-            "view": {"1": {"fid_list": ["1"]}, "2": {"fid_list": ["2"]}},
-            "metadata": {"1_file": {"vid": "1", "flg": 0, "z": [], "xy": [], "av": {"2": "a file attribute"}},
-                         **{f"1_r{i}": {"vid": "1", "flg": 0, "z": [], "xy": xy, "av": av}
-                            for i, (xy, av) in enumerate(regions)}}}
+    return {
+        "project": {"pid": "__VIA_PROJECT_ID__", "vid_list": ["1", "2"], "data_format_version": "3.1.1"},
+        "config": {},
+        "attribute": {"1": attribute, "2": {"aname": "note", "anchor_id": "FILE1_Z0_XY0", "type": 1}},
+        "file": {
+            "1": {"fid": "1", "fname": "a.jpg", "type": 2, "loc": 1, "src": ""},
+            "2": {"fid": "2", "fname": "https://example.org/pics/b.jpg", "type": 2, "loc": 2, "src": ""},
+        },
+        "view": {"1": {"fid_list": ["1"]}, "2": {"fid_list": ["2"]}},
+        "metadata": {
+            "1_file": {"vid": "1", "flg": 0, "z": [], "xy": [], "av": {"2": "a file attribute"}},
+            **{f"1_r{i}": {"vid": "1", "flg": 0, "z": [], "xy": xy, "av": av} for i, (xy, av) in enumerate(regions)},
+        },
+    }
 
 
 def test_via_3_projects_give_the_masks_of_the_same_regions_in_2_x(tmp_path):
@@ -150,31 +194,60 @@ def test_via_3_projects_give_the_masks_of_the_same_regions_in_2_x(tmp_path):
     ids; it was refused as "not a VIA image record"."""
     write_image(tmp_path / "a.jpg")
     write_image(tmp_path / "b.jpg")
-    shapes = [{"name": "polygon", "all_points_x": [2, 12, 12, 2], "all_points_y": [2, 2, 9, 9]},
-              {"name": "polyline", "all_points_x": [20, 30, 25], "all_points_y": [2, 2, 12]},
-              {"name": "rect", "x": 2, "y": 15, "width": 10, "height": 7},
-              {"name": "circle", "cx": 30, "cy": 20, "r": 5},
-              {"name": "ellipse", "cx": 20, "cy": 22, "rx": 6, "ry": 3},
-              {"name": "rect", "x": 14, "y": 24, "width": 9, "height": 5},
-              {"name": "circle", "cx": 8, "cy": 25, "r": 4},
-              {"name": "point", "cx": 1, "cy": 1}]
+    shapes = [
+        {"name": "polygon", "all_points_x": [2, 12, 12, 2], "all_points_y": [2, 2, 9, 9]},
+        {"name": "polyline", "all_points_x": [20, 30, 25], "all_points_y": [2, 2, 12]},
+        {"name": "rect", "x": 2, "y": 15, "width": 10, "height": 7},
+        {"name": "circle", "cx": 30, "cy": 20, "r": 5},
+        {"name": "ellipse", "cx": 20, "cy": 22, "rx": 6, "ry": 3},
+        {"name": "rect", "x": 14, "y": 24, "width": 9, "height": 5},
+        {"name": "circle", "cx": 8, "cy": 25, "r": 4},
+        {"name": "point", "cx": 1, "cy": 1},
+    ]
     kinds = ["hat", "mask", "hat", None, "mask", "mask", "hat", "hat"]
-    xys = [[7, 2, 2, 12, 2, 12, 9, 2, 9], [6, 20, 2, 30, 2, 25, 12], [2, 2, 15, 10, 7], [3, 30, 20, 5],
-           [4, 20, 22, 6, 3], [8, 14, 26, 18, 24, 23, 27, 20, 29],  # extreme rectangle: left, top, right, bottom points
-           [9, 4, 25, 12, 25, 8, 21],  # extreme circle: three points of the circle around (8, 25) of radius 4
-           [1, 1, 1]]
+    xys = [
+        [7, 2, 2, 12, 2, 12, 9, 2, 9],
+        [6, 20, 2, 30, 2, 25, 12],
+        [2, 2, 15, 10, 7],
+        [3, 30, 20, 5],
+        [4, 20, 22, 6, 3],
+        [8, 14, 26, 18, 24, 23, 27, 20, 29],  # extreme rectangle: left, top, right, bottom points
+        [9, 4, 25, 12, 25, 8, 21],  # extreme circle: three points of the circle around (8, 25) of radius 4
+        [1, 1, 1],
+    ]
     options = {"0": "hat", "1": "mask"}
     avs = [{"1": {"hat": "0", "mask": "1"}[k]} if k else {} for k in kinds]
-    (tmp_path / "via3.json").write_text(json.dumps(via3_project(list(zip(xys, avs)), {
-        "aname": "kind", "anchor_id": "FILE1_Z0_XY1", "type": 3, "options": options, "default_option_id": ""})))
+    (tmp_path / "via3.json").write_text(
+        json.dumps(
+            via3_project(
+                list(zip(xys, avs)),
+                {"aname": "kind", "anchor_id": "FILE1_Z0_XY1", "type": 3, "options": options, "default_option_id": ""},
+            )
+        )
+    )
     regions = via_regions(shapes, [{"kind": k} if k else {} for k in kinds])
-    (tmp_path / "via2.json").write_text(json.dumps({"_via_img_metadata": {
-        "a.jpg1": {"filename": "a.jpg", "size": 1, "regions": regions}, "b.jpg1": {"filename": "b.jpg", "size": 1, "regions": []}}}))
+    (tmp_path / "via2.json").write_text(
+        json.dumps(
+            {
+                "_via_img_metadata": {
+                    "a.jpg1": {"filename": "a.jpg", "size": 1, "regions": regions},
+                    "b.jpg1": {"filename": "b.jpg", "size": 1, "regions": []},
+                }
+            }
+        )
+    )
     got = {}
     for version in ("via2", "via3"):
-        report, ds = run_prepare(tmp_path / version, "via", {"annotations": tmp_path / f"{version}.json",
-                                                              "images": tmp_path, "class_attribute": "kind",
-                                                              "default_class": "mask"})
+        report, ds = run_prepare(
+            tmp_path / version,
+            "via",
+            {
+                "annotations": tmp_path / f"{version}.json",
+                "images": tmp_path,
+                "class_attribute": "kind",
+                "default_class": "mask",
+            },
+        )
         assert report["issue_counts"] == {"bad_shape": 1}, version  # the point
         got[version] = (ds.class_names, [im["file_name"] for im in ds.images], ds.target(0))
     (names2, files2, t2), (names3, files3, t3) = got["via2"], got["via3"]
@@ -185,9 +258,14 @@ def test_via_3_projects_give_the_masks_of_the_same_regions_in_2_x(tmp_path):
     assert t3["masks"][5].numpy()[24:29, 14:23].all() and t3["masks"][5].sum() == 9 * 5  # the box of the 4 points
 
 
-@pytest.mark.parametrize("xy, why", [([9, 1, 1, 2, 2, 3, 3], "its three points are on one line"),
-                                     ([2, 1, 2, 3], "a rect needs 4 coordinates, it has 3"),
-                                     ([8, 1, "a", 3, 4, 5, 6, 7, 8], "could not convert string to float: 'a'")])
+@pytest.mark.parametrize(
+    "xy, why",
+    [
+        ([9, 1, 1, 2, 2, 3, 3], "its three points are on one line"),
+        ([2, 1, 2, 3], "a rect needs 4 coordinates, it has 3"),
+        ([8, 1, "a", 3, 4, 5, 6, 7, 8], "could not convert string to float: 'a'"),
+    ],
+)
 def test_an_unusable_via_3_region_is_dropped_with_the_reason(xy, why):
     with pytest.raises(Drop, match=rf"^r: region xy .* unusable \({why}\)$") as drop:
         via.shape_3x(xy, "r")
@@ -198,24 +276,33 @@ def test_malformed_via_2_regions_are_dropped_with_the_reason(tmp_path):
     """A region that is no object, or whose attributes are no objects, was an AttributeError traceback."""
     write_image(tmp_path / "a.jpg")
     good = {"shape_attributes": {"name": "rect", "x": 2, "y": 2, "width": 10, "height": 7}, "region_attributes": {}}
-    regions = [good, "rect", {"shape_attributes": [1, 2], "region_attributes": {}},
-               {"shape_attributes": good["shape_attributes"], "region_attributes": ["mask"]}]
-    (tmp_path / "via.json").write_text(json.dumps({"_via_img_metadata": {
-        "a": {"filename": "a.jpg", "size": 1, "regions": regions}}}))
+    regions = [
+        good,
+        "rect",
+        {"shape_attributes": [1, 2], "region_attributes": {}},
+        {"shape_attributes": good["shape_attributes"], "region_attributes": ["mask"]},
+    ]
+    (tmp_path / "via.json").write_text(
+        json.dumps({"_via_img_metadata": {"a": {"filename": "a.jpg", "size": 1, "regions": regions}}})
+    )
     source = via.read(tmp_path / "via.json", default_class="mask")
     assert len(source.images[0].instances) == 1 and source.images[0].instances[0].decode(H, W).sum() == 10 * 7
     assert source.issues == [
         ("bad_shape", "via.json: a.jpg region 1", "the region is a str, not an object with 'shape_attributes'"),
         ("bad_shape", "via.json: a.jpg region 2", "'shape_attributes' is a list, not an object"),
-        ("bad_shape", "via.json: a.jpg region 3", "'region_attributes' is a list, not an object")]
+        ("bad_shape", "via.json: a.jpg region 3", "'region_attributes' is a list, not an object"),
+    ]
     (tmp_path / "via.json").write_text(json.dumps({"a": {"filename": "a.jpg", "size": 1, "regions": "none"}}))
-    with pytest.raises(DatasetError, match=r"via.json: record 'a': 'regions' is a str, not a list or object of regions$"):
+    with pytest.raises(
+        DatasetError, match=r"via.json: record 'a': 'regions' is a str, not a list or object of regions$"
+    ):
         via.read(tmp_path / "via.json")
 
 
 def test_a_via_3_view_without_its_file_is_one_line(tmp_path):
-    (tmp_path / "v.json").write_text(json.dumps({"project": {}, "file": {}, "view": {"7": {"fid_list": ["3"]}},
-                                                 "metadata": {}}))
+    (tmp_path / "v.json").write_text(
+        json.dumps({"project": {}, "file": {}, "view": {"7": {"fid_list": ["3"]}}, "metadata": {}})
+    )
     with pytest.raises(DatasetError, match=r"v.json: view '7': a view needs a 'fid_list' of a file with a 'fname'$"):
         via.read(tmp_path / "v.json")
 
@@ -229,10 +316,18 @@ def test_openimages_masks_at_another_resolution_are_resized(tmp_path):
     (tmp_path / "seg.csv").write_text(
         "MaskPath,ImageID,LabelName,BoxID,BoxXMin,BoxXMax,BoxYMin,BoxYMax,PredictedIoU,Clicks\n"
         "img1_m01_abc.png,img1,/m/01,abc,0.15,0.75,0.13,0.53,0.9,\n"
-        "img1_m03_x.png,img1,/m/03,x,0.1,0.2,0.1,0.2,0.9,\n")
-    report, ds = run_prepare(tmp_path, "openimages", {"annotations": tmp_path / "seg.csv", "masks": tmp_path / "masks",
-                                                      "images": tmp_path / "images",
-                                                      "class_descriptions": tmp_path / "classes.csv"})
+        "img1_m03_x.png,img1,/m/03,x,0.1,0.2,0.1,0.2,0.9,\n"
+    )
+    report, ds = run_prepare(
+        tmp_path,
+        "openimages",
+        {
+            "annotations": tmp_path / "seg.csv",
+            "masks": tmp_path / "masks",
+            "images": tmp_path / "images",
+            "class_descriptions": tmp_path / "classes.csv",
+        },
+    )
     assert ds.class_names == ["Suit"]  # classes come from the instances; /m/03 is not described
     target = ds.target(0)
     assert np.array_equal(target["masks"][0].numpy(), blob(4, 16, 6, 30))  # equal after the documented resize
@@ -253,8 +348,9 @@ def test_instance_png_ids_round_trip(tmp_path):
     # lossless WebP (a third the size of PNG for photos) is read like PNG; it was skipped as "not an image"
     Image.fromarray(np.full((H, W, 3), 77, np.uint8)).save(tmp_path / "images" / "p3.webp", lossless=True)
     Image.fromarray((ids == 2).astype(np.uint8) * 5, mode="L").save(tmp_path / "masks" / "p3_mask.png")
-    report, ds = run_prepare(tmp_path, "instance_png", {"images": tmp_path / "images", "masks": tmp_path / "masks",
-                                                        "class_name": "person"})
+    report, ds = run_prepare(
+        tmp_path, "instance_png", {"images": tmp_path / "images", "masks": tmp_path / "masks", "class_name": "person"}
+    )
     assert len(ds) == 2
     masks = ds.target(0)["masks"].numpy()
     assert [np.array_equal(m, ids == v) for m, v in zip(masks, (1, 2, 7))] == [True] * 3
@@ -273,14 +369,24 @@ def kaggle_rle(mask: np.ndarray) -> str:
 def test_imaterialist_rle_csv_round_trip(tmp_path):
     write_image(tmp_path / "images" / "f1.jpg")
     a, b = ring(), blob(20, 29, 0, 40)
-    (tmp_path / "labels.json").write_text(json.dumps({"categories": [{"id": 0, "name": "shirt"}, {"id": 6, "name": "pants"}]}))
+    (tmp_path / "labels.json").write_text(
+        json.dumps({"categories": [{"id": 0, "name": "shirt"}, {"id": 6, "name": "pants"}]})
+    )
     (tmp_path / "train.csv").write_text(
         "ImageId,EncodedPixels,Height,Width,ClassId\n"
         f"f1,{kaggle_rle(a)},{H},{W},0\n"
         f"f1,{kaggle_rle(b)},{H},{W},6_28_31\n"
-        f"f1,1190 20,{H},{W},6\n")  # runs past the 1200-pixel image
-    report, ds = run_prepare(tmp_path, "imaterialist", {"annotations": tmp_path / "train.csv", "images": tmp_path / "images",
-                                                        "label_descriptions": tmp_path / "labels.json"})
+        f"f1,1190 20,{H},{W},6\n"
+    )  # runs past the 1200-pixel image
+    report, ds = run_prepare(
+        tmp_path,
+        "imaterialist",
+        {
+            "annotations": tmp_path / "train.csv",
+            "images": tmp_path / "images",
+            "label_descriptions": tmp_path / "labels.json",
+        },
+    )
     target = ds.target(0)
     assert ds.class_names == ["shirt", "pants"] and target["labels"].tolist() == [1, 2]
     assert np.array_equal(target["masks"][0].numpy(), a) and np.array_equal(target["masks"][1].numpy(), b)
@@ -301,26 +407,45 @@ def test_split_ratios_classes_and_min_instances(tmp_path):
         write_image(tmp_path / "images" / f"p{i}.png")
         (tmp_path / "masks").mkdir(exist_ok=True)
         Image.fromarray(ids, mode="L").save(tmp_path / "masks" / f"p{i}_mask.png")
-    cfg = compose_cfg(["data=instance_png", f"data.root={tmp_path / 'out'}", f"data.source.images={tmp_path / 'images'}",
-                       f"data.source.masks={tmp_path / 'masks'}", "data.prepare.split={train:0.6,val:0.2,test:0.2}"], tiny=False)
+    cfg = compose_cfg(
+        [
+            "data=instance_png",
+            f"data.root={tmp_path / 'out'}",
+            f"data.source.images={tmp_path / 'images'}",
+            f"data.source.masks={tmp_path / 'masks'}",
+            "data.prepare.split={train:0.6,val:0.2,test:0.2}",
+        ],
+        tiny=False,
+    )
     report = prepare(cfg, progress=False)
     assert {s: t["images"] for s, t in report["splits"].items()} == {"train": 6, "val": 2, "test": 2}
-    files = {s: {im["file_name"] for im in json.loads((tmp_path / "out" / "annotations" / f"{s}.json").read_text())["images"]}
-             for s in ("train", "val", "test")}
+    files = {
+        s: {
+            im["file_name"] for im in json.loads((tmp_path / "out" / "annotations" / f"{s}.json").read_text())["images"]
+        }
+        for s in ("train", "val", "test")
+    }
     assert set.union(*files.values()) == {f"p{i}.png" for i in range(10)} and not files["train"] & files["val"]
     prepare(cfg, progress=False)  # same seed, same split
-    again = {im["file_name"] for im in json.loads((tmp_path / "out" / "annotations" / "train.json").read_text())["images"]}
+    again = {
+        im["file_name"] for im in json.loads((tmp_path / "out" / "annotations" / "train.json").read_text())["images"]
+    }
     assert again == files["train"]
     with pytest.raises(Exception, match="no class left"):
         prepare(compose_cfg([*cfg_overrides(cfg), "data.prepare.min_instances=11"], tiny=False), progress=False)
 
 
 def cfg_overrides(cfg):
-    return ["data=instance_png", f"data.root={cfg.data.root}", f"data.source.images={cfg.data.source.images}",
-            f"data.source.masks={cfg.data.source.masks}"]
+    return [
+        "data=instance_png",
+        f"data.root={cfg.data.root}",
+        f"data.source.images={cfg.data.source.images}",
+        f"data.source.masks={cfg.data.source.masks}",
+    ]
 
 
 # ---- the real data in ../shared ---------------------------------------------------------------
+
 
 def test_pennfudan_gives_170_images_and_423_instances(tmp_path):
     needs_shared("data", "PennFudanPed")
@@ -354,19 +479,29 @@ def test_labelme_shapes_groups_and_labels(tmp_path):
         {"label": "bird", "points": [[0, 0], [3, 0], [3, 3]], "shape_type": "polygon"},
     ]
     (tmp_path / "ann").mkdir()
-    (tmp_path / "ann" / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "..\\imgs\\a.png",
-                                                          "imageHeight": H, "imageWidth": W, "imageData": None}))
+    (tmp_path / "ann" / "a.json").write_text(
+        json.dumps(
+            {"shapes": shapes, "imagePath": "..\\imgs\\a.png", "imageHeight": H, "imageWidth": W, "imageData": None}
+        )
+    )
     (tmp_path / "labels.txt").write_text("__ignore__\n_background_\ndog\ncat\n")
     source = labelme.read(tmp_path / "ann", labels=tmp_path / "labels.txt")
     assert source.categories == ["dog", "cat"] and source.images[0].path == tmp_path / "ann" / ".." / "imgs" / "a.png"
     assert sorted((rule, rec) for rule, rec, _ in source.issues) == [
-        ("background_category", "a.json: shape 6"), ("bad_shape", "a.json: shape 5"), ("unknown_category", "a.json: shape 7")]
+        ("background_category", "a.json: shape 6"),
+        ("bad_shape", "a.json: shape 5"),
+        ("unknown_category", "a.json: shape 7"),
+    ]
     insts = source.images[0].instances
     assert [i.category for i in insts] == ["cat", "dog", "dog", "cat"]  # the two dog polygons of group 1 are one
     masks = [i.decode(H, W) for i in insts]
-    assert masks[0][3:9, 3:12].all() and masks[0][11:].sum() == 0 and masks[0][:, 14:].sum() == 0  # corners swapped back
+    assert (
+        masks[0][3:9, 3:12].all() and masks[0][11:].sum() == 0 and masks[0][:, 14:].sum() == 0
+    )  # corners swapped back
     assert masks[1][6, 25] and masks[1][22, 25] and not masks[1][15, 25]  # both parts, nothing between them
-    assert masks[3][15, 32] and masks[3][12, 35] and not masks[3][15, 29] and not masks[3][9, 35]  # radius 4 around (35, 15)
+    assert (
+        masks[3][15, 32] and masks[3][12, 35] and not masks[3][15, 29] and not masks[3][9, 35]
+    )  # radius 4 around (35, 15)
     # without labels.txt: every label seen, sorted; one-line errors for what is not labelme
     assert labelme.read(tmp_path / "ann").categories == ["bird", "cat", "dog"]
     (tmp_path / "b.json").write_text(json.dumps({"images": []}))
@@ -392,26 +527,43 @@ def test_labelme_mask_shapes_and_an_embedded_image(tmp_path):
     ring[1:4, 1:5] = False  # a 6x5 bitmap with a hole, top-left pixel (10, 4)
     shapes = [
         {"label": "cat", "points": [[10, 4], [15, 8]], "shape_type": "mask", "mask": b64png(ring), "group_id": None},
-        {"label": "dog", "points": [[30, 20], [31, 21]], "shape_type": "mask", "mask": b64png(np.ones((2, 2), bool)),
-         "group_id": 3},
+        {
+            "label": "dog",
+            "points": [[30, 20], [31, 21]],
+            "shape_type": "mask",
+            "mask": b64png(np.ones((2, 2), bool)),
+            "group_id": 3,
+        },
         {"label": "dog", "points": [[20, 20], [25, 20], [25, 25], [20, 25]], "shape_type": "polygon", "group_id": 3},
         {"label": "cat", "points": [[38, 28], [41, 31]], "shape_type": "mask", "mask": b64png(np.ones((4, 4), bool))},
         {"label": "cat", "points": [[0, 0], [2, 2]], "shape_type": "mask"},  # no bitmap
         {"label": "cat", "points": [[0, 0], [2, 2]], "shape_type": "mask", "mask": "bm90IGEgcG5n"},  # base64, not a PNG
-        {"label": "cat", "points": [[0, 0], [2, 2]], "shape_type": "mask", "mask": b64png(np.ones((2, 2), bool))},  # 3x3 box
+        {
+            "label": "cat",
+            "points": [[0, 0], [2, 2]],
+            "shape_type": "mask",
+            "mask": b64png(np.ones((2, 2), bool)),
+        },  # 3x3 box
     ]
     (tmp_path / "ann").mkdir()
-    (tmp_path / "ann" / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "a.png", "imageHeight": H,
-                                                          "imageWidth": W, "imageData": b64png(pixels)}))
+    (tmp_path / "ann" / "a.json").write_text(
+        json.dumps(
+            {"shapes": shapes, "imagePath": "a.png", "imageHeight": H, "imageWidth": W, "imageData": b64png(pixels)}
+        )
+    )
     report, ds = run_prepare(tmp_path, "labelme", {"annotations": tmp_path / "ann"})
     assert report["issue_counts"] == {"bad_shape": 3, "image_embedded": 1}
     assert [e["detail"] for e in report["issues"] if e["rule"] == "bad_shape"] == [
         "a.json: shape 4: mask shape without its 'mask' (a base64 PNG)",
         "a.json: shape 5: its 'mask' is not a base64 PNG (its bytes are no image)",
-        "a.json: shape 6: its 2x2 mask does not fill its box (0, 0)-(2, 2), 3x3 px"]
+        "a.json: shape 6: its 2x2 mask does not fill its box (0, 0)-(2, 2), 3x3 px",
+    ]
     image, target = ds[0]
     assert np.array_equal(np.asarray(image), pixels)  # the embedded image, written out as its PNG bytes
-    masks = {(int(label), tuple(np.argwhere(m.numpy()).min(0))): m.numpy() for label, m in zip(target["labels"], target["masks"])}
+    masks = {
+        (int(label), tuple(np.argwhere(m.numpy()).min(0))): m.numpy()
+        for label, m in zip(target["labels"], target["masks"])
+    }
     cat, dog = ds.class_names.index("cat") + 1, ds.class_names.index("dog") + 1
     expected = np.zeros((H, W), np.uint8)
     expected[4:9, 10:16] = ring
@@ -420,7 +572,9 @@ def test_labelme_mask_shapes_and_an_embedded_image(tmp_path):
     corner[28:, 38:] = 1  # a bitmap running past the image is cut at its edge
     assert np.array_equal(masks[(cat, (28, 38))], corner)
     dog_mask = masks[(dog, (20, 20))]
-    assert dog_mask[20:22, 30:32].all() and dog_mask[20:25, 20:25].all() and dog_mask.sum() == 4 + 25  # one instance: the
+    assert (
+        dog_mask[20:22, 30:32].all() and dog_mask[20:25, 20:25].all() and dog_mask.sum() == 4 + 25
+    )  # one instance: the
     # 2x2 bitmap and the 5x5 pixels COCO rasterises the square with corners 20 and 25 to
     assert len(masks) == 3
 
@@ -431,18 +585,26 @@ def test_an_embedded_image_that_is_no_image_is_one_report_line(tmp_path):
     from masklab.data.canonical import collect
     from masklab.data.validate import Report
 
-    (tmp_path / "a.json").write_text(json.dumps({"shapes": [], "imagePath": "a.png", "imageData": base64.b64encode(b"junk").decode()}))
+    (tmp_path / "a.json").write_text(
+        json.dumps({"shapes": [], "imagePath": "a.png", "imageData": base64.b64encode(b"junk").decode()})
+    )
     report = Report()
     assert collect(labelme.read(tmp_path), report, progress=False) == []
     assert [(e["rule"], e["detail"]) for e in report.entries] == [
-        ("image_unreadable", "a.json: a.png (embedded in the annotation, the file is missing) unreadable (its bytes are no image)")]
+        (
+            "image_unreadable",
+            "a.json: a.png (embedded in the annotation, the file is missing) unreadable (its bytes are no image)",
+        )
+    ]
 
 
 def test_labelme_json_gives_the_masks_labelme2coco_gave_the_same_images(tmp_path):
     # ../shared has the labelme sample in labelme's own format and as labelme2coco.py converted it:
     # read natively, the same 3 images, 12 instances (group_id joins polygons), classes and masks
     root = needs_shared("data", "labelme_coco")
-    ours, ds = run_prepare(tmp_path / "lm", "labelme", {"annotations": root / "data_annotated", "labels": root / "labels.txt"})
+    ours, ds = run_prepare(
+        tmp_path / "lm", "labelme", {"annotations": root / "data_annotated", "labels": root / "labels.txt"}
+    )
     theirs, cds = run_prepare(tmp_path / "co", "coco", {"annotations": root / "data_dataset_coco" / "annotations.json"})
     assert ours["class_names"] == theirs["class_names"] and len(ours["class_names"]) == 20
     assert ours["issue_counts"] == {"background_category": 2}  # the two __ignore__ regions
@@ -451,7 +613,9 @@ def test_labelme_json_gives_the_masks_labelme2coco_gave_the_same_images(tmp_path
         out = {}
         for i in range(len(ds)):
             t = ds.target(i)
-            out[Path(ds.images[i]["file_name"]).name] = sorted((int(lb), m.numpy().tobytes()) for lb, m in zip(t["labels"], t["masks"]))
+            out[Path(ds.images[i]["file_name"]).name] = sorted(
+                (int(lb), m.numpy().tobytes()) for lb, m in zip(t["labels"], t["masks"])
+            )
         return out
 
     masks = by_image(ds)
@@ -461,8 +625,9 @@ def test_labelme_json_gives_the_masks_labelme2coco_gave_the_same_images(tmp_path
 
 def test_labelme_coco_gives_3_images_12_instances_and_no_background(tmp_path):
     root = needs_shared("data", "labelme_coco", "data_dataset_coco")
-    cfg = compose_cfg(["data=coco", f"data.root={tmp_path / 'l'}", f"data.source.annotations={root / 'annotations.json'}"],
-                      tiny=False)
+    cfg = compose_cfg(
+        ["data=coco", f"data.root={tmp_path / 'l'}", f"data.source.annotations={root / 'annotations.json'}"], tiny=False
+    )
     report = prepare(cfg, progress=False)
     assert "_background_" not in report["class_names"]
     assert sum(t["images"] for t in report["splits"].values()) == 3

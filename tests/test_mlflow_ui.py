@@ -1,4 +1,5 @@
 """`mlflow ui` on the project's store: start it on 127.0.0.1, read two runs back through its REST API, stop it."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,13 @@ def test_mlflow_ui_serves_the_runs(tmp_path):
     port = free_port()
     exe = shutil.which("mlflow") or sys.executable
     cmd = [exe, "ui"] if exe != sys.executable else [exe, "-m", "mlflow", "ui"]
-    server = subprocess.Popen([*cmd, "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    server = subprocess.Popen(
+        [*cmd, "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         base, deadline = f"http://127.0.0.1:{port}", time.time() + 120
         while time.time() < deadline:
@@ -47,9 +53,15 @@ def test_mlflow_ui_serves_the_runs(tmp_path):
             except OSError:
                 time.sleep(0.5)
         else:
-            pytest.fail("mlflow ui did not come up:\n" + server.stdout.read()[-2000:] if server.poll() is not None else "timeout")
+            pytest.fail(
+                "mlflow ui did not come up:\n" + server.stdout.read()[-2000:]
+                if server.poll() is not None
+                else "timeout"
+            )
         body = json.dumps({"experiment_ids": [exp], "order_by": ["params.`optimizer.lr` ASC"]}).encode()
-        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=10) as r:
             runs = json.loads(r.read())["runs"]
         assert sorted(r["info"]["run_name"] for r in runs) == ["lr0.01", "lr0.02"]

@@ -1,4 +1,5 @@
 """What a trial reports to its pruner: the metric and its sign (hydra.sweeper.prune_on / prune_mode)."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -12,13 +13,16 @@ from masklab.sweep.study import StudySettingError, make_pruner, pruning_signal
 from masklab.sweep.trial import PruningBridge, pruning_bridge
 
 
-@pytest.mark.parametrize("metric, mode, direction, sign", [
-    ("val/segm_AP", None, "maximize", 1),     # the default: the objective itself
-    ("val/loss", None, "maximize", -1),       # a loss is lower-is-better: negated for an AP study
-    ("val/loss_mask", None, "minimize", 1),
-    ("val/bbox_AP50", None, "minimize", -1),  # not a loss: max, against a minimised objective
-    ("val/loss", "max", "maximize", 1),       # an explicit mode wins over the name
-])
+@pytest.mark.parametrize(
+    "metric, mode, direction, sign",
+    [
+        ("val/segm_AP", None, "maximize", 1),  # the default: the objective itself
+        ("val/loss", None, "maximize", -1),  # a loss is lower-is-better: negated for an AP study
+        ("val/loss_mask", None, "minimize", 1),
+        ("val/bbox_AP50", None, "minimize", -1),  # not a loss: max, against a minimised objective
+        ("val/loss", "max", "maximize", 1),  # an explicit mode wins over the name
+    ],
+)
 def test_pruning_signal_sign_follows_metric_and_study_direction(metric, mode, direction, sign):
     assert pruning_signal(metric, mode, direction) == {"on": metric, "sign": sign}
 
@@ -29,14 +33,20 @@ def test_pruning_signal_rejects_a_bad_mode():
 
 
 def _trainer(epoch, **metrics):
-    return SimpleNamespace(sanity_checking=False, global_rank=0, current_epoch=epoch, should_stop=False,
-                           callback_metrics={k.replace("__", "/"): torch.tensor(v) for k, v in metrics.items()})
+    return SimpleNamespace(
+        sanity_checking=False,
+        global_rank=0,
+        current_epoch=epoch,
+        should_stop=False,
+        callback_metrics={k.replace("__", "/"): torch.tensor(v) for k, v in metrics.items()},
+    )
 
 
 def test_bridge_reports_negated_val_loss_and_prunes_the_worse_trial():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize",
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    )
     study.set_user_attr("masklab_pruner", pruning_signal("val/loss", None, "maximize"))
     cfg = SimpleNamespace(optimized_metric="val/segm_AP")
     good = study.ask()
@@ -48,7 +58,7 @@ def test_bridge_reports_negated_val_loss_and_prunes_the_worse_trial():
     assert good.study.trials[0].intermediate_values == {0: -1.0, 1: -0.5}
     bad, trainer = study.ask(), _trainer(0, val__loss=2.0, val__segm_AP=0.0)
     bridge = pruning_bridge(study, bad, cfg)
-    bridge.on_validation_end(trainer, None)   # loss 2.0 is worse than the finished trial's 1.0 at epoch 0
+    bridge.on_validation_end(trainer, None)  # loss 2.0 is worse than the finished trial's 1.0 at epoch 0
     assert trainer.should_stop and (bridge.pruned_at, bridge.pruned_value) == (0, 2.0)
 
 
@@ -59,8 +69,11 @@ def test_bridge_names_the_metrics_when_prune_on_is_not_logged():
         bridge.on_validation_end(_trainer(0, val__loss=1.0, val__segm_AP=0.0), None)
     # an objective validation never logs fails the trial at its first validation, not as "NaN" at its end
     bridge = PruningBridge(study, study.ask(), "val/segm_AP", 1, objectives=["val/segm_AP", "val/latency"])
-    with pytest.raises(StudySettingError, match=r"objectives \['val/latency'\] are not logged by validation; choose from "
-                                           r"\['val/loss', 'val/segm_AP'\]"):
+    with pytest.raises(
+        StudySettingError,
+        match=r"objectives \['val/latency'\] are not logged by validation; choose from "
+        r"\['val/loss', 'val/segm_AP'\]",
+    ):
         bridge.on_validation_end(_trainer(0, val__loss=1.0, val__segm_AP=0.0), None)
 
 
@@ -118,7 +131,11 @@ def test_study_plots_show_each_trials_curve_in_the_metrics_units_with_pruned_one
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     study.set_user_attr("masklab_pruner", pruning_signal("val/loss", None, "maximize"))  # reported as -loss
-    for losses, state in [([1.0, 0.8, 0.6], TrialState.COMPLETE), ([1.2], TrialState.PRUNED), ([0.9, 0.7, 0.5], TrialState.COMPLETE)]:
+    for losses, state in [
+        ([1.0, 0.8, 0.6], TrialState.COMPLETE),
+        ([1.2], TrialState.PRUNED),
+        ([0.9, 0.7, 0.5], TrialState.COMPLETE),
+    ]:
         trial = study.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)})
         for step, loss in enumerate(losses):
             trial.report(-loss, step)
@@ -132,8 +149,13 @@ def test_study_plots_show_each_trials_curve_in_the_metrics_units_with_pruned_one
     assert "intermediate_values.png" in written and (tmp_path / "intermediate_values.png").stat().st_size > 10_000
     # a study whose trials reported nothing (pruning off and no validation) has no such plot
     quiet = optuna.create_study(direction="maximize")
-    quiet.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, value=0.2, distributions={
-        "lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)}))
+    quiet.add_trial(
+        optuna.trial.create_trial(
+            params={"lr": 0.01},
+            value=0.2,
+            distributions={"lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)},
+        )
+    )
     assert "intermediate_values.png" not in {p.name for p in save_plots(quiet, tmp_path / "q", ["val/segm_AP"])}
 
 
@@ -141,8 +163,13 @@ def test_percentile_pruner_keeps_only_the_top_quarter_where_the_median_keeps_the
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def pruned(name: str) -> bool:
-        study = optuna.create_study(direction="maximize", pruner=make_pruner(name, {"n_startup_trials": 3, "n_warmup_steps": 0,
-                                                                                   **({"percentile": 25.0} if name == "percentile" else {})}))
+        study = optuna.create_study(
+            direction="maximize",
+            pruner=make_pruner(
+                name,
+                {"n_startup_trials": 3, "n_warmup_steps": 0, **({"percentile": 25.0} if name == "percentile" else {})},
+            ),
+        )
         for value in (0.1, 0.3, 0.5):
             trial = study.ask()
             trial.report(value, 0)

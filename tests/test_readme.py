@@ -1,5 +1,6 @@
 """Every command in the README is checked: CLI commands compose with their exact overrides (Hydra), sweep
 expressions parse, benchmarks and recipes answer; the rest is run by the named tests or by .ci/run."""
+
 from __future__ import annotations
 
 import re
@@ -43,16 +44,32 @@ COMMANDS = readme_commands() + readme_commands(ROOT / "experiments" / "README.md
 
 def test_readme_has_the_commands_of_every_section():
     tools = {split(c)[0] if split(c)[0] != "python" else split(c)[1] for c in COMMANDS}
-    assert {"src/train.py", "src/prepare.py", "src/evaluate.py", "src/predict.py", "src/report.py", "pip", "mlflow", "dvc",
-            "experiments/run.py", "benchmarks/overhead.py"} <= tools
+    assert {
+        "src/train.py",
+        "src/prepare.py",
+        "src/evaluate.py",
+        "src/predict.py",
+        "src/report.py",
+        "pip",
+        "mlflow",
+        "dvc",
+        "experiments/run.py",
+        "benchmarks/overhead.py",
+    } <= tools
 
 
 @pytest.fixture(scope="module")
 def benchmark_help():
     """``--help`` of every benchmark the READMEs name, started side by side (each pays torch's import): {script: exit code}."""
-    scripts = sorted({split(c)[1] for c in COMMANDS if split(c)[0] == "python" and split(c)[1].startswith("benchmarks/")})
-    procs = {s: subprocess.Popen([sys.executable, str(ROOT / s), "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for s in scripts}
+    scripts = sorted(
+        {split(c)[1] for c in COMMANDS if split(c)[0] == "python" and split(c)[1].startswith("benchmarks/")}
+    )
+    procs = {
+        s: subprocess.Popen(
+            [sys.executable, str(ROOT / s), "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for s in scripts
+    }
     return {s: (p.wait(timeout=180), p.stderr.read()[-2000:]) for s, p in procs.items()}
 
 
@@ -88,12 +105,12 @@ def compose_cli(script: str, args: list[str]) -> None:
         return  # --help is run by test_train_e2e; nothing to compose
     if "--config-dir" in args:
         i = args.index("--config-dir")
-        extra_dir, args = ROOT / args[i + 1], args[:i] + args[i + 2:]
+        extra_dir, args = ROOT / args[i + 1], args[:i] + args[i + 2 :]
         if not extra_dir.is_dir():
             return  # a study's output folder: tests/test_sweep.py composes +tuned=best from one
         if "--config-name" in args:
             j = args.index("--config-name")
-            config_dir, name, args = extra_dir, args[j + 1], args[:j] + args[j + 2:]
+            config_dir, name, args = extra_dir, args[j + 1], args[:j] + args[j + 2 :]
     multirun = "-m" in args
     args = [a for a in args if a != "-m"]
     sweeps = [a for a in args if SWEEP.match(a)]
@@ -111,7 +128,16 @@ def test_the_group_table_lists_every_option_of_its_groups():
     listed there (augmentation=flip_clahe, data=prepared were) is an option nobody finds."""
     table = (ROOT / "README.md").read_text().split("| group | options | what it sets |", 1)[1].split("\n\n", 1)[0]
     rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", table, re.M)
-    assert {g for g, _ in rows} >= {"data", "model", "backbone", "anchors", "nms", "augmentation", "schedule", "optimizer"}
+    assert {g for g, _ in rows} >= {
+        "data",
+        "model",
+        "backbone",
+        "anchors",
+        "nms",
+        "augmentation",
+        "schedule",
+        "optimizer",
+    }
     for group, options in rows:
         files = {p.stem for p in (ROOT / "conf" / group).glob("*.yaml")}
         assert set(re.findall(r"`(\w+)`", options)) == files, group

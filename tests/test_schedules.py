@@ -28,14 +28,19 @@ def test_schedule_options_take_the_data_options_length_and_keep_their_shape():
     from conftest import compose_cfg
 
     # (epoch, LR factor) in the 6-epoch run data=shapes suggests: step decays at 4, piecewise at 2 (and 3, 4)
-    for name, points in {"step": [(0, 1.0), (4.2, 0.1), (5.9, 0.01)], "piecewise": [(0, 1.0), (2.5, 0.1), (5.9, 0.01)]}.items():
+    for name, points in {
+        "step": [(0, 1.0), (4.2, 0.1), (5.9, 0.01)],
+        "piecewise": [(0, 1.0), (2.5, 0.1), (5.9, 0.01)],
+    }.items():
         cfg = compose_cfg([f"schedule={name}"], tiny=False)
         f = instantiate(cfg.schedule.lr_lambda)
         assert cfg.schedule.epochs == 6
         assert [f(epoch, 6) for epoch, _ in points] == pytest.approx([factor for _, factor in points])
     assert compose_cfg(["schedule=constant"], tiny=False).schedule.epochs == 6
     assert compose_cfg(["data=pennfudan"], tiny=False).schedule.epochs == "auto"  # prepared data: from data.steps
-    other = compose_cfg(["data=pennfudan", "~data.epochs", "schedule=piecewise"], tiny=False)  # no suggestion: the seeds' 120
+    other = compose_cfg(
+        ["data=pennfudan", "~data.epochs", "schedule=piecewise"], tiny=False
+    )  # no suggestion: the seeds' 120
     assert other.schedule.epochs == 120 and instantiate(other.schedule.lr_lambda)(40, 120) == pytest.approx(0.1)
 
 
@@ -61,9 +66,17 @@ def test_module_applies_warmup_times_schedule_per_step(tiny_cfg):
     from masklab.data.datamodule import build_datamodule
     from masklab.model.module import MaskRCNNModule
 
-    cfg = tiny_cfg(["schedule=step", "schedule.epochs=3", "schedule.warmup_iters=2", "schedule.lr_lambda.milestones=[1,2]",
-                    "schedule.lr_lambda.reference_epochs=null",
-                    "optimizer.lr=0.1", "data.train.num_images=4"])  # 2 steps per epoch
+    cfg = tiny_cfg(
+        [
+            "schedule=step",
+            "schedule.epochs=3",
+            "schedule.warmup_iters=2",
+            "schedule.lr_lambda.milestones=[1,2]",
+            "schedule.lr_lambda.reference_epochs=null",
+            "optimizer.lr=0.1",
+            "data.train.num_images=4",
+        ]
+    )  # 2 steps per epoch
     module = MaskRCNNModule(cfg)
     lrs = []
 
@@ -72,8 +85,14 @@ def test_module_applies_warmup_times_schedule_per_step(tiny_cfg):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     dm = build_datamodule(cfg)
-    L.Trainer(max_epochs=3, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              callbacks=[Spy()]).fit(module, datamodule=dm)
+    L.Trainer(
+        max_epochs=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Spy()],
+    ).fit(module, datamodule=dm)
     expected = [0.1 * 0.001, 0.1 * 0.5005, 0.01, 0.01, 0.001, 0.001]
     assert lrs == pytest.approx(expected)
     assert not any(math.isnan(x) for x in lrs)
@@ -89,15 +108,25 @@ def test_the_run_says_where_the_lr_changes_and_warns_about_changes_it_never_reac
     caplog.clear()
     # milestones written in this run's epochs, but still scaled from 12: 20 and 30 of 40 would land at 66.67 and 100
     with caplog.at_level("INFO", logger="masklab.model.module"):
-        _check_boundaries(tiny_cfg(["schedule=step", "schedule.epochs=40", "schedule.lr_lambda.milestones=[20,30]"]).schedule)
+        _check_boundaries(
+            tiny_cfg(["schedule=step", "schedule.epochs=40", "schedule.lr_lambda.milestones=[20,30]"]).schedule
+        )
     (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert "[66.67, 100.0] never happen in a 40-epoch run" in warning.message
     assert "[20, 30] are scaled by schedule.epochs / reference_epochs = 40/12" in warning.message
     assert "reference_epochs=null" in warning.message
     caplog.clear()
     with caplog.at_level("INFO", logger="masklab.model.module"):
-        _check_boundaries(tiny_cfg(["schedule=step", "schedule.epochs=40", "schedule.lr_lambda.milestones=[20,30]",
-                                    "schedule.lr_lambda.reference_epochs=null"]).schedule)
+        _check_boundaries(
+            tiny_cfg(
+                [
+                    "schedule=step",
+                    "schedule.epochs=40",
+                    "schedule.lr_lambda.milestones=[20,30]",
+                    "schedule.lr_lambda.reference_epochs=null",
+                ]
+            ).schedule
+        )
         _check_boundaries(tiny_cfg(["schedule=cosine"]).schedule)  # no boundaries: nothing to say
     assert [r.message for r in caplog.records] == ["schedule: LR changes at epochs [20, 30] of 40"]
     assert schedules.boundaries(120, pieces=[[0, 1.0], [40, 0.1], [60, 0.02]], reference_epochs=120) == [40, 60]

@@ -16,7 +16,9 @@ def test_deterministic_for_seed_and_index():
 def test_split_is_a_range_of_indices():
     train, val = ShapesDataset(5, 64, start=0), ShapesDataset(5, 64, start=100)
     assert np.array_equal(ShapesDataset(200, 64)[100][0], val[0][0])
-    assert {t["image_id"] for _, t in (train[i] for i in range(5))}.isdisjoint({t["image_id"] for _, t in (val[i] for i in range(5))})
+    assert {t["image_id"] for _, t in (train[i] for i in range(5))}.isdisjoint(
+        {t["image_id"] for _, t in (val[i] for i in range(5))}
+    )
 
 
 def test_masks_show_only_visible_parts_and_match_the_pixels():
@@ -37,11 +39,11 @@ def test_later_shapes_occlude_earlier_ones():
     for i in range(len(ds)):
         _, full, _ = ds.layers(i)
         _, visible, _ = ds.generate(i)
-        assert ((visible <= full).all()), "a visible mask lies inside its drawn shape"
+        assert (visible <= full).all(), "a visible mask lies inside its drawn shape"
         # the last-drawn shape is never hidden; an earlier one loses exactly what later ones cover
         assert np.array_equal(visible[-1], full[-1])
         for k in range(len(full) - 1):
-            covered = full[k + 1:].any(axis=0)
+            covered = full[k + 1 :].any(axis=0)
             assert np.array_equal(visible[k].astype(bool), full[k].astype(bool) & ~covered)
             hidden += int((full[k].astype(bool) & covered).any())
     assert hidden > 10  # overlaps do happen
@@ -53,14 +55,16 @@ def test_max_overlap_keeps_every_instance_mostly_visible():
         for i in range(len(ds)):
             _, full, _ = ds.layers(i)
             _, visible, _ = ds.generate(i)
-            out += [v.sum() / f.sum() for v, f in zip(visible, full[-len(visible):])] if len(visible) == len(full) else []
+            out += (
+                [v.sum() / f.sum() for v, f in zip(visible, full[-len(visible) :])] if len(visible) == len(full) else []
+            )
         return np.array(out)
 
     unlimited = ShapesDataset(100, 128, max_instances=4, seed=0)
     limited = ShapesDataset(100, 128, max_instances=4, seed=0, max_overlap=0.3)
     free, capped = fractions(unlimited), fractions(limited)
-    assert (free < 0.2).sum() >= 5                  # slivers whose class no model can tell
-    assert capped.min() >= 0.25                     # Matterport's rule: no shape covers most of another
+    assert (free < 0.2).sum() >= 5  # slivers whose class no model can tell
+    assert capped.min() >= 0.25  # Matterport's rule: no shape covers most of another
     assert (capped < 0.5).mean() < (free < 0.5).mean() / 3
     for i in range(100):  # a dropped shape leaves the others where they were: limited = unlimited minus some
         _, full_u, labels_u = unlimited.layers(i)
@@ -77,7 +81,11 @@ def test_shapes_option_sets_the_main_job_recipe_and_the_command_line_wins():
     assert cfg.schedule.epochs == 6 and cfg.anchors.sizes[0] == 8 and cfg.data.train.max_overlap == 0.3
     cfg = compose_cfg(["optimizer=sgd", "schedule.epochs=3"], tiny=False)
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.schedule.epochs == 3
-    assert compose_cfg(["schedule=step"], tiny=False).schedule.epochs == 6  # its milestones move with it (test_schedules)
+    assert (
+        compose_cfg(["schedule=step"], tiny=False).schedule.epochs == 6
+    )  # its milestones move with it (test_schedules)
     other = compose_cfg(["data=pennfudan"], tiny=False)  # prepared data: fine-tuning SGD, epochs from its step budget
-    assert other.optimizer._target_ == "torch.optim.SGD" and other.optimizer.lr == 0.01 and other.schedule.epochs == "auto"
+    assert (
+        other.optimizer._target_ == "torch.optim.SGD" and other.optimizer.lr == 0.01 and other.schedule.epochs == "auto"
+    )
     assert compose_cfg(["data=pennfudan", "~data.epochs"], tiny=False).schedule.epochs == 10  # cosine's own

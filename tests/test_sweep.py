@@ -1,4 +1,5 @@
 """The Optuna sweeper end to end: MLflow parent/child runs, best params, resume after a kill, NaN, pruning, workers."""
+
 from __future__ import annotations
 
 import os
@@ -23,21 +24,33 @@ SHOW = [o for o in TINY if not o.startswith("logger=")]
 
 
 def sweep_cmd(tmp_path, *overrides, n_trials=4, name="s"):
-    return [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", *SHOW,
-            f"paths.root_dir={tmp_path}", f"experiment_name={name}", f"hydra.sweeper.n_trials={n_trials}",
-            "hparams_search=none", *overrides]
+    return [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "hydra/sweeper=optuna",
+        *SHOW,
+        f"paths.root_dir={tmp_path}",
+        f"experiment_name={name}",
+        f"hydra.sweeper.n_trials={n_trials}",
+        "hparams_search=none",
+        *overrides,
+    ]
 
 
 def run(cmd, tmp_path, timeout=600, wait=True):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def load(tmp_path, name="s"):
-    return optuna.load_study(study_name=name, storage=open_storage(f"journal:{tmp_path}/multirun/{name}/{name}/optuna.journal"))
+    return optuna.load_study(
+        study_name=name, storage=open_storage(f"journal:{tmp_path}/multirun/{name}/{name}/optuna.journal")
+    )
 
 
 def states(study):
@@ -45,22 +58,31 @@ def states(study):
 
 
 def test_search_space_grammar_to_optuna():
-    dists, fixed = parse({"backbone": "choice(r18, r50)", "optimizer.lr": "0.1"}, {"nms.rpn_nms_thresh": "interval(0.6, 0.9)"},
-                         ["optimizer.lr=tag(log, interval(0.001, 0.1))", "schedule.epochs=2", "data.image_size=range(64,129,32)"])
+    dists, fixed = parse(
+        {"backbone": "choice(r18, r50)", "optimizer.lr": "0.1"},
+        {"nms.rpn_nms_thresh": "interval(0.6, 0.9)"},
+        ["optimizer.lr=tag(log, interval(0.001, 0.1))", "schedule.epochs=2", "data.image_size=range(64,129,32)"],
+    )
     assert dists["backbone"].choices == ("r18", "r50")
     assert dists["optimizer.lr"].log and dists["optimizer.lr"].low == 0.001  # the command line wins
     assert not dists["nms.rpn_nms_thresh"].log and dists["nms.rpn_nms_thresh"].high == 0.9
     assert (dists["data.image_size"].low, dists["data.image_size"].high, dists["data.image_size"].step) == (64, 128, 32)
     assert fixed == ["schedule.epochs=2"]
-    assert to_overrides({"optimizer.lr": 0.0123456789, "backbone": "r18"}) == ["optimizer.lr=0.0123456789", "backbone=r18"]
+    assert to_overrides({"optimizer.lr": 0.0123456789, "backbone": "r18"}) == [
+        "optimizer.lr=0.0123456789",
+        "backbone=r18",
+    ]
 
 
-@pytest.mark.parametrize("sweep, problem", [
-    ("optimizer.lr=interval(0.1,0.01)", "`low <= high` must hold"),
-    ("optimizer.lr=tag(log,interval(0,0.1))", "`low > 0` must hold for `log=True`"),
-    ("data.image_size=range(128,64,32)", "range(128, 64, 32) holds no value"),
-    ("data.image_size=range(64,128,0)", "range(64, 128, 0) holds no value"),
-])
+@pytest.mark.parametrize(
+    "sweep, problem",
+    [
+        ("optimizer.lr=interval(0.1,0.01)", "`low <= high` must hold"),
+        ("optimizer.lr=tag(log,interval(0,0.1))", "`low > 0` must hold for `log=True`"),
+        ("data.image_size=range(128,64,32)", "range(128, 64, 32) holds no value"),
+        ("data.image_size=range(64,128,0)", "range(64, 128, 0) holds no value"),
+    ],
+)
 def test_a_sweep_range_that_cannot_be_sampled_is_one_line_naming_the_entry(sweep, problem):
     from masklab import MasklabError
 
@@ -74,22 +96,35 @@ def test_bad_sampler_kwargs_and_storage_urls_are_one_line(monkeypatch):
     from masklab.sweep import sweeper
     from masklab.sweep.sweeper import OptunaSweeperBase
 
-    with pytest.raises(MasklabError, match=r"^hydra.sweeper.sampler_kwargs for tpe: .*unexpected keyword argument 'bogus'"):
+    with pytest.raises(
+        MasklabError, match=r"^hydra.sweeper.sampler_kwargs for tpe: .*unexpected keyword argument 'bogus'"
+    ):
         OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"bogus": 1})._sampler({})
     # a grid smaller than n_trials lowers it to the grid's size (3 x 2 settings)
     import optuna
 
     grid = OptunaSweeperBase(study_name="s", sampler="grid", n_trials=10)
-    grid._sampler({"a": optuna.distributions.CategoricalDistribution([1, 2, 3]),
-                   "b": optuna.distributions.IntDistribution(0, 2, step=2)})
+    grid._sampler(
+        {
+            "a": optuna.distributions.CategoricalDistribution([1, 2, 3]),
+            "b": optuna.distributions.IntDistribution(0, 2, step=2),
+        }
+    )
     assert grid.n_trials == 6
     # workers do not propose a setting another worker is training (Optuna 4's TPE had constant_liar off)
     assert OptunaSweeperBase(study_name="s", sampler="tpe")._sampler({})._constant_liar is True
-    assert OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"constant_liar": False})._sampler({})._constant_liar is False
+    assert (
+        OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"constant_liar": False})
+        ._sampler({})
+        ._constant_liar
+        is False
+    )
     # ... asked for by the sweeper, not left to the installed Optuna's default (5: on, 4: off)
     monkeypatch.setitem(sweeper.SAMPLERS, "tpe", lambda **kwargs: kwargs)
     assert OptunaSweeperBase(study_name="s", sampler="tpe", seed=3)._sampler({}) == {"seed": 3, "constant_liar": True}
-    with pytest.raises(MasklabError, match=r"^hydra.sweeper.storage=notaurl: Optuna cannot open it \(.*\); give journal:<file>"):
+    with pytest.raises(
+        MasklabError, match=r"^hydra.sweeper.storage=notaurl: Optuna cannot open it \(.*\); give journal:<file>"
+    ):
         open_storage("notaurl")
 
 
@@ -98,15 +133,29 @@ def test_default_space_composes_and_is_not_empty():
 
     cfg = compose_cfg([])
     dists, _ = parse(cfg.hparams_search, {}, [])
-    assert {"backbone", "anchors", "nms", "augmentation", "schedule", "optimizer.lr", "data.image_size",
-            "nms.box_score_thresh"} <= set(dists)
+    assert {
+        "backbone",
+        "anchors",
+        "nms",
+        "augmentation",
+        "schedule",
+        "optimizer.lr",
+        "data.image_size",
+        "nms.box_score_thresh",
+    } <= set(dists)
     for key, dist in dists.items():  # every choice of a group is an option that exists
         if key in ("backbone", "anchors", "nms", "augmentation", "schedule"):
             assert all((ROOT / "conf" / key / f"{c}.yaml").is_file() for c in dist.choices), key
 
 
-@pytest.mark.parametrize("overrides, epochs", [([], 6), (["data=pennfudan", "~data.epochs", "data.image_size=320"], 10),
-                                              (["data=pennfudan", "~data.epochs", "data.image_size=320", "schedule=piecewise"], 120)])
+@pytest.mark.parametrize(
+    "overrides, epochs",
+    [
+        ([], 6),
+        (["data=pennfudan", "~data.epochs", "data.image_size=320"], 10),
+        (["data=pennfudan", "~data.epochs", "data.image_size=320", "schedule=piecewise"], 120),
+    ],
+)
 def test_the_default_space_compares_schedules_at_one_length(overrides, epochs):
     """Each schedule's own length (cosine 10, step 12, piecewise 120) made trials of one study 12x apart on any dataset
     without an ``epochs`` of its own (all but shapes): the piecewise ones took 12x as long and trained to another point."""
@@ -120,8 +169,15 @@ def test_the_default_space_compares_schedules_at_one_length(overrides, epochs):
 
 
 def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "backbone=choice(mobilenet_v3,r18)",
-                         "log_predictions=1"), tmp_path)
+    proc = run(
+        sweep_cmd(
+            tmp_path,
+            "optimizer.lr=tag(log,interval(0.005,0.05))",
+            "backbone=choice(mobilenet_v3,r18)",
+            "log_predictions=1",
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(tmp_path)
     assert [s for _, s in states(study)] == ["COMPLETE"] * 4 and [n for n, _ in states(study)] == [0, 1, 2, 3]
@@ -138,14 +194,17 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     assert parent.info.status == "FINISHED" and parent.data.tags["best_trial"] == str(study.best_trial.number)
     assert parent.data.metrics["best/val/segm_AP"] == pytest.approx(study.best_value)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
-        a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+        a.path for a in client.list_artifacts(parent.info.run_id, "plots")
+    }
     assert {"best.yaml", "plots/optimization_history.png", "plots/predictions.png"} <= artifacts
     # the ground truth of the first val image and the 4 trials' predictions of it, best first: 2 rows of 4 cells
     sheet = np.asarray(Image.open(tmp_path / "multirun" / "s" / "s" / "plots" / "predictions.png"))
-    own = np.asarray(Image.open(tmp_path / "multirun" / "s" / "s" / str(study.best_trial.number) / "predictions" / "val_000.png"))
+    own = np.asarray(
+        Image.open(tmp_path / "multirun" / "s" / "s" / str(study.best_trial.number) / "predictions" / "val_000.png")
+    )
     w = (own.shape[1] - 4) // 2
     assert sheet.shape == (2 * own.shape[0], 4 * (w + 4), 3)  # each cell: its panel under one title strip of 18 px
-    assert np.array_equal(sheet[18:own.shape[0], w + 4:2 * w + 4], own[18:, w + 4:])  # the best trial's, 2nd cell
+    assert np.array_equal(sheet[18 : own.shape[0], w + 4 : 2 * w + 4], own[18:, w + 4 :])  # the best trial's, 2nd cell
     best_file = tmp_path / "multirun" / "s" / "s" / "tuned" / "best.yaml"
     assert best_file.read_text().startswith("# @package _global_")
     best = yaml.safe_load(best_file.read_text())
@@ -163,12 +222,27 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     ckpt = checkpoint_path(f"runs:/{parent.info.run_id}", f"sqlite:///{tmp_path}/mlflow.db")
     assert ckpt.parent == tmp_path / "multirun" / "s" / "s" / str(study.best_trial.number) / "checkpoints"
     # the YAML is a config train.py loads: the winner's choices compose
-    show = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "--config-dir", str(tmp_path / "multirun" / "s" / "s"),
-                           "+tuned=best", "--cfg", "job"], capture_output=True, text=True, timeout=120)
+    show = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            "--config-dir",
+            str(tmp_path / "multirun" / "s" / "s"),
+            "+tuned=best",
+            "--cfg",
+            "job",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert show.returncode == 0, show.stderr
     shown = yaml.safe_load(show.stdout)
     assert shown["optimizer"]["lr"] == pytest.approx(study.best_params["optimizer.lr"])
-    assert shown["backbone"]["arch"] == {"r18": "resnet18", "mobilenet_v3": "mobilenet_v3_large"}[study.best_params["backbone"]]
+    assert (
+        shown["backbone"]["arch"]
+        == {"r18": "resnet18", "mobilenet_v3": "mobilenet_v3_large"}[study.best_params["backbone"]]
+    )
 
 
 def test_a_repeated_setting_is_not_trained_again_and_a_done_space_ends_the_study(tmp_path):
@@ -189,33 +263,52 @@ def test_a_repeated_setting_is_not_trained_again_and_a_done_space_ends_the_study
     assert f"same parameters as trial {repeats[0].user_attrs['same_as']}: its value, not trained again" in said
     # one MLflow child run per trial still: a repeat's has its trial's params and final metrics, tagged same_as
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = {r.data.tags.get("trial_number"): r for r in client.search_runs([client.get_experiment_by_name("s").experiment_id])
-            if r.data.tags.get("masklab.role") != "study"}
+    runs = {
+        r.data.tags.get("trial_number"): r
+        for r in client.search_runs([client.get_experiment_by_name("s").experiment_id])
+        if r.data.tags.get("masklab.role") != "study"
+    }
     assert sorted(runs, key=int) == [str(t.number) for t in study.trials]
     for t in repeats:
         copy, source = runs[str(t.number)], runs[str(t.user_attrs["same_as"])]
         assert copy.data.tags["same_as"] == str(t.user_attrs["same_as"]) and copy.data.tags["trial_state"] == "COMPLETE"
         assert copy.data.params == source.data.params
-        assert {k: repr(v) for k, v in copy.data.metrics.items()} == {k: repr(v) for k, v in source.data.metrics.items()}  # NaN too
+        assert {k: repr(v) for k, v in copy.data.metrics.items()} == {
+            k: repr(v) for k, v in source.data.metrics.items()
+        }  # NaN too
         assert copy.data.tags["mlflow.parentRunId"] == source.data.tags["mlflow.parentRunId"]
     assert "all 3 settings of the space have a COMPLETE trial; stopping before n_trials=3" not in said  # 3 trained
     # more trials asked of a space that has no setting left: none runs, and the line says why
     again = run([*cmd, "hydra.sweeper.n_trials=5"], tmp_path)
     assert again.returncode == 0 and len(load(tmp_path).trials) == len(study.trials)
-    assert "all 3 settings of the space have a COMPLETE trial; stopping before n_trials=5" in again.stdout + again.stderr
+    assert (
+        "all 3 settings of the space have a COMPLETE trial; stopping before n_trials=5" in again.stdout + again.stderr
+    )
     assert "raise hydra.sweeper.n_trials" not in again.stdout + again.stderr
 
 
 def test_two_objectives_with_nsga2_complete_and_leave_a_pareto_front(tmp_path):
     # every trial failed with Optuna's "Trial.report is not supported for multi-objective optimization" before
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", "hydra.sweeper.sampler=nsgaii",
-                         "hydra.sweeper.objectives=[val/segm_AP,val/loss]", "hydra.sweeper.directions=[maximize,minimize]",
-                         n_trials=2), tmp_path)
+    proc = run(
+        sweep_cmd(
+            tmp_path,
+            "optimizer.lr=choice(0.01,0.02)",
+            "hydra.sweeper.sampler=nsgaii",
+            "hydra.sweeper.objectives=[val/segm_AP,val/loss]",
+            "hydra.sweeper.directions=[maximize,minimize]",
+            n_trials=2,
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(tmp_path)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"] and all(len(t.values) == 2 for t in study.trials)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"] and all(
+        len(t.values) == 2 for t in study.trials
+    )
     assert study.trials[0].values[1] == pytest.approx(study.trials[0].user_attrs["metrics"]["val/loss"])
-    assert "Optuna prunes single-objective studies only" in proc.stdout + proc.stderr  # the default pruner (asha) is off
+    assert (
+        "Optuna prunes single-objective studies only" in proc.stdout + proc.stderr
+    )  # the default pruner (asha) is off
     sweep_dir = tmp_path / "multirun" / "s" / "s"
     assert (sweep_dir / "plots" / "pareto_front.png").is_file() and (sweep_dir / "tuned" / "best.yaml").is_file()
 
@@ -223,16 +316,29 @@ def test_two_objectives_with_nsga2_complete_and_leave_a_pareto_front(tmp_path):
 def test_cma_es_sampler_runs_past_its_first_trial(tmp_path):
     # CmaEsSampler samples the first trial independently and imports the cmaes package from the second on:
     # without it (not an Optuna requirement) the study died there with a ModuleNotFoundError traceback
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "nms.box_score_thresh=interval(0.05,0.5)",
-                         "hydra.sweeper.sampler=cmaes", n_trials=3), tmp_path)
+    proc = run(
+        sweep_cmd(
+            tmp_path,
+            "optimizer.lr=tag(log,interval(0.005,0.05))",
+            "nms.box_score_thresh=interval(0.05,0.5)",
+            "hydra.sweeper.sampler=cmaes",
+            n_trials=3,
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [s for _, s in states(load(tmp_path))] == ["COMPLETE"] * 3
 
 
 def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
     # pruner=none: every trial runs to its end whatever the default pruner (asha would pause them at epoch 2)
-    cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=3", "hydra.sweeper.pruner=none",
-                    n_trials=3)
+    cmd = sweep_cmd(
+        tmp_path,
+        "optimizer.lr=tag(log,interval(0.005,0.05))",
+        "schedule.epochs=3",
+        "hydra.sweeper.pruner=none",
+        n_trials=3,
+    )
     proc = run(cmd, tmp_path, wait=False)
     journal = tmp_path / "multirun" / "s" / "s" / "optuna.journal"
     deadline, killed = time.time() + 300, None
@@ -266,8 +372,16 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
 
 def test_nan_trial_fails_and_the_study_finishes(tmp_path):
     # lr 1e6 diverges at once (non-finite loss): with seed 0 random sampling draws it among the good ones
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02,1000000.0)", "hydra.sweeper.sampler=random",
-                         "hydra.sweeper.seed=0", n_trials=2), tmp_path)
+    proc = run(
+        sweep_cmd(
+            tmp_path,
+            "optimizer.lr=choice(0.01,0.02,1000000.0)",
+            "hydra.sweeper.sampler=random",
+            "hydra.sweeper.seed=0",
+            n_trials=2,
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(tmp_path)
     failed = [t for t in study.trials if t.state.name == "FAIL"]
@@ -278,7 +392,9 @@ def test_nan_trial_fails_and_the_study_finishes(tmp_path):
 
 
 def test_too_many_failures_stop_the_study_with_one_line(tmp_path):
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(1000000.0)", "hydra.sweeper.max_failures=2", n_trials=3), tmp_path)
+    proc = run(
+        sweep_cmd(tmp_path, "optimizer.lr=choice(1000000.0)", "hydra.sweeper.max_failures=2", n_trials=3), tmp_path
+    )
     assert proc.returncode == 1
     assert "error: study 's' stopped: 2 failed trials" in proc.stderr and "Traceback" not in proc.stderr
     assert [s for _, s in states(load(tmp_path))] == ["FAIL", "FAIL"]
@@ -286,18 +402,33 @@ def test_too_many_failures_stop_the_study_with_one_line(tmp_path):
 
 def test_a_study_setting_no_trial_can_meet_stops_the_study_at_the_first_trial(tmp_path):
     # a misspelt prune_on fails every trial the same way: it used to spend an epoch on each until max_failures
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", "hydra.sweeper.prune_on=val/los",
-                         "schedule.epochs=2", n_trials=3), tmp_path)
+    proc = run(
+        sweep_cmd(
+            tmp_path,
+            "optimizer.lr=choice(0.01,0.02)",
+            "hydra.sweeper.prune_on=val/los",
+            "schedule.epochs=2",
+            n_trials=3,
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: study 's' stopped at trial 0: hydra.sweeper.prune_on='val/los' is not logged by "
-                           "validation; choose one of ['val/bbox_AP'"), last
+    assert last.startswith(
+        "error: study 's' stopped at trial 0: hydra.sweeper.prune_on='val/los' is not logged by "
+        "validation; choose one of ['val/bbox_AP'"
+    ), last
     assert states(load(tmp_path)) == [(0, "FAIL")]
 
 
-@pytest.mark.parametrize("override, problem", [("hydra.sweeper.n_trials=0", "must be at least 1"),
-                                               ("hydra.sweeper.max_failures=0", "must be at least 1"),
-                                               ("hydra.sweeper.duplicates=skip", "choose reuse or train")])
+@pytest.mark.parametrize(
+    "override, problem",
+    [
+        ("hydra.sweeper.n_trials=0", "must be at least 1"),
+        ("hydra.sweeper.max_failures=0", "must be at least 1"),
+        ("hydra.sweeper.duplicates=skip", "choose reuse or train"),
+    ],
+)
 def test_a_budget_below_one_is_one_line(tmp_path, override, problem):
     # n_trials=0 ran nothing and printed an empty table with exit 0
     proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", override), tmp_path)
@@ -308,27 +439,53 @@ def test_a_budget_below_one_is_one_line(tmp_path, override, problem):
 
 def test_a_trial_failing_while_hydra_builds_its_data_keeps_the_one_line_reason(tmp_path):
     # the datamodule's MasklabError reaches the sweeper wrapped by hydra's instantiate ("Error in call to target ...")
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", "data=coco", "logger=none",
-           f"paths.root_dir={tmp_path}", "experiment_name=s", "hparams_search=none", "hydra.sweeper.n_trials=1",
-           "hydra.sweeper.max_failures=1", "optimizer.lr=choice(0.01,0.02)",
-           "schedule.epochs=1"]  # no prepared coco under tmp_path (epochs=auto would need its statistics first)
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "hydra/sweeper=optuna",
+        "data=coco",
+        "logger=none",
+        f"paths.root_dir={tmp_path}",
+        "experiment_name=s",
+        "hparams_search=none",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.max_failures=1",
+        "optimizer.lr=choice(0.01,0.02)",
+        "schedule.epochs=1",
+    ]  # no prepared coco under tmp_path (epochs=auto would need its statistics first)
     proc = run(cmd, tmp_path)
     assert proc.returncode == 1 and "error: study 's' stopped: 1 failed trials" in proc.stderr
     (trial,) = load(tmp_path).trials
-    assert trial.user_attrs["fail_reason"].endswith("annotations/train.json not found: run `python src/prepare.py "
-                                                    f"data=<this data option>` first (the canonical dataset goes to "
-                                                    f"{tmp_path}/data/prepared/coco)")
+    assert trial.user_attrs["fail_reason"].endswith(
+        "annotations/train.json not found: run `python src/prepare.py "
+        f"data=<this data option>` first (the canonical dataset goes to "
+        f"{tmp_path}/data/prepared/coco)"
+    )
 
 
 def test_bad_trials_are_pruned_and_tagged(tmp_path):
     # lr 0 cannot learn: its val loss stays at the start while lr 0.02 trials go down. The study maximises
     # segm AP (the default objective, ~0 for every trial of this size) and prunes on val/loss, lower is better
     # (box_score_thresh does not change the loss: it only makes 3 copies of each learning rate for the grid)
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.02,0.0)", "nms.box_score_thresh=choice(0.05,0.06,0.07)",
-                         "hydra.sweeper.sampler=grid", "schedule=constant", "schedule.warmup_iters=0",
-                         "hydra.sweeper.seed=0", "hydra.sweeper.pruner=median", "hydra.sweeper.prune_on=val/loss", "schedule.epochs=3",
-                         "data.train.num_images=8", "hydra.sweeper.pruner_kwargs={n_startup_trials:1,n_warmup_steps:1}",
-                         n_trials=6), tmp_path)
+    proc = run(
+        sweep_cmd(
+            tmp_path,
+            "optimizer.lr=choice(0.02,0.0)",
+            "nms.box_score_thresh=choice(0.05,0.06,0.07)",
+            "hydra.sweeper.sampler=grid",
+            "schedule=constant",
+            "schedule.warmup_iters=0",
+            "hydra.sweeper.seed=0",
+            "hydra.sweeper.pruner=median",
+            "hydra.sweeper.prune_on=val/loss",
+            "schedule.epochs=3",
+            "data.train.num_images=8",
+            "hydra.sweeper.pruner_kwargs={n_startup_trials:1,n_warmup_steps:1}",
+            n_trials=6,
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(tmp_path)
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -345,8 +502,11 @@ def test_bad_trials_are_pruned_and_tagged(tmp_path):
     assert [round(-v, 5) for _, v in sorted(t.intermediate_values.items())] == [round(v, 5) for v in losses]
     assert all("(val/loss " in t.user_attrs["prune_reason"] for t in pruned)
     out = proc.stdout + proc.stderr
-    assert all(f"PRUNED (pruned by the MedianPruner after epoch {max(t.intermediate_values)} (val/loss "
-               f"{-t.intermediate_values[max(t.intermediate_values)]:.4g})" in out for t in pruned)
+    assert all(
+        f"PRUNED (pruned by the MedianPruner after epoch {max(t.intermediate_values)} (val/loss "
+        f"{-t.intermediate_values[max(t.intermediate_values)]:.4g})" in out
+        for t in pruned
+    )
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("s").experiment_id], "tags.trial_state = 'PRUNED'")
     assert sorted(int(r.data.tags["trial_number"]) for r in runs) == sorted(t.number for t in pruned)
@@ -364,12 +524,24 @@ def test_a_sweep_refuses_multi_process_trials_and_says_how_to_use_several_gpus(t
     with pytest.raises(MasklabError, match=r"trainer.strategy=ddp with devices=auto.*one per GPU on the same study"):
         _refuse_multiprocess_trials(compose_cfg(["trainer=ddp"]), {})
     with pytest.raises(MasklabError, match=r"trainer=choice\(gpu,ddp\) in a sweep"):
-        _refuse_multiprocess_trials(compose_cfg([]), {"trainer": optuna.distributions.CategoricalDistribution(["gpu", "ddp"])})
+        _refuse_multiprocess_trials(
+            compose_cfg([]), {"trainer": optuna.distributions.CategoricalDistribution(["gpu", "ddp"])}
+        )
     for ok in (["trainer=gpu"], ["trainer=ddp", "trainer.devices=1"], []):  # one process per trial
         _refuse_multiprocess_trials(compose_cfg(ok), {})
     # from the command line: one line, exit 1, before any trial (ranks of different trials trained as one before)
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.02,0.0)", "trainer=ddp", "trainer.accelerator=cpu",
-                         "trainer.devices=2", "trainer.precision=32-true", n_trials=2), tmp_path)
+    proc = run(
+        sweep_cmd(
+            tmp_path,
+            "optimizer.lr=choice(0.02,0.0)",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            n_trials=2,
+        ),
+        tmp_path,
+    )
     assert proc.returncode == 1 and "error: trainer.strategy=ddp with devices=2" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
 
@@ -384,13 +556,19 @@ def test_a_gpu_sweep_on_a_machine_without_one_stops_before_any_trial(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
-    with pytest.raises(MasklabError, match=r"^trainer.accelerator=gpu: no CUDA GPU is visible here, so no trial could run"):
+    with pytest.raises(
+        MasklabError, match=r"^trainer.accelerator=gpu: no CUDA GPU is visible here, so no trial could run"
+    ):
         _refuse_gpu_trials_without_gpu(compose_cfg(["trainer=gpu"]), {})
     _refuse_gpu_trials_without_gpu(compose_cfg([]), {})
-    _refuse_gpu_trials_without_gpu(compose_cfg(["trainer=gpu"]), {"trainer": optuna.distributions.CategoricalDistribution(["cpu", "gpu"])})
+    _refuse_gpu_trials_without_gpu(
+        compose_cfg(["trainer=gpu"]), {"trainer": optuna.distributions.CategoricalDistribution(["cpu", "gpu"])}
+    )
     proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.02,0.01)", "trainer=gpu", n_trials=2), tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: trainer.accelerator=gpu: no CUDA GPU is visible here")
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith("error: trainer.accelerator=gpu: no CUDA GPU is visible here")
+    )
     assert not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
 
 
@@ -435,9 +613,11 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
     sweeper._tell = lambda study, trial, error, value: sw.user_message(error)
     reason = sweeper._run(None, types.SimpleNamespace(params={}, number=0, _trial_id=0), [], "journal:x", None)
     assert freed == [True]
-    assert reason == ("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which "
-                      "74.61 GiB is free. Including non-PyTorch memory, this process has 4.56 GiB memory in use: lower "
-                      "batch_size or the image size (data.image_size), or train in mixed precision (trainer.precision=16-mixed)")
+    assert reason == (
+        "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which "
+        "74.61 GiB is free. Including non-PyTorch memory, this process has 4.56 GiB memory in use: lower "
+        "batch_size or the image size (data.image_size), or train in mixed precision (trainer.precision=16-mixed)"
+    )
 
 
 def test_which_running_trials_count_as_left_by_a_dead_worker():
@@ -448,18 +628,31 @@ def test_which_running_trials_count_as_left_by_a_dead_worker():
 
     def running(started_s_ago: float, **attrs):
         start = datetime.now() - timedelta(seconds=started_s_ago)
-        return optuna.trial.FrozenTrial(number=0, state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=start,
-                                        datetime_complete=None, params={}, distributions={}, user_attrs={},
-                                        system_attrs={f"masklab_{k}": v for k, v in attrs.items()},
-                                        intermediate_values={}, trial_id=0)
+        return optuna.trial.FrozenTrial(
+            number=0,
+            state=optuna.trial.TrialState.RUNNING,
+            value=None,
+            datetime_start=start,
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={f"masklab_{k}": v for k, v in attrs.items()},
+            intermediate_values={},
+            trial_id=0,
+        )
 
     me, here = os.getpid(), socket.gethostname()
     assert not is_stale(running(10, host=here, pid=me, proc_start=_process_start(me)), 3600)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    assert is_stale(running(10, host=here, pid=dead.pid, proc_start=time.time()), 3600)   # this machine: its process is gone
-    assert is_stale(running(10, host=here, pid=me, proc_start=123.0), 3600)               # its pid, reused by another process
-    assert not is_stale(running(7200, host="elsewhere", pid=1, heartbeat=time.time() - 60), 3600)  # other machine: heartbeat
+    assert is_stale(
+        running(10, host=here, pid=dead.pid, proc_start=time.time()), 3600
+    )  # this machine: its process is gone
+    assert is_stale(running(10, host=here, pid=me, proc_start=123.0), 3600)  # its pid, reused by another process
+    assert not is_stale(
+        running(7200, host="elsewhere", pid=1, heartbeat=time.time() - 60), 3600
+    )  # other machine: heartbeat
     assert is_stale(running(7200, host="elsewhere", pid=1, heartbeat=time.time() - 4000), 3600)
     # asked a moment ago on another machine, owner not written yet: it was declared dead at once (heartbeat 0)
     assert not is_stale(running(2), 3600)
@@ -487,17 +680,25 @@ def test_default_learning_rate_range_follows_the_optimizer():
     from conftest import compose_cfg
 
     def lr_range(*overrides):
-        dist = parse(compose_cfg([*overrides, "hparams_search=default"], tiny=False).hparams_search, {}, [])[0]["optimizer.lr"]
+        dist = parse(compose_cfg([*overrides, "hparams_search=default"], tiny=False).hparams_search, {}, [])[0][
+            "optimizer.lr"
+        ]
         return pytest.approx((dist.low, dist.high))
 
-    assert lr_range("optimizer=sgd") == (0.005, 0.05)       # a quarter to 2.5x SGD's 0.02
-    assert lr_range() == (2.5e-4, 2.5e-3)                   # shapes trains with adamw_scratch (1e-3)
+    assert lr_range("optimizer=sgd") == (0.005, 0.05)  # a quarter to 2.5x SGD's 0.02
+    assert lr_range() == (2.5e-4, 2.5e-3)  # shapes trains with adamw_scratch (1e-3)
     assert lr_range("data=pennfudan", "data.image_size=320") == (0.0025, 0.025)  # prepared data: sgd_finetune's 0.01
 
 
-@pytest.mark.parametrize("overrides, sizes", [([], (96, 128, 160)), (["data=pennfudan", "data.image_size=320"], (256, 320, 416)),
-                                              (["data=coco", "data.image_size=512"], (384, 512, 640)),
-                                              (["data.image_size=100"], (64, 100, 128))])
+@pytest.mark.parametrize(
+    "overrides, sizes",
+    [
+        ([], (96, 128, 160)),
+        (["data=pennfudan", "data.image_size=320"], (256, 320, 416)),
+        (["data=coco", "data.image_size=512"], (384, 512, 640)),
+        (["data.image_size=100"], (64, 100, 128)),
+    ],
+)
 def test_default_image_sizes_follow_the_data(overrides, sizes):
     """The default space tried 96-160 px on every dataset: shapes' sizes, a fifth of a photo's 512 (data=coco)."""
     from conftest import compose_cfg

@@ -29,11 +29,14 @@ def test_empty_image_has_0x4_boxes():
     assert t["boxes"].shape == (0, 4)
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("labels", torch.tensor([0]), "0 is background"),
-    ("boxes", torch.tensor([[5.0, 5.0, 5.0, 9.0]]), "x2 > x1"),
-    ("labels", torch.tensor([1], dtype=torch.int32), "int64"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("labels", torch.tensor([0]), "0 is background"),
+        ("boxes", torch.tensor([[5.0, 5.0, 5.0, 9.0]]), "x2 > x1"),
+        ("labels", torch.tensor([1], dtype=torch.int32), "int64"),
+    ],
+)
 def test_validate_target_names_the_problem(field, value, message):
     masks = np.zeros((1, 10, 10), np.uint8)
     masks[0, 5:9, 5:9] = 1

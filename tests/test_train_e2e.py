@@ -1,4 +1,5 @@
 """End-to-end runs of src/train.py: MLflow contents, resume after a kill, non-finite loss, --help."""
+
 from __future__ import annotations
 
 import csv
@@ -24,12 +25,19 @@ LOSSES = ["loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectne
 def cli(*overrides, tmp_path, timeout=600, wait=True, merge=True):
     """train.py with the tiny config in ``tmp_path``: its CompletedProcess, or (``wait=False``) the running Popen,
     whose stderr goes to its stdout unless ``merge=False``."""
-    args = [sys.executable, str(ROOT / "src" / "train.py"), *[o for o in TINY if not o.startswith("logger=")],
-            f"hydra.run.dir={tmp_path}/run", f"paths.output_root={tmp_path}/outputs", *overrides]
+    args = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        *[o for o in TINY if not o.startswith("logger=")],
+        f"hydra.run.dir={tmp_path}/run",
+        f"paths.output_root={tmp_path}/outputs",
+        *overrides,
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     if not wait:
-        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge else subprocess.PIPE, text=True
+        )
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -37,8 +45,15 @@ def test_mlflow_run_has_params_curves_metrics_and_artifacts(tmp_path):
     from train import train
 
     GlobalHydra.instance().clear()
-    cfg = compose_cfg(["logger=mlflow", "schedule.epochs=2", "trainer.log_every_n_steps=1", "experiment_name=e2e",
-                       f"paths.tracking_uri=sqlite:///{tmp_path}/mlflow.db"])
+    cfg = compose_cfg(
+        [
+            "logger=mlflow",
+            "schedule.epochs=2",
+            "trainer.log_every_n_steps=1",
+            "experiment_name=e2e",
+            f"paths.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        ]
+    )
     value = train(cfg, tmp_path / "run")
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("e2e")
@@ -87,8 +102,14 @@ def test_the_last_epoch_is_validated_when_the_val_interval_does_not_divide_the_e
 
 
 def test_resume_after_kill_continues_from_the_last_epoch(tmp_path):
-    proc = cli("schedule.epochs=40", "data.train.num_images=8", "logger=mlflow", "trainer.log_every_n_steps=1",
-               tmp_path=tmp_path, wait=False)
+    proc = cli(
+        "schedule.epochs=40",
+        "data.train.num_images=8",
+        "logger=mlflow",
+        "trainer.log_every_n_steps=1",
+        tmp_path=tmp_path,
+        wait=False,
+    )
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not last.exists() and time.time() < deadline and proc.poll() is None:
@@ -101,8 +122,15 @@ def test_resume_after_kill_continues_from_the_last_epoch(tmp_path):
     epoch, step = killed["epoch"], killed["global_step"]
     assert epoch < 39, "killed too late to test resuming"
     resume_started_ms = time.time() * 1000
-    resumed = cli(f"schedule.epochs={epoch + 3}", "data.train.num_images=8", "logger=mlflow", "trainer.log_every_n_steps=1",
-                  f"resume={last}", f"hydra.run.dir={tmp_path}/run2", tmp_path=tmp_path)
+    resumed = cli(
+        f"schedule.epochs={epoch + 3}",
+        "data.train.num_images=8",
+        "logger=mlflow",
+        "trainer.log_every_n_steps=1",
+        f"resume={last}",
+        f"hydra.run.dir={tmp_path}/run2",
+        tmp_path=tmp_path,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = torch.load(tmp_path / "run2" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert final["epoch"] == epoch + 2  # two more epochs, not epoch + 3 from zero
@@ -124,13 +152,31 @@ def test_resuming_another_model_or_optimizer_is_one_line_naming_what_differs(tmp
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     instead = f"resume with the settings it was trained with, or start a new run from its weights: model.weights={last}"
     names = ["square", "circle", "triangle", "ellipse"]
-    cases = [(["backbone=r18"], names, r"it is a checkpoint of another model \(\d+ tensors differ, e\.g\. model\.backbone\.body"
-                                       r".*backbone\.arch: mobilenet_v3_large -> resnet18\); "),
-             (["model.fpn_channels=16"], names, r"it is a checkpoint of another model \(\d+ tensors differ.*model\.fpn_channels: 32 -> 16\); "),
-             ([], ["a", "b", "c", "d"], r"it is a checkpoint of another model \(the classes differ; classes \['square', 'circle', 'triangle', "
-                                        r"'ellipse'\] -> \['a', 'b', 'c', 'd'\]\); "),
-             (["optimizer=adamw"], names, r"it was trained with torch\.optim\.SGD, this run has torch\.optim\.AdamW, and an "
-                                          r"optimizer's state cannot continue in another; ")]
+    cases = [
+        (
+            ["backbone=r18"],
+            names,
+            r"it is a checkpoint of another model \(\d+ tensors differ, e\.g\. model\.backbone\.body"
+            r".*backbone\.arch: mobilenet_v3_large -> resnet18\); ",
+        ),
+        (
+            ["model.fpn_channels=16"],
+            names,
+            r"it is a checkpoint of another model \(\d+ tensors differ.*model\.fpn_channels: 32 -> 16\); ",
+        ),
+        (
+            [],
+            ["a", "b", "c", "d"],
+            r"it is a checkpoint of another model \(the classes differ; classes \['square', 'circle', 'triangle', "
+            r"'ellipse'\] -> \['a', 'b', 'c', 'd'\]\); ",
+        ),
+        (
+            ["optimizer=adamw"],
+            names,
+            r"it was trained with torch\.optim\.SGD, this run has torch\.optim\.AdamW, and an "
+            r"optimizer's state cannot continue in another; ",
+        ),
+    ]
     for overrides, classes, message in cases:
         GlobalHydra.instance().clear()
         cfg = compose_cfg(overrides)
@@ -156,15 +202,20 @@ def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
     from masklab.model.trainer import make_trainer
 
     GlobalHydra.instance().clear()
-    with pytest.raises(MasklabError, match=r"^trainer \(accelerator=cpu, devices=0, strategy=auto\): `Trainer\(devices=0\)` "
-                                           r"value is not a valid input using cpu accelerator\.$"):
+    with pytest.raises(
+        MasklabError,
+        match=r"^trainer \(accelerator=cpu, devices=0, strategy=auto\): `Trainer\(devices=0\)` "
+        r"value is not a valid input using cpu accelerator\.$",
+    ):
         make_trainer(compose_cfg(["trainer.devices=0"]))
     if torch.cuda.is_available():
         return
     out = cli("trainer=gpu", tmp_path=tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    message = ("trainer (accelerator=gpu, devices=1, strategy=auto): No supported gpu backend found!; "
-               "no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)")
+    message = (
+        "trainer (accelerator=gpu, devices=1, strategy=auto): No supported gpu backend found!; "
+        "no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)"
+    )
     assert out.stderr.strip().splitlines()[-1] == f"error: {message}"
     # once on the console (Hydra's console handler printed the logged copy too), and in the run's log file
     assert (out.stdout + out.stderr).count(message) == 1
@@ -178,12 +229,17 @@ def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
 def test_half_precision_on_the_cpu_is_one_line(tmp_path):
     # it was a RuntimeError traceback from torchvision's CPU NMS at the first validation batch (both run side by side)
     cases = {"bf16-true": "bfloat16", "16-true": "float16"}
-    procs = {p: cli(f"trainer.precision={p}", "schedule.epochs=1", tmp_path=tmp_path / p, wait=False, merge=False) for p in cases}
+    procs = {
+        p: cli(f"trainer.precision={p}", "schedule.epochs=1", tmp_path=tmp_path / p, wait=False, merge=False)
+        for p in cases
+    }
     for precision, dtype in cases.items():
         _, stderr = procs[precision].communicate(timeout=600)
         assert procs[precision].returncode == 1 and "Traceback" not in stderr, stderr[-2000:]
-        assert stderr.strip().splitlines()[-1] == (f"error: trainer.precision={precision} on the CPU: torchvision's CPU NMS "
-                                                   f"has no {dtype} kernel; use 32-true or bf16-mixed")
+        assert stderr.strip().splitlines()[-1] == (
+            f"error: trainer.precision={precision} on the CPU: torchvision's CPU NMS "
+            f"has no {dtype} kernel; use 32-true or bf16-mixed"
+        )
         assert [r.info.status for r in _all_runs(tmp_path / precision)] == ["FAILED"]
 
 
@@ -224,22 +280,39 @@ def test_running_out_of_gpu_memory_is_one_line_and_a_failed_run(tmp_path, monkey
     assert user_message(oom.value) == (
         "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB is free. "
         "Including non-PyTorch memory, this process has 4.56 GiB memory in use: lower batch_size or the image size "
-        "(data.image_size), or train in mixed precision (trainer.precision=16-mixed)")
+        "(data.image_size), or train in mixed precision (trainer.precision=16-mixed)"
+    )
     assert [r.info.status for r in _all_runs(tmp_path)] == ["FAILED"]
 
 
 def test_a_plain_multirun_runs_every_job_and_names_the_failed_ones(tmp_path):
     # Hydra's own grid stopped at the first failing job with a traceback, and the other jobs never ran
-    out = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "-m", *TINY, "optimizer.lr=1e30,0.01",
-                          "schedule.warmup_iters=0", f"hydra.sweep.dir={tmp_path}/grid", f"paths.output_root={tmp_path}/outputs"],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            "-m",
+            *TINY,
+            "optimizer.lr=1e30,0.01",
+            "schedule.warmup_iters=0",
+            f"hydra.sweep.dir={tmp_path}/grid",
+            f"paths.output_root={tmp_path}/outputs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 1 and "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
-    assert lines[-2:] == ["error: 1 job(s) of the multirun failed:",
-                          f"#0 {tmp_path}/grid/0: non-finite train loss at epoch 0 step 1: loss_classifier=nan, loss_box_reg=nan, "
-                          "loss_mask=nan, loss_objectness=nan, loss_rpn_box_reg=nan (lower the LR, add warmup or grad_clip_norm)"]
+    assert lines[-2:] == [
+        "error: 1 job(s) of the multirun failed:",
+        f"#0 {tmp_path}/grid/0: non-finite train loss at epoch 0 step 1: loss_classifier=nan, loss_box_reg=nan, "
+        "loss_mask=nan, loss_objectness=nan, loss_rpn_box_reg=nan (lower the LR, add warmup or grad_clip_norm)",
+    ]
     assert list((tmp_path / "grid" / "1" / "checkpoints").glob("best-epoch*.ckpt"))  # the job after it ran
-    assert not (tmp_path / "grid" / "0" / "checkpoints").exists() or not list((tmp_path / "grid" / "0" / "checkpoints").glob("best*"))
+    assert not (tmp_path / "grid" / "0" / "checkpoints").exists() or not list(
+        (tmp_path / "grid" / "0" / "checkpoints").glob("best*")
+    )
 
 
 def test_mixed_precision_trains_and_validates(tmp_path):
@@ -252,7 +325,9 @@ def test_mixed_precision_trains_and_validates(tmp_path):
     # start-up: the model's size by part, once; not Lightning's cloud-logger tip or torch's deprecation warning
     # about Lightning's own code
     said = out.stdout + out.stderr
-    assert said.count("model: Mask R-CNN, ") == 1 and "backbone " in said.split("model: Mask R-CNN, ")[1].splitlines()[0]
+    assert (
+        said.count("model: Mask R-CNN, ") == 1 and "backbone " in said.split("model: Mask R-CNN, ")[1].splitlines()[0]
+    )
     assert "Tip:" not in said and "LeafSpec" not in said
 
 
@@ -262,16 +337,24 @@ def test_lightning_summary_table_is_off_unless_asked_for():
     from masklab.model.trainer import make_trainer
 
     GlobalHydra.instance().clear()
-    summaries = [[c for c in make_trainer(compose_cfg(over, tiny=False), logger=False).callbacks if isinstance(c, ModelSummary)]
-                 for over in ([], ["+trainer.enable_model_summary=true"])]
+    summaries = [
+        [c for c in make_trainer(compose_cfg(over, tiny=False), logger=False).callbacks if isinstance(c, ModelSummary)]
+        for over in ([], ["+trainer.enable_model_summary=true"])
+    ]
     assert [len(s) for s in summaries] == [0, 1]
 
 
 def test_ddp_on_cpu_processes_trains_and_validates(tmp_path):
     # the only DDP run these machines can make (gloo, 2 CPU processes): trainer=ddp's sync_batchnorm raised
     # "SyncBatchNorm layers only work with GPU modules" there, and rank 1 failed logging params to MLflow
-    out = cli("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.val.num_images=3", "logger=mlflow",
-              tmp_path=tmp_path)
+    out = cli(
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "data.val.num_images=3",
+        "logger=mlflow",
+        tmp_path=tmp_path,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "trainer.sync_batchnorm off: SyncBatchNorm needs CUDA" in out.stdout + out.stderr
     assert out.stdout.count("best checkpoint:") == 1  # the summary once, from rank 0
@@ -293,7 +376,13 @@ def test_resume_true_without_checkpoint_is_one_clear_line(tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
-    out = cli("optimizer.lr=1e30", "schedule.warmup_iters=0", "schedule.epochs=3", "data.train.num_images=8", tmp_path=tmp_path)
+    out = cli(
+        "optimizer.lr=1e30",
+        "schedule.warmup_iters=0",
+        "schedule.epochs=3",
+        "data.train.num_images=8",
+        tmp_path=tmp_path,
+    )
     assert out.returncode == 1
     lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "non-finite train loss at epoch" in lines[0] and "loss_classifier=" in lines[0]
@@ -302,30 +391,58 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
 
 def _helps(*commands: tuple[str, ...]) -> list[str]:
     """stdout of ``python src/<script>.py <args> --help`` for each command, run side by side (each pays the imports)."""
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "src" / f"{script}.py"), *args, "--help"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for script, *args in commands]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "src" / f"{script}.py"), *args, "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for script, *args in commands
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
     return [out for out, _ in outs]
 
 
 def test_help_lists_groups_options_and_each_tools_own_keys():
-    train, study, evaluate, predict, report = _helps(("train",), ("train", "hydra/sweeper=optuna"), ("evaluate",),
-                                                     ("predict",), ("report",))
-    for group, options in {"backbone": "mobilenet_v2, mobilenet_v3, r101, r18, r50, x101", "anchors": "auto, default, small, tiny",
-                           "schedule": "constant, cosine, piecewise, step", "trainer": "cpu, ddp, gpu"}.items():
+    train, study, evaluate, predict, report = _helps(
+        ("train",), ("train", "hydra/sweeper=optuna"), ("evaluate",), ("predict",), ("report",)
+    )
+    for group, options in {
+        "backbone": "mobilenet_v2, mobilenet_v3, r101, r18, r50, x101",
+        "anchors": "auto, default, small, tiny",
+        "schedule": "constant, cosine, piecewise, step",
+        "trainer": "cpu, ddp, gpu",
+    }.items():
         assert f"{group}: {options}" in train
     assert "dataset_defaults" not in train  # included by the data options, not a group to pick (Hydra listed it)
     assert "hydra.sweeper" in train and "n_trials" not in train  # where the study's keys are, not them
     keys = study.split("== Optuna study (-m hydra/sweeper=optuna; hydra.sweeper.key=value) ==\n", 1)[1]
-    for line in ("n_trials: 20             # trained COMPLETE + PRUNED trials in total", "pruner: asha ", "max_failures: 5 ", "duplicates: reuse "):
+    for line in (
+        "n_trials: 20             # trained COMPLETE + PRUNED trials in total",
+        "pruner: asha ",
+        "max_failures: 5 ",
+        "duplicates: reuse ",
+    ):
         assert any(ln.startswith(line) for ln in keys.splitlines()), line
     assert "_target_: hydra_plugins" not in keys
     # the other tools printed train's groups and ~170 lines of its composed config, their own keys at the bottom
-    for out, own in [(evaluate, ["ckpt: ???", "score_floor: 0.05          # detections above it", "retune:", "  nms_thresh: null",
-                                 "data: balloon, coco", "nms: default, rpn08, rpn09"]),
-                     (predict, ["input: ???", "mode: instances            # instances", "nms: default, rpn08, rpn09"]),
-                     (report, ["experiment: ${experiment_name}", "include_children: true"])]:
+    for out, own in [
+        (
+            evaluate,
+            [
+                "ckpt: ???",
+                "score_floor: 0.05          # detections above it",
+                "retune:",
+                "  nms_thresh: null",
+                "data: balloon, coco",
+                "nms: default, rpn08, rpn09",
+            ],
+        ),
+        (predict, ["input: ???", "mode: instances            # instances", "nms: default, rpn08, rpn09"]),
+        (report, ["experiment: ${experiment_name}", "include_children: true"]),
+    ]:
         keys = out.split("== Keys (key=value) ==\n", 1)[1]
         for line in own:
             assert any(ln.startswith(line) for ln in keys.splitlines()), line
@@ -339,20 +456,45 @@ def test_prepare_pennfudan_then_train_on_it(tmp_path):
 
     needs_shared("data", "PennFudanPed")
     root = tmp_path / "pf"
-    prep = subprocess.run([sys.executable, str(ROOT / "src" / "prepare.py"), "data=pennfudan", f"data.root={root}",
-                           "data.prepare.max_image_size=160", f"hydra.run.dir={tmp_path}/prep"],
-                          capture_output=True, text=True, timeout=300)
+    prep = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "prepare.py"),
+            "data=pennfudan",
+            f"data.root={root}",
+            "data.prepare.max_image_size=160",
+            f"hydra.run.dir={tmp_path}/prep",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert prep.returncode == 0, prep.stderr[-2000:]
     assert "| train | 119 | 0 | 294 | 294 |" in prep.stdout  # the report table, printed
     # train with the command prepare.py printed (it said data.name=pf, which looked in data/prepared/pf)
     (hint,) = [ln.split("train on it: ", 1)[1] for ln in prep.stdout.splitlines() if ln.startswith("train on it: ")]
     assert hint == f"python src/train.py data=prepared data.name=pf data.root={root}"
-    args = [sys.executable, str(ROOT / "src" / "train.py"), *TINY_MODEL, *hint.split()[2:],
-            "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
-            f"hydra.run.dir={tmp_path}/run", f"paths.output_root={tmp_path}/outputs"]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    args = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        *TINY_MODEL,
+        *hint.split()[2:],
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+        f"hydra.run.dir={tmp_path}/run",
+        f"paths.output_root={tmp_path}/outputs",
+    ]
+    proc = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"},
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "val/segm_AP_pedestrian" in proc.stdout and "test/segm_AP" in proc.stdout  # class name from the data
-    ckpt = torch.load(next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt")), map_location="cpu", weights_only=False)
+    ckpt = torch.load(
+        next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt")), map_location="cpu", weights_only=False
+    )
     assert ckpt["hyper_parameters"]["class_names"] == ["pedestrian"]

@@ -1,4 +1,5 @@
 """Transforms move boxes with masks, and drop instances whose mask vanishes."""
+
 import albumentations as A
 import pytest
 import numpy as np
@@ -21,7 +22,7 @@ def test_flip_moves_masks_and_boxes_together():
 
 def test_instance_whose_mask_vanishes_is_dropped_with_its_label():
     masks = np.zeros((2, 40, 40), np.uint8)
-    masks[0, 2:8, 2:8] = 1      # left: cropped away
+    masks[0, 2:8, 2:8] = 1  # left: cropped away
     masks[1, 20:30, 25:35] = 1  # right: kept
     image = np.zeros((40, 40, 3), np.uint8)
     _, out = Augment([A.Crop(x_min=20, y_min=0, x_max=40, y_max=40)])(image, make_target(masks, [3, 4], 1))
@@ -33,7 +34,9 @@ def test_instance_whose_mask_vanishes_is_dropped_with_its_label():
 def test_cap_keeps_the_largest_instances_and_to_tensor_scales():
     masks = np.zeros((3, 20, 20), np.uint8)
     masks[0, :2, :2], masks[1, :10, :10], masks[2, 10:15, 10:15] = 1, 1, 1
-    image, target = Compose([CapInstances(2), to_tensor])(np.full((20, 20, 3), 255, np.uint8), make_target(masks, [1, 2, 3], 0))
+    image, target = Compose([CapInstances(2), to_tensor])(
+        np.full((20, 20, 3), 255, np.uint8), make_target(masks, [1, 2, 3], 0)
+    )
     assert target["labels"].tolist() == [2, 3] and target["area"].tolist() == [100.0, 25.0]
     assert image.shape == (3, 20, 20) and image.dtype == torch.float32 and float(image.max()) == 1.0
 

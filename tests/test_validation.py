@@ -1,4 +1,5 @@
 """A corpus of broken inputs, at least one per validation rule: each gets its documented outcome in the report."""
+
 from __future__ import annotations
 
 import json
@@ -59,18 +60,32 @@ def broken_coco(tmp_path):
     (img / "garbage.jpg").write_bytes(b"this is not a jpeg")
     anns = [{"id": i, "image_id": 1, "category_id": 1, **extra} for i, (extra, _) in CASES.items()]
     anns += [{"id": 11, "image_id": 1, "category_id": 1, "segmentation": POLY}] * 2  # duplicated id
-    data = {"images": [{"id": 1, "file_name": "ok.png", "height": H, "width": W},
-                       {"id": 2, "file_name": "missing.png"}, {"id": 3, "file_name": "garbage.jpg"}],
-            "categories": [{"id": 1, "name": "thing"}], "annotations": anns}
+    data = {
+        "images": [
+            {"id": 1, "file_name": "ok.png", "height": H, "width": W},
+            {"id": 2, "file_name": "missing.png"},
+            {"id": 3, "file_name": "garbage.jpg"},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": anns,
+    }
     (tmp_path / "broken.json").write_text(json.dumps(data))
     return tmp_path / "broken.json"
 
 
 def cfg_for(tmp_path, annotations, *extra):
     (tmp_path / "img").mkdir(exist_ok=True)  # a folder that does not exist is its own one-line error
-    return compose_cfg(["data=coco", f"data.source.annotations={annotations}", f"data.source.images={tmp_path / 'img'}",
-                        f"data.root={tmp_path / 'out'}",
-                        "data.prepare.split.val=0", *extra], tiny=False)
+    return compose_cfg(
+        [
+            "data=coco",
+            f"data.source.annotations={annotations}",
+            f"data.source.images={tmp_path / 'img'}",
+            f"data.root={tmp_path / 'out'}",
+            "data.prepare.split.val=0",
+            *extra,
+        ],
+        tiny=False,
+    )
 
 
 def test_every_rule_in_the_corpus_gets_its_documented_outcome(tmp_path):
@@ -89,7 +104,7 @@ def test_every_rule_in_the_corpus_gets_its_documented_outcome(tmp_path):
     target = CocoDataset(tmp_path / "out", "train").target(0)
     assert len(target["labels"]) == 6
     assert target["boxes"].tolist()[1] == [5.0, 5.0, 15.0, 15.0]  # clamped = the tight box of the mask
-    assert np.array_equal(target["masks"][3].numpy(), square())   # 60x80 mask resized to the 30x40 image
+    assert np.array_equal(target["masks"][3].numpy(), square())  # 60x80 mask resized to the 30x40 image
     written = json.loads((tmp_path / "out" / "annotations" / "train.json").read_text())
     assert sorted(a["id"] for a in written["annotations"]) == list(range(1, 7))
     md = (tmp_path / "out" / "report.md").read_text()
@@ -97,12 +112,19 @@ def test_every_rule_in_the_corpus_gets_its_documented_outcome(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "src" / "prepare.py"), *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / "prepare.py"), *args], capture_output=True, text=True, timeout=300
+    )
 
 
-@pytest.mark.parametrize("content, problem", [("{not json", "not valid JSON"), ('["a", "list"]', "expected a JSON dict"),
-                                              ('{"images": [], "annotations": {}}', "needs a 'annotations' list")])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("{not json", "not valid JSON"),
+        ('["a", "list"]', "expected a JSON dict"),
+        ('{"images": [], "annotations": {}}', "needs a 'annotations' list"),
+    ],
+)
 def test_unusable_file_is_one_line_nonzero_exit_and_keeps_previous_output(tmp_path, content, problem):
     good = broken_coco(tmp_path)
     out = tmp_path / "out"
@@ -141,18 +163,43 @@ def test_other_bad_inputs_name_file_and_problem(tmp_path):
 
     (tmp_path / "x.csv").write_text("ImageId,Height\n1,2\n")
     with pytest.raises(DatasetError, match=r"x.csv: header: missing columns \['EncodedPixels', 'ClassId', 'Width'\]"):
-        prepare(compose_cfg(["data=imaterialist", f"data.source.annotations={tmp_path / 'x.csv'}",
-                             f"data.source.images={tmp_path}", "data.source.class_names=[a]",
-                             f"data.root={tmp_path / 'o'}"], tiny=False), progress=False)
+        prepare(
+            compose_cfg(
+                [
+                    "data=imaterialist",
+                    f"data.source.annotations={tmp_path / 'x.csv'}",
+                    f"data.source.images={tmp_path}",
+                    "data.source.class_names=[a]",
+                    f"data.root={tmp_path / 'o'}",
+                ],
+                tiny=False,
+            ),
+            progress=False,
+        )
     with pytest.raises(Exception, match="has no 'source'"):
         prepare(compose_cfg(["data=prepared", "data.name=x"], tiny=False), progress=False)
     # a required source key left unset: named (it read "???: file not found"), per split with source_splits
-    with pytest.raises(MasklabError, match=r"^data.source.annotations is required for data=via: give "
-                                           r"data.source.annotations=<path>; the format's keys: python src/prepare.py data=via --help$"):
+    with pytest.raises(
+        MasklabError,
+        match=r"^data.source.annotations is required for data=via: give "
+        r"data.source.annotations=<path>; the format's keys: python src/prepare.py data=via --help$",
+    ):
         prepare(compose_cfg(["data=via", f"data.root={tmp_path / 'o'}"], tiny=False), progress=False)
-    with pytest.raises(MasklabError, match=r"give data.source.annotations=<path> \(or data.source_splits.val.annotations\)"):
-        prepare(compose_cfg(["data=via", f"data.root={tmp_path / 'o'}", f"data.source_splits={{val: {{images: {tmp_path}}}, "
-                             f"train: {{annotations: {tmp_path / 'a.json'}}}}}"], tiny=False), progress=False)
+    with pytest.raises(
+        MasklabError, match=r"give data.source.annotations=<path> \(or data.source_splits.val.annotations\)"
+    ):
+        prepare(
+            compose_cfg(
+                [
+                    "data=via",
+                    f"data.root={tmp_path / 'o'}",
+                    f"data.source_splits={{val: {{images: {tmp_path}}}, "
+                    f"train: {{annotations: {tmp_path / 'a.json'}}}}}",
+                ],
+                tiny=False,
+            ),
+            progress=False,
+        )
 
 
 def test_readme_documents_every_rule_with_its_outcome():
@@ -169,10 +216,14 @@ def test_instance_that_vanishes_when_max_image_size_shrinks_the_image_is_reporte
     dot[51, 51] = 1  # a 1-px instance: gone at 1/10 scale (nearest neighbour samples every 10th pixel)
     block = np.zeros((100, 100), np.uint8)
     block[20:80, 20:80] = 1
-    data = {"images": [{"id": 1, "file_name": "big.png", "height": 100, "width": 100}],
-            "categories": [{"id": 1, "name": "thing"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle(block)},
-                            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": rle(dot)}]}
+    data = {
+        "images": [{"id": 1, "file_name": "big.png", "height": 100, "width": 100}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle(block)},
+            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": rle(dot)},
+        ],
+    }
     (tmp_path / "small.json").write_text(json.dumps(data))
     report = prepare(cfg_for(tmp_path, tmp_path / "small.json", "data.prepare.max_image_size=10"), progress=False)
     assert [(e["rule"], e["record"]) for e in report["issues"]] == [("vanished_on_resize", "small.json: annotation 2")]
@@ -189,8 +240,9 @@ def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_
     from masklab import MasklabError, user_message
 
     try:  # what hydra.utils.instantiate raises when the target raised a MasklabError
-        raise InstantiationException("Error in call to target 'x.from_prepared':\nMasklabError('a.json not found')") \
-            from MasklabError("a.json not found: run prepare.py first")
+        raise InstantiationException(
+            "Error in call to target 'x.from_prepared':\nMasklabError('a.json not found')"
+        ) from MasklabError("a.json not found: run prepare.py first")
     except InstantiationException as exc:
         assert user_message(exc) == "a.json not found: run prepare.py first"
     with pytest.raises(MissingMandatoryValue) as missing:
@@ -198,8 +250,9 @@ def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_
     assert user_message(missing.value).startswith("ckpt is required: give ckpt=<value>")
     with pytest.raises(Exception) as bad_value:  # ${mul:...} is masklab's resolver (registered on import)
         OmegaConf.create({"optimizer": {"lr": "abc"}, "space": {"lr": "${mul:${optimizer.lr},0.25}"}}).space.lr
-    assert user_message(bad_value.value) == ("space.lr: ValueError raised while resolving interpolation: "
-                                             "could not convert string to float: 'abc'")
+    assert user_message(bad_value.value) == (
+        "space.lr: ValueError raised while resolving interpolation: could not convert string to float: 'abc'"
+    )
     assert user_message(ValueError("a bug")) is None  # keeps its traceback
     assert user_message(InstantiationException("a bug in a target")) is None
 
@@ -208,7 +261,11 @@ CLI_CASES = [
     ("evaluate.py", [], "error: ckpt is required: give ckpt=<value>"),
     ("evaluate.py", ["ckpt=model.ckpt", "min_score=1.5"], "error: min_score=1.5: must be a score in [0, 1]"),
     ("predict.py", ["ckpt=model.ckpt"], "error: input is required: give input=<value>"),
-    ("predict.py", ["ckpt=model.ckpt", "input=photo.jpg", "mode=splsh"], "error: mode=splsh: choose instances or splash"),
+    (
+        "predict.py",
+        ["ckpt=model.ckpt", "input=photo.jpg", "mode=splsh"],
+        "error: mode=splsh: choose instances or splash",
+    ),
     ("train.py", ["data=coco"], "annotations/train.json not found: run `python src/prepare.py"),
     ("train.py", ["schedule.epochs=0"], "error: schedule.epochs=0: must be an integer >= 1"),
 ]
@@ -219,8 +276,15 @@ def test_clis_say_what_is_missing_in_one_line(tmp_path):
     procs = []
     for i, (script, args, _) in enumerate(CLI_CASES):
         (tmp_path / str(i)).mkdir()
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "src" / script), f"paths.root_dir={tmp_path / str(i)}", *args],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path / str(i)))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(ROOT / "src" / script), f"paths.root_dir={tmp_path / str(i)}", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=tmp_path / str(i),
+            )
+        )
     for proc, (script, args, expected) in zip(procs, CLI_CASES):
         _, stderr = proc.communicate(timeout=300)
         case = f"{script} {' '.join(args)}: {stderr[-2000:]}"
@@ -233,31 +297,39 @@ def test_counts_and_sizes_torch_would_reject_in_a_traceback_are_one_line():
     from masklab import MasklabError
     from masklab.data.datamodule import build_datamodule
 
-    for override, message in [("batch_size=0", "batch_size=0: must be an integer >= 1"),
-                              ("num_workers=-1", "num_workers=-1: must be an integer >= 0"),
-                              ("data.image_size=0", "data.image_size=0: must be an integer >= 8"),
-                              ("data.train.num_images=0", "data.train.num_images=0: must be an integer >= 1"),
-                              ("batch_size=2.5", "batch_size=2.5: must be an integer >= 1")]:
+    for override, message in [
+        ("batch_size=0", "batch_size=0: must be an integer >= 1"),
+        ("num_workers=-1", "num_workers=-1: must be an integer >= 0"),
+        ("data.image_size=0", "data.image_size=0: must be an integer >= 8"),
+        ("data.train.num_images=0", "data.train.num_images=0: must be an integer >= 1"),
+        ("batch_size=2.5", "batch_size=2.5: must be an integer >= 1"),
+    ]:
         with pytest.raises(MasklabError) as err:
             build_datamodule(compose_cfg([override]))
         assert str(err.value) == message
     assert build_datamodule(compose_cfg(["batch_size=1", "num_workers=0"])).batch_size == 1
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optimizer.lr=abc", "optimizer.lr=abc: must be a number >= 0"),  # torch's TypeError in fit
-    ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a number >= 0"),  # torch's ValueError in fit
-    ("optimizer.weight_decay=-1e-4", "optimizer.weight_decay=-0.0001: must be a number >= 0"),
-    ("optimizer.momentum=1.5", "optimizer.momentum=1.5: must be a number in [0, 1]"),
-    ("nms.box_score_thresh=high", "nms.box_score_thresh=high: must be a confidence in [0, 1]"),  # TypeError in validation
-    ("nms.rpn_nms_thresh=1.5", "nms.rpn_nms_thresh=1.5: must be an IoU in [0, 1]"),  # no NMS at all, silently
-    ("nms.box_nms_thresh=nan", "nms.box_nms_thresh=nan: must be an IoU in [0, 1]"),
-    ("nms.box_detections_per_img=0", "nms.box_detections_per_img=0: must be an integer >= 1"),
-    ("rois_per_image=2.5", "rois_per_image=2.5: must be an integer >= 1"),
-    ("max_gt_instances=0", "max_gt_instances=0: must be an integer >= 1"),
-    ("grad_clip_norm=-1", "grad_clip_norm=-1: must be a number >= 0 (0: no clipping)"),
-    ("box_head_dropout=1", "box_head_dropout=1: must be a probability in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optimizer.lr=abc", "optimizer.lr=abc: must be a number >= 0"),  # torch's TypeError in fit
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a number >= 0"),  # torch's ValueError in fit
+        ("optimizer.weight_decay=-1e-4", "optimizer.weight_decay=-0.0001: must be a number >= 0"),
+        ("optimizer.momentum=1.5", "optimizer.momentum=1.5: must be a number in [0, 1]"),
+        (
+            "nms.box_score_thresh=high",
+            "nms.box_score_thresh=high: must be a confidence in [0, 1]",
+        ),  # TypeError in validation
+        ("nms.rpn_nms_thresh=1.5", "nms.rpn_nms_thresh=1.5: must be an IoU in [0, 1]"),  # no NMS at all, silently
+        ("nms.box_nms_thresh=nan", "nms.box_nms_thresh=nan: must be an IoU in [0, 1]"),
+        ("nms.box_detections_per_img=0", "nms.box_detections_per_img=0: must be an integer >= 1"),
+        ("rois_per_image=2.5", "rois_per_image=2.5: must be an integer >= 1"),
+        ("max_gt_instances=0", "max_gt_instances=0: must be an integer >= 1"),
+        ("grad_clip_norm=-1", "grad_clip_norm=-1: must be a number >= 0 (0: no clipping)"),
+        ("box_head_dropout=1", "box_head_dropout=1: must be a probability in [0, 1)"),
+    ],
+)
 def test_model_and_optimizer_numbers_out_of_range_are_one_line_before_anything_is_built(override, message):
     from masklab import MasklabError
     from masklab.model.module import MaskRCNNModule
@@ -279,8 +351,17 @@ def test_a_bad_number_is_named_before_the_search_space_reads_it():
 def test_model_numbers_at_their_limits_are_accepted():
     from masklab.model.module import MaskRCNNModule
 
-    cfg = compose_cfg(["nms.rpn_nms_thresh=1.0", "nms.box_score_thresh=0", "grad_clip_norm=0", "box_head_dropout=0.5",
-                       "optimizer.weight_decay=0", "optimizer.momentum=0", "optimizer.lr=0"])
+    cfg = compose_cfg(
+        [
+            "nms.rpn_nms_thresh=1.0",
+            "nms.box_score_thresh=0",
+            "grad_clip_norm=0",
+            "box_head_dropout=0.5",
+            "optimizer.weight_decay=0",
+            "optimizer.momentum=0",
+            "optimizer.lr=0",
+        ]
+    )
     assert MaskRCNNModule(cfg).model.rpn.nms_thresh == 1.0
 
 
@@ -291,8 +372,11 @@ def test_a_split_missing_from_a_prepared_set_says_how_to_prepare_it(tmp_path):
 
     root = make_tiny_prepared(tmp_path)
     (root / "annotations" / "val.json").unlink()
-    with pytest.raises(MasklabError, match=rf"^{root}/annotations/val.json not found: {root} was prepared with the splits "
-                                           r"\['train'\] only; prepare it again with a val share in data.prepare.split"):
+    with pytest.raises(
+        MasklabError,
+        match=rf"^{root}/annotations/val.json not found: {root} was prepared with the splits "
+        r"\['train'\] only; prepare it again with a val share in data.prepare.split",
+    ):
         CocoDataset(root, "val")
     (root / "annotations" / "train.json").unlink()
     with pytest.raises(MasklabError, match=r"train.json not found: run `python src/prepare.py.*goes to [^;]*\)$"):
@@ -301,14 +385,23 @@ def test_a_split_missing_from_a_prepared_set_says_how_to_prepare_it(tmp_path):
     other = tmp_path / "other"
     (other / "annotations").mkdir(parents=True)
     (other / "annotations" / "val.json").write_text("{}")
-    with pytest.raises(MasklabError, match=rf"\(the canonical dataset goes to {tmp_path}/typo\); prepared in {tmp_path}: other$"):
+    with pytest.raises(
+        MasklabError, match=rf"\(the canonical dataset goes to {tmp_path}/typo\); prepared in {tmp_path}: other$"
+    ):
         CocoDataset(tmp_path / "typo", "train")
 
 
 #: EXIF orientation -> how the stored pixels were turned from the upright photo (the inverse of what shows them upright)
-STORED_FROM_UPRIGHT = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-                       4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
-                       7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+STORED_FROM_UPRIGHT = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
 
 
 def photo(h=24, w=36):
@@ -354,7 +447,9 @@ def test_photos_with_an_exif_orientation_are_written_upright_with_their_masks(tm
 
     details = {e["record"]: e["detail"] for e in report["issues"] if e["rule"] == "exif_orientation"}
     assert len(details) == 10 and "o1.png" not in str(details)  # orientation 1 needs nothing
-    assert "declares the stored size 24x36: pixels kept as stored" in details["photos.json: image 9 (declared_stored.png)"]
+    assert (
+        "declares the stored size 24x36: pixels kept as stored" in details["photos.json: image 9 (declared_stored.png)"]
+    )
     assert "written upright (36x24)" in details["photos.json: image 6 (o6.png)"]
     ds = CocoDataset(tmp_path / "out", "train")
     assert len(ds) == 11
@@ -383,12 +478,18 @@ def test_an_image_of_another_size_than_declared_is_scaled_or_left_out(tmp_path):
     upright, block = photo()
     upright.save(tmp_path / "img" / "full.png")
     half = block[::2, ::2]
-    data = {"images": [{"id": 1, "file_name": "full.png", "height": 12, "width": 18},   # annotated at half the size
-                       {"id": 2, "file_name": "full.png", "height": 36, "width": 24}],  # another aspect ratio
-            "categories": [{"id": 1, "name": "block"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle(half)},
-                            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [[3, 2, 10, 2, 10, 5, 3, 5]]},
-                            {"id": 3, "image_id": 2, "category_id": 1, "segmentation": rle(block)}]}
+    data = {
+        "images": [
+            {"id": 1, "file_name": "full.png", "height": 12, "width": 18},  # annotated at half the size
+            {"id": 2, "file_name": "full.png", "height": 36, "width": 24},
+        ],  # another aspect ratio
+        "categories": [{"id": 1, "name": "block"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle(half)},
+            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [[3, 2, 10, 2, 10, 5, 3, 5]]},
+            {"id": 3, "image_id": 2, "category_id": 1, "segmentation": rle(block)},
+        ],
+    }
     (tmp_path / "sizes.json").write_text(json.dumps(data))
     report = prepare(cfg_for(tmp_path, tmp_path / "sizes.json"), progress=False)
     assert report["issue_counts"] == {"image_resized": 1, "image_size_mismatch": 1}  # not mask_size_mismatch per mask
@@ -401,14 +502,22 @@ def test_an_image_of_another_size_than_declared_is_scaled_or_left_out(tmp_path):
     assert (masks[1] & block).sum() / (masks[1] | block).sum() > 0.75  # the polygon of the half-size image
 
 
-@pytest.mark.parametrize("size, shown", [({"height": "tall", "width": 40}, "'tall'/40"),
-                                         ({"height": 30, "width": -40}, "30/-40"),
-                                         ({"height": 30.5, "width": 40}, "30.5/40")])
+@pytest.mark.parametrize(
+    "size, shown",
+    [
+        ({"height": "tall", "width": 40}, "'tall'/40"),
+        ({"height": 30, "width": -40}, "30/-40"),
+        ({"height": 30.5, "width": 40}, "30.5/40"),
+    ],
+)
 def test_a_declared_size_that_is_no_size_is_one_line(tmp_path, size, shown):
     data = {"images": [{"id": 1, "file_name": "ok.png", **size}], "categories": [], "annotations": []}
     (tmp_path / "bad.json").write_text(json.dumps(data))
-    with pytest.raises(MasklabError, match=rf"^{tmp_path / 'bad.json'}: images\[0\]: image height/width must be "
-                                           rf"positive integers, got {shown}$"):
+    with pytest.raises(
+        MasklabError,
+        match=rf"^{tmp_path / 'bad.json'}: images\[0\]: image height/width must be "
+        rf"positive integers, got {shown}$",
+    ):
         prepare(cfg_for(tmp_path, tmp_path / "bad.json"), progress=False)
 
 
@@ -418,15 +527,20 @@ def test_exif_orientation_stored_keeps_the_pixels_for_annotations_drawn_on_them(
     upright, _ = photo()
     save_with_orientation(upright.transpose(Image.Transpose.ROTATE_90), tmp_path / "img" / "phone.png", 6)
     drawn = [[4, 16, 10, 16, 10, 30, 4, 30]]  # the block on the stored pixels (36 high, 24 wide)
-    data = {"images": [{"id": 1, "file_name": "phone.png"}], "categories": [{"id": 1, "name": "block"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": drawn}]}
+    data = {
+        "images": [{"id": 1, "file_name": "phone.png"}],
+        "categories": [{"id": 1, "name": "block"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": drawn}],
+    }
     (tmp_path / "via_2018.json").write_text(json.dumps(data))
     for mode, shape, iou in (("stored", (36, 24), 0.7), ("upright", (24, 36), 0.0)):
-        report = prepare(cfg_for(tmp_path, tmp_path / "via_2018.json", f"data.prepare.exif_orientation={mode}"),
-                         progress=False)
+        report = prepare(
+            cfg_for(tmp_path, tmp_path / "via_2018.json", f"data.prepare.exif_orientation={mode}"), progress=False
+        )
         # upright, the stored frame's block reaches y 30 of a 24-high image: said, a hint that the frame is wrong
-        assert report["issue_counts"] == ({"exif_orientation": 1} if mode == "stored" else
-                                          {"exif_orientation": 1, "polygon_outside_image": 1})
+        assert report["issue_counts"] == (
+            {"exif_orientation": 1} if mode == "stored" else {"exif_orientation": 1, "polygon_outside_image": 1}
+        )
         ds = CocoDataset(tmp_path / "out", "train")
         red, mask = ds.load_image(0)[..., 0] > 110, ds.target(0)["masks"][0].numpy() == 1
         assert red.shape == shape and ((red & mask).sum() / (red | mask).sum() > iou if iou else not (red & mask).any())
@@ -441,16 +555,27 @@ def test_coco_ids_used_twice_are_one_line_and_a_shared_name_is_one_class(tmp_pat
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "img" / "a.png")
     ann = {"image_id": 1, "segmentation": POLY}
     for images, cats, problem in (
-            ([{"id": 1, "file_name": "a.png"}], [{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}],
-             r"categories\[1\]: category id 1 is used twice"),
-            ([{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}], [{"id": 1, "name": "cat"}],
-             r"images\[1\]: image id 1 is used twice \(a.png, b.png\)")):
-        (tmp_path / "twice.json").write_text(json.dumps({"images": images, "categories": cats,
-                                                         "annotations": [{"id": 1, "category_id": 1, **ann}]}))
+        (
+            [{"id": 1, "file_name": "a.png"}],
+            [{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}],
+            r"categories\[1\]: category id 1 is used twice",
+        ),
+        (
+            [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}],
+            [{"id": 1, "name": "cat"}],
+            r"images\[1\]: image id 1 is used twice \(a.png, b.png\)",
+        ),
+    ):
+        (tmp_path / "twice.json").write_text(
+            json.dumps({"images": images, "categories": cats, "annotations": [{"id": 1, "category_id": 1, **ann}]})
+        )
         with pytest.raises(MasklabError, match=rf"^{tmp_path / 'twice.json'}: {problem}$"):
             prepare(cfg_for(tmp_path, tmp_path / "twice.json"), progress=False)
-    data = {"images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1, "name": "cat"}, {"id": 7, "name": "cat"}],
-            "annotations": [{"id": 1, "category_id": 1, **ann}, {"id": 2, "category_id": 7, **ann}]}
+    data = {
+        "images": [{"id": 1, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 7, "name": "cat"}],
+        "annotations": [{"id": 1, "category_id": 1, **ann}, {"id": 2, "category_id": 7, **ann}],
+    }
     (tmp_path / "same_name.json").write_text(json.dumps(data))
     report = prepare(cfg_for(tmp_path, tmp_path / "same_name.json"), progress=False)
     assert report["issue_counts"] == {"category_merged": 1} and report["class_names"] == ["cat"]

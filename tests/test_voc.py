@@ -1,4 +1,5 @@
 """VOC mAP@0.5 (Matterport's way), confusion matrix, precision and recall on hand-computed cases."""
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,7 @@ from masklab.metrics.coco import CocoEvaluator
 
 def square(y, x, s=10, size=64):
     m = np.zeros((size, size), np.uint8)
-    m[y:y + s, x:x + s] = 1
+    m[y : y + s, x : x + s] = 1
     return m
 
 
@@ -48,9 +49,11 @@ def test_matterport_ap_by_hand():
 def test_confusion_precision_recall_by_hand():
     images, gt, dt = case()
     m = voc.confusion(images, gt, dt, num_classes=2, score_threshold=0.75)  # B (0.7) and image 3's 0.5 are below
-    assert m.tolist() == [[0, 1, 0],   # background row: E predicted as class 1 (a false positive)
-                          [2, 1, 1],   # class 1: B and image 2's gt missed, A hit, C predicted as class 2
-                          [0, 0, 0]]
+    assert m.tolist() == [
+        [0, 1, 0],  # background row: E predicted as class 1 (a false positive)
+        [2, 1, 1],  # class 1: B and image 2's gt missed, A hit, C predicted as class 2
+        [0, 0, 0],
+    ]
     pr = voc.precision_recall(m, ["one", "two"])
     assert pr["precision"] == pytest.approx(1 / 3) and pr["recall"] == pytest.approx(1 / 4)
     assert pr["precision_one"] == pytest.approx(1 / 2) and pr["recall_one"] == pytest.approx(1 / 4)
@@ -63,8 +66,17 @@ def test_perfect_predictions_give_one_everywhere():
     ds = ShapesDataset(6, 96, max_instances=4, seed=2)
     for i in range(len(ds)):
         t = ds[i][1]
-        ev.update([t], [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["labels"])),
-                         "masks": t["masks"][:, None].float()}])
+        ev.update(
+            [t],
+            [
+                {
+                    "boxes": t["boxes"],
+                    "labels": t["labels"],
+                    "scores": torch.ones(len(t["labels"])),
+                    "masks": t["masks"][:, None].float(),
+                }
+            ],
+        )
     assert voc.voc_map50(ev.images, ev.gt, ev.dt) == 1.0
     m = voc.confusion(ev.images, ev.gt, ev.dt, 4, 0.5)
     assert m[0].sum() == 0 and m[:, 0].sum() == 0 and np.trace(m) == len(ev.gt)

@@ -1,4 +1,5 @@
 """masklab: a hyperparameter experiment platform for Mask R-CNN transfer learning."""
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,9 @@ def user_message(exc: BaseException, oom_advice: str | None = None) -> str | Non
 
 #: what lowers the memory a step needs, per CLI (evaluate.py and predict.py have no precision key; their
 #: test-time size is image_min_size / image_max_size, applied to the loaded model)
-TRAINING_OOM_ADVICE = ("lower batch_size or the image size (data.image_size), or train in mixed precision "
-                       "(trainer.precision=16-mixed)")
+TRAINING_OOM_ADVICE = (
+    "lower batch_size or the image size (data.image_size), or train in mixed precision (trainer.precision=16-mixed)"
+)
 EVALUATE_OOM_ADVICE = "lower batch_size or the test-time image size (image_min_size, image_max_size), or use device=cpu"
 PREDICT_OOM_ADVICE = "lower the test-time image size (image_min_size, image_max_size), or use device=cpu"
 
@@ -121,8 +123,11 @@ def quiet_lightning() -> None:
     use of ``LeafSpec`` (``lightning/pytorch/utilities/_pytree.py``). Everything else Lightning says is kept."""
     import warnings
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning_utilities.core.rank_zero"):  # whichever is rank_zero_info's logger
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning_utilities.core.rank_zero",
+    ):  # whichever is rank_zero_info's logger
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLightningTip) for f in logger.filters):
             logger.addFilter(_DropLightningTip())
@@ -161,7 +166,9 @@ def help_sweeper(*, _root_) -> str:
     """train.py ``--help`` (its footer): the Optuna sweeper's keys when it is picked (``hydra/sweeper=optuna --help``),
     else how to see them."""
     if _root_.hydra.runtime.choices.get("hydra/sweeper") == "optuna":
-        return "== Optuna study (-m hydra/sweeper=optuna; hydra.sweeper.key=value) ==\n" + help_keys("hydra/sweeper/optuna")
+        return "== Optuna study (-m hydra/sweeper=optuna; hydra.sweeper.key=value) ==\n" + help_keys(
+            "hydra/sweeper/optuna"
+        )
     return "The Optuna study's keys (hydra.sweeper.*):  python src/train.py hydra/sweeper=optuna --help"
 
 
@@ -173,13 +180,17 @@ if not OmegaConf.has_resolver("masklab_root"):
     OmegaConf.register_new_resolver("masklab_root", lambda: str(PROJECT_ROOT))
 if not OmegaConf.has_resolver("mul"):  # search spaces relative to a config value: ${mul:${optimizer.lr},0.25}
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
-if not OmegaConf.has_resolver("px"):  # image sizes relative to the data's: ${px:${data.image_size},1.25} (multiple of 32)
+if not OmegaConf.has_resolver(
+    "px"
+):  # image sizes relative to the data's: ${px:${data.image_size},1.25} (multiple of 32)
     OmegaConf.register_new_resolver("px", lambda size, factor: _px(size, factor))
 
 
 def _px(size, factor) -> int:
     """``size`` x ``factor`` in multiples of 32 (at least 32); ``auto`` sizes have their own multiplier."""
     if size == "auto":
-        raise ValueError("data.image_size=auto: the default space scales a plain size; prepared data's own space "
-                         "(hparams_search=prepared) scales the derived one (data.auto.scale), or give data.image_size=<px>")
+        raise ValueError(
+            "data.image_size=auto: the default space scales a plain size; prepared data's own space "
+            "(hparams_search=prepared) scales the derived one (data.auto.scale), or give data.image_size=<px>"
+        )
     return max(32, int(float(size) * float(factor) / 32 + 0.5) * 32)

@@ -2,6 +2,7 @@
 
 The implementation and the reasons for it live in :mod:`masklab.sweep.sweeper`.
 """
+
 from masklab.sweep.sweeper import OptunaSweeperBase
 
 

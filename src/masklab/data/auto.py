@@ -6,6 +6,7 @@ A plain value overrides ``auto``; one that does not fit the data (anchors that m
 densest image) gets a sentence saying what it costs and what to set. Data without statistics (the built-in
 shapes) gets :data:`FALLBACK`, the fixed defaults of before.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,20 @@ AUTO = "auto"
 #: FPN feature strides of every masklab backbone (P2..P6): one anchor size per map
 STRIDES = (4, 8, 16, 32, 64)
 #: values of ``auto`` keys where the data has no statistics (generated shapes): the fixed defaults
-FALLBACK = {"max_gt_instances": 100, "rois_per_image": 32, "nms.box_detections_per_img": 100,
-            "model.rpn_pre_nms_top_n_train": 500, "model.rpn_post_nms_top_n_train": 500,
-            "model.rpn_pre_nms_top_n_test": 500, "model.rpn_post_nms_top_n_test": 500,
-            "trainer.check_val_every_n_epoch": 1, "data.crop_size": None, "data.image_size": 512,
-            "anchors.sizes": [32, 64, 128, 256, 512], "anchors.aspect_ratios": [0.5, 1.0, 2.0]}
+FALLBACK = {
+    "max_gt_instances": 100,
+    "rois_per_image": 32,
+    "nms.box_detections_per_img": 100,
+    "model.rpn_pre_nms_top_n_train": 500,
+    "model.rpn_post_nms_top_n_train": 500,
+    "model.rpn_pre_nms_top_n_test": 500,
+    "model.rpn_post_nms_top_n_test": 500,
+    "trainer.check_val_every_n_epoch": 1,
+    "data.crop_size": None,
+    "data.image_size": 512,
+    "anchors.sizes": [32, 64, 128, 256, 512],
+    "anchors.aspect_ratios": [0.5, 1.0, 2.0],
+}
 #: the anchors group's fixed options, compared with ``auto`` in the report
 GROUPS = {"default": [32, 64, 128, 256, 512], "small": [16, 32, 64, 128, 256], "tiny": [8, 16, 32, 64, 128]}
 
@@ -74,7 +84,7 @@ def fit_anchors(wh: np.ndarray, iou: float = 0.5) -> tuple[list[int], list[float
     for ratios in ratio_sets:
         for k in range(41):
             base = 4 * 2 ** (k / 8)
-            sizes = [int(round(base * 2 ** i)) for i in range(len(STRIDES))]
+            sizes = [int(round(base * 2**i)) for i in range(len(STRIDES))]
             ious = best_iou(wh, anchor_shapes(sizes, ratios))
             score = (float((ious >= iou).mean()), float(ious.mean()))
             if best is None or score > best[0]:
@@ -97,16 +107,20 @@ def choose_size(boxes: np.ndarray, long_side: float, opts) -> tuple[int, str]:
     p10 = float(np.percentile(sizes, 10))
     need = long_side * opts.min_object_px / p10 * float(opts.get("scale", 1.0))
     size = max(need, min(long_side, opts.max_train_size) * float(opts.get("scale", 1.0)))
-    why = (f"the 10 % smallest objects are <= {p10:.1f} px at native size ({long_side:.0f} px long side, median): "
-           f"at {math.ceil(size / 32) * 32} px they are >= {opts.min_object_px * size / need:.0f} px")
+    why = (
+        f"the 10 % smallest objects are <= {p10:.1f} px at native size ({long_side:.0f} px long side, median): "
+        f"at {math.ceil(size / 32) * 32} px they are >= {opts.min_object_px * size / need:.0f} px"
+    )
     if size > opts.max_image_size:
         size = opts.max_image_size
         why += f" (capped at data.auto.max_image_size={opts.max_image_size})"
     size = int(math.ceil(size / 32) * 32)
     if size > opts.max_train_size * 1.15:
-        why += (f"; larger than data.auto.max_train_size={opts.max_train_size}, so training takes "
-                f"{opts.get('crop_size') or opts.max_train_size} px crops at that scale (tiles) and prediction runs on "
-                "whole images")
+        why += (
+            f"; larger than data.auto.max_train_size={opts.max_train_size}, so training takes "
+            f"{opts.get('crop_size') or opts.max_train_size} px crops at that scale (tiles) and prediction runs on "
+            "whole images"
+        )
     return size, why
 
 
@@ -115,6 +129,7 @@ def choose_size(boxes: np.ndarray, long_side: float, opts) -> tuple[int, str]:
 class Fit:
     """What :func:`resolve` decided: ``values`` {key: value}, ``reasons`` {key: why}, ``advice`` sentences,
     ``numbers`` (anchor recall, instances per image, ...) for report.json, the run's MLflow metrics and tests."""
+
     values: dict = field(default_factory=dict)
     reasons: dict = field(default_factory=dict)
     advice: list[str] = field(default_factory=list)
@@ -141,8 +156,10 @@ def load_stats(cfg: DictConfig) -> dict | None:
         return None
     stats = json.loads(path.read_text()).get("stats")
     if stats is None:
-        raise MasklabError(f"{path}: written by an older masklab without dataset statistics, which the auto settings "
-                           f"need: prepare it again (python src/prepare.py data=<its option>) or set plain values")
+        raise MasklabError(
+            f"{path}: written by an older masklab without dataset statistics, which the auto settings "
+            f"need: prepare it again (python src/prepare.py data=<its option>) or set plain values"
+        )
     return stats
 
 
@@ -159,7 +176,9 @@ def resolve(cfg: DictConfig, stats: dict | None = None, quiet: bool = False) -> 
     _budget(cfg, stats, fit)
     for key, value in FALLBACK.items():
         if _is_auto(cfg, key):
-            fit.set(key, value, "nothing to derive it from (no prepared statistics, or no steps budget): the fixed default")
+            fit.set(
+                key, value, "nothing to derive it from (no prepared statistics, or no steps budget): the fixed default"
+            )
             OmegaConf.update(cfg, key, value, force_add=True)
     if stats:
         fit.advice += check_caps(cfg, stats, fit.numbers)
@@ -169,8 +188,14 @@ def resolve(cfg: DictConfig, stats: dict | None = None, quiet: bool = False) -> 
         if "anchor_recall" in fit.numbers:
             n = fit.numbers
             groups = ", ".join(f"{g} {r:.3f}" for g, r in n["anchor_recall_groups"].items())
-            log.info("anchor recall (train boxes whose best anchor has IoU >= %s): %.3f with anchors %s; auto %.3f; %s",
-                     n["anchor_iou"], n["anchor_recall"], n["anchor_sizes"], n["anchor_recall_auto"], groups)
+            log.info(
+                "anchor recall (train boxes whose best anchor has IoU >= %s): %.3f with anchors %s; auto %.3f; %s",
+                n["anchor_iou"],
+                n["anchor_recall"],
+                n["anchor_sizes"],
+                n["anchor_recall_auto"],
+                groups,
+            )
         for sentence in fit.advice:
             log.warning("%s", sentence)
     return cfg, fit
@@ -197,9 +222,12 @@ def _is_auto(cfg: DictConfig, key: str) -> bool:
 def _fit_data(cfg: DictConfig, stats: dict, fit: Fit) -> None:
     boxes = boxes_of(stats, "train")
     if len(boxes) == 0:
-        raise MasklabError(f"{cfg.data.root}: the train split has no instances: nothing to learn "
-                           "(report.md lists what was dropped)")
-    opts = cfg.data.get("auto") or OmegaConf.create({"min_object_px": 10, "max_train_size": 384, "max_image_size": 2048})
+        raise MasklabError(
+            f"{cfg.data.root}: the train split has no instances: nothing to learn (report.md lists what was dropped)"
+        )
+    opts = cfg.data.get("auto") or OmegaConf.create(
+        {"min_object_px": 10, "max_train_size": 384, "max_image_size": 2048}
+    )
     long_side = float(stats["train"]["image_long_side"]["median"])
     if _is_auto(cfg, "data.image_size"):
         size, why = choose_size(boxes, long_side, opts)
@@ -207,8 +235,13 @@ def _fit_data(cfg: DictConfig, stats: dict, fit: Fit) -> None:
     size = fit.values.get("data.image_size", cfg.data.image_size)
     if _is_auto(cfg, "data.crop_size"):
         crop = int(opts.get("crop_size") or opts.max_train_size) if size > opts.max_train_size * 1.15 else None
-        fit.set("data.crop_size", crop, f"tiles: data.image_size={size} is over data.auto.max_train_size="
-                                        f"{opts.max_train_size}" if crop else "whole images fit the compute cap")
+        fit.set(
+            "data.crop_size",
+            crop,
+            f"tiles: data.image_size={size} is over data.auto.max_train_size={opts.max_train_size}"
+            if crop
+            else "whole images fit the compute cap",
+        )
     crop = fit.values.get("data.crop_size", OmegaConf.select(cfg, "data.crop_size", default=None))
     wh = boxes[:, :2] * scale_of(boxes[:, 2:], size)[:, None]
     _fit_anchors(cfg, wh, opts, fit)
@@ -222,8 +255,12 @@ def _fit_anchors(cfg: DictConfig, wh: np.ndarray, opts, fit: Fit) -> None:
     scale = float(OmegaConf.select(cfg, "anchors.scale", default=1.0) or 1.0)
     if _is_auto(cfg, "anchors.sizes"):
         sizes = [max(2, int(round(s * scale))) for s in sizes]
-        fit.set("anchors.sizes", sizes, f"fitted to the train boxes at the training scale: recall {recall:.3f} "
-                                        f"(IoU >= {iou}){f', x{scale} (anchors.scale)' if scale != 1 else ''}")
+        fit.set(
+            "anchors.sizes",
+            sizes,
+            f"fitted to the train boxes at the training scale: recall {recall:.3f} "
+            f"(IoU >= {iou}){f', x{scale} (anchors.scale)' if scale != 1 else ''}",
+        )
     if _is_auto(cfg, "anchors.aspect_ratios"):
         fit.set("anchors.aspect_ratios", ratios, "the better of torchvision's and the data's 10/50/90 % aspect ratios")
     used_sizes = fit.values.get("anchors.sizes", list(cfg.anchors.sizes))
@@ -231,16 +268,28 @@ def _fit_anchors(cfg: DictConfig, wh: np.ndarray, opts, fit: Fit) -> None:
     used = anchor_recall(wh, used_sizes, used_ratios, iou)
     per_group = {g: round(anchor_recall(wh, s, [0.5, 1.0, 2.0], iou), 4) for g, s in GROUPS.items()}
     below = float((np.sqrt(wh[:, 0] * wh[:, 1]) < min(used_sizes) / 2).mean())
-    fit.numbers.update(anchor_recall=round(used, 4), anchor_recall_auto=round(recall, 4), anchor_recall_groups=per_group,
-                       anchor_iou=iou, below_half_smallest_anchor=round(below, 4), anchor_sizes=used_sizes,
-                       box_size_train_px=_q(np.sqrt(wh[:, 0] * wh[:, 1])))
+    fit.numbers.update(
+        anchor_recall=round(used, 4),
+        anchor_recall_auto=round(recall, 4),
+        anchor_recall_groups=per_group,
+        anchor_iou=iou,
+        below_half_smallest_anchor=round(below, 4),
+        anchor_sizes=used_sizes,
+        box_size_train_px=_q(np.sqrt(wh[:, 0] * wh[:, 1])),
+    )
     if used < 0.95 and used < recall - 0.02:
-        fit.advice.append(f"anchors {used_sizes} reach only {used:.0%} of the training boxes (best anchor IoU >= {iou}; "
-                          f"{below:.0%} are below half the smallest anchor): anchors=auto reaches {recall:.0%}")
+        fit.advice.append(
+            f"anchors {used_sizes} reach only {used:.0%} of the training boxes (best anchor IoU >= {iou}; "
+            f"{below:.0%} are below half the smallest anchor): anchors=auto reaches {recall:.0%}"
+        )
 
 
 def _q(v) -> dict:
-    return {k: round(float(x), 1) for k, x in zip(("p10", "median", "p90"), np.percentile(v, [10, 50, 90]))} if len(v) else {}
+    return (
+        {k: round(float(x), 1) for k, x in zip(("p10", "median", "p90"), np.percentile(v, [10, 50, 90]))}
+        if len(v)
+        else {}
+    )
 
 
 def _per_sample(stats: dict, size: int, crop: int | None) -> tuple[float, float]:
@@ -261,15 +310,22 @@ def _fit_caps(cfg: DictConfig, stats: dict, size: int, crop, fit: Fit) -> None:
     fit.numbers.update(max_instances_per_image=int(densest), max_instances_per_sample=int(sample_max))
     derived = {
         "max_gt_instances": (max(100, int(sample_max)), f"the densest training sample has {sample_max:.0f} instances"),
-        "nms.box_detections_per_img": (max(100, _round_up(densest * 1.5, 10)),
-                                       f"the densest image has {densest} instances (x1.5)"),
-        "rois_per_image": (max(32, min(512, _round_up(4 * sample_p95, 32))),
-                           f"4x the 95th-percentile training sample ({sample_p95:.0f} instances), 25 % of them positive"),
+        "nms.box_detections_per_img": (
+            max(100, _round_up(densest * 1.5, 10)),
+            f"the densest image has {densest} instances (x1.5)",
+        ),
+        "rois_per_image": (
+            max(32, min(512, _round_up(4 * sample_p95, 32))),
+            f"4x the 95th-percentile training sample ({sample_p95:.0f} instances), 25 % of them positive",
+        ),
     }
     for phase, n in (("train", sample_max), ("test", densest)):
         need = max(500, _round_up(4 * n, 100))
         for kind in ("pre", "post"):
-            derived[f"model.rpn_{kind}_nms_top_n_{phase}"] = (need, f"4x the densest {phase} sample's {n:.0f} instances")
+            derived[f"model.rpn_{kind}_nms_top_n_{phase}"] = (
+                need,
+                f"4x the densest {phase} sample's {n:.0f} instances",
+            )
     for key, (value, why) in derived.items():
         if _is_auto(cfg, key):
             fit.set(key, value, why)
@@ -287,15 +343,19 @@ def check_caps(cfg: DictConfig, stats: dict, numbers: dict) -> list[str]:
     cap = int(cfg.max_gt_instances)
     lost = int(np.maximum(counts - cap, 0).sum()) if len(counts) else 0
     if lost and not cfg.data.get("crop_size"):
-        out.append(f"max_gt_instances={cap} drops the {lost} smallest ground-truth instances of {int((counts > cap).sum())} "
-                   f"training images at every step: set max_gt_instances=auto (or >= {counts.max()})")
+        out.append(
+            f"max_gt_instances={cap} drops the {lost} smallest ground-truth instances of {int((counts > cap).sum())} "
+            f"training images at every step: set max_gt_instances=auto (or >= {counts.max()})"
+        )
     dets = int(cfg.nms.box_detections_per_img)
     for split, s in stats.items():
         c = np.asarray(s.get("instance_counts", []), int)
         missed = int(np.maximum(c - dets, 0).sum()) if split != "train" and len(c) else 0
         if missed:
-            out.append(f"nms.box_detections_per_img={dets}: {split} has {int((c > dets).sum())} images with more objects, "
-                       f"so at least {missed} can never be found (AP and recall capped): set it to auto (or >= {c.max()})")
+            out.append(
+                f"nms.box_detections_per_img={dets}: {split} has {int((c > dets).sum())} images with more objects, "
+                f"so at least {missed} can never be found (AP and recall capped): set it to auto (or >= {c.max()})"
+            )
     numbers["caps"] = {"max_gt_instances": cap, "box_detections_per_img": dets}
     return out
 
@@ -311,14 +371,18 @@ def split_advice(stats: dict, size: int, numbers: dict) -> list[str]:
     shares = {}
     for split, s in stats.items():
         if s.get("images") and not s["instances_per_image"].get("total"):
-            out.append(f"the {split} split has {s['images']} images and no instances: nothing to score there; "
-                       f"report.md lists what was dropped (or give data.prepare.split another {split} share/seed)")
+            out.append(
+                f"the {split} split has {s['images']} images and no instances: nothing to score there; "
+                f"report.md lists what was dropped (or give data.prepare.split another {split} share/seed)"
+            )
             continue
         lost = [c for c in taught if not s.get("instances_per_class", {}).get(c)]
         if split != "train" and lost:
-            out.append(f"class{'es' if len(lost) > 1 else ''} {', '.join(lost)} {'have' if len(lost) > 1 else 'has'} no "
-                       f"instance in the {split} split: {'their' if len(lost) > 1 else 'its'} AP there is not measured; "
-                       f"change data.prepare.seed or the split shares")
+            out.append(
+                f"class{'es' if len(lost) > 1 else ''} {', '.join(lost)} {'have' if len(lost) > 1 else 'has'} no "
+                f"instance in the {split} split: {'their' if len(lost) > 1 else 'its'} AP there is not measured; "
+                f"change data.prepare.seed or the split shares"
+            )
         b = boxes_of(stats, split)
         if len(b):
             px = np.sqrt(b[:, 0] * b[:, 1]) * scale_of(b[:, 2:], size)
@@ -329,10 +393,12 @@ def split_advice(stats: dict, size: int, numbers: dict) -> list[str]:
         (t_small, t_med) = shares["train"]
         for split, (small, med) in shares.items():
             if split != "train" and (abs(small - t_small) > 0.2 or not 2 / 3 <= med / t_med <= 3 / 2):
-                out.append(f"train and {split} differ in object scale: at {size} px {t_small:.0%} of train instances but "
-                           f"{small:.0%} of {split} are under {SMALL_PX} px (median {t_med:.0f} vs {med:.0f} px); "
-                           f"{split} scores a different problem: resplit (data.prepare.seed) or gather {split} images "
-                           "like the training ones")
+                out.append(
+                    f"train and {split} differ in object scale: at {size} px {t_small:.0%} of train instances but "
+                    f"{small:.0%} of {split} are under {SMALL_PX} px (median {t_med:.0f} vs {med:.0f} px); "
+                    f"{split} scores a different problem: resplit (data.prepare.seed) or gather {split} images "
+                    "like the training ones"
+                )
     return out
 
 
@@ -346,16 +412,22 @@ def _budget(cfg: DictConfig, stats: dict | None, fit: Fit) -> None:
     steps = sched.get("steps")
     if _is_auto(cfg, "schedule.epochs"):
         if not steps:
-            raise MasklabError("schedule.epochs=auto needs a budget in optimizer steps: give schedule.steps=<N> "
-                               "(or a plain schedule.epochs)")
+            raise MasklabError(
+                "schedule.epochs=auto needs a budget in optimizer steps: give schedule.steps=<N> "
+                "(or a plain schedule.epochs)"
+            )
         images = _train_images(cfg, stats)
         if images is None:  # no prepared data yet: the datamodule says so in one line
             return
         per_epoch = max(1, math.ceil(images / int(cfg.batch_size)))
         epochs = max(1, math.ceil(steps / per_epoch))
         OmegaConf.update(cfg, "schedule.epochs", epochs)
-        fit.set("schedule.epochs", epochs, f"schedule.steps={steps} optimizer steps of {per_epoch} per epoch "
-                                           f"({images} training images, batch_size {cfg.batch_size})")
+        fit.set(
+            "schedule.epochs",
+            epochs,
+            f"schedule.steps={steps} optimizer steps of {per_epoch} per epoch "
+            f"({images} training images, batch_size {cfg.batch_size})",
+        )
         if OmegaConf.select(cfg, "sweep.stop_epoch", default=None) is not None or cfg.get("resume"):
             # asha's pause and resume (and any resume) go by epochs: Lightning resumed a max_steps run a step short
             OmegaConf.update(cfg, "schedule.steps", None)

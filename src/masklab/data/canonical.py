@@ -9,6 +9,7 @@ Images are written in the frame their annotations were drawn in (:class:`Frame`)
 EXIF orientation is turned upright (without the tag) and masks made at a size the source declares
 are scaled to the image, so every reader after this sees masks on their objects.
 """
+
 from __future__ import annotations
 
 import io
@@ -40,9 +41,15 @@ def _embedded(image: SourceImage):
 
 EXIF_ORIENTATION = 0x0112
 #: EXIF orientation -> the turn that shows the stored pixels upright (what ``ImageOps.exif_transpose`` applies)
-UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-           8: Image.Transpose.ROTATE_90}
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 SWAPS_SIDES = (5, 6, 7, 8)
 
 
@@ -55,6 +62,7 @@ class Frame:
     ``stored``: the (h, w) of the file's pixels; ``orientation``: the file's EXIF orientation (1: none);
     ``turn``: the orientation applied when writing (1: pixels kept as stored).
     """
+
     hw: tuple[int, int]
     declared: tuple[int, int]
     stored: tuple[int, int]
@@ -81,10 +89,14 @@ def _open_image(image: SourceImage, embedded, report: Report, upright: bool = Tr
             im.load()
             stored, orientation = (im.height, im.width), _orientation(im)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        why = "its bytes are no image" if embedded and isinstance(exc, UnidentifiedImageError) else exc  # not PIL's BytesIO
+        why = (
+            "its bytes are no image" if embedded and isinstance(exc, UnidentifiedImageError) else exc
+        )  # not PIL's BytesIO
         return report.add("image_unreadable", image.record, f"{image.record}: {what} unreadable ({why})")
     if embedded:
-        report.add("image_embedded", image.record, f"{image.record}: {image.path} not found; the image embedded in it is used")
+        report.add(
+            "image_embedded", image.record, f"{image.record}: {image.path} not found; the image embedded in it is used"
+        )
     return _frame(image, stored, orientation, report, upright)
 
 
@@ -97,11 +109,16 @@ def _frame(image: SourceImage, stored, orientation: int, report: Report, upright
     turn, (sh, sw), (uh, uw), say = orientation, stored, shown, f"{image.record}: EXIF orientation {orientation}"
     if orientation != 1 and not upright:
         turn = 1
-        report.add("exif_orientation", image.record, f"{say}: pixels kept as stored (data.prepare.exif_orientation=stored)")
+        report.add(
+            "exif_orientation", image.record, f"{say}: pixels kept as stored (data.prepare.exif_orientation=stored)"
+        )
     elif orientation != 1 and image.size == stored != shown:
         turn = 1
-        report.add("exif_orientation", image.record, f"{say}, but the annotation declares the stored size {sw}x{sh}: "
-                                                     "pixels kept as stored")
+        report.add(
+            "exif_orientation",
+            image.record,
+            f"{say}, but the annotation declares the stored size {sw}x{sh}: pixels kept as stored",
+        )
     elif orientation != 1:
         report.add("exif_orientation", image.record, f"{say}: written upright ({uw}x{uh}), as annotation tools show it")
     hw = shown if turn != 1 else stored
@@ -109,10 +126,17 @@ def _frame(image: SourceImage, stored, orientation: int, report: Report, upright
     if declared != hw:
         (dh, dw), (h, w) = declared, hw
         if not _same_aspect(declared, hw):
-            return report.add("image_size_mismatch", image.record, f"{image.record}: the annotation declares {dw}x{dh}, "
-                                                                   f"the image is {w}x{h} (another aspect ratio)")
-        report.add("image_resized", image.record, f"{image.record}: the annotation declares {dw}x{dh}, the image is "
-                                                  f"{w}x{h}: its annotations are scaled by {w / dw:.4g}")
+            return report.add(
+                "image_size_mismatch",
+                image.record,
+                f"{image.record}: the annotation declares {dw}x{dh}, the image is {w}x{h} (another aspect ratio)",
+            )
+        report.add(
+            "image_resized",
+            image.record,
+            f"{image.record}: the annotation declares {dw}x{dh}, the image is "
+            f"{w}x{h}: its annotations are scaled by {w / dw:.4g}",
+        )
     return Frame(hw, declared, stored, orientation, turn)
 
 
@@ -132,15 +156,22 @@ def _check_box(inst: SourceInstance, h: int, w: int, report: Report) -> bool:
     except (TypeError, ValueError):
         x1 = y1 = x2 = y2 = float("nan")
     if not np.isfinite([x1, y1, x2, y2]).all():
-        report.add("box_not_finite", inst.record, f"{inst.record}: box {list(inst.box)} is not four finite numbers; "
-                                                  "rebuilt from the mask")
+        report.add(
+            "box_not_finite",
+            inst.record,
+            f"{inst.record}: box {list(inst.box)} is not four finite numbers; rebuilt from the mask",
+        )
         return True
     if x2 <= x1 or y2 <= y1:
         report.add("zero_area_box", inst.record, f"{inst.record}: box {inst.box} has zero area")
         return False
     if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
-        report.add("box_outside_image", inst.record, f"{inst.record}: box {[round(v, 1) for v in (x1, y1, x2, y2)]} "
-                                                     f"leaves the {w}x{h} image; clamped (tight box of the mask)")
+        report.add(
+            "box_outside_image",
+            inst.record,
+            f"{inst.record}: box {[round(v, 1) for v in (x1, y1, x2, y2)]} "
+            f"leaves the {w}x{h} image; clamped (tight box of the mask)",
+        )
     return True
 
 
@@ -156,17 +187,26 @@ def _instance(inst: SourceInstance, frame: Frame, report: Report) -> dict | None
         mask = np.asarray(Image.fromarray(mask).transpose(UPRIGHT[frame.turn]))  # a mask of the pixels as stored
     if mask.shape != (h, w):
         if mask.shape != declared:  # else image_resized said it, once for the image
-            report.add("mask_size_mismatch", inst.record, f"{inst.record}: mask {mask.shape[1]}x{mask.shape[0]} "
-                                                          f"resized to the {w}x{h} image")
+            report.add(
+                "mask_size_mismatch",
+                inst.record,
+                f"{inst.record}: mask {mask.shape[1]}x{mask.shape[0]} resized to the {w}x{h} image",
+            )
         mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
     if not mask.any():
         return report.add("empty_mask", inst.record, f"{inst.record}: mask has zero area")
     if not _check_box(inst, *declared, report):
         return None
     rle = encode(mask)
-    return {"name": inst.category, "rle": rle, "bbox": mask_utils.toBbox(as_pycoco(rle)).tolist(),
-            "area": float(mask.sum()), "iscrowd": int(inst.iscrowd), "source_id": inst.source_id,
-            "record": inst.record}
+    return {
+        "name": inst.category,
+        "rle": rle,
+        "bbox": mask_utils.toBbox(as_pycoco(rle)).tolist(),
+        "area": float(mask.sum()),
+        "iscrowd": int(inst.iscrowd),
+        "source_id": inst.source_id,
+        "record": inst.record,
+    }
 
 
 def collect(source: Source, report: Report, progress: bool = True, upright: bool = True) -> list[dict]:
@@ -189,8 +229,18 @@ def collect(source: Source, report: Report, progress: bool = True, upright: bool
                 report.add("unknown_category", inst.record, f"{inst.record}: class {inst.category!r} not declared")
             elif (ann := _instance(inst, frame, report)) is not None:
                 anns.append(ann)
-        items.append({"file": image.path, "data": embedded, "height": frame.hw[0], "width": frame.hw[1],
-                      "orientation": frame.orientation, "turn": frame.turn, "split": image.split, "anns": anns})
+        items.append(
+            {
+                "file": image.path,
+                "data": embedded,
+                "height": frame.hw[0],
+                "width": frame.hw[1],
+                "orientation": frame.orientation,
+                "turn": frame.turn,
+                "split": image.split,
+                "anns": anns,
+            }
+        )
     _check_ids(items, report)
     return items
 
@@ -205,12 +255,14 @@ def _check_ids(items: list[dict], report: Report) -> None:
         if not isinstance(sid, int) or isinstance(sid, bool) or sid <= 0:
             report.add("bad_annotation_id", a["record"], f"{a['record']}: id {sid!r} renumbered")
         elif seen[split, sid] > 1:
-            report.add("duplicate_annotation_id", a["record"], f"{a['record']}: id {sid} used {seen[split, sid]} times; "
-                                                               "renumbered")
+            report.add(
+                "duplicate_annotation_id",
+                a["record"],
+                f"{a['record']}: id {sid} used {seen[split, sid]} times; renumbered",
+            )
 
 
-def select_classes(items: list[dict], report: Report, classes=None, min_instances: int = 0,
-                   declared=None) -> list[str]:
+def select_classes(items: list[dict], report: Report, classes=None, min_instances: int = 0, declared=None) -> list[str]:
     """Keep the selected classes (by name) with at least ``min_instances``; return the kept names in order."""
     counts = Counter(a["name"] for it in items for a in it["anns"])
     order = list(declared) if declared else sorted(counts)
@@ -221,12 +273,18 @@ def select_classes(items: list[dict], report: Report, classes=None, min_instance
             raise DatasetError("data.prepare.classes", f"{unknown} not in the dataset; its classes are {order}")
         for c in order:
             if c not in classes and counts[c]:
-                report.add("class_not_selected", f"class {c}", f"class {c!r}: {counts[c]} instances dropped (not selected)")
+                report.add(
+                    "class_not_selected", f"class {c}", f"class {c!r}: {counts[c]} instances dropped (not selected)"
+                )
         order = [c for c in order if c in classes]
     kept = []
     for c in order:
         if counts[c] < min_instances:
-            report.add("class_too_rare", f"class {c}", f"class {c!r}: {counts[c]} instances < min_instances {min_instances}; dropped")
+            report.add(
+                "class_too_rare",
+                f"class {c}",
+                f"class {c!r}: {counts[c]} instances < min_instances {min_instances}; dropped",
+            )
         else:
             kept.append(c)
     if not kept:
@@ -290,8 +348,11 @@ def _write_image(it: dict, dest: Path, max_size: int | None, report: Report | No
         if mask_utils.area(as_pycoco(a["rle"])) > 0:
             kept.append(a)
         elif report is not None:
-            report.add("vanished_on_resize", a["record"],
-                       f"{a['record']}: {a['area']:.0f} px mask empty after shrinking {w}x{h} to {nw}x{nh}")
+            report.add(
+                "vanished_on_resize",
+                a["record"],
+                f"{a['record']}: {a['area']:.0f} px mask empty after shrinking {w}x{h} to {nw}x{nh}",
+            )
     it["anns"] = kept
     it["height"], it["width"] = nh, nw
 
@@ -299,18 +360,39 @@ def _write_image(it: dict, dest: Path, max_size: int | None, report: Report | No
 def coco_json(items: list[dict], class_names: list[str]) -> dict:
     images, anns = [], []
     for it in items:
-        images.append({"id": len(images) + 1, "file_name": it["file_name"], "height": it["height"], "width": it["width"]})
+        images.append(
+            {"id": len(images) + 1, "file_name": it["file_name"], "height": it["height"], "width": it["width"]}
+        )
         for a in it["anns"]:
             bbox = mask_utils.toBbox(as_pycoco(a["rle"])).tolist()
             a.update(bbox=bbox, area=float(mask_utils.area(as_pycoco(a["rle"]))))
-            anns.append({"id": len(anns) + 1, "image_id": len(images), "category_id": a["label"], "bbox": bbox,
-                         "area": a["area"], "iscrowd": a["iscrowd"], "segmentation": a["rle"]})
-    return {"images": images, "annotations": anns,
-            "categories": [{"id": i + 1, "name": c, "supercategory": ""} for i, c in enumerate(class_names)]}
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": len(images),
+                    "category_id": a["label"],
+                    "bbox": bbox,
+                    "area": a["area"],
+                    "iscrowd": a["iscrowd"],
+                    "segmentation": a["rle"],
+                }
+            )
+    return {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": i + 1, "name": c, "supercategory": ""} for i, c in enumerate(class_names)],
+    }
 
 
-def write(out_dir: Path, splits: dict, class_names: list[str], make_report, max_size: int | None,
-          progress: bool = True, report: Report | None = None) -> dict:
+def write(
+    out_dir: Path,
+    splits: dict,
+    class_names: list[str],
+    make_report,
+    max_size: int | None,
+    progress: bool = True,
+    report: Report | None = None,
+) -> dict:
     """Write everything into a temporary sibling, then swap it in (the old output survives any failure).
 
     ``make_report(splits) -> (report dict, markdown)`` runs once the images are written (sizes final).

@@ -1,4 +1,5 @@
 """One LightningDataModule for every dataset: train/val/test datasets + class names from config."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,9 +21,19 @@ def collate(batch):
 
 
 class DetectionDataModule(L.LightningDataModule):
-    def __init__(self, train: Dataset, val: Dataset, class_names, test: Dataset | None = None,
-                 image_size: int | None = None, augmentation: Augment | None = None,
-                 max_gt_instances: int = 100, batch_size: int = 2, num_workers: int = 0, crop_size: int | None = None):
+    def __init__(
+        self,
+        train: Dataset,
+        val: Dataset,
+        class_names,
+        test: Dataset | None = None,
+        image_size: int | None = None,
+        augmentation: Augment | None = None,
+        max_gt_instances: int = 100,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        crop_size: int | None = None,
+    ):
         super().__init__()
         self.image_size = image_size  # the data group's nominal size; the model resizes (image_min/max_size)
         self.class_names = list(class_names)
@@ -42,9 +53,14 @@ class DetectionDataModule(L.LightningDataModule):
         return len(self.class_names) + 1
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, collate_fn=collate,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -59,9 +75,11 @@ class DetectionDataModule(L.LightningDataModule):
             count = getattr(ds, "instance_count", None)
             if count is not None and count() == 0:
                 where = getattr(ds, "root", "the data")
-                raise MasklabError(f"{where}: the {split} split has no instances ({len(ds)} images), nothing to "
-                                   f"{'learn' if split == 'train' else 'score'}: its report.md says what was dropped; "
-                                   "prepare it again (data.prepare.split / seed, or fix the annotations)")
+                raise MasklabError(
+                    f"{where}: the {split} split has no instances ({len(ds)} images), nothing to "
+                    f"{'learn' if split == 'train' else 'score'}: its report.md says what was dropped; "
+                    "prepare it again (data.prepare.split / seed, or fix the annotations)"
+                )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -73,8 +91,9 @@ class DetectionDataModule(L.LightningDataModule):
         return self._loader("test" if self.datasets["test"] is not None else "val", shuffle=False)
 
 
-def from_prepared(root: str, image_size: int | None = None, drop_empty: bool = True, crop_size: int | None = None,
-                  **kwargs) -> DetectionDataModule:
+def from_prepared(
+    root: str, image_size: int | None = None, drop_empty: bool = True, crop_size: int | None = None, **kwargs
+) -> DetectionDataModule:
     """The datamodule of a dataset ``prepare.py`` wrote to ``root`` (train/val, and test when written)."""
     missing, splits = {}, {}
     for split in ("train", "val", "test"):
@@ -85,8 +104,9 @@ def from_prepared(root: str, image_size: int | None = None, drop_empty: bool = T
     names = next((ds.class_names for ds in splits.values() if ds is not None), None)
     if names is None:
         raise MasklabError(missing["train"])
-    dm = DetectionDataModule(splits["train"], splits["val"], names, test=splits["test"], image_size=image_size,
-                             crop_size=crop_size, **kwargs)
+    dm = DetectionDataModule(
+        splits["train"], splits["val"], names, test=splits["test"], image_size=image_size, crop_size=crop_size, **kwargs
+    )
     dm.missing = missing
     return dm
 
@@ -100,9 +120,16 @@ SOURCE_KEYS = ("name", "source", "source_splits", "prepare", "epochs", "steps", 
 def check_sizes(cfg: DictConfig) -> None:
     """Counts and sizes that torch or the shapes generator would reject deep in a traceback (and
     ``schedule.epochs``, whose 0 would train nothing and exit 0): one line instead."""
-    least = {"batch_size": 1, "num_workers": 0, "data.image_size": 8, "schedule.epochs": 1, "log_predictions": 0,
-             "data.crop_size": 32, "schedule.steps": 1,
-             **{f"data.{s}.num_images": 1 for s in ("train", "val", "test")}}
+    least = {
+        "batch_size": 1,
+        "num_workers": 0,
+        "data.image_size": 8,
+        "schedule.epochs": 1,
+        "log_predictions": 0,
+        "data.crop_size": 32,
+        "schedule.steps": 1,
+        **{f"data.{s}.num_images": 1 for s in ("train", "val", "test")},
+    }
     for key, low in least.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value == "auto":  # left unresolved only where the data is not prepared: its own error says so
@@ -116,5 +143,11 @@ def build_datamodule(cfg: DictConfig) -> DetectionDataModule:
     cfg = resolved(cfg)  # train.py resolved (and logged) them already; evaluate/benchmarks/tests may not have
     check_sizes(cfg)
     data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in SOURCE_KEYS}
-    return instantiate(data, augmentation=instantiate(cfg.augmentation, _convert_="all"), max_gt_instances=cfg.max_gt_instances,
-                       batch_size=cfg.batch_size, num_workers=cfg.num_workers, _convert_="object")
+    return instantiate(
+        data,
+        augmentation=instantiate(cfg.augmentation, _convert_="all"),
+        max_gt_instances=cfg.max_gt_instances,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        _convert_="object",
+    )

@@ -1,4 +1,5 @@
 """The one Dataset over the canonical form (COCO JSON with RLE + images) for training, evaluation and prediction."""
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,21 @@ class CocoDataset(Dataset):
         if not path.is_file():
             written = sorted(p.stem for p in (self.root / "annotations").glob("*.json"))
             if written:  # prepared, but without this split (e.g. data.prepare.split val=0)
-                example = "{train: 0.8, val: 0.2}" if split in ("train", "val") else f"{{train: 0.7, val: 0.15, {split}: 0.15}}"
-                raise MasklabError(f"{path} not found: {self.root} was prepared with the splits {written} only; prepare "
-                                   f"it again with a {split} share in data.prepare.split (e.g. {example})")
+                example = (
+                    "{train: 0.8, val: 0.2}"
+                    if split in ("train", "val")
+                    else f"{{train: 0.7, val: 0.15, {split}: 0.15}}"
+                )
+                raise MasklabError(
+                    f"{path} not found: {self.root} was prepared with the splits {written} only; prepare "
+                    f"it again with a {split} share in data.prepare.split (e.g. {example})"
+                )
             others = sorted({p.parent.parent.name for p in self.root.parent.glob("*/annotations/*.json")})
             have = f"; prepared in {self.root.parent}: {', '.join(others)}" if others else ""
-            raise MasklabError(f"{path} not found: run `python src/prepare.py data=<this data option>` first "
-                               f"(the canonical dataset goes to {self.root}){have}")
+            raise MasklabError(
+                f"{path} not found: run `python src/prepare.py data=<this data option>` first "
+                f"(the canonical dataset goes to {self.root}){have}"
+            )
         coco = json.loads(path.read_text())
         cats = sorted(coco["categories"], key=lambda c: c["id"])
         self.class_names = [c["name"] for c in cats]
@@ -60,10 +69,13 @@ class CocoDataset(Dataset):
         anns = self.anns[info["id"]]
         h, w = info["height"], info["width"]
         masks = np.stack([rle.decode(a["segmentation"], h, w) for a in anns]) if anns else np.zeros((0, h, w), np.uint8)
-        return make_target(masks, [self.label_of[a["category_id"]] for a in anns], info["id"],
-                           iscrowd=[a.get("iscrowd", 0) for a in anns])
+        return make_target(
+            masks,
+            [self.label_of[a["category_id"]] for a in anns],
+            info["id"],
+            iscrowd=[a.get("iscrowd", 0) for a in anns],
+        )
 
     def __getitem__(self, index: int):
         image, target = self.load_image(index), self.target(index)
         return self.transform(image, target) if self.transform is not None else (image, target)
-

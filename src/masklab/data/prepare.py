@@ -1,4 +1,5 @@
 """``prepare.py``'s work: read a source format, validate, select classes, split, write the canonical form."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,8 +22,10 @@ log = logging.getLogger("masklab.prepare")
 def read_source(data: DictConfig) -> Source:
     """The ``data.source`` reader; with ``data.source_splits`` one read per given split (splits kept)."""
     if data.get("source") is None:
-        raise MasklabError(f"data={data.get('name', '?')} has no 'source' to prepare (it reads a prepared dataset); "
-                           "pick a format: data=coco|via|openimages|instance_png|imaterialist, a preset, or data=shapes")
+        raise MasklabError(
+            f"data={data.get('name', '?')} has no 'source' to prepare (it reads a prepared dataset); "
+            "pick a format: data=coco|via|openimages|instance_png|imaterialist, a preset, or data=shapes"
+        )
     kwargs = OmegaConf.to_container(data.source, resolve=True)
     reader = get_method(kwargs.pop("_target_"))  # called directly: its DatasetError reaches the CLI unwrapped
     if not data.get("source_splits"):
@@ -48,14 +51,19 @@ def _given(kwargs: dict, data: DictConfig, split: str | None = None) -> dict:
     if missing:
         key = f"data.source.{missing[0]}"
         where = f" (or data.source_splits.{split}.{missing[0]})" if split else ""
-        raise MasklabError(f"{key} is required for data={data.get('name', '?')}: give {key}=<path>{where}; "
-                           f"the format's keys: python src/prepare.py data={data.get('name', '<format>')} --help")
+        raise MasklabError(
+            f"{key} is required for data={data.get('name', '?')}: give {key}=<path>{where}; "
+            f"the format's keys: python src/prepare.py data={data.get('name', '<format>')} --help"
+        )
     return kwargs
 
 
 #: the sizes the report measures against when the auto settings cannot be derived
-FALLBACK_SIZES = {"image_min_size": FALLBACK["data.image_size"], "image_max_size": FALLBACK["data.image_size"],
-                  "anchors": {"sizes": FALLBACK["anchors.sizes"]}}
+FALLBACK_SIZES = {
+    "image_min_size": FALLBACK["data.image_size"],
+    "image_max_size": FALLBACK["data.image_size"],
+    "anchors": {"sizes": FALLBACK["anchors.sizes"]},
+}
 
 
 def _sources(data: DictConfig) -> dict:
@@ -84,8 +92,10 @@ def _unusable(source: Source, report: Report, shown: int = 3) -> str:
     if missing:
         folders = sorted({str(p.parent) for p in missing})
         names = ", ".join(p.name for p in missing[:shown]) + (" ..." if len(missing) > shown else "")
-        return (f"{len(missing)} of {len(source.images)} image files not found in {', '.join(folders[:2])} (first: {names}); "
-                "point data.source.images at the folder that holds them")
+        return (
+            f"{len(missing)} of {len(source.images)} image files not found in {', '.join(folders[:2])} (first: {names}); "
+            "point data.source.images at the folder that holds them"
+        )
     unreadable = [e["detail"] for e in report.entries if e["rule"] == "image_unreadable"][:shown]
     if unreadable:
         return f"{report.counts()['image_unreadable']} images unreadable: " + "; ".join(unreadable)
@@ -99,8 +109,12 @@ def fit_report(cfg: DictConfig, stats: dict) -> dict:
         rcfg, fit = resolve(cfg, stats, quiet=True)
     except MasklabError as exc:  # e.g. a train split without instances: said, and the report still written
         return {"cfg": None, "auto": {}, "advice": [str(exc)], "fit": {}}
-    return {"cfg": rcfg, "auto": {k: [v, fit.reasons[k]] for k, v in fit.values.items()}, "advice": fit.advice,
-            "fit": fit.numbers}
+    return {
+        "cfg": rcfg,
+        "auto": {k: [v, fit.reasons[k]] for k, v in fit.values.items()},
+        "advice": fit.advice,
+        "fit": fit.numbers,
+    }
 
 
 def prepare(cfg: DictConfig, progress: bool = True) -> dict:
@@ -114,8 +128,9 @@ def prepare(cfg: DictConfig, progress: bool = True) -> dict:
     if not items:
         raise MasklabError(f"{data.name}: no usable image in the source: {_unusable(source, report)}")
     try:
-        class_names = canonical.select_classes(items, report, opts.get("classes"), int(opts.get("min_instances", 0)),
-                                               source.categories)
+        class_names = canonical.select_classes(
+            items, report, opts.get("classes"), int(opts.get("min_instances", 0)), source.categories
+        )
     except MasklabError as exc:
         raise MasklabError(f"{exc}; {drop_summary(report)}") from None
     if not any(it["anns"] for it in items):  # a dataset that trains nothing: exit 1, not a "success" with nothing
@@ -128,11 +143,18 @@ def prepare(cfg: DictConfig, progress: bool = True) -> dict:
         stats = dataset_stats(written, class_names)
         fit = fit_report(cfg, stats)
         rcfg = fit.pop("cfg") or OmegaConf.create(FALLBACK_SIZES)
-        rep = {"name": data.name, "source": _sources(data),
-               "created": dt.datetime.now().isoformat(timespec="seconds"), "class_names": class_names,
-               "splits": split_tables(written, class_names),
-               "sizes": size_stats(written, int(rcfg.image_min_size), int(rcfg.image_max_size), rcfg.anchors.sizes),
-               **fit, "stats": stats, "issue_counts": report.counts(), "issues": report.entries}
+        rep = {
+            "name": data.name,
+            "source": _sources(data),
+            "created": dt.datetime.now().isoformat(timespec="seconds"),
+            "class_names": class_names,
+            "splits": split_tables(written, class_names),
+            "sizes": size_stats(written, int(rcfg.image_min_size), int(rcfg.image_max_size), rcfg.anchors.sizes),
+            **fit,
+            "stats": stats,
+            "issue_counts": report.counts(),
+            "issues": report.entries,
+        }
         return rep, markdown(rep)
 
     root = Path(opts.get("root") or data.root)

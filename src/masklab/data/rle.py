@@ -3,6 +3,7 @@
 JSON-ready RLEs carry ``counts`` as ``str``; pycocotools wants ``bytes`` (compressed) or a list
 (uncompressed) - :func:`as_pycoco` converts, whichever form it is given.
 """
+
 from __future__ import annotations
 
 import numpy as np

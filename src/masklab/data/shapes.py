@@ -10,6 +10,7 @@ than this IoU is not drawn (Matterport: 0.3, "to avoid shapes covering each othe
 limit, where a shape can be hidden down to a sliver whose class no model can tell).
 Image ``i`` depends only on ``(seed, start + i)``, so a split is a range of indices.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -28,7 +29,9 @@ def _draw(kind: str, canvas: np.ndarray, cx: int, cy: int, r: int, angle: float,
     elif kind == "circle":
         cv2.circle(canvas, (cx, cy), r, colour, -1)
     elif kind == "triangle":
-        pts = [(cx + r * np.cos(angle + k * 2 * np.pi / 3), cy + r * np.sin(angle + k * 2 * np.pi / 3)) for k in range(3)]
+        pts = [
+            (cx + r * np.cos(angle + k * 2 * np.pi / 3), cy + r * np.sin(angle + k * 2 * np.pi / 3)) for k in range(3)
+        ]
         cv2.fillPoly(canvas, [np.round(pts).astype(np.int32)], colour)
     else:  # ellipse: axes r and r/2, rotated
         cv2.ellipse(canvas, (cx, cy), (r, max(2, r // 2)), np.degrees(angle), 0, 360, colour, -1)
@@ -46,9 +49,19 @@ class ShapesDataset(Dataset):
 
     class_names = CLASS_NAMES
 
-    def __init__(self, num_images: int = 500, image_size: int = 128, max_instances: int = 4,
-                 seed: int = 0, start: int = 0, size_range: tuple[float, float] = (0.15, 0.25),
-                 min_contrast: int = 60, min_visible: int = 20, max_overlap: float | None = None, transform=None):
+    def __init__(
+        self,
+        num_images: int = 500,
+        image_size: int = 128,
+        max_instances: int = 4,
+        seed: int = 0,
+        start: int = 0,
+        size_range: tuple[float, float] = (0.15, 0.25),
+        min_contrast: int = 60,
+        min_visible: int = 20,
+        max_overlap: float | None = None,
+        transform=None,
+    ):
         self.num_images, self.image_size, self.max_instances = num_images, image_size, max_instances
         self.max_overlap = max_overlap
         self.seed, self.start, self.min_visible, self.transform = seed, start, min_visible, transform
@@ -80,7 +93,7 @@ class ShapesDataset(Dataset):
             _draw(CLASS_NAMES[label], masks[k], cx, cy, r, angle, 1)
             image[masks[k].astype(bool)] = colour
             labels[k] = label + 1
-        return image, masks[:len(boxes)], labels[:len(boxes)]
+        return image, masks[: len(boxes)], labels[: len(boxes)]
 
     def _colour(self, rng, background) -> tuple[int, int, int]:
         """A random colour at least ``min_contrast`` (sum of |RGB| differences) from the background."""
@@ -94,7 +107,7 @@ class ShapesDataset(Dataset):
         image, masks, labels = self.layers(index)
         visible = masks.copy()
         for i in range(len(masks) - 1):  # occlusion: every later shape hides what lies under it
-            visible[i] &= ~masks[i + 1:].any(axis=0)
+            visible[i] &= ~masks[i + 1 :].any(axis=0)
         keep = visible.reshape(len(visible), -1).sum(axis=1) >= self.min_visible
         return image, visible[keep], labels[keep]
 

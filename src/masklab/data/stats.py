@@ -5,6 +5,7 @@ aspect ratio (h / w, as torchvision's anchors define it), and a sample of boxes 
 that the ``auto`` settings (:mod:`masklab.data.auto`) fit anchors and the training scale to.
 Training reads them from the report; nothing recomputes them per run.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,15 @@ def split_stats(items: list[dict], class_names=(), seed: int = 0) -> dict:
     1-based ``label``)."""
     counts = [len(it["anns"]) for it in items]
     per_class = np.bincount([a["label"] for it in items for a in it["anns"]], minlength=len(class_names) + 1)
-    boxes = np.array([[a["bbox"][2], a["bbox"][3], it["height"], it["width"]] for it in items for a in it["anns"]
-                      if not a.get("iscrowd")], float).reshape(-1, 4)
+    boxes = np.array(
+        [
+            [a["bbox"][2], a["bbox"][3], it["height"], it["width"]]
+            for it in items
+            for a in it["anns"]
+            if not a.get("iscrowd")
+        ],
+        float,
+    ).reshape(-1, 4)
     boxes = boxes[(boxes[:, 0] > 0) & (boxes[:, 1] > 0)]
     if len(boxes) > MAX_BOXES:
         boxes = boxes[np.sort(np.random.default_rng(seed).choice(len(boxes), MAX_BOXES, replace=False))]
@@ -37,8 +45,11 @@ def split_stats(items: list[dict], class_names=(), seed: int = 0) -> dict:
         "image_height": quantiles([it["height"] for it in items]),
         "image_width": quantiles([it["width"] for it in items]),
         "image_long_side": quantiles([max(it["height"], it["width"]) for it in items]),
-        "instances_per_image": {**quantiles(counts), "mean": round(float(np.mean(counts)), 2) if counts else 0.0,
-                                "total": int(sum(counts))},
+        "instances_per_image": {
+            **quantiles(counts),
+            "mean": round(float(np.mean(counts)), 2) if counts else 0.0,
+            "total": int(sum(counts)),
+        },
         "instance_counts": counts,
         "instances_per_class": {c: int(n) for c, n in zip(class_names, per_class[1:])},
         "box_size": quantiles(np.sqrt(boxes[:, 0] * boxes[:, 1])),

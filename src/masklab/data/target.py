@@ -3,6 +3,7 @@
 ``boxes`` float32 N×4 xyxy px · ``labels`` int64 N (≥1, 0 is background) · ``masks`` uint8 N×H×W ·
 ``image_id`` int · ``area`` float32 N (mask pixels) · ``iscrowd`` int64 N.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,18 +50,32 @@ def validate_target(target: dict, image_hw: tuple[int, int] | None = None) -> No
     boxes, labels, masks = target["boxes"], target["labels"], target["masks"]
     n = labels.shape[0]
     checks = [
-        (boxes.dtype == torch.float32 and boxes.shape == (n, 4), f"boxes must be float32 {n}x4, got {boxes.dtype} {tuple(boxes.shape)}"),
-        (labels.dtype == torch.int64 and labels.ndim == 1, f"labels must be int64 N, got {labels.dtype} {tuple(labels.shape)}"),
+        (
+            boxes.dtype == torch.float32 and boxes.shape == (n, 4),
+            f"boxes must be float32 {n}x4, got {boxes.dtype} {tuple(boxes.shape)}",
+        ),
+        (
+            labels.dtype == torch.int64 and labels.ndim == 1,
+            f"labels must be int64 N, got {labels.dtype} {tuple(labels.shape)}",
+        ),
         (bool((labels >= 1).all()), "labels must be >= 1 (0 is background)"),
-        (masks.dtype == torch.uint8 and masks.ndim == 3 and masks.shape[0] == n, f"masks must be uint8 {n}xHxW, got {masks.dtype} {tuple(masks.shape)}"),
+        (
+            masks.dtype == torch.uint8 and masks.ndim == 3 and masks.shape[0] == n,
+            f"masks must be uint8 {n}xHxW, got {masks.dtype} {tuple(masks.shape)}",
+        ),
         (isinstance(target["image_id"], int), "image_id must be an int"),
         (target["area"].dtype == torch.float32 and target["area"].shape == (n,), "area must be float32 N"),
         (target["iscrowd"].dtype == torch.int64 and target["iscrowd"].shape == (n,), "iscrowd must be int64 N"),
-        (bool((boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()), "boxes must have x2 > x1 and y2 > y1"),
+        (
+            bool((boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()),
+            "boxes must have x2 > x1 and y2 > y1",
+        ),
         (bool((masks.flatten(1).sum(1) > 0).all()) if n else True, "masks must not be empty"),
     ]
     if image_hw is not None and n:
-        checks.append((tuple(masks.shape[1:]) == tuple(image_hw), f"masks {tuple(masks.shape[1:])} != image {tuple(image_hw)}"))
+        checks.append(
+            (tuple(masks.shape[1:]) == tuple(image_hw), f"masks {tuple(masks.shape[1:])} != image {tuple(image_hw)}")
+        )
     for ok, message in checks:
         if not ok:
             raise ValueError(f"target {target.get('image_id')}: {message}")

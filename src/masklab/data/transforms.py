@@ -3,6 +3,7 @@
 Boxes and masks move together: albumentations moves the masks, the boxes are recomputed as the
 tight boxes of the moved masks, and an instance whose mask vanished is dropped with its label.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,9 @@ class Augment:
             self._seeded_in = os.getpid()
         masks = target["masks"].numpy()
         out = self.pipeline(image=image, masks=list(masks) if len(masks) else [])
-        new_masks = np.stack(out["masks"]).astype(np.uint8) if len(masks) else np.zeros((0, *out["image"].shape[:2]), np.uint8)
+        new_masks = (
+            np.stack(out["masks"]).astype(np.uint8) if len(masks) else np.zeros((0, *out["image"].shape[:2]), np.uint8)
+        )
         new = make_target(new_masks, target["labels"].numpy(), target["image_id"], target["iscrowd"].numpy())
         return out["image"], new
 
@@ -82,8 +85,9 @@ class ScaleCrop:
         inside = masks.reshape(len(masks), -1).any(1)
         small = [cv2.resize(m, (out_w, out_h), interpolation=cv2.INTER_NEAREST) for m in masks[inside]]
         masks = np.stack(small) if small else np.zeros((0, out_h, out_w), np.uint8)
-        return image, make_target(masks, target["labels"].numpy()[inside], target["image_id"],
-                                  target["iscrowd"].numpy()[inside])
+        return image, make_target(
+            masks, target["labels"].numpy()[inside], target["image_id"], target["iscrowd"].numpy()[inside]
+        )
 
 
 class CapInstances:

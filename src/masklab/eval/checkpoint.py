@@ -1,4 +1,5 @@
 """A masklab checkpoint -> the LightningModule, its training config and class names."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,18 @@ from masklab.track.mlflow_utils import open_client
 log = logging.getLogger(__name__)
 
 #: keys a user may change at evaluation/prediction time; everything else (the model) comes from the checkpoint
-RUNTIME_KEYS = ("data", "nms", "batch_size", "num_workers", "image_min_size", "image_max_size", "paths",
-                "experiment_name", "augmentation", "max_gt_instances")
+RUNTIME_KEYS = (
+    "data",
+    "nms",
+    "batch_size",
+    "num_workers",
+    "image_min_size",
+    "image_max_size",
+    "paths",
+    "experiment_name",
+    "augmentation",
+    "max_gt_instances",
+)
 #: the runtime keys the network itself reads (the others pick the data or filter the detections it returns)
 NETWORK_KEYS = ("image_min_size", "image_max_size", "nms.rpn_nms_thresh")
 
@@ -61,12 +72,22 @@ def checkpoint_path(spec, tracking_uri: str) -> Path:
         run = _best_trial_run(client, run, spec)
     name, path = run.info.run_name, run.data.tags.get("best_checkpoint")
     if not path:
-        raise MasklabError(f"ckpt={spec}: MLflow run {name} has no best checkpoint (it never validated, or failed before)")
+        raise MasklabError(
+            f"ckpt={spec}: MLflow run {name} has no best checkpoint (it never validated, or failed before)"
+        )
     if not Path(path).is_file():
-        raise MasklabError(f"ckpt={spec}: MLflow run {name}'s best checkpoint {path} is not on this machine "
-                           "(trained elsewhere, moved or deleted); give its path instead")
-    log.info("ckpt=%s: MLflow run %s, best checkpoint %s (%s %s)", spec, name, path,
-             run.data.params.get("optimized_metric", "score"), run.data.tags.get("best_score", "?"))
+        raise MasklabError(
+            f"ckpt={spec}: MLflow run {name}'s best checkpoint {path} is not on this machine "
+            "(trained elsewhere, moved or deleted); give its path instead"
+        )
+    log.info(
+        "ckpt=%s: MLflow run %s, best checkpoint %s (%s %s)",
+        spec,
+        name,
+        path,
+        run.data.params.get("optimized_metric", "score"),
+        run.data.tags.get("best_score", "?"),
+    )
     return Path(path)
 
 
@@ -77,8 +98,11 @@ def _best_trial_run(client, study_run, spec):
     if number is None:
         raise MasklabError(f"ckpt={spec}: study {tags.get('study')} has no best trial yet (no trial completed)")
     for _ in range(2):
-        found = client.search_runs([study_run.info.experiment_id], max_results=1, filter_string=(
-            f"tags.mlflow.parentRunId = '{study_run.info.run_id}' and tags.trial_number = '{number}'"))
+        found = client.search_runs(
+            [study_run.info.experiment_id],
+            max_results=1,
+            filter_string=(f"tags.mlflow.parentRunId = '{study_run.info.run_id}' and tags.trial_number = '{number}'"),
+        )
         if not found:
             raise MasklabError(f"ckpt={spec}: study {tags.get('study')} has no MLflow run of its best trial {number}")
         if "same_as" not in found[0].data.tags:
@@ -98,7 +122,9 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[MaskRC
         module = MaskRCNNModule(cfg, class_names=hp.get("class_names"))
         module.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError, EOFError, TypeError, ValueError, pickle.UnpicklingError) as exc:
-        raise MasklabError(f"{path}: not a masklab checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise MasklabError(
+            f"{path}: not a masklab checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     return module.eval(), cfg, ckpt.get("mlflow_run_id")
 
 
@@ -125,8 +151,9 @@ def _trained_for_auto(cfg: DictConfig, trained: DictConfig, prefix: str = "") ->
     return cfg
 
 
-def load_for_inference(cfg: DictConfig, overridden: list[str] | None = None
-                       ) -> tuple[MaskRCNNModule, DictConfig, list[str], str | None]:
+def load_for_inference(
+    cfg: DictConfig, overridden: list[str] | None = None
+) -> tuple[MaskRCNNModule, DictConfig, list[str], str | None]:
     """evaluate.py's and predict.py's checkpoint ``cfg.ckpt``: (module, the run's config, the network keys it
     changes, MLflow run id). The run's config is the checkpoint's with the runtime keys the command line
     (``overridden``; default Hydra's) set (:func:`runtime_config`); the network keys among them (test-time
@@ -138,7 +165,11 @@ def load_for_inference(cfg: DictConfig, overridden: list[str] | None = None
     module, trained, run_id = load_checkpoint(checkpoint_path(cfg.ckpt, cfg.paths.tracking_uri))
     rcfg = runtime_config(trained, cfg, overridden)
     check_numbers(rcfg)  # nms.* given here
-    changed = [f"{k}={OmegaConf.select(rcfg, k)}" for k in NETWORK_KEYS if OmegaConf.select(rcfg, k) != OmegaConf.select(trained, k)]
+    changed = [
+        f"{k}={OmegaConf.select(rcfg, k)}"
+        for k in NETWORK_KEYS
+        if OmegaConf.select(rcfg, k) != OmegaConf.select(trained, k)
+    ]
     model = module.model
     model.transform.min_size, model.transform.max_size = (int(rcfg.image_min_size),), int(rcfg.image_max_size)
     model.rpn.nms_thresh = float(rcfg.nms.rpn_nms_thresh)

@@ -3,6 +3,7 @@
 The same images in every run of a dataset (the first ``n`` of the val split), so runs compare by eye in
 MLflow (``predictions/val_000.png`` ...) as their numbers do in its tables.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,12 @@ def _scaled(image: np.ndarray, instances: dict, s: float) -> tuple[np.ndarray, d
     size = (round(w * s), round(h * s))
     masks = draw.binary_masks(instances).astype(np.uint8)
     return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), {
-        **instances, "boxes": instances["boxes"] * s,
-        "masks": np.stack([cv2.resize(m, size, interpolation=cv2.INTER_NEAREST) for m in masks]) if len(masks)
-        else np.zeros((0, size[1], size[0]), np.uint8)}
+        **instances,
+        "boxes": instances["boxes"] * s,
+        "masks": np.stack([cv2.resize(m, size, interpolation=cv2.INTER_NEAREST) for m in masks])
+        if len(masks)
+        else np.zeros((0, size[1], size[0]), np.uint8),
+    }
 
 
 def _panel(image: np.ndarray, instances: dict, class_names, title: str, s: float) -> np.ndarray:
@@ -62,7 +66,9 @@ def val_gallery(model, dataset, class_names, n: int, out_dir: Path, device="cpu"
             left = _panel(rgb, gt, class_names, f"ground truth: {len(gt['labels'])}", s)
             shown = draw.confident(pred, MIN_SCORE)
             weaker = len(pred["labels"]) - len(shown["labels"])
-            title = f"prediction: {len(shown['labels'])} scoring >= {MIN_SCORE:g}" + (f" (+{weaker} weaker)" if weaker else "")
+            title = f"prediction: {len(shown['labels'])} scoring >= {MIN_SCORE:g}" + (
+                f" (+{weaker} weaker)" if weaker else ""
+            )
             right = _panel(rgb, shown, class_names, title, s)
             gap = np.full((left.shape[0], 4, 3), 255, np.uint8)
             path = out_dir / f"val_{i:03d}.png"
@@ -81,8 +87,13 @@ def log_predictions(cfg: DictConfig, module, datamodule, best_ckpt: str, output_
         return
     try:
         module.load_state_dict(torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"])
-        files = val_gallery(module.model.float().cpu(), datamodule.datasets["val"], module.class_names, n,
-                            Path(output_dir) / "predictions")
+        files = val_gallery(
+            module.model.float().cpu(),
+            datamodule.datasets["val"],
+            module.class_names,
+            n,
+            Path(output_dir) / "predictions",
+        )
     except Exception as exc:  # noqa: BLE001 - pictures of a finished run must not fail it (or its trial)
         log.warning("predictions of the first %d val images not drawn: %s: %s", n, type(exc).__name__, exc)
         return

@@ -1,4 +1,5 @@
 """predict.py's ``input=`` as image files, and the names their drawings get in one output folder."""
+
 from __future__ import annotations
 
 import glob
@@ -34,5 +35,11 @@ def output_names(paths: list[Path]) -> list[str]:
     path below the images' common folder, ``/`` as ``__``, where a file name is shared too (a pattern's x/a.jpg, y/a.jpg)."""
     stems, names = Counter(p.stem for p in paths), Counter(p.name for p in paths)
     root = Path(os.path.commonpath([p.resolve().parent for p in paths])) if paths else Path()
-    return [p.stem if stems[p.stem] == 1 else p.name if names[p.name] == 1
-            else "__".join(p.resolve().relative_to(root).parts) for p in paths]
+    return [
+        p.stem
+        if stems[p.stem] == 1
+        else p.name
+        if names[p.name] == 1
+        else "__".join(p.resolve().relative_to(root).parts)
+        for p in paths
+    ]

@@ -1,4 +1,5 @@
 """What evaluate.py writes: metrics.json, COCO results, plots, re-tuning tables, and the MLflow copy."""
+
 from __future__ import annotations
 
 import csv
@@ -18,11 +19,20 @@ def write_outputs(out: Path, metrics: dict, ev, extra: dict, class_names, prefix
     results = [{k: a[k] for k in ("image_id", "category_id", "bbox", "score", "segmentation")} for a in ev.dt]
     (out / "coco_results.json").write_text(json.dumps(results))
     files = [out / "metrics.json", out / "coco_results.json"]
-    files.append(plots.save(plots.pr_curves(ev.last_eval.get("segm"), class_names, f"{prefix}: segm precision-recall, IoU 0.5"),
-                            out / "pr_curves.png"))
-    files.append(plots.save(plots.confusion_matrix(extra["confusion"], class_names,
-                                                    f"{prefix}: IoU 0.5, score >= {extra['counted_score']:g}"),
-                            out / "confusion_matrix.png"))
+    files.append(
+        plots.save(
+            plots.pr_curves(ev.last_eval.get("segm"), class_names, f"{prefix}: segm precision-recall, IoU 0.5"),
+            out / "pr_curves.png",
+        )
+    )
+    files.append(
+        plots.save(
+            plots.confusion_matrix(
+                extra["confusion"], class_names, f"{prefix}: IoU 0.5, score >= {extra['counted_score']:g}"
+            ),
+            out / "confusion_matrix.png",
+        )
+    )
     return files
 
 
@@ -32,12 +42,26 @@ def write_retune(out: Path, rows: list[dict], best: dict) -> list[Path]:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    shown = ["score_thresh", "nms_thresh", "max_dets", "segm_AP", "segm_AP50", "bbox_AP", "voc_mAP50", "precision", "recall", "f1"]
+    shown = [
+        "score_thresh",
+        "nms_thresh",
+        "max_dets",
+        "segm_AP",
+        "segm_AP50",
+        "bbox_AP",
+        "voc_mAP50",
+        "precision",
+        "recall",
+        "f1",
+    ]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(_cell(r.get(k)) for k in shown) + " |" for r in rows]
     lines += ["", "Best setting per metric:", ""]
-    lines += [f"- {m}: {_cell(r[m])} at score_thresh={r['score_thresh']} nms_thresh={r['nms_thresh']} "
-              f"max_dets={r['max_dets']}" for m, r in best.items()]
+    lines += [
+        f"- {m}: {_cell(r[m])} at score_thresh={r['score_thresh']} nms_thresh={r['nms_thresh']} "
+        f"max_dets={r['max_dets']}"
+        for m, r in best.items()
+    ]
     (out / "retune.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return [out / "retune.csv", out / "retune.md"]
@@ -57,7 +81,9 @@ def log_to_mlflow(cfg, run_id: str | None, metrics: dict, files: list[Path]) -> 
         log.info("the checkpoint's MLflow run %s is not in %s: logging to a new run", run_id, cfg.paths.tracking_uri)
         run_id = None
     if run_id is None:
-        run_id = client.create_run(experiment_id(client, cfg.experiment_name), run_name="evaluate", tags={"masklab.role": "evaluate"}).info.run_id
+        run_id = client.create_run(
+            experiment_id(client, cfg.experiment_name), run_name="evaluate", tags={"masklab.role": "evaluate"}
+        ).info.run_id
         client.set_terminated(run_id)
     for k, v in metrics.items():
         if math.isfinite(v):

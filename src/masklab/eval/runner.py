@@ -1,4 +1,5 @@
 """One network pass over a split, then every metric from the same state, and inference-only re-tuning."""
+
 from __future__ import annotations
 
 import itertools
@@ -26,9 +27,17 @@ def run_network(model, loader, score_floor: float, device: str = "cpu", progress
     return gt, raw
 
 
-def evaluate_setting(gt: CocoEvaluator, raw: dict, class_names, score_thresh: float, nms_thresh: float,
-                     max_dets: int, prefix: str, full: bool = True,
-                     min_score: float = 0.0) -> tuple[dict, CocoEvaluator, dict]:
+def evaluate_setting(
+    gt: CocoEvaluator,
+    raw: dict,
+    class_names,
+    score_thresh: float,
+    nms_thresh: float,
+    max_dets: int,
+    prefix: str,
+    full: bool = True,
+    min_score: float = 0.0,
+) -> tuple[dict, CocoEvaluator, dict]:
     """Metrics ``{prefix}/...`` of one post-processing setting; with ``full`` also VOC mAP50 and the confusion matrix.
 
     AP and mAP rank every detection the setting keeps; precision, recall, F1 and the confusion matrix count a
@@ -58,9 +67,18 @@ def retune(gt: CocoEvaluator, raw: dict, class_names, grid: dict, score_floor: f
     combos = list(itertools.product(grid["score_thresh"], grid["nms_thresh"], grid["max_dets"]))
     for s, n, m in tqdm(combos, desc="re-tuning", unit="setting"):
         metrics, _, _ = evaluate_setting(gt, raw, class_names, s, n, m, prefix, full=True)
-        rows.append({"score_thresh": s, "nms_thresh": n, "max_dets": m, **{k.split("/", 1)[1]: v for k, v in metrics.items()
-                                                                          if "_AP_" not in k and "precision_" not in k
-                                                                          and "recall_" not in k}})
+        rows.append(
+            {
+                "score_thresh": s,
+                "nms_thresh": n,
+                "max_dets": m,
+                **{
+                    k.split("/", 1)[1]: v
+                    for k, v in metrics.items()
+                    if "_AP_" not in k and "precision_" not in k and "recall_" not in k
+                },
+            }
+        )
     return rows
 
 

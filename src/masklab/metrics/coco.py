@@ -6,6 +6,7 @@ AP 0), ``area``/``iscrowd`` always set, non-finite boxes dropped, predictions fo
 not in the ground truth refused, and "no predictions at all" scored 0.0 (NaN where there is nothing to
 score, as COCO does) instead of crashing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 #: names of COCOeval.stats[0:6], as metric suffixes
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 #: COCOeval's object-size ranges (mask or box area, px^2) of APs, APm, APl
-AREA_RANGES = {"APs": (0, 32 ** 2), "APm": (32 ** 2, 96 ** 2), "APl": (96 ** 2, 1e10)}
+AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}
 
 
 class CocoEvaluator:
@@ -67,21 +68,40 @@ class CocoEvaluator:
         boxes = t["boxes"].cpu().numpy()
         crowd = t.get("iscrowd", torch.zeros(len(boxes), dtype=torch.int64)).cpu().numpy()
         for box, label, rle, c in zip(boxes, t["labels"].cpu().numpy(), encode_masks(masks), crowd):
-            self.gt.append({"id": len(self.gt) + 1, "image_id": int(t["image_id"]), "category_id": int(label),
-                            "bbox": _xywh(box), "segmentation": rle, "area": float(mask_utils.area(rle)),
-                            "iscrowd": int(c)})
+            self.gt.append(
+                {
+                    "id": len(self.gt) + 1,
+                    "image_id": int(t["image_id"]),
+                    "category_id": int(label),
+                    "bbox": _xywh(box),
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(rle)),
+                    "iscrowd": int(c),
+                }
+            )
 
     def _add_prediction(self, image_id: int, p: dict) -> None:
         boxes = p["boxes"].detach().cpu().float().numpy()
         finite = np.isfinite(boxes).all(axis=1)
         if not finite.all():
             log.warning("image %d: dropped %d predictions with non-finite boxes", image_id, (~finite).sum())
-        masks = (p["masks"].detach().cpu().float().numpy()[:, 0] >= self.mask_threshold) if len(boxes) else np.zeros((0, 1, 1), bool)
+        masks = (
+            (p["masks"].detach().cpu().float().numpy()[:, 0] >= self.mask_threshold)
+            if len(boxes)
+            else np.zeros((0, 1, 1), bool)
+        )
         scores, labels = p["scores"].detach().cpu().float().numpy(), p["labels"].detach().cpu().numpy()
         rles = encode_masks(masks[finite]) if finite.any() else []
         for box, s, label, rle in zip(boxes[finite], scores[finite], labels[finite], rles):
-            self.dt.append({"image_id": image_id, "category_id": int(label), "bbox": _xywh(box),
-                            "score": float(s), "segmentation": rle})
+            self.dt.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": _xywh(box),
+                    "score": float(s),
+                    "segmentation": rle,
+                }
+            )
 
     def merge(self, parts: list[tuple[list, list, list]]) -> None:
         """Replace the state by the union of several evaluators' ``(images, gt, dt)`` (DDP ranks).
@@ -101,16 +121,20 @@ class CocoEvaluator:
 
     def run_cocoeval(self, iou_type: str):
         """The evaluated, accumulated and summarised COCOeval of the current state (``ev.eval``, ``ev.stats``)."""
-        dataset = {"images": self.images, "annotations": self.gt,
-                   "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)]}
+        dataset = {
+            "images": self.images,
+            "annotations": self.gt,
+            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)],
+        }
         if self.backend == "faster":
             from faster_coco_eval import COCO as FasterCOCO
             from faster_coco_eval import COCOeval_faster
 
             gt = FasterCOCO(dataset)
             # one IoU worker: its thread pool only costs on few cores (2 cores: 0.16 s vs 0.23 s with 8)
-            ev = COCOeval_faster(gt, gt.loadRes(list(self.dt)), iou_type, print_function=lambda *a, **k: None,
-                                 rle_iou_max_workers=1)
+            ev = COCOeval_faster(
+                gt, gt.loadRes(list(self.dt)), iou_type, print_function=lambda *a, **k: None, rle_iou_max_workers=1
+            )
         else:
             gt = COCO()
             gt.dataset = dataset
@@ -137,8 +161,11 @@ class CocoEvaluator:
         known = {im["id"] for im in self.images}
         unknown = [d for d in self.dt if d["image_id"] not in known]
         if unknown:  # pycocotools would assert; score what has ground truth and say what was left out
-            log.warning("%d predictions for images without ground truth were left out (image ids %s)",
-                        len(unknown), sorted({d["image_id"] for d in unknown})[:10])
+            log.warning(
+                "%d predictions for images without ground truth were left out (image ids %s)",
+                len(unknown),
+                sorted({d["image_id"] for d in unknown})[:10],
+            )
             self.dt = [d for d in self.dt if d["image_id"] in known]
         if not self.gt:  # an empty split: 0.0, which keeps the optimized metric a number for the checkpoint and sweeps
             return zeros

@@ -12,6 +12,7 @@ unmatched predictions to the background row, missed ground truth to the backgrou
 Inputs are the evaluator's COCO-form records (RLE masks), so the numbers come from the same state
 as the COCO metrics.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -36,8 +37,11 @@ def mask_ious(dts: list[dict], gts: list[dict]) -> np.ndarray:
     """P×G mask IoU (crowd flags ignored: plain IoU, as Matterport)."""
     if not dts or not gts:
         return np.zeros((len(dts), len(gts)))
-    return np.asarray(mask_utils.iou([as_pycoco(a["segmentation"]) for a in dts], [as_pycoco(a["segmentation"]) for a in gts],
-                                    [0] * len(gts)))
+    return np.asarray(
+        mask_utils.iou(
+            [as_pycoco(a["segmentation"]) for a in dts], [as_pycoco(a["segmentation"]) for a in gts], [0] * len(gts)
+        )
+    )
 
 
 def matterport_ap(gt_labels, dt_labels, ious: np.ndarray, iou_threshold: float = 0.5) -> float:
@@ -67,8 +71,11 @@ def voc_map50(images, gt, dt, iou_threshold: float = 0.5) -> float:
     for gts, dts in by_image(images, gt, dt).values():
         gts = [a for a in gts if not a.get("iscrowd", 0)]
         if gts:
-            aps.append(matterport_ap([a["category_id"] for a in gts], [a["category_id"] for a in dts],
-                                     mask_ious(dts, gts), iou_threshold))
+            aps.append(
+                matterport_ap(
+                    [a["category_id"] for a in gts], [a["category_id"] for a in dts], mask_ious(dts, gts), iou_threshold
+                )
+            )
     return float(np.mean(aps)) if aps else float("nan")
 
 
@@ -96,8 +103,10 @@ def precision_recall(m: np.ndarray, class_names) -> dict[str, float]:
     """Per-class and overall precision/recall from a confusion matrix (NaN where undefined)."""
     tp = np.diag(m)[1:].astype(float)
     predicted, actual = m[:, 1:].sum(0).astype(float), m[1:, :].sum(1).astype(float)
-    out = {"precision": tp.sum() / predicted.sum() if predicted.sum() else float("nan"),
-           "recall": tp.sum() / actual.sum() if actual.sum() else float("nan")}
+    out = {
+        "precision": tp.sum() / predicted.sum() if predicted.sum() else float("nan"),
+        "recall": tp.sum() / actual.sum() if actual.sum() else float("nan"),
+    }
     p, r = out["precision"], out["recall"]
     out["f1"] = 2 * p * r / (p + r) if p + r > 0 else float("nan")
     for k, name in enumerate(class_names):

@@ -5,6 +5,7 @@ backbone levels + FPN's max-pool level), so one ``anchors`` group fits every bac
 per level. It also carries ``stage_of``: first-level child of ``body`` -> stage 1..5 (stride 2^stage),
 which is how ``trainable_layers`` (heads, 3+, 4+, 5+, all) selects what trains, for any backbone.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,9 +45,11 @@ def downloading(key: str, weights):
         if weights is None:
             raise
         cache = Path(torch.hub.get_dir()) / "checkpoints"
-        raise MasklabError(f"{key}: downloading {weights} from {weights.url} failed ({getattr(exc, 'reason', None) or exc}); "
-                           f"without internet, copy that file into {cache}/ (set TORCH_HOME to move it) "
-                           f"or give {key.split('=')[0]}=<a local file>") from None
+        raise MasklabError(
+            f"{key}: downloading {weights} from {weights.url} failed ({getattr(exc, 'reason', None) or exc}); "
+            f"without internet, copy that file into {cache}/ (set TORCH_HOME to move it) "
+            f"or give {key.split('=')[0]}=<a local file>"
+        ) from None
 
 
 def _with_fpn_channels(bb: BackboneWithFPN, fpn_channels: int) -> BackboneWithFPN:
@@ -58,19 +61,23 @@ def _with_fpn_channels(bb: BackboneWithFPN, fpn_channels: int) -> BackboneWithFP
     return bb
 
 
-def resnet_fpn(arch: str, weights=None, imagenet_weights=None, fpn_channels: int = 256,
-               frozen_bn: bool = False) -> BackboneWithFPN:
+def resnet_fpn(
+    arch: str, weights=None, imagenet_weights=None, fpn_channels: int = 256, frozen_bn: bool = False
+) -> BackboneWithFPN:
     """ResNet/ResNeXt + FPN through ``torchvision...resnet_fpn_backbone`` (all layers trainable here)."""
     pretrained = _imagenet(weights, imagenet_weights)
     with downloading("backbone.weights=imagenet", pretrained):
-        bb = resnet_fpn_backbone(backbone_name=arch, weights=pretrained, norm_layer=_norm(frozen_bn), trainable_layers=5)
+        bb = resnet_fpn_backbone(
+            backbone_name=arch, weights=pretrained, norm_layer=_norm(frozen_bn), trainable_layers=5
+        )
     bb = _with_fpn_channels(bb, fpn_channels)
     bb.stage_of = dict(_RESNET_STAGES)
     return bb
 
 
-def mobilenet_fpn(arch: str, weights=None, imagenet_weights=None, fpn_channels: int = 256,
-                  frozen_bn: bool = False) -> BackboneWithFPN:
+def mobilenet_fpn(
+    arch: str, weights=None, imagenet_weights=None, fpn_channels: int = 256, frozen_bn: bool = False
+) -> BackboneWithFPN:
     """MobileNetV2/V3 features + FPN on the last block of each stride 4, 8, 16, 32.
 
     torchvision's ``mobilenet_backbone`` taps the *first* block of a stride and by default only the
@@ -82,8 +89,13 @@ def mobilenet_fpn(arch: str, weights=None, imagenet_weights=None, fpn_channels: 
         features = models.__dict__[arch](weights=pretrained, norm_layer=_norm(frozen_bn)).features
     firsts = [i for i, block in enumerate(features) if getattr(block, "_is_cn", False)]  # stride-2 blocks
     lasts = [i - 1 for i in firsts[1:]] + [len(features) - 1]  # last block at strides 4, 8, 16, 32
-    bb = BackboneWithFPN(features, {str(i): str(k) for k, i in enumerate(lasts)},
-                         [features[i].out_channels for i in lasts], fpn_channels, extra_blocks=LastLevelMaxPool())
+    bb = BackboneWithFPN(
+        features,
+        {str(i): str(k) for k, i in enumerate(lasts)},
+        [features[i].out_channels for i in lasts],
+        fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
     stage, bb.stage_of = 1, {}
     for i in range(len(features)):
         stage += int(i in firsts)
@@ -100,7 +112,9 @@ def load_weights_file(key: str, path: str, weights_only: bool = True, hint: str 
         obj = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # not a torch file, truncated, or pickled classes weights_only refuses
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise MasklabError(f"{key}={path}: not a readable PyTorch weights file ({type(exc).__name__}: {first[:200]})") from None
+        raise MasklabError(
+            f"{key}={path}: not a readable PyTorch weights file ({type(exc).__name__}: {first[:200]})"
+        ) from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):
         raise MasklabError(f"{key}={path}: holds a {type(obj).__name__}, not a state_dict of tensors{hint}")
@@ -109,10 +123,11 @@ def load_weights_file(key: str, path: str, weights_only: bool = True, hint: str 
 
 def load_backbone_state_dict(backbone: BackboneWithFPN, path: str) -> tuple[list[str], list[str]]:
     """Load a local backbone state_dict (body keys, optionally prefixed ``body.``/``backbone.body.``)."""
-    state = load_weights_file("backbone.weights", path, hint=" (backbone.weights takes a local state_dict file, "
-                                                             "imagenet or null)")
+    state = load_weights_file(
+        "backbone.weights", path, hint=" (backbone.weights takes a local state_dict file, imagenet or null)"
+    )
     for prefix in ("backbone.body.", "body.", "features."):
         if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     result = backbone.body.load_state_dict(state, strict=False)
     return list(result.missing_keys), list(result.unexpected_keys)

@@ -6,6 +6,7 @@ Weights (see conf/config.yaml and conf/backbone/*.yaml):
     state_dict or masklab checkpoint. Tensors whose shape differs (the box and mask predictors when
     ``num_classes`` differs) are re-initialised; everything else loads, and the log says which.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,30 +41,41 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"weights from {self.source}: loaded {len(self.loaded)} tensors, re-initialised "
-                f"{len(self.reinitialised)} ({', '.join(self.reinitialised) or 'none'}), "
-                f"not in source {len(self.missing)}")
+        return (
+            f"weights from {self.source}: loaded {len(self.loaded)} tensors, re-initialised "
+            f"{len(self.reinitialised)} ({', '.join(self.reinitialised) or 'none'}), "
+            f"not in source {len(self.missing)}"
+        )
 
 
 def _anchor_generator(anchors: DictConfig, num_maps: int, backbone_name: str) -> AnchorGenerator:
     # one size per map; torchvision's nested form ((32,), (64,), ...) is taken too
     sizes = [s[0] if OmegaConf.is_list(s) and len(s) == 1 else s for s in anchors.sizes]
     if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in sizes):
-        raise MasklabError(f"anchors.sizes={OmegaConf.to_container(anchors.sizes)}: one positive number per feature map, "
-                           "e.g. anchors.sizes=[16,32,64,128,256]")
+        raise MasklabError(
+            f"anchors.sizes={OmegaConf.to_container(anchors.sizes)}: one positive number per feature map, "
+            "e.g. anchors.sizes=[16,32,64,128,256]"
+        )
     sizes = [int(s) for s in sizes]
     if len(sizes) != num_maps:
         raise MasklabError(
             f"anchors.sizes has {len(sizes)} sizes {sizes} but backbone '{backbone_name}' gives {num_maps} "
-            f"feature maps (strides 4..64): give exactly one size per map, e.g. anchors.sizes=[16,32,64,128,256]")
+            f"feature maps (strides 4..64): give exactly one size per map, e.g. anchors.sizes=[16,32,64,128,256]"
+        )
     ratios = tuple(float(r) for r in anchors.aspect_ratios)
     return AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=(ratios,) * num_maps)
 
 
 def in_range(low, high, integer=False, high_open=False):
     """A check of :data:`NUMBERS`: ``low <= v <= high`` (``< high`` when ``high_open``; no upper bound for None)."""
+
     def ok(v):
-        return (not integer or isinstance(v, int)) and v >= low and (high is None or (v < high if high_open else v <= high))
+        return (
+            (not integer or isinstance(v, int))
+            and v >= low
+            and (high is None or (v < high if high_open else v <= high))
+        )
+
     return ok
 
 
@@ -102,25 +114,43 @@ def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:
     pretrained = bool(cfg.backbone.weights) or bool(cfg.model.weights)
     m = cfg.model
     backbone = get_method(cfg.backbone._target_)(
-        arch=cfg.backbone.arch, weights=cfg.backbone.weights, imagenet_weights=cfg.backbone.imagenet_weights,
-        fpn_channels=m.fpn_channels, frozen_bn=pretrained)
+        arch=cfg.backbone.arch,
+        weights=cfg.backbone.weights,
+        imagenet_weights=cfg.backbone.imagenet_weights,
+        fpn_channels=m.fpn_channels,
+        frozen_bn=pretrained,
+    )
     if cfg.backbone.weights not in (None, "imagenet"):
         missing, unexpected = load_backbone_state_dict(backbone, cfg.backbone.weights)
         n_body = len(backbone.body.state_dict())
         if len(missing) == n_body:
-            raise MasklabError(f"{cfg.backbone.weights}: no tensor matches backbone '{cfg.backbone.arch}' (unexpected keys: {unexpected[:3]} ...)")
-        log.info("backbone weights from %s: loaded %d/%d tensors, missing %s, unexpected %s",
-                 cfg.backbone.weights, n_body - len(missing), n_body, missing[:5], unexpected[:5])
+            raise MasklabError(
+                f"{cfg.backbone.weights}: no tensor matches backbone '{cfg.backbone.arch}' (unexpected keys: {unexpected[:3]} ...)"
+            )
+        log.info(
+            "backbone weights from %s: loaded %d/%d tensors, missing %s, unexpected %s",
+            cfg.backbone.weights,
+            n_body - len(missing),
+            n_body,
+            missing[:5],
+            unexpected[:5],
+        )
     num_maps = 5  # every masklab backbone: 4 levels + max-pool (see backbones.py)
     resolution = 7  # torchvision's MultiScaleRoIAlign output for the box head
     model = MaskRCNN(
-        backbone, num_classes=None,  # predictors below carry num_classes
-        min_size=cfg.image_min_size, max_size=cfg.image_max_size,
+        backbone,
+        num_classes=None,  # predictors below carry num_classes
+        min_size=cfg.image_min_size,
+        max_size=cfg.image_max_size,
         rpn_anchor_generator=_anchor_generator(cfg.anchors, num_maps, cfg.backbone.arch),
         rpn_nms_thresh=cfg.nms.rpn_nms_thresh,
-        rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train,
-        rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=m.rpn_post_nms_top_n_test, box_nms_thresh=cfg.nms.box_nms_thresh,
-        box_score_thresh=cfg.nms.box_score_thresh, box_detections_per_img=cfg.nms.box_detections_per_img,
+        rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=m.rpn_post_nms_top_n_test,
+        box_nms_thresh=cfg.nms.box_nms_thresh,
+        box_score_thresh=cfg.nms.box_score_thresh,
+        box_detections_per_img=cfg.nms.box_detections_per_img,
         box_batch_size_per_image=cfg.rois_per_image,
         box_head=DropoutTwoMLPHead(m.fpn_channels * resolution**2, m.box_head_dim, cfg.box_head_dropout),
         box_predictor=FastRCNNPredictor(m.box_head_dim, num_classes),
@@ -140,15 +170,21 @@ def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:
 def _full_model_state(cfg: DictConfig) -> tuple[str, dict]:
     if cfg.model.weights == "coco":
         if not cfg.backbone.coco_weights:
-            raise MasklabError(f"model.weights=coco: torchvision has no COCO Mask R-CNN for backbone "
-                               f"'{cfg.backbone.arch}' (only r50); use backbone.weights=imagenet or a local file")
+            raise MasklabError(
+                f"model.weights=coco: torchvision has no COCO Mask R-CNN for backbone "
+                f"'{cfg.backbone.arch}' (only r50); use backbone.weights=imagenet or a local file"
+            )
         weights = get_weight(cfg.backbone.coco_weights)
         with downloading("model.weights=coco", weights):
             return str(weights), weights.get_state_dict(progress=True)
-    state = load_weights_file("model.weights", cfg.model.weights, weights_only=False,
-                              hint=" (model.weights takes a full-model state_dict or masklab checkpoint file, coco or null)")
+    state = load_weights_file(
+        "model.weights",
+        cfg.model.weights,
+        weights_only=False,
+        hint=" (model.weights takes a full-model state_dict or masklab checkpoint file, coco or null)",
+    )
     if any(k.startswith("model.") for k in state):  # a masklab Lightning checkpoint
-        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     return str(cfg.model.weights), state
 
 
@@ -190,9 +226,15 @@ def set_trainable(model: MaskRCNN, layers: str) -> tuple[int, int]:
 
 
 #: the parts of torchvision's Mask R-CNN :func:`parameter_summary` counts (module path -> name in the line)
-PARTS = {"backbone.body": "backbone", "backbone.fpn": "FPN", "rpn": "RPN", "roi_heads.box_head": "box head",
-         "roi_heads.box_predictor": "box predictor", "roi_heads.mask_head": "mask head",
-         "roi_heads.mask_predictor": "mask predictor"}
+PARTS = {
+    "backbone.body": "backbone",
+    "backbone.fpn": "FPN",
+    "rpn": "RPN",
+    "roi_heads.box_head": "box head",
+    "roi_heads.box_predictor": "box predictor",
+    "roi_heads.mask_head": "mask head",
+    "roi_heads.mask_predictor": "mask predictor",
+}
 
 
 def parameter_summary(model: MaskRCNN) -> str:

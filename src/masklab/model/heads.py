@@ -1,4 +1,5 @@
 """Small variants of torchvision's heads that the seeds explored by hand."""
+
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@ low score floor, NMS off and no cap, and keeps boxes in the network's resized fr
 mask probabilities; :func:`postprocess` then applies any (confidence ≥ floor, NMS, max detections)
 exactly as torchvision would, so an inference-only sweep equals re-running the model.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,9 +41,17 @@ def raw_predictions(model: MaskRCNN, images: list[torch.Tensor], score_floor: fl
         features = model.backbone(batch.tensors)
         proposals, _ = model.rpn(batch, features)
         detections, _ = model.roi_heads(features, proposals, batch.image_sizes)
-    return [{"boxes": d["boxes"].cpu(), "scores": d["scores"].cpu(), "labels": d["labels"].cpu(),
-             "mask_probs": d["masks"].cpu(), "image_size": tuple(resized), "original_size": original}
-            for d, resized, original in zip(detections, batch.image_sizes, sizes)]
+    return [
+        {
+            "boxes": d["boxes"].cpu(),
+            "scores": d["scores"].cpu(),
+            "labels": d["labels"].cpu(),
+            "mask_probs": d["masks"].cpu(),
+            "image_size": tuple(resized),
+            "original_size": original,
+        }
+        for d, resized, original in zip(detections, batch.image_sizes, sizes)
+    ]
 
 
 def postprocess(raw: dict, score_thresh: float, nms_thresh: float, max_dets: int) -> dict:

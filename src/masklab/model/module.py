@@ -4,6 +4,7 @@ Training loss = sum of torchvision's five losses. Validation also computes those
 the model's training path with no gradients and batch-norm/dropout in eval mode (torchvision gives
 no validation loss; the seeds plotted it), then predicts in eval mode for COCO AP.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,7 +43,9 @@ class MaskRCNNModule(L.LightningModule):
         self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg), "class_names": self.class_names}, logger=False)
         self.cfg = cfg
         self.model = build_model(cfg, num_classes=len(self.class_names) + 1)
-        if cfg.get("channels_last"):  # NHWC weights: the convolutions pick NHWC kernels (oneDNN on CPU, tensor cores on GPU)
+        if cfg.get(
+            "channels_last"
+        ):  # NHWC weights: the convolutions pick NHWC kernels (oneDNN on CPU, tensor cores on GPU)
             self.model.to(memory_format=torch.channels_last)
         self.evaluator = CocoEvaluator(self.class_names, max_dets=int(cfg.nms.box_detections_per_img))
         self._stage = None
@@ -52,16 +55,21 @@ class MaskRCNNModule(L.LightningModule):
         # first NMS and failed there with a RuntimeError traceback ("nms_kernel" not implemented for 'BFloat16')
         precision = str(self.trainer.precision)
         if precision in ("16-true", "bf16-true") and self.trainer.strategy.root_device.type == "cpu":
-            raise MasklabError(f"trainer.precision={precision} on the CPU: torchvision's CPU NMS has no "
-                               f"{'bfloat16' if precision.startswith('bf') else 'float16'} kernel; use 32-true or bf16-mixed")
+            raise MasklabError(
+                f"trainer.precision={precision} on the CPU: torchvision's CPU NMS has no "
+                f"{'bfloat16' if precision.startswith('bf') else 'float16'} kernel; use 32-true or bf16-mixed"
+            )
 
     def on_fit_start(self) -> None:
         if self.trainer.is_global_zero:
             log.info("model: Mask R-CNN, %s", parameter_summary(self.model))
             if self.model.transform._skip_resize:
-                log.info("tiles (data.crop_size=%s): validation scores whole images at %s px; it logs no val loss, "
-                         "whose pass over every mask at that scale costs 1.5x the prediction", self.cfg.data.crop_size,
-                         self.cfg.image_min_size)
+                log.info(
+                    "tiles (data.crop_size=%s): validation scores whole images at %s px; it logs no val loss, "
+                    "whose pass over every mask at that scale costs 1.5x the prediction",
+                    self.cfg.data.crop_size,
+                    self.cfg.image_min_size,
+                )
 
     # ---- one step for every stage -------------------------------------------------------------
     def forward(self, images):
@@ -72,12 +80,22 @@ class MaskRCNNModule(L.LightningModule):
         loss = sum(loss_dict.values())
         if not torch.isfinite(loss):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
-            raise NonFiniteLossError(f"non-finite {stage} loss at epoch {self.current_epoch} step "
-                                     f"{self.global_step}: {parts} (lower the LR, add warmup or grad_clip_norm)")
+            raise NonFiniteLossError(
+                f"non-finite {stage} loss at epoch {self.current_epoch} step "
+                f"{self.global_step}: {parts} (lower the LR, add warmup or grad_clip_norm)"
+            )
         logs = {f"{stage}/{k}": v for k, v in loss_dict.items()}
         on_step = stage == "train"
         self.log_dict(logs, on_step=on_step, on_epoch=not on_step, batch_size=len(images), sync_dist=not on_step)
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=len(images), sync_dist=not on_step)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=not on_step,
+            batch_size=len(images),
+            sync_dist=not on_step,
+        )
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -116,8 +134,15 @@ class MaskRCNNModule(L.LightningModule):
         self.log_dict({k: v for k, v in metrics.items() if k != headline}, sync_dist=True)
         if not self.trainer.sanity_checking:
             loss = self.trainer.callback_metrics.get(f"{stage}/loss", float("nan"))
-            log.info("epoch %d %s: loss %.4f  segm_AP %.4f  segm_AP50 %.4f  bbox_AP %.4f", self.current_epoch, stage,
-                     float(loss), metrics[headline], metrics[f"{stage}/segm_AP50"], metrics[f"{stage}/bbox_AP"])
+            log.info(
+                "epoch %d %s: loss %.4f  segm_AP %.4f  segm_AP50 %.4f  bbox_AP %.4f",
+                self.current_epoch,
+                stage,
+                float(loss),
+                metrics[headline],
+                metrics[f"{stage}/segm_AP50"],
+                metrics[f"{stage}/bbox_AP"],
+            )
 
     def on_validation_epoch_start(self):
         self.evaluator.reset()
@@ -147,8 +172,15 @@ class MaskRCNNModule(L.LightningModule):
         if index != self._stage:
             trainable, total = set_trainable(self.model, layers)
             n = max(len(self.cfg.model.stages or []), 1)
-            log.info("stage %d/%d from epoch %d: training '%s' (%.1fM of %.1fM parameters)",
-                     index + 1, n, self.current_epoch, layers, trainable / 1e6, total / 1e6)
+            log.info(
+                "stage %d/%d from epoch %d: training '%s' (%.1fM of %.1fM parameters)",
+                index + 1,
+                n,
+                self.current_epoch,
+                layers,
+                trainable / 1e6,
+                total / 1e6,
+            )
             self._stage = index
 
     # ---- optimisation --------------------------------------------------------------------------
@@ -161,7 +193,11 @@ class MaskRCNNModule(L.LightningModule):
         _check_boundaries(sched)
         total = self.trainer.estimated_stepping_batches  # sets up the train loader, so its length is known
         batches = self.trainer.num_training_batches  # inf when max_epochs=-1 (a max_steps run): then total per epoch
-        per_epoch = total / max(self.trainer.max_epochs, 1) if math.isinf(batches) else batches / self.trainer.accumulate_grad_batches
+        per_epoch = (
+            total / max(self.trainer.max_epochs, 1)
+            if math.isinf(batches)
+            else batches / self.trainer.accumulate_grad_batches
+        )
         steps_per_epoch = max(1, math.ceil(per_epoch))
         epochs = sched.steps / steps_per_epoch if sched.get("steps") else sched.epochs  # a steps budget: fractional
 
@@ -186,13 +222,25 @@ def _check_boundaries(sched) -> None:
         return
     given = boundaries(sched.epochs, **{**kwargs, "reference_epochs": None})  # as written in the config
     ref = kwargs.get("reference_epochs")
-    scaled = (f" ({list(given)} of a {ref}-epoch run, scaled: schedule.lr_lambda.reference_epochs={ref}; null takes them "
-              "as given)") if ref and ref != sched.epochs else ""
+    scaled = (
+        (
+            f" ({list(given)} of a {ref}-epoch run, scaled: schedule.lr_lambda.reference_epochs={ref}; null takes them "
+            "as given)"
+        )
+        if ref and ref != sched.epochs
+        else ""
+    )
     log.info("schedule: LR changes at epochs %s of %d%s", [round(b, 2) for b in at], sched.epochs, scaled)
     late = [round(b, 2) for b in at if b >= sched.epochs]
     if late:
-        hint = (f": {list(given)} are scaled by schedule.epochs / reference_epochs = {sched.epochs}/{ref}; give them for a "
-                f"{ref}-epoch run or set schedule.lr_lambda.reference_epochs=null to take them as given") if scaled else ""
+        hint = (
+            (
+                f": {list(given)} are scaled by schedule.epochs / reference_epochs = {sched.epochs}/{ref}; give them for a "
+                f"{ref}-epoch run or set schedule.lr_lambda.reference_epochs=null to take them as given"
+            )
+            if scaled
+            else ""
+        )
         log.warning("schedule: the LR change(s) at epoch %s never happen in a %d-epoch run%s", late, sched.epochs, hint)
 
 

@@ -3,6 +3,7 @@
 The LightningModule multiplies the optimizer's LR by ``warmup(step) * f(step / steps_per_epoch)``
 every optimizer step, so every schedule gets the same linear warmup and step-exact boundaries.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,14 +21,16 @@ def _at(boundary: float, epochs: int, reference_epochs: int | None) -> float:
     return boundary if not reference_epochs or reference_epochs == epochs else boundary * epochs / reference_epochs
 
 
-def multistep(epoch: float, epochs: int, milestones: Sequence[int] = (), gamma: float = 0.1,
-              reference_epochs: int | None = None) -> float:
+def multistep(
+    epoch: float, epochs: int, milestones: Sequence[int] = (), gamma: float = 0.1, reference_epochs: int | None = None
+) -> float:
     """x gamma at each milestone epoch (0-based: milestone 8 means from the 9th epoch on)."""
     return gamma ** sum(epoch >= _at(m, epochs, reference_epochs) for m in milestones)
 
 
-def piecewise(epoch: float, epochs: int, pieces: Sequence[Sequence[float]] = ((0, 1.0),),
-              reference_epochs: int | None = None) -> float:
+def piecewise(
+    epoch: float, epochs: int, pieces: Sequence[Sequence[float]] = ((0, 1.0),), reference_epochs: int | None = None
+) -> float:
     """Factor of the last ``[start_epoch, factor]`` piece whose start is <= epoch (the seeds' tables)."""
     factor = 1.0
     for start, value in sorted(pieces, key=lambda p: p[0]):
@@ -36,8 +39,13 @@ def piecewise(epoch: float, epochs: int, pieces: Sequence[Sequence[float]] = ((0
     return float(factor)
 
 
-def boundaries(epochs: int, milestones: Sequence[float] = (), pieces: Sequence[Sequence[float]] = (),
-               reference_epochs: int | None = None, **_) -> list[float]:
+def boundaries(
+    epochs: int,
+    milestones: Sequence[float] = (),
+    pieces: Sequence[Sequence[float]] = (),
+    reference_epochs: int | None = None,
+    **_,
+) -> list[float]:
     """The epochs (of this ``epochs``-epoch run) where a ``multistep`` or ``piecewise`` factor changes,
     from that schedule's keyword arguments (``**_``: the others, e.g. ``gamma``); [] for the others."""
     starts = [m for m in milestones] + [p[0] for p in pieces if p[0] > 0]

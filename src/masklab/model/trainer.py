@@ -1,4 +1,5 @@
 """The Lightning Trainer of ``cfg.trainer`` (trainer=cpu|gpu|ddp), with its refusals made one line."""
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,9 @@ def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     cfg = resolved(cfg)  # trainer.check_val_every_n_epoch=auto
-    if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.accelerator) == "cpu":  # trainer=ddp trainer.accelerator=cpu
+    if (
+        cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.accelerator) == "cpu"
+    ):  # trainer=ddp trainer.accelerator=cpu
         log.info("trainer.sync_batchnorm off: SyncBatchNorm needs CUDA (it raised ValueError in CPU processes)")
         kwargs["sync_batchnorm"] = False
     if "enable_model_summary" not in cfg.trainer:  # its table had one row and "FLOPs 0"; the module logs sizes by part
@@ -31,6 +34,12 @@ def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
         if cause is None:
             raise
         t = cfg.trainer
-        hint = "; no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)" if missing_cuda(t.accelerator) else ""
-        raise MasklabError(f"trainer (accelerator={t.accelerator}, devices={t.devices}, strategy={t.get('strategy', 'auto')}): "
-                           f"{str(cause).strip().splitlines()[0]}{hint}") from None
+        hint = (
+            "; no CUDA GPU is visible here: use trainer=cpu (or trainer.accelerator=auto)"
+            if missing_cuda(t.accelerator)
+            else ""
+        )
+        raise MasklabError(
+            f"trainer (accelerator={t.accelerator}, devices={t.devices}, strategy={t.get('strategy', 'auto')}): "
+            f"{str(cause).strip().splitlines()[0]}{hint}"
+        ) from None

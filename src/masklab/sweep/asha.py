@@ -22,6 +22,7 @@ configuration is ranked at a rung by what it reported for that rung's last epoch
 counts configurations; the study ends when all are started and no paused one is promotable. This
 module is the decision only (``promotion``), shared by the sweeper and the pruning benchmark's replay.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,8 +45,10 @@ def settings(kwargs: dict | None = None) -> dict:
 def rungs(epochs: int, min_resource: int = 2, reduction_factor: int = 3) -> list[int]:
     """Epoch counts at which a trial pauses, ending with ``epochs`` (its last): 2, 6, 12 for 12 epochs."""
     if int(min_resource) < 1 or int(reduction_factor) < 2:
-        raise MasklabError(f"hydra.sweeper.pruner_kwargs for asha: min_resource={min_resource} must be >= 1 and "
-                           f"reduction_factor={reduction_factor} >= 2")
+        raise MasklabError(
+            f"hydra.sweeper.pruner_kwargs for asha: min_resource={min_resource} must be >= 1 and "
+            f"reduction_factor={reduction_factor} >= 2"
+        )
     out, r = [], int(min_resource)
     while r < epochs:
         out.append(r)

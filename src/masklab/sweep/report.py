@@ -7,6 +7,7 @@ and gets tags ``trial_number``, ``trial_state`` (COMPLETE / PRUNED / FAIL), ``fa
 (a config ``train.py`` loads: ``python src/train.py --config-dir <sweep dir> +tuned=best``; copied to
 ``conf/tuned/best.yaml`` it feeds the DVC train stage) and the plots.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,8 +46,11 @@ class Tracker:
             self.parent_id = known
             self.client.update_run(known, status="RUNNING")
             return
-        run = self.client.create_run(exp_id, run_name=f"study-{self.study.study_name}",
-                                     tags={"masklab.role": "study", "study": self.study.study_name})
+        run = self.client.create_run(
+            exp_id,
+            run_name=f"study-{self.study.study_name}",
+            tags={"masklab.role": "study", "study": self.study.study_name},
+        )
         self.parent_id = run.info.run_id
         self.study.set_user_attr("mlflow_parent_run_id", self.parent_id)
         sweeper = self.cfg.hydra.sweeper
@@ -62,13 +66,22 @@ class Tracker:
 
         source = earlier.user_attrs.get("mlflow_run_id")
         exp_id = self.client.get_run(self.parent_id).info.experiment_id
-        run = self.client.create_run(exp_id, run_name=f"{self.study.study_name}-trial{trial.number:03d}",
-                                     tags={"mlflow.parentRunId": self.parent_id, "same_as": str(earlier.number),
-                                           "mlflow.note.content": f"not trained: the parameters of trial {earlier.number}"})
+        run = self.client.create_run(
+            exp_id,
+            run_name=f"{self.study.study_name}-trial{trial.number:03d}",
+            tags={
+                "mlflow.parentRunId": self.parent_id,
+                "same_as": str(earlier.number),
+                "mlflow.note.content": f"not trained: the parameters of trial {earlier.number}",
+            },
+        )
         if source:
             data = self.client.get_run(source).data
-            self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in data.params.items()],
-                                  metrics=[Metric(k, v, 0, 0) for k, v in data.metrics.items()])
+            self.client.log_batch(
+                run.info.run_id,
+                params=[Param(k, v) for k, v in data.params.items()],
+                metrics=[Metric(k, v, 0, 0) for k, v in data.metrics.items()],
+            )
         self.client.set_terminated(run.info.run_id, status="FINISHED")
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
 
@@ -79,12 +92,21 @@ class Tracker:
         frozen = self.study._storage.get_trial(trial._trial_id)
         # a PRUNED trial's value is Optuna's last reported pruning signal (maybe -val/loss): its reason says it
         value = frozen.values[0] if frozen.values and state == TrialState.COMPLETE else None
-        log.info("trial %d %s%s%s", trial.number, state.name, f" value={value:.4f}" if value is not None else "",
-                 f" ({reason})" if reason else "")
+        log.info(
+            "trial %d %s%s%s",
+            trial.number,
+            state.name,
+            f" value={value:.4f}" if value is not None else "",
+            f" ({reason})" if reason else "",
+        )
         run_id = self._child(trial._trial_id)
         if self.client and run_id:
-            tags = {"trial_number": str(trial.number), "trial_state": state.name, "study": self.study.study_name,
-                    **{f"sampled.{k}": str(v) for k, v in frozen.params.items()}}
+            tags = {
+                "trial_number": str(trial.number),
+                "trial_state": state.name,
+                "study": self.study.study_name,
+                **{f"sampled.{k}": str(v) for k, v in frozen.params.items()},
+            }
             if "asha_rung" in frozen.user_attrs:  # one run per configuration: the trial of its latest rung
                 tags["asha_rung"] = str(frozen.user_attrs["asha_rung"])
                 if state != TrialState.PRUNED:  # resumed and finished: no longer waiting where it paused
@@ -108,10 +130,16 @@ class Tracker:
             best = self.study.best_trials[0] if len(names) > 1 else self.study.best_trial
             command = retrain_command(self.cfg.hydra, self.sweep_dir)
             path = write_best_params(self.sweep_dir / "tuned" / "best.yaml", best, self.fixed, names, command)
-            result["best"] = {"number": best.number, "values": dict(zip(names, best.values)), "params": best.params,
-                              "yaml": str(path)}
-            print(f"best: trial {best.number} {dict(zip(names, best.values))}\nretrain it: {command}   "
-                  f"(or copy {path} to conf/tuned/best.yaml for dvc repro)")
+            result["best"] = {
+                "number": best.number,
+                "values": dict(zip(names, best.values)),
+                "params": best.params,
+                "yaml": str(path),
+            }
+            print(
+                f"best: trial {best.number} {dict(zip(names, best.values))}\nretrain it: {command}   "
+                f"(or copy {path} to conf/tuned/best.yaml for dvc repro)"
+            )
             if self.client:  # its best checkpoint, through the tags _log_best sets below
                 print(f"evaluate it: python src/evaluate.py ckpt=runs:/{self.parent_id}")
             self._log_best(best, names, path)
@@ -147,8 +175,11 @@ class Tracker:
         else:
             done.sort(key=lambda t: t.value, reverse=self.study.direction == optuna.study.StudyDirection.MAXIMIZE)
         done = [t for t in done if "same_as" not in t.user_attrs]  # a repeat has no drawings: its trial's are shown
-        rows = [{"run": f"trial {t.number}", "run_id": t.user_attrs.get("mlflow_run_id"), names[0]: t.values[0]}
-                for t in done[:top] if t.user_attrs.get("mlflow_run_id")]
+        rows = [
+            {"run": f"trial {t.number}", "run_id": t.user_attrs.get("mlflow_run_id"), names[0]: t.values[0]}
+            for t in done[:top]
+            if t.user_attrs.get("mlflow_run_id")
+        ]
         return report.write_prediction_sheet(self.client, rows, names[0], self.sweep_dir / "plots" / "predictions.png")
 
 
@@ -161,7 +192,9 @@ def summary_table(trials, names: list[str]) -> str:
         minutes = f"{t.duration.total_seconds() / 60:.1f}" if t.duration else "-"
         said = t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason")
         reason = "; ".join(r for r in (t.user_attrs.get("note"), said) if r)[:70]
-        rows.append([str(t.number), t.state.name, *vals, minutes, *[_fmt(t.params.get(p, "-")) for p in params], reason])
+        rows.append(
+            [str(t.number), t.state.name, *vals, minutes, *[_fmt(t.params.get(p, "-")) for p in params], reason]
+        )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head, *rows])
 
@@ -183,8 +216,9 @@ def retrain_command(hydra_cfg: DictConfig, sweep_dir: Path, name: str = "best") 
     if config_name == "config" and not given:
         return f"python src/train.py --config-dir {sweep_dir} +tuned={name}"
     where = f"--config-dir {given[0].removeprefix('file://')} " if given else ""
-    return (f"python src/train.py {where}--config-name {config_name} 'hydra.searchpath=[file://{sweep_dir}]' "
-            f"+tuned={name}")
+    return (
+        f"python src/train.py {where}--config-name {config_name} 'hydra.searchpath=[file://{sweep_dir}]' +tuned={name}"
+    )
 
 
 def write_best_params(path: Path, best, fixed: list[str], names, command: str) -> Path:
@@ -206,9 +240,11 @@ def write_best_params(path: Path, best, fixed: list[str], names, command: str) -
             for p in parents:
                 node = node.setdefault(p, {})
             node[leaf] = v
-    header = (f"# @package _global_\n# Best trial {best.number}: {dict(zip(names, best.values))}\n"
-              f"# retrain: {command}\n"
-              f"# pipeline: copy to conf/tuned/best.yaml (dvc repro's train stage includes it)\n")
+    header = (
+        f"# @package _global_\n# Best trial {best.number}: {dict(zip(names, best.values))}\n"
+        f"# retrain: {command}\n"
+        f"# pipeline: copy to conf/tuned/best.yaml (dvc repro's train stage includes it)\n"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"defaults": defaults, **values} if defaults else values
     path.write_text(header + yaml.safe_dump(body, sort_keys=False))
@@ -251,8 +287,15 @@ def save_plots(study: optuna.Study, out: Path, names: list[str]) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     single = len(names) == 1
-    plots = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances,
-             "parallel_coordinate": ovm.plot_parallel_coordinate} if single else {"pareto_front": ovm.plot_pareto_front}
+    plots = (
+        {
+            "optimization_history": ovm.plot_optimization_history,
+            "param_importances": ovm.plot_param_importances,
+            "parallel_coordinate": ovm.plot_parallel_coordinate,
+        }
+        if single
+        else {"pareto_front": ovm.plot_pareto_front}
+    )
     if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         plots["intermediate_values"] = functools.partial(_plot_curves, study.user_attrs.get("masklab_pruner", {}))
     written = []
@@ -270,5 +313,3 @@ def save_plots(study: optuna.Study, out: Path, names: list[str]) -> list[Path]:
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. importances need 2+ trials
             log.info("plot %s skipped: %s", name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return written
-
-

@@ -5,6 +5,7 @@
 ``key=value`` is fixed for every trial. Later sources win: ``hparams_search`` < ``hydra.sweeper.params``
 < the command line.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,10 @@ def to_distribution(override: Override) -> BaseDistribution | None:
     if isinstance(value, RangeSweep):
         start, stop, step = value.start, value.stop, value.step
         if step <= 0 or stop <= start:
-            raise MasklabError(f"{override.input_line}: range({start}, {stop}, {step}) holds no value "
-                               "(Python's range: start < stop, step > 0; stop is left out)")
+            raise MasklabError(
+                f"{override.input_line}: range({start}, {stop}, {step}) holds no value "
+                "(Python's range: start < stop, step > 0; stop is left out)"
+            )
         last = start + step * math.ceil((stop - start) / step - 1)  # the last value range() yields
         if all(isinstance(v, int) for v in (start, stop, step)):
             return IntDistribution(start, int(last), step=step, log=log and step == 1)
@@ -37,7 +40,9 @@ def to_distribution(override: Override) -> BaseDistribution | None:
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)
-    raise MasklabError(f"{override.input_line}: unsupported sweep for Optuna (use choice, range, interval, tag(log, ...))")
+    raise MasklabError(
+        f"{override.input_line}: unsupported sweep for Optuna (use choice, range, interval, tag(log, ...))"
+    )
 
 
 def parse(search_space: dict | None, params: dict | None, arguments: list[str]):

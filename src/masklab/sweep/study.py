@@ -15,6 +15,7 @@ that resumes a paused configuration does not either: it counts configurations). 
 happens under a lock file beside the storage, and a worker only asks while finished + running < ``n_trials``,
 so workers never overshoot and trial numbers are distinct (Optuna numbers them in the storage).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,9 +32,14 @@ from masklab import MasklabError
 from masklab.sweep import asha
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
-           "hyperband": optuna.pruners.HyperbandPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-           "none": optuna.pruners.NopPruner, "asha": optuna.pruners.NopPruner}
+PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "none": optuna.pruners.NopPruner,
+    "asha": optuna.pruners.NopPruner,
+}
 #: pruners the sweeper runs itself: asha pauses and resumes trials (masklab.sweep.asha); Optuna prunes nothing
 SWEEPER_PRUNERS = ("asha",)
 
@@ -48,9 +54,12 @@ SWEEPER_PRUNERS = ("asha",)
 #: curves its measured effect was mixed, see RESULTS_NOTES.md).
 #: hyperband: max_resource is the trials' epochs (see ``pruner_kwargs``) for the same reason: Optuna's
 #: "auto" takes it from the first *completed* trial, and until then builds no brackets and prunes nothing.
-PRUNER_DEFAULTS = {"median": {"n_startup_trials": 3, "n_warmup_steps": 1},
-                   "percentile": {"percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 1},
-                   "successive_halving": {"min_resource": 1}, "asha": dict(asha.DEFAULTS)}
+PRUNER_DEFAULTS = {
+    "median": {"n_startup_trials": 3, "n_warmup_steps": 1},
+    "percentile": {"percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 1},
+    "successive_halving": {"min_resource": 1},
+    "asha": dict(asha.DEFAULTS),
+}
 
 
 class StudySettingError(MasklabError):
@@ -96,22 +105,30 @@ def pruning_signal(metric: str, mode: str | None, direction: str) -> dict:
 
 def open_storage(spec: str):
     if spec.startswith("journal:"):
-        path = Path(spec[len("journal:"):])
+        path = Path(spec[len("journal:") :])
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path)))
+        backend = optuna.storages.journal.JournalFileBackend(
+            str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path))
+        )
         return optuna.storages.JournalStorage(backend)
     try:
         return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # sqlalchemy: unparsable URL, missing driver, unreachable server
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MasklabError(f"hydra.sweeper.storage={spec}: Optuna cannot open it ({first}); give journal:<file> or a "
-                           "database URL such as sqlite:///optuna.db or postgresql://user:pw@host/db") from None
+        raise MasklabError(
+            f"hydra.sweeper.storage={spec}: Optuna cannot open it ({first}); give journal:<file> or a "
+            "database URL such as sqlite:///optuna.db or postgresql://user:pw@host/db"
+        ) from None
 
 
 def lock_for(spec: str, sweep_dir: Path):
     """A cross-process lock for ask/count: beside a journal file, else in the sweep dir (one machine)."""
     # not "<journal>.lock": that name is Optuna's own lock of the journal file
-    path = Path(spec[len("journal:"):] + ".masklab-lock") if spec.startswith("journal:") else Path(sweep_dir) / "optuna.masklab-lock"
+    path = (
+        Path(spec[len("journal:") :] + ".masklab-lock")
+        if spec.startswith("journal:")
+        else Path(sweep_dir) / "optuna.masklab-lock"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path), timeout=600)
 
@@ -126,8 +143,12 @@ def _process_start(pid: int) -> float | None:
 
 
 def mark_owner(study: optuna.Study, trial: optuna.Trial) -> None:
-    attrs = {"host": socket.gethostname(), "pid": os.getpid(), "proc_start": _process_start(os.getpid()),
-             "heartbeat": time.time()}
+    attrs = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "proc_start": _process_start(os.getpid()),
+        "heartbeat": time.time(),
+    }
     for k, v in attrs.items():
         study._storage.set_trial_system_attr(trial._trial_id, f"masklab_{k}", v)
 

@@ -21,6 +21,7 @@ own output dir), and tells Optuna the outcome:
 Storage, crash recovery and the shared ``n_trials`` budget: :mod:`masklab.sweep.study`.
 MLflow parent/child runs, the best-params YAML, plots and the summary: :mod:`masklab.sweep.report`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,6 +40,7 @@ from masklab.data.auto import resolved
 from masklab.sweep import asha, report, space, study as st
 
 log = logging.getLogger("masklab.sweep")
+
 
 def _grid_values(d) -> list | None:
     if isinstance(d, optuna.distributions.CategoricalDistribution):
@@ -68,17 +70,35 @@ class _GridSampler(optuna.samplers.GridSampler):
         pass
 
 
-SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-            "cmaes": optuna.samplers.CmaEsSampler, "grid": _GridSampler,
-            "nsgaii": optuna.samplers.NSGAIISampler}
+SAMPLERS = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "grid": _GridSampler,
+    "nsgaii": optuna.samplers.NSGAIISampler,
+}
 
 
 class OptunaSweeperBase(Sweeper):
-    def __init__(self, study_name: str, storage: str | None = None, n_trials: int = 20, sampler: str = "tpe",
-                 seed: int | None = None, sampler_kwargs: dict | None = None, pruner: str = "asha",
-                 pruner_kwargs: dict | None = None, objectives=None, directions=None, max_failures: int = 5,
-                 stale_after_s: float = 3600.0, params: dict | None = None, prune_on: str | None = None,
-                 prune_mode: str | None = None, duplicates: str = "reuse"):
+    def __init__(
+        self,
+        study_name: str,
+        storage: str | None = None,
+        n_trials: int = 20,
+        sampler: str = "tpe",
+        seed: int | None = None,
+        sampler_kwargs: dict | None = None,
+        pruner: str = "asha",
+        pruner_kwargs: dict | None = None,
+        objectives=None,
+        directions=None,
+        max_failures: int = 5,
+        stale_after_s: float = 3600.0,
+        params: dict | None = None,
+        prune_on: str | None = None,
+        prune_mode: str | None = None,
+        duplicates: str = "reuse",
+    ):
         self.study_name, self.storage, self.n_trials = study_name, storage, int(n_trials)
         self.sampler_name, self.seed, self.sampler_kwargs = sampler, seed, dict(sampler_kwargs or {})
         self.pruner_name = pruner
@@ -93,8 +113,9 @@ class OptunaSweeperBase(Sweeper):
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function,
-                                                                config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
         self.sweep_dir = Path(config.hydra.sweep.dir)
 
     # ---- the study -----------------------------------------------------------------------------
@@ -133,31 +154,51 @@ class OptunaSweeperBase(Sweeper):
         # resolved here, stored below: every trial rebuilds the same pruner whatever its own schedule.epochs
         kwargs = st.pruner_kwargs(self.pruner_name, self.pruner_kwargs, epochs=self._max_epochs(dists))
         pruner = st.make_pruner(self.pruner_name, kwargs)
-        study = optuna.create_study(study_name=self.study_name, storage=st.open_storage(spec),
-                                    sampler=self._sampler(dists), pruner=pruner,
-                                    directions=self._objectives()[1], load_if_exists=True)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=st.open_storage(spec),
+            sampler=self._sampler(dists),
+            pruner=pruner,
+            directions=self._objectives()[1],
+            load_if_exists=True,
+        )
         # trials decide on pruning in their own process (maybe elsewhere): they rebuild the pruner from this
         names, dirs = self._objectives()
         # by default the pruner watches the objective, in the objective's own direction
-        signal = st.pruning_signal(self.prune_on or names[0], self.prune_mode or (None if self.prune_on else
-                                   {"maximize": "max", "minimize": "min"}[dirs[0]]), dirs[0])
-        study.set_user_attr("masklab_pruner", {"name": self.pruner_name, "kwargs": kwargs, **signal, "objectives": names})
+        signal = st.pruning_signal(
+            self.prune_on or names[0],
+            self.prune_mode or (None if self.prune_on else {"maximize": "max", "minimize": "min"}[dirs[0]]),
+            dirs[0],
+        )
+        study.set_user_attr(
+            "masklab_pruner", {"name": self.pruner_name, "kwargs": kwargs, **signal, "objectives": names}
+        )
         # several objectives: Optuna prunes nothing and asha would have no one ranking (the warning below)
-        self._rungs = self._asha_rungs(dists, kwargs) if self.pruner_name in st.SWEEPER_PRUNERS and len(names) == 1 else None
+        self._rungs = (
+            self._asha_rungs(dists, kwargs) if self.pruner_name in st.SWEEPER_PRUNERS and len(names) == 1 else None
+        )
         if len(names) > 1 and self.pruner_name != "none":
-            log.warning("%d objectives: Optuna prunes single-objective studies only, so every trial runs in full "
-                        "(hydra.sweeper.pruner=%s has no effect)", len(names), self.pruner_name)
+            log.warning(
+                "%d objectives: Optuna prunes single-objective studies only, so every trial runs in full "
+                "(hydra.sweeper.pruner=%s has no effect)",
+                len(names),
+                self.pruner_name,
+            )
         return study, spec
 
     def _asha_rungs(self, dists, kwargs: dict) -> list[int]:
         if "schedule.epochs" in dists:
-            raise MasklabError("hydra.sweeper.pruner=asha pauses every trial at the same epochs: sweep schedule.epochs "
-                               "with another pruner, or fix it")
+            raise MasklabError(
+                "hydra.sweeper.pruner=asha pauses every trial at the same epochs: sweep schedule.epochs "
+                "with another pruner, or fix it"
+            )
         epochs = self._max_epochs(dists)
         if not epochs and OmegaConf.select(self.config, "schedule.epochs", default=None) == "auto":
-            raise MasklabError(f"schedule.epochs=auto comes from the prepared data's statistics, and "
-                               f"{self.config.data.get('root')} has none yet: prepare the data first "
-                               "(python src/prepare.py data=<its option>)")
+            raise MasklabError(
+                f"schedule.epochs=auto comes from the prepared data's statistics, and "
+                f"{self.config.data.get('root')} has none yet: prepare the data first "
+                "(python src/prepare.py data=<its option>)"
+            )
         if not epochs:
             raise MasklabError("hydra.sweeper.pruner=asha needs schedule.epochs (the last rung)")
         settings = asha.settings(kwargs)
@@ -187,15 +228,23 @@ class OptunaSweeperBase(Sweeper):
             promoted = bool(self._rungs) and bool(trial.user_attrs.get("asha_rung"))
             repeats = repeats + 1 if not promoted and self._reused(study, trial) else 0
             if repeats >= MAX_REPEATS:  # a sampler that only proposes what is done (an exhausted space)
-                log.warning("study %r: the sampler proposed %d settings in a row that are done; stopping here",
-                            self.study_name, repeats)
+                log.warning(
+                    "study %r: the sampler proposed %d settings in a row that are done; stopping here",
+                    self.study_name,
+                    repeats,
+                )
                 break
             if repeats:
                 continue
             if promoted:
-                log.info("trial %d resumes trial %d's configuration at epoch %d (asha rung %d of %d)", trial.number,
-                         trial.user_attrs["asha_root"], self._rungs[trial.user_attrs["asha_rung"] - 1],
-                         trial.user_attrs["asha_rung"], len(self._rungs) - 1)
+                log.info(
+                    "trial %d resumes trial %d's configuration at epoch %d (asha rung %d of %d)",
+                    trial.number,
+                    trial.user_attrs["asha_root"],
+                    self._rungs[trial.user_attrs["asha_rung"] - 1],
+                    trial.user_attrs["asha_rung"],
+                    len(self._rungs) - 1,
+                )
             state = self._run(study, trial, fixed, spec, self.tracker.parent_id)
             failures += state == optuna.trial.TrialState.FAIL
             if self._setting_error:  # every further trial would fail the same way
@@ -203,11 +252,17 @@ class OptunaSweeperBase(Sweeper):
                 raise MasklabError(f"study {self.study_name!r} stopped at trial {trial.number}: {self._setting_error}")
             if failures >= self.max_failures:
                 self.tracker.finish(names=self._objectives()[0], complete=False)
-                raise MasklabError(f"study {self.study_name!r} stopped: {failures} failed trials in this session "
-                                   f"(hydra.sweeper.max_failures={self.max_failures}); see the fail_reason of each trial above")
+                raise MasklabError(
+                    f"study {self.study_name!r} stopped: {failures} failed trials in this session "
+                    f"(hydra.sweeper.max_failures={self.max_failures}); see the fail_reason of each trial above"
+                )
         if not ran and not self._exhausted:
-            log.warning("study %r already has its n_trials=%d trials: none run; raise hydra.sweeper.n_trials to add "
-                        "more (its results are below)", self.study_name, self.n_trials)
+            log.warning(
+                "study %r already has its n_trials=%d trials: none run; raise hydra.sweeper.n_trials to add "
+                "more (its results are below)",
+                self.study_name,
+                self.n_trials,
+            )
         return self.tracker.finish(names=self._objectives()[0], complete=True)
 
     def _start(self, arguments: list[str]):
@@ -222,8 +277,10 @@ class OptunaSweeperBase(Sweeper):
         _refuse_multiprocess_trials(self.config, dists)
         _refuse_gpu_trials_without_gpu(self.config, dists)
         if not dists:
-            raise MasklabError("the search space is empty: pick hparams_search=<file> or give sweeps like "
-                               "'optimizer.lr=tag(log,interval(1e-3,1e-1))' on the command line")
+            raise MasklabError(
+                "the search space is empty: pick hparams_search=<file> or give sweeps like "
+                "'optimizer.lr=tag(log,interval(1e-3,1e-1))' on the command line"
+            )
         study, spec = self._open(dists)
         with st.lock_for(spec, self.sweep_dir):
             for number in st.fail_stale(study, self.stale_after_s):
@@ -236,8 +293,14 @@ class OptunaSweeperBase(Sweeper):
             if session:
                 study.sampler.reseed_rng()
             self.tracker = report.Tracker(self.config, study, self.sweep_dir, fixed)
-        log.info("study %r (%s): %s finished of n_trials=%d; space %s", self.study_name, spec,
-                 sum(st.counts(study)[s.name] for s in st.FINISHED), self.n_trials, sorted(dists))
+        log.info(
+            "study %r (%s): %s finished of n_trials=%d; space %s",
+            self.study_name,
+            spec,
+            sum(st.counts(study)[s.name] for s in st.FINISHED),
+            self.n_trials,
+            sorted(dists),
+        )
         self._fixed = [o for o in fixed if not o.startswith(report.NOT_PARAMS)]  # what the trials share
         return study, spec, dists, fixed
 
@@ -245,10 +308,17 @@ class OptunaSweeperBase(Sweeper):
         with st.lock_for(spec, self.sweep_dir):
             if self._rungs and (job := self._promotion(study)) is not None:
                 root, k = job  # resume a paused configuration before starting a new one (ASHA)
-                study.enqueue_trial(study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
-                    study._study_id, root)).params, skip_if_exists=False, user_attrs={
-                        "asha_root": root, "asha_rung": k + 1,
-                        "note": f"resumes trial {root}, epochs {self._rungs[k] + 1}-{self._rungs[k + 1]}"})
+                study.enqueue_trial(
+                    study._storage.get_trial(
+                        study._storage.get_trial_id_from_study_id_trial_number(study._study_id, root)
+                    ).params,
+                    skip_if_exists=False,
+                    user_attrs={
+                        "asha_root": root,
+                        "asha_rung": k + 1,
+                        "note": f"resumes trial {root}, epochs {self._rungs[k] + 1}-{self._rungs[k + 1]}",
+                    },
+                )
                 trial = study.ask(dists)
                 st.mark_owner(study, trial)
                 return trial
@@ -256,14 +326,20 @@ class OptunaSweeperBase(Sweeper):
             trials = study.get_trials(deepcopy=False)
             reused = sum("same_as" in t.user_attrs for t in trials)
             # asha: n_trials counts configurations, not the trials that resume them
-            resumed = sum(bool(t.user_attrs.get("asha_rung")) for t in trials if t.state != optuna.trial.TrialState.FAIL)
+            resumed = sum(
+                bool(t.user_attrs.get("asha_rung")) for t in trials if t.state != optuna.trial.TrialState.FAIL
+            )
             if c["COMPLETE"] - reused - resumed + c["PRUNED"] + c["RUNNING"] >= self.n_trials:
                 return None
             if self.duplicates == "reuse" and (size := space_size(dists)) is not None:
                 if len(self._trained(study)) >= size:
                     self._exhausted = True
-                    log.warning("study %r: all %d settings of the space have a COMPLETE trial; stopping before "
-                                "n_trials=%d", self.study_name, size, self.n_trials)
+                    log.warning(
+                        "study %r: all %d settings of the space have a COMPLETE trial; stopping before n_trials=%d",
+                        self.study_name,
+                        size,
+                        self.n_trials,
+                    )
                     return None
             trial = study.ask(dists)
             st.mark_owner(study, trial)
@@ -280,13 +356,19 @@ class OptunaSweeperBase(Sweeper):
             if "asha_root" not in t.user_attrs:
                 continue
             c = configs.setdefault(t.user_attrs["asha_root"], asha.Config(t.user_attrs["asha_root"]))
-            if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason") == st.WORKER_DIED and \
-                    t.user_attrs["asha_rung"]:  # a killed resume: the configuration still waits where it was
+            if (
+                t.state == optuna.trial.TrialState.FAIL
+                and t.user_attrs.get("fail_reason") == st.WORKER_DIED
+                and t.user_attrs["asha_rung"]
+            ):  # a killed resume: the configuration still waits where it was
                 continue
             c.values.update({step: sign * v for step, v in t.intermediate_values.items()})
             # the configuration's latest trial says whether it waits: a paused one, not a failed or running one
-            c.paused_at = t.user_attrs["asha_rung"] if t.state == optuna.trial.TrialState.PRUNED and \
-                t.user_attrs.get("asha_paused") else None
+            c.paused_at = (
+                t.user_attrs["asha_rung"]
+                if t.state == optuna.trial.TrialState.PRUNED and t.user_attrs.get("asha_paused")
+                else None
+            )
         return asha.promotion(list(configs.values()), self._rungs, self._eta)
 
     # ---- one trial -----------------------------------------------------------------------------
@@ -324,9 +406,16 @@ class OptunaSweeperBase(Sweeper):
         self.tracker.after_trial(trial, optuna.trial.TrialState.COMPLETE, reason)
 
     def _run(self, study: optuna.Study, trial: optuna.Trial, fixed, spec: str, parent: str | None):
-        overrides = [*fixed, *space.to_overrides(trial.params), f"sweep.study={self.study_name}",
-                     f"sweep.storage='{spec}'", f"sweep.trial_id={trial._trial_id}", f"sweep.trial_number={trial.number}",
-                     f"sweep.parent_run_id={parent or 'null'}", *self._asha_overrides(trial)]
+        overrides = [
+            *fixed,
+            *space.to_overrides(trial.params),
+            f"sweep.study={self.study_name}",
+            f"sweep.storage='{spec}'",
+            f"sweep.trial_id={trial._trial_id}",
+            f"sweep.trial_number={trial.number}",
+            f"sweep.parent_run_id={parent or 'null'}",
+            *self._asha_overrides(trial),
+        ]
         try:
             self.validate_batch_is_legal([overrides])
             (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
@@ -352,7 +441,10 @@ class OptunaSweeperBase(Sweeper):
         k, root = trial.user_attrs["asha_rung"], trial.user_attrs["asha_root"]
         out = [f"sweep.stop_epoch={self._rungs[k]}"]
         if k:
-            out += [f"hydra.sweep.subdir={root}", f"resume='{self.sweep_dir / str(root) / 'checkpoints' / 'last.ckpt'}'"]
+            out += [
+                f"hydra.sweep.subdir={root}",
+                f"resume='{self.sweep_dir / str(root) / 'checkpoints' / 'last.ckpt'}'",
+            ]
         return out
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, error, value):
@@ -364,14 +456,19 @@ class OptunaSweeperBase(Sweeper):
             return self.tracker.after_trial(trial, State.PRUNED, str(error))
         if error is None:
             metrics = study._storage.get_trial(trial._trial_id).user_attrs.get("metrics", {})
-            values = [float(value)] if len(names) == 1 and value is not None else [metrics.get(n, math.nan) for n in names]
+            values = (
+                [float(value)] if len(names) == 1 and value is not None else [metrics.get(n, math.nan) for n in names]
+            )
             bad = [n for n, v in zip(names, values) if v is None or not math.isfinite(v)]
             if not bad:
                 study.tell(trial, values if len(values) > 1 else values[0])
                 return self.tracker.after_trial(trial, State.COMPLETE, "")
             error = f"objective {bad} is NaN/inf (diverged, or no validation ran)"
-        reason = error if isinstance(error, str) else user_message(error) or (
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        reason = (
+            error
+            if isinstance(error, str)
+            else user_message(error) or (f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        )
         trial.set_user_attr("fail_reason", reason[:2000])
         setting = isinstance(error, BaseException) and any(isinstance(e, st.StudySettingError) for e in causes(error))
         self._setting_error = reason if setting else None
@@ -399,18 +496,22 @@ def _refuse_multiprocess_trials(config, dists) -> None:
         what = f"trainer=choice({','.join(swept)})"
     else:
         return
-    raise MasklabError(f"{what} in a sweep: each trial runs in one process "
-                       "(Lightning's DDP launcher would re-run the sweep in every rank). Use the GPUs as parallel workers, "
-                       "one per GPU on the same study: CUDA_VISIBLE_DEVICES=<i> python src/train.py -m hydra/sweeper=optuna "
-                       "trainer=gpu ... (README: Parallel workers)")
+    raise MasklabError(
+        f"{what} in a sweep: each trial runs in one process "
+        "(Lightning's DDP launcher would re-run the sweep in every rank). Use the GPUs as parallel workers, "
+        "one per GPU on the same study: CUDA_VISIBLE_DEVICES=<i> python src/train.py -m hydra/sweeper=optuna "
+        "trainer=gpu ... (README: Parallel workers)"
+    )
 
 
 def _refuse_gpu_trials_without_gpu(config, dists) -> None:
     """``trainer=gpu`` on a machine with no CUDA GPU: every trial failed the same way until max_failures."""
     accelerator = (config.get("trainer") or {}).get("accelerator", "cpu")
     if "trainer" not in dists and missing_cuda(accelerator):  # a swept trainer may still pick cpu
-        raise MasklabError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible here, so no trial could run; "
-                           "use trainer=cpu (or trainer.accelerator=auto)")
+        raise MasklabError(
+            f"trainer.accelerator={accelerator}: no CUDA GPU is visible here, so no trial could run; "
+            "use trainer=cpu (or trainer.accelerator=auto)"
+        )
 
 
 def _free_memory() -> None:

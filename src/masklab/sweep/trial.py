@@ -3,6 +3,7 @@
 The sweeper passes ``sweep.{study,storage,trial_id,parent_run_id}`` as overrides, so a trial finds
 its Optuna trial whether the launcher runs it in this process or elsewhere.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ def trial_of(cfg: DictConfig) -> tuple[optuna.Study, optuna.Trial] | tuple[None,
     storage = open_storage(s.storage)
     attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(s.study))
     pruner = attrs.get("masklab_pruner")
-    study = optuna.load_study(study_name=s.study, storage=storage,
-                              pruner=make_pruner(pruner["name"], pruner["kwargs"]) if pruner else None)
+    study = optuna.load_study(
+        study_name=s.study, storage=storage, pruner=make_pruner(pruner["name"], pruner["kwargs"]) if pruner else None
+    )
     return study, optuna.Trial(study, int(s.trial_id))
 
 
@@ -31,8 +33,14 @@ def pruning_bridge(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig) ->
     """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric)."""
     signal = study.user_attrs.get("masklab_pruner", {})
     sweep = getattr(cfg, "sweep", None)  # asha's rung, where this trial pauses
-    return PruningBridge(study, trial, signal.get("on") or cfg.optimized_metric, signal.get("sign", 1),
-                         objectives=signal.get("objectives", ()), stop_epoch=sweep.get("stop_epoch") if sweep else None)
+    return PruningBridge(
+        study,
+        trial,
+        signal.get("on") or cfg.optimized_metric,
+        signal.get("sign", 1),
+        objectives=signal.get("objectives", ()),
+        stop_epoch=sweep.get("stop_epoch") if sweep else None,
+    )
 
 
 class PruningBridge(L.Callback):
@@ -44,10 +52,19 @@ class PruningBridge(L.Callback):
     ``optuna.TrialPruned`` after ``fit`` returns.
     """
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, metric: str, sign: int = 1, objectives=(),
-                 stop_epoch: int | None = None):
+    def __init__(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        metric: str,
+        sign: int = 1,
+        objectives=(),
+        stop_epoch: int | None = None,
+    ):
         self.study, self.trial, self.metric, self.sign = study, trial, metric, sign
-        self.objectives = list(objectives)  # checked at the first validation: a typo fails the trial now, not at its end
+        self.objectives = list(
+            objectives
+        )  # checked at the first validation: a typo fails the trial now, not at its end
         self.stop_epoch = stop_epoch  # asha: pause once this many epochs are trained (unless it is the last)
         self.pruned_at: int | None = None
         self.pruned_value: float | None = None
@@ -65,17 +82,22 @@ class PruningBridge(L.Callback):
         heartbeat(self.study, self.trial._trial_id)
         logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
         if value is None:
-            raise StudySettingError(f"hydra.sweeper.prune_on={self.metric!r} is not logged by validation; "
-                               f"choose one of {logged}")
+            raise StudySettingError(
+                f"hydra.sweeper.prune_on={self.metric!r} is not logged by validation; choose one of {logged}"
+            )
         missing = [m for m in self.objectives if m not in trainer.callback_metrics]
         if missing:
-            raise StudySettingError(f"hydra.sweeper.objectives {missing} are not logged by validation; choose from {logged}")
+            raise StudySettingError(
+                f"hydra.sweeper.objectives {missing} are not logged by validation; choose from {logged}"
+            )
         epoch = trainer.current_epoch
         if self.stop_epoch and epoch + 1 >= self.stop_epoch and epoch + 1 < trainer.max_epochs:
             self.paused_at = epoch  # at a rung: its checkpoint waits for a promotion (masklab.sweep.asha)
             self.trial.set_user_attr("asha_paused", True)
             trainer.should_stop = True
-        if not math.isfinite(float(value)) or len(self.study.directions) > 1:  # Optuna prunes single-objective studies only
+        if (
+            not math.isfinite(float(value)) or len(self.study.directions) > 1
+        ):  # Optuna prunes single-objective studies only
             return
         self.trial.report(self.sign * float(value), step=epoch)
         if self.paused_at is not None:
@@ -101,8 +123,12 @@ def finish_trial(trial: optuna.Trial, bridge: PruningBridge, metrics: dict) -> N
     trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
     if bridge.paused_at is not None:
         settings = asha.settings(trial.study.user_attrs.get("masklab_pruner", {}).get("kwargs"))
-        raise optuna.TrialPruned(f"asha: paused after epoch {bridge.paused_at + 1}, resumed if in the top "
-                                 f"1/{settings['reduction_factor']} there")
+        raise optuna.TrialPruned(
+            f"asha: paused after epoch {bridge.paused_at + 1}, resumed if in the top "
+            f"1/{settings['reduction_factor']} there"
+        )
     if bridge.pruned_at is not None:
-        raise optuna.TrialPruned(f"pruned by the {type(trial.study.pruner).__name__} after epoch {bridge.pruned_at} "
-                                 f"({bridge.metric} {bridge.pruned_value:.4g})")
+        raise optuna.TrialPruned(
+            f"pruned by the {type(trial.study.pruner).__name__} after epoch {bridge.pruned_at} "
+            f"({bridge.metric} {bridge.pruned_value:.4g})"
+        )

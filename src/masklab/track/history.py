@@ -4,6 +4,7 @@ Training losses are logged per step (MLflow shows them as such); the history kee
 so train and val can be drawn on one axis per loss (the seeds' Figs. 9-12). ``history.csv`` is also
 what ``dvc plots`` reads.
 """
+
 from __future__ import annotations
 
 import csv
@@ -50,8 +51,11 @@ class History(L.Callback):
     def on_fit_end(self, trainer, pl_module):
         if not self.rows or not trainer.is_global_zero:
             return
-        files = [plots.save(plots.loss_curves(self.rows, "train vs val loss per epoch"), self.out_dir / "loss_curves.png"),
-                 plots.save(plots.ap_curves(self.rows), self.out_dir / "ap_curves.png"), self.out_dir / "history.csv"]
+        files = [
+            plots.save(plots.loss_curves(self.rows, "train vs val loss per epoch"), self.out_dir / "loss_curves.png"),
+            plots.save(plots.ap_curves(self.rows), self.out_dir / "ap_curves.png"),
+            self.out_dir / "history.csv",
+        ]
         logger = trainer.logger
         if logger is not None and hasattr(logger, "run_id") and hasattr(logger.experiment, "log_artifact"):
             for f in files:
@@ -78,9 +82,16 @@ def write_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
-        w.writerows([{k: ("" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k, "")) for k in keys} for r in rows])
+        w.writerows(
+            [
+                {k: ("" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k, "")) for k in keys}
+                for r in rows
+            ]
+        )
 
 
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else float("nan")) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [
+            {k: (float(v) if v not in ("", None) else float("nan")) for k, v in r.items()} for r in csv.DictReader(f)
+        ]

@@ -1,4 +1,5 @@
 """MLflow helpers: run names, flattened params, the resolved config and the best checkpoint."""
+
 from __future__ import annotations
 
 import time
@@ -28,9 +29,11 @@ def open_client(tracking_uri: str, what: str):
     from masklab import MasklabError
 
     uri = str(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise MasklabError(f"{what}no MLflow database at {uri[len('sqlite:///'):]}: train first, or point "
-                           "paths.tracking_uri (or MLFLOW_TRACKING_URI) at the sqlite:///<file> the runs went to")
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise MasklabError(
+            f"{what}no MLflow database at {uri[len('sqlite:///') :]}: train first, or point "
+            "paths.tracking_uri (or MLFLOW_TRACKING_URI) at the sqlite:///<file> the runs went to"
+        )
     return MlflowClient(uri)
 
 
@@ -38,7 +41,7 @@ def artifact_location(tracking_uri: str) -> str | None:
     """Artifacts of a SQLite store live beside the database (MLflow's default is ./mlruns of the cwd);
     for a tracking server the server decides (None)."""
     if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+        return (Path(tracking_uri[len("sqlite:///") :]).resolve().parent / "mlruns").as_uri()
     return None
 
 
@@ -51,7 +54,9 @@ def experiment_id(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp:
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri), tags=dict([EXPERIMENT_KIND]))
+    return client.create_experiment(
+        name, artifact_location=artifact_location(client.tracking_uri), tags=dict([EXPERIMENT_KIND])
+    )
 
 
 def mark_model_training(client, exp_id: str) -> None:
@@ -88,8 +93,11 @@ def log_params(logger, cfg: DictConfig) -> None:
     if new:
         logger.log_hyperparams(new)
     if changed:  # MLflow params are immutable: record what the resumed run changed as a tag
-        logger.experiment.set_tag(logger.run_id, "resume_changed_params",
-                                  ", ".join(f"{k}: {existing[k]} -> {params[k]}" for k in changed)[:5000])
+        logger.experiment.set_tag(
+            logger.run_id,
+            "resume_changed_params",
+            ", ".join(f"{k}: {existing[k]} -> {params[k]}" for k in changed)[:5000],
+        )
 
 
 @rank_zero_only

@@ -1,5 +1,6 @@
 """Compare the runs of an MLflow experiment: their loss curves on one figure, a sorted table, and their
 predictions of the same val image side by side."""
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,12 @@ def runs_of(client: MlflowClient, experiment: str, include_children: bool = True
         names = [e.name for e in client.search_experiments()]
         raise MasklabError(f"no MLflow experiment {experiment!r} at {client.tracking_uri} (there are: {names})")
     runs = client.search_runs([exp.experiment_id], max_results=5000)
-    return [r for r in runs if r.data.tags.get("masklab.role") not in ("study", "evaluate")
-            and (include_children or "mlflow.parentRunId" not in r.data.tags)]
+    return [
+        r
+        for r in runs
+        if r.data.tags.get("masklab.role") not in ("study", "evaluate")
+        and (include_children or "mlflow.parentRunId" not in r.data.tags)
+    ]
 
 
 def download(client: MlflowClient, run_id: str, name: str, dst: str) -> str:
@@ -56,9 +61,17 @@ def table(runs, params, metrics, metric: str, mode: str) -> list[dict]:
         known = sorted({k for r in runs for k in r.data.metrics if not k.startswith("train/")})
         raise MasklabError(f"metric={metric}: no run of this experiment logged it; logged: {known}")
     metrics = [*metrics, *([metric] if metric not in metrics else [])]
-    rows = [{"run": r.info.run_name, "status": r.data.tags.get("trial_state", r.info.status), "run_id": r.info.run_id,
-             **{p: r.data.params.get(p, "") for p in params}, **{m: r.data.metrics.get(m, math.nan) for m in metrics}}
-            for r in runs]
+    rows = [
+        {
+            "run": r.info.run_name,
+            "status": r.data.tags.get("trial_state", r.info.status),
+            "run_id": r.info.run_id,
+            **{p: r.data.params.get(p, "") for p in params},
+            **{m: r.data.metrics.get(m, math.nan) for m in metrics},
+        }
+        for r in runs
+    ]
+
     def key(r):  # best first; runs without the metric last
         v = r.get(metric, math.nan)
         return (1, 0.0) if math.isnan(v) else (0, -v if mode == "max" else v)
@@ -75,7 +88,9 @@ def write(out: Path, rows: list[dict], histories: dict[str, list[dict]], metric:
         w.writerows(rows)
     shown = [k for k in keys if k != "run_id"]
     lines = [f"Runs sorted by {metric}", "", "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    lines += ["| " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in shown) + " |" for r in rows]
+    lines += [
+        "| " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in shown) + " |" for r in rows
+    ]
     (out / "runs.md").write_text("\n".join(lines) + "\n")
     files = [out / "runs.csv", out / "runs.md"]
     for stage in ("val", "train"):
@@ -97,7 +112,9 @@ def gallery_of(client: MlflowClient, run_id: str, name: str = "predictions/val_0
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def prediction_sheet(rows: list[dict], galleries: dict[str, np.ndarray], metric: str, columns: int = 4) -> np.ndarray | None:
+def prediction_sheet(
+    rows: list[dict], galleries: dict[str, np.ndarray], metric: str, columns: int = 4
+) -> np.ndarray | None:
     """The ground truth once, then each run's prediction of that image, in the order of ``rows`` (best first)."""
     shown = [r for r in rows if galleries.get(r["run_id"]) is not None]
     if not shown:
@@ -107,13 +124,13 @@ def prediction_sheet(rows: list[dict], galleries: dict[str, np.ndarray], metric:
     cells = [_titled(first[:, :w], "ground truth")]
     for r in shown:
         g = galleries[r["run_id"]][HEADER:]
-        pred = g[:, g.shape[1] - (g.shape[1] - 4) // 2:]
+        pred = g[:, g.shape[1] - (g.shape[1] - 4) // 2 :]
         pred = pred if pred.shape[:2] == (h, w) else cv2.resize(pred, (w, h), interpolation=cv2.INTER_AREA)
         value = r.get(metric, math.nan)
         cells.append(_titled(pred, f"{r['run']}  {metric} {value:.4f}" if isinstance(value, float) else str(r["run"])))
     columns = min(columns, len(cells))  # one run: two cells side by side, not half a sheet of blanks
     cells += [np.full_like(cells[0], 255)] * (-len(cells) % columns)
-    rows_ = [np.concatenate(cells[i:i + columns], axis=1) for i in range(0, len(cells), columns)]
+    rows_ = [np.concatenate(cells[i : i + columns], axis=1) for i in range(0, len(cells), columns)]
     return np.concatenate(rows_, axis=0)
 
 

@@ -1,4 +1,5 @@
 """Finding the checkpoint to resume from (``resume=true`` or a path)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +17,9 @@ def resume_checkpoint(resume, experiment_dir: Path) -> str | None:
     if resume is True or str(resume).lower() == "true":
         found = sorted(experiment_dir.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if not found:
-            raise MasklabError(f"resume=true: no */checkpoints/last.ckpt under {experiment_dir}; give resume=/path/to/last.ckpt")
+            raise MasklabError(
+                f"resume=true: no */checkpoints/last.ckpt under {experiment_dir}; give resume=/path/to/last.ckpt"
+            )
         return str(found[-1])
     if not Path(resume).is_file():
         raise MasklabError(f"resume={resume}: no such checkpoint file")
@@ -34,21 +37,29 @@ def check_resumable(ckpt_path: str, module, cfg: DictConfig) -> str | None:
     hp = ckpt.get("hyper_parameters") or {}
     trained = OmegaConf.create(hp.get("cfg") or {})
     own, theirs = module.state_dict(), ckpt.get("state_dict") or {}
-    differ = sorted(k for k in own.keys() | theirs.keys() if k not in own or k not in theirs or own[k].shape != theirs[k].shape)
+    differ = sorted(
+        k for k in own.keys() | theirs.keys() if k not in own or k not in theirs or own[k].shape != theirs[k].shape
+    )
     names = hp.get("class_names")
     other_classes = names is not None and list(names) != list(module.class_names)
     changed = _changed(trained, cfg, ("backbone", "model", "anchors"))
     if other_classes:
         changed.append(f"classes {list(names)} -> {list(module.class_names)}")
-    instead = f"resume with the settings it was trained with, or start a new run from its weights: model.weights={ckpt_path}"
+    instead = (
+        f"resume with the settings it was trained with, or start a new run from its weights: model.weights={ckpt_path}"
+    )
     if differ or other_classes:
         what = f"{len(differ)} tensors differ, e.g. {differ[0]}" if differ else "the classes differ"
-        raise MasklabError(f"resume={ckpt_path}: it is a checkpoint of another model ({what}; "
-                           f"{', '.join(changed[:4]) or 'settings unknown'}); {instead}")
+        raise MasklabError(
+            f"resume={ckpt_path}: it is a checkpoint of another model ({what}; "
+            f"{', '.join(changed[:4]) or 'settings unknown'}); {instead}"
+        )
     before, now = OmegaConf.select(trained, "optimizer._target_"), OmegaConf.select(cfg, "optimizer._target_")
     if before and before != now:
-        raise MasklabError(f"resume={ckpt_path}: it was trained with {before}, this run has {now}, and an optimizer's "
-                           f"state cannot continue in another; {instead}")
+        raise MasklabError(
+            f"resume={ckpt_path}: it was trained with {before}, this run has {now}, and an optimizer's "
+            f"state cannot continue in another; {instead}"
+        )
     return ckpt.get("mlflow_run_id")
 
 

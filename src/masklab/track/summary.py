@@ -1,4 +1,5 @@
 """Console summaries printed at the end of a run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,14 +31,25 @@ def _value(name: str, v: float) -> str:
     return "n/a (nothing to score)"
 
 
-def run_summary(metrics: dict[str, float], optimized_metric: str, best: float, best_ckpt: str | None,
-                run_id: str | None, experiment: str, tracking_uri: str) -> str:
+def run_summary(
+    metrics: dict[str, float],
+    optimized_metric: str,
+    best: float,
+    best_ckpt: str | None,
+    run_id: str | None,
+    experiment: str,
+    tracking_uri: str,
+) -> str:
     """What train.py prints at the end: the metrics table, the best checkpoint and the MLflow run."""
-    lines = [metrics_table(metrics, title=f"final metrics ({optimized_metric} best = {best:.4f})"),
-             f"best checkpoint: {best_ckpt or '(none)'}"]
+    lines = [
+        metrics_table(metrics, title=f"final metrics ({optimized_metric} best = {best:.4f})"),
+        f"best checkpoint: {best_ckpt or '(none)'}",
+    ]
     if run_id:
-        lines += [f"MLflow run {run_id} in experiment '{experiment}' at {tracking_uri}",
-                  f"  compare runs: mlflow ui --backend-store-uri {tracking_uri}"]
+        lines += [
+            f"MLflow run {run_id} in experiment '{experiment}' at {tracking_uri}",
+            f"  compare runs: mlflow ui --backend-store-uri {tracking_uri}",
+        ]
     return "\n".join(lines)
 
 
@@ -55,6 +67,8 @@ def export_files(export, best_checkpoint: str | None, metrics: dict, best_value:
             shutil.copyfile(best_checkpoint, path)
         elif key == "metrics":
             flat = {k: (None if math.isnan(v) else v) for k, v in metrics.items()}
-            Path(path).write_text(json.dumps({**flat, "best": None if math.isnan(best_value) else best_value}, indent=1))
+            Path(path).write_text(
+                json.dumps({**flat, "best": None if math.isnan(best_value) else best_value}, indent=1)
+            )
         elif key == "history" and history.is_file():
             shutil.copyfile(history, path)

@@ -1,4 +1,5 @@
 """Instances drawn on an image, and the colour splash (seeds 002/003): H×W×3 uint8 RGB in and out."""
+
 from __future__ import annotations
 
 import colorsys
@@ -44,8 +45,10 @@ def instances(image: np.ndarray, prediction: dict, class_names, alpha: float = 0
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, colour, 1)
         cv2.rectangle(out, tuple(box[:2]), tuple(box[2:]), colour, 1)
-    texts = [(class_names[lb - 1] if 0 < lb <= len(class_names) else str(lb)) + ("" if s is None else f" {s:.2f}")
-             for lb, s in zip(labels, scores)]
+    texts = [
+        (class_names[lb - 1] if 0 < lb <= len(class_names) else str(lb)) + ("" if s is None else f" {s:.2f}")
+        for lb, s in zip(labels, scores)
+    ]
     for i, (x, y, w, h) in label_layout(masks, boxes, texts, order[::-1]).items():  # labels after every mask: on top
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), colours[i], -1)
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), (0, 0, 0), 1)
@@ -71,7 +74,7 @@ def label_layout(masks: np.ndarray, boxes: np.ndarray, texts: list[str], order) 
             if any(_overlap((x, y, w, h), r) for r in placed.values()):
                 continue
             covered = integral[y + h, x + w] - integral[y, x + w] - integral[y + h, x] + integral[y, x]
-            foreign = int(covered - masks[i][y:y + h, x:x + w].sum())  # other instances' mask pixels under it
+            foreign = int(covered - masks[i][y : y + h, x : x + w].sum())  # other instances' mask pixels under it
             if best is None or foreign < best[0]:
                 best = (foreign, (x, y, w, h))
             if foreign == 0:

@@ -1,4 +1,5 @@
 """Matplotlib figures written as PNG (Agg backend: no display needed)."""
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,15 @@ def confusion_matrix(matrix: np.ndarray, class_names, title: str):
     ax.imshow(matrix, cmap="Blues")
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                    color="white" if matrix[i, j] > matrix.max() / 2 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if matrix[i, j] > matrix.max() / 2 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     ax.set(xlabel="predicted", ylabel="true", title=title)

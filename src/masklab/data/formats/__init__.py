@@ -5,6 +5,7 @@ A reader only parses its format. It yields :class:`SourceImage` records whose in
 after that (image checks, resizing, the validation rules, the canonical COCO JSON) is shared, in
 :mod:`masklab.data.canonical`. Add a format = add a module here + a ``conf/data/<format>.yaml``.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,13 +37,13 @@ class Drop(Exception):
 
 @dataclass
 class SourceInstance:
-    category: str                                   # class name as written in the source
-    decode: Callable[[int, int], np.ndarray]        # (image h, w) -> mask (its own size; may raise Drop)
-    record: str                                     # where it came from, for the report
+    category: str  # class name as written in the source
+    decode: Callable[[int, int], np.ndarray]  # (image h, w) -> mask (its own size; may raise Drop)
+    record: str  # where it came from, for the report
     iscrowd: int = 0
     box: tuple[float, float, float, float] | None = None  # the source's own box, xyxy px, if it has one
-    box_normalized: bool = False                    # box given in [0, 1] of the image size (OpenImages)
-    source_id: object = None                        # the source's annotation id, if it has one
+    box_normalized: bool = False  # box given in [0, 1] of the image size (OpenImages)
+    source_id: object = None  # the source's annotation id, if it has one
     notes: list[tuple[str, str]] = field(default_factory=list)  # (rule, detail) fixes made while decoding
 
 
@@ -51,16 +52,16 @@ class SourceImage:
     path: Path
     record: str
     instances: list[SourceInstance] = field(default_factory=list)
-    size: tuple[int, int] | None = None             # (h, w) the source declares, if any
-    split: str | None = None                        # a split the source gives, if any
-    data: Callable[[], bytes] | None = None         # the image file's bytes when the source embeds them (labelme's
-                                                    # imageData): used when ``path`` is not a file
+    size: tuple[int, int] | None = None  # (h, w) the source declares, if any
+    split: str | None = None  # a split the source gives, if any
+    data: Callable[[], bytes] | None = None  # the image file's bytes when the source embeds them (labelme's
+    # imageData): used when ``path`` is not a file
 
 
 @dataclass
 class Source:
     images: list[SourceImage]
-    categories: list[str] | None = None             # declared classes in order; None = the instances' names
+    categories: list[str] | None = None  # declared classes in order; None = the instances' names
     issues: list[tuple[str, str, str]] = field(default_factory=list)  # (rule, record, detail) dropped by the reader
 
 
@@ -90,7 +91,9 @@ def declared_size(height, width, file, record: str) -> tuple[int, int] | None:
         if h != float(height) or w != float(width) or h < 0 or w < 0:
             raise ValueError
     except (TypeError, ValueError):
-        raise DatasetError(file, f"image height/width must be positive integers, got {height!r}/{width!r}", record) from None
+        raise DatasetError(
+            file, f"image height/width must be positive integers, got {height!r}/{width!r}", record
+        ) from None
     return h, w
 
 
@@ -124,12 +127,24 @@ def polygons_to_mask(height: int, width: int, *, polygons, record: str = "", not
     if not good:
         raise Drop("polygon_too_few_points", f"{record}: polygon with fewer than 3 points")
     if len(good) < len(polygons) and notes is not None:
-        notes.append(("polygon_too_few_points", f"{record}: {len(polygons) - len(good)} of {len(polygons)} polygons "
-                                                "had fewer than 3 points and were skipped"))
+        notes.append(
+            (
+                "polygon_too_few_points",
+                f"{record}: {len(polygons) - len(good)} of {len(polygons)} polygons "
+                "had fewer than 3 points and were skipped",
+            )
+        )
     xs, ys = np.concatenate([p[0::2] for p in good]), np.concatenate([p[1::2] for p in good])
     slack = 1.0  # px: annotation tools let a click on the border land a fraction of a pixel past it
-    if notes is not None and (xs.min() < -slack or ys.min() < -slack or xs.max() > width + slack or ys.max() > height + slack):
-        notes.append(("polygon_outside_image", f"{record}: polygon spans x {xs.min():g}..{xs.max():g}, y {ys.min():g}.."
-                                               f"{ys.max():g}, outside the {width}x{height} image: clipped to it"))
+    if notes is not None and (
+        xs.min() < -slack or ys.min() < -slack or xs.max() > width + slack or ys.max() > height + slack
+    ):
+        notes.append(
+            (
+                "polygon_outside_image",
+                f"{record}: polygon spans x {xs.min():g}..{xs.max():g}, y {ys.min():g}.."
+                f"{ys.max():g}, outside the {width}x{height} image: clipped to it",
+            )
+        )
     rle = mask_utils.merge(mask_utils.frPyObjects(good, height, width))
     return mask_utils.decode(rle).astype(np.uint8)

@@ -3,6 +3,7 @@
 Categories are matched by id and carried by *name*, so 0-based, 1-based or sparse ids all work;
 a background category (labelme writes ``_background_`` with id 0) is never trained as a class.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -12,8 +13,16 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, declared_size, load_json,
-                                  polygons_to_mask)
+from masklab.data.formats import (
+    DatasetError,
+    Drop,
+    Source,
+    SourceImage,
+    SourceInstance,
+    declared_size,
+    load_json,
+    polygons_to_mask,
+)
 
 BACKGROUND_NAMES = ("_background_", "__background__", "background")
 
@@ -76,16 +85,24 @@ def read(annotations: str | Path, images: str | Path | None = None, background_n
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise DatasetError(path, "an image needs 'id' and 'file_name'", f"images[{i}]")
         if im["id"] in by_id:  # its annotations would be drawn on the one listed last
-            raise DatasetError(path, f"image id {im['id']!r} is used twice ({by_id[im['id']].path.name}, "
-                                     f"{im['file_name']})", f"images[{i}]")
+            raise DatasetError(
+                path,
+                f"image id {im['id']!r} is used twice ({by_id[im['id']].path.name}, {im['file_name']})",
+                f"images[{i}]",
+            )
         record = f"{path.name}: image {im['id']} ({im['file_name']})"
         size = declared_size(im.get("height"), im.get("width"), path, f"images[{i}]")
         by_id[im["id"]] = SourceImage(root / im["file_name"], record, size=size)
     source = Source(list(by_id.values()), categories=list(dict.fromkeys(names.values())))
     for name in (n for n, count in Counter(names.values()).items() if count > 1):  # in file order
         ids = [k for k, n in names.items() if n == name]
-        source.issues.append(("category_merged", f"{path.name}: category {name!r}",
-                              f"{path.name}: categories {ids} are all named {name!r}: their instances are one class"))
+        source.issues.append(
+            (
+                "category_merged",
+                f"{path.name}: category {name!r}",
+                f"{path.name}: categories {ids} are all named {name!r}: their instances are one class",
+            )
+        )
     for i, ann in enumerate(data["annotations"]):
         ann_id = ann.get("id", f"#{i}") if isinstance(ann, dict) else f"#{i}"
         _add_annotation(source, by_id, names, background, ann, f"{path.name}: annotation {ann_id}", path)
@@ -99,7 +116,9 @@ def _add_annotation(source: Source, by_id, names, background, ann, record: str, 
     image = by_id.get(image_id)
     if image is None and isinstance(image_id, str) and image_id.strip().isdigit() and int(image_id) in by_id:
         image = by_id[int(image_id)]  # "1" for the image whose id is 1: a JSON writer's slip, not another image
-        source.issues.append(("image_id_type", record, f"image_id {image_id!r} is a string: matched to image {int(image_id)}"))
+        source.issues.append(
+            ("image_id_type", record, f"image_id {image_id!r} is a string: matched to image {int(image_id)}")
+        )
     if image is None:
         return source.issues.append(("unknown_image", record, f"image_id {image_id!r} is not in 'images'"))
     if cat in background:
@@ -107,9 +126,14 @@ def _add_annotation(source: Source, by_id, names, background, ann, record: str, 
     if cat not in names:
         return source.issues.append(("unknown_category", record, f"category_id {cat!r} is not in 'categories'"))
     box = ann.get("bbox")
-    inst = SourceInstance(names[cat], decode=None, record=record, iscrowd=int(ann.get("iscrowd", 0) or 0),
-                          box=(box[0], box[1], box[0] + box[2], box[1] + box[3]) if isinstance(box, list) and len(box) == 4 else None,
-                          source_id=ann.get("id"))
+    inst = SourceInstance(
+        names[cat],
+        decode=None,
+        record=record,
+        iscrowd=int(ann.get("iscrowd", 0) or 0),
+        box=(box[0], box[1], box[0] + box[2], box[1] + box[3]) if isinstance(box, list) and len(box) == 4 else None,
+        source_id=ann.get("id"),
+    )
     try:
         inst.decode = _decoder(ann.get("segmentation"), record, inst)
     except Drop as drop:

@@ -7,6 +7,7 @@ occluding each other, in three classes told apart by shape and colour family (``
 then go through ``prepare.py`` like any source (statistics, ``auto``, training). It stands for seed
 trays, insects on sticky traps or parts on a conveyor; do not tune the real-data defaults on it alone.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -45,7 +46,9 @@ def _shape(kind: str, mask: np.ndarray, cx: float, cy: float, size: float, rng: 
     """Fill one object of long side ``size`` px at (cx, cy) into ``mask`` (in place)."""
     angle = rng.uniform(0, 180)
     if kind == "seed":
-        cv2.ellipse(mask, (round(cx), round(cy)), (max(1, round(size / 2)), max(1, round(size / 4))), angle, 0, 360, 1, -1)
+        cv2.ellipse(
+            mask, (round(cx), round(cy)), (max(1, round(size / 2)), max(1, round(size / 4))), angle, 0, 360, 1, -1
+        )
     elif kind == "pebble":
         t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
         r = size / 2 * rng.uniform(0.75, 1.0, len(t))
@@ -66,8 +69,15 @@ def _paint(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, rng: np.rand
     image[ys, xs] = np.clip(pix, 0, 255).astype(np.uint8)
 
 
-def generate(index: int, seed: int = 0, min_instances: int = 20, max_instances: int = 120,
-             image_range=(512, 768), size_range=(4.0, 60.0), min_visible: int = 6):
+def generate(
+    index: int,
+    seed: int = 0,
+    min_instances: int = 20,
+    max_instances: int = 120,
+    image_range=(512, 768),
+    size_range=(4.0, 60.0),
+    min_visible: int = 6,
+):
     """Image ``index``: (H×W×3 uint8, visible masks N×H×W uint8, class names); depends on (seed, index) only."""
     rng = np.random.default_rng([seed, index])
     h, w = (int(v) for v in rng.integers(image_range[0], image_range[1] + 1, 2))
@@ -78,7 +88,11 @@ def generate(index: int, seed: int = 0, min_instances: int = 20, max_instances: 
     for _ in range(n):
         kind = CLASS_NAMES[int(rng.integers(len(CLASS_NAMES)))]
         size = float(np.clip(rng.lognormal(np.log(13), 0.6), *size_range))
-        c = centres[int(rng.integers(len(centres)))] + rng.normal(0, 45, 2) if rng.random() < 0.6 else rng.uniform([0, 0], [w, h])
+        c = (
+            centres[int(rng.integers(len(centres)))] + rng.normal(0, 45, 2)
+            if rng.random() < 0.6
+            else rng.uniform([0, 0], [w, h])
+        )
         mask = np.zeros((h, w), np.uint8)
         _shape(kind, mask, float(np.clip(c[0], 0, w - 1)), float(np.clip(c[1], 0, h - 1)), size, rng)
         if not mask.any():
@@ -89,7 +103,7 @@ def generate(index: int, seed: int = 0, min_instances: int = 20, max_instances: 
         names.append(kind)
     visible = np.stack(masks)
     for i in range(len(visible) - 1):  # later objects occlude earlier ones
-        visible[i] &= ~visible[i + 1:].any(axis=0)
+        visible[i] &= ~visible[i + 1 :].any(axis=0)
     keep = visible.reshape(len(visible), -1).sum(1) >= min_visible
     return image, visible[keep], [nm for nm, k in zip(names, keep) if k]
 
@@ -108,7 +122,9 @@ def read(num_images: int = 50, seed: int = 0, **kwargs) -> Source:
         path = tmp / f"dense_{i:04d}.jpg"
         Image.fromarray(image).save(path, quality=92)
         record = f"dense_small image {i}"
-        instances = [SourceInstance(nm, partial(_mask, mask=m), f"{record} instance {k}")
-                     for k, (m, nm) in enumerate(zip(masks, names))]
+        instances = [
+            SourceInstance(nm, partial(_mask, mask=m), f"{record} instance {k}")
+            for k, (m, nm) in enumerate(zip(masks, names))
+        ]
         source.images.append(SourceImage(path, record, instances))
     return source

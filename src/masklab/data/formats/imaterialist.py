@@ -6,6 +6,7 @@
 competition's ``label_descriptions.json`` (``categories: [{id, name}]``) or a ``class_names`` list
 indexed by ``ClassId``.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -52,8 +53,13 @@ def class_names_from(label_descriptions: str | Path | None, class_names) -> dict
     return {int(c["id"]): str(c["name"]) for c in cats}
 
 
-def read(annotations: str | Path, images: str | Path, label_descriptions: str | Path | None = None,
-         class_names=None, image_ext: str = ".jpg") -> Source:
+def read(
+    annotations: str | Path,
+    images: str | Path,
+    label_descriptions: str | Path | None = None,
+    class_names=None,
+    image_ext: str = ".jpg",
+) -> Source:
     path, images = Path(annotations), Path(images)
     names = class_names_from(label_descriptions, class_names)
     if not path.is_file():
@@ -68,7 +74,9 @@ def read(annotations: str | Path, images: str | Path, label_descriptions: str | 
         try:
             size = (int(row.Height), int(row.Width))
         except (TypeError, ValueError):
-            raise DatasetError(path, f"Height/Width must be integers, got {row.Height!r}/{row.Width!r}", f"line {i}") from None
+            raise DatasetError(
+                path, f"Height/Width must be integers, got {row.Height!r}/{row.Width!r}", f"line {i}"
+            ) from None
         if row.ImageId not in by_image:
             file = row.ImageId if Path(row.ImageId).suffix else f"{row.ImageId}{image_ext}"
             by_image[row.ImageId] = SourceImage(images / file, f"image {row.ImageId}", size=size)

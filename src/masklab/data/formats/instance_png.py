@@ -4,6 +4,7 @@ As PennFudanPed: ``PNGImages/FudanPed00001.png`` + ``PedMasks/FudanPed00001_mask
 PNGs are read as their indices (PIL), so the ids are the values the annotator wrote. Every
 instance gets ``class_name``, or ``class_of_id[id]`` when a mapping is given.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache, partial
@@ -27,8 +28,14 @@ def _instance(height: int, width: int, *, path: Path, value: int) -> np.ndarray:
     return (load_ids(path) == value).astype(np.uint8)
 
 
-def read(images: str | Path, masks: str | Path, mask_suffix: str = "_mask", mask_ext: str = ".png",
-         class_name: str = "object", class_of_id: dict | None = None) -> Source:
+def read(
+    images: str | Path,
+    masks: str | Path,
+    mask_suffix: str = "_mask",
+    mask_ext: str = ".png",
+    class_name: str = "object",
+    class_of_id: dict | None = None,
+) -> Source:
     images, masks = Path(images), Path(masks)
     for folder in (images, masks):
         if not folder.is_dir():

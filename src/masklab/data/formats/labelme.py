@@ -11,6 +11,7 @@ pixel is its first point, as labelme's ``shapes_to_label`` pastes it. Images com
 ``imagePath``, relative to that file (or by file name from ``images``); where that file is missing, the
 image embedded in the JSON (``imageData``, what labelme saves unless run with ``--nodata``) is used.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,8 +23,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, declared_size, ellipse_polygon,
-                                  load_json, polygons_to_mask)
+from masklab.data.formats import (
+    DatasetError,
+    Drop,
+    Source,
+    SourceImage,
+    SourceInstance,
+    declared_size,
+    ellipse_polygon,
+    load_json,
+    polygons_to_mask,
+)
 
 IGNORE_LABELS = ("__ignore__", "_background_")
 
@@ -68,8 +78,11 @@ def _bitmap(x1: int, y1: int, x2: int, y2: int, encoded: str, record: str) -> np
         why = "its bytes are no image" if isinstance(exc, UnidentifiedImageError) else str(exc)
         raise Drop("bad_shape", f"{record}: its 'mask' is not a base64 PNG ({why})") from None
     if piece.shape != (y2 - y1 + 1, x2 - x1 + 1):
-        raise Drop("bad_shape", f"{record}: its {piece.shape[1]}x{piece.shape[0]} mask does not fill its box "
-                                f"({x1}, {y1})-({x2}, {y2}), {x2 - x1 + 1}x{y2 - y1 + 1} px")
+        raise Drop(
+            "bad_shape",
+            f"{record}: its {piece.shape[1]}x{piece.shape[0]} mask does not fill its box "
+            f"({x1}, {y1})-({x2}, {y2}), {x2 - x1 + 1}x{y2 - y1 + 1} px",
+        )
     return piece
 
 
@@ -86,7 +99,7 @@ def decode(height: int, width: int, *, polygons, bitmaps, record: str, notes: li
         y0, x0 = max(y, 0), max(x, 0)
         y1, x1 = min(y + piece.shape[0], height), min(x + piece.shape[1], width)
         if y1 > y0 and x1 > x0:
-            mask[y0:y1, x0:x1] |= piece[y0 - y:y1 - y, x0 - x:x1 - x]
+            mask[y0:y1, x0:x1] |= piece[y0 - y : y1 - y, x0 - x : x1 - x]
     return mask
 
 
@@ -96,8 +109,12 @@ def _embedded_image(file: Path) -> bytes:
     return base64.b64decode(load_json(file)["imageData"])
 
 
-def read(annotations: str | Path, images: str | Path | None = None, labels: str | Path | None = None,
-         ignore_labels=IGNORE_LABELS) -> Source:
+def read(
+    annotations: str | Path,
+    images: str | Path | None = None,
+    labels: str | Path | None = None,
+    ignore_labels=IGNORE_LABELS,
+) -> Source:
     """Read a folder of labelme JSON files (searched recursively) or one file."""
     path = Path(annotations)
     if not path.exists():
@@ -113,9 +130,15 @@ def read(annotations: str | Path, images: str | Path | None = None, labels: str 
             raise DatasetError(file, "not a labelme file (needs a 'shapes' list and 'imagePath')")
         name = Path(str(data["imagePath"]).replace("\\", "/"))  # labelme on Windows writes backslashes
         size = declared_size(data.get("imageHeight"), data.get("imageWidth"), file, "imageHeight/imageWidth")
-        image = SourceImage(Path(images) / name.name if images else file.parent / name, file.name, size=size,
-                            data=partial(_embedded_image, file) if data.get("imageData") else None)
-        groups: dict[tuple, tuple[list, list, str]] = {}  # (label, group) -> (polygons, bitmaps, its first shape's record)
+        image = SourceImage(
+            Path(images) / name.name if images else file.parent / name,
+            file.name,
+            size=size,
+            data=partial(_embedded_image, file) if data.get("imageData") else None,
+        )
+        groups: dict[
+            tuple, tuple[list, list, str]
+        ] = {}  # (label, group) -> (polygons, bitmaps, its first shape's record)
         for i, shape in enumerate(data["shapes"]):
             record = f"{file.name}: shape {i}"
             if not isinstance(shape, dict):
@@ -135,7 +158,9 @@ def read(annotations: str | Path, images: str | Path | None = None, labels: str 
                 source.issues.append((drop.rule, record, drop.detail))
                 continue
             group = shape.get("group_id")
-            polygons, bitmaps, _ = groups.setdefault((label, ("shape", i) if group is None else group), ([], [], record))
+            polygons, bitmaps, _ = groups.setdefault(
+                (label, ("shape", i) if group is None else group), ([], [], record)
+            )
             (bitmaps if bitmap else polygons).append(part)
         for (label, _), (polygons, bitmaps, record) in groups.items():
             inst = SourceInstance(label, decode=None, record=record)

@@ -6,6 +6,7 @@ image's: the shared pipeline resizes each mask to its image with nearest-neighbo
 fix (seed 000 hit exactly this). ``LabelName`` (``/m/...``) is named through the class-description
 CSV (``LabelName,DisplayName``, with or without a header row). Images are ``<images>/<ImageID>.jpg``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -52,15 +53,23 @@ def _rows(path: Path) -> list[dict]:
         return list(reader)
 
 
-def read(annotations: str | Path, masks: str | Path, images: str | Path, class_descriptions: str | Path,
-         image_ext: str = ".jpg") -> Source:
+def read(
+    annotations: str | Path,
+    masks: str | Path,
+    images: str | Path,
+    class_descriptions: str | Path,
+    image_ext: str = ".jpg",
+) -> Source:
     path, masks, images = Path(annotations), Path(masks), Path(images)
     names = read_class_descriptions(Path(class_descriptions))
     source, by_image = Source([]), {}
     for i, row in enumerate(_rows(path), start=2):  # line 1 is the header
         if any(row.get(c) is None for c in COLUMNS):  # csv gives None to the columns a short line lacks
-            raise DatasetError(path, f"the line has {sum(v is not None for v in row.values())} of the columns "
-                                     f"{list(row)} (cut short?)", f"line {i}")
+            raise DatasetError(
+                path,
+                f"the line has {sum(v is not None for v in row.values())} of the columns {list(row)} (cut short?)",
+                f"line {i}",
+            )
         record = f"{path.name}: line {i} ({row['MaskPath']})"
         name = names.get(row["LabelName"])
         if name is None:
@@ -73,6 +82,9 @@ def read(annotations: str | Path, masks: str | Path, images: str | Path, class_d
         if row["ImageID"] not in by_image:
             by_image[row["ImageID"]] = SourceImage(images / f"{row['ImageID']}{image_ext}", f"image {row['ImageID']}")
             source.images.append(by_image[row["ImageID"]])
-        by_image[row["ImageID"]].instances.append(SourceInstance(
-            name, partial(_mask, path=masks / row["MaskPath"], record=record), record, box=box, box_normalized=True))
+        by_image[row["ImageID"]].instances.append(
+            SourceInstance(
+                name, partial(_mask, path=masks / row["MaskPath"], record=record), record, box=box, box_normalized=True
+            )
+        )
     return source

@@ -4,6 +4,7 @@ Training on shapes needs no files (they are generated on the fly); exporting the
 validation report as any other dataset and the on-disk form the DVC pipeline tracks. Each split's
 images are written as PNG to a temporary folder first (the canonical writer copies files).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -36,7 +37,9 @@ def read(splits: dict[str, dict]) -> Source:
             path = tmp / f"{split}_{data.start + i:06d}.png"
             Image.fromarray(image).save(path)
             record = f"shapes {split} image {data.start + i}"
-            instances = [SourceInstance(CLASS_NAMES[label - 1], partial(_mask, mask=m), f"{record} instance {k}")
-                         for k, (m, label) in enumerate(zip(target["masks"].numpy(), target["labels"].tolist()))]
+            instances = [
+                SourceInstance(CLASS_NAMES[label - 1], partial(_mask, mask=m), f"{record} instance {k}")
+                for k, (m, label) in enumerate(zip(target["masks"].numpy(), target["labels"].tolist()))
+            ]
             source.images.append(SourceImage(path, record, instances, split=split))
     return source

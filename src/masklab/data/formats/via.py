@@ -14,6 +14,7 @@ or checkbox attribute is turned into the option's name). Their shapes are mapped
 (plus 3.x's extreme rectangle: the box of its four points, and extreme circle: the circle through
 its three points).
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -21,8 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from masklab.data.formats import (DatasetError, Drop, Source, SourceImage, SourceInstance, ellipse_polygon, load_json,
-                                  polygons_to_mask)
+from masklab.data.formats import (
+    DatasetError,
+    Drop,
+    Source,
+    SourceImage,
+    SourceInstance,
+    ellipse_polygon,
+    load_json,
+    polygons_to_mask,
+)
 
 
 def shape_to_polygon(shape: dict, record: str) -> list[float]:
@@ -40,8 +49,13 @@ def shape_to_polygon(shape: dict, record: str) -> list[float]:
         if name == "circle":
             return ellipse_polygon(float(shape["cx"]), float(shape["cy"]), float(shape["r"]), float(shape["r"]))
         if name == "ellipse":
-            return ellipse_polygon(float(shape["cx"]), float(shape["cy"]), float(shape["rx"]), float(shape["ry"]),
-                                   float(shape.get("theta", 0.0)))
+            return ellipse_polygon(
+                float(shape["cx"]),
+                float(shape["cy"]),
+                float(shape["rx"]),
+                float(shape["ry"]),
+                float(shape.get("theta", 0.0)),
+            )
     except (KeyError, TypeError, ValueError) as exc:
         raise Drop("bad_shape", f"{record}: {name} without usable {exc}") from None
     raise Drop("bad_shape", f"{record}: unsupported shape {name!r} (polygon, polyline, rect, circle, ellipse)")
@@ -54,8 +68,12 @@ def region_class(attributes: dict, class_attribute: str, default_class: str | No
     return str(value) if value not in (None, "") else default_class
 
 
-def read(annotations: str | Path, images: str | Path | None = None, class_attribute: str = "name",
-         default_class: str | None = None) -> Source:
+def read(
+    annotations: str | Path,
+    images: str | Path | None = None,
+    class_attribute: str = "name",
+    default_class: str | None = None,
+) -> Source:
     """Read a VIA 1.x, 2.x or 3.x JSON; images are looked up by file name in ``images`` (default: the JSON's folder)."""
     path = Path(annotations)
     data = load_json(path)
@@ -72,16 +90,24 @@ def read(annotations: str | Path, images: str | Path | None = None, class_attrib
         image = SourceImage(root / rec["filename"], f"{path.name}: {rec['filename']}")
         regions = rec.get("regions") or {}
         if not isinstance(regions, (dict, list)):
-            raise DatasetError(path, f"'regions' is a {type(regions).__name__}, not a list or object of regions",
-                               f"record {key!r}")
-        for i, region in (regions.items() if isinstance(regions, dict) else enumerate(regions)):
+            raise DatasetError(
+                path, f"'regions' is a {type(regions).__name__}, not a list or object of regions", f"record {key!r}"
+            )
+        for i, region in regions.items() if isinstance(regions, dict) else enumerate(regions):
             record = f"{path.name}: {rec['filename']} region {i}"
             if (why := _malformed(region)) is not None:
                 source.issues.append(("bad_shape", record, why))
                 continue
             name = region_class(region.get("region_attributes"), class_attribute, default_class)
-            _add_region(source, image, region.get("shape_attributes") or {}, name, record, class_attribute,
-                        sorted(region.get("region_attributes") or {}))
+            _add_region(
+                source,
+                image,
+                region.get("shape_attributes") or {},
+                name,
+                record,
+                class_attribute,
+                sorted(region.get("region_attributes") or {}),
+            )
         source.images.append(image)
     return source
 
@@ -96,24 +122,40 @@ def _malformed(region) -> str | None:
     return None
 
 
-def _add_region(source, image, shape: dict, name: str | None, record: str, class_attribute: str,
-                attributes: list[str] = ()) -> None:
+def _add_region(
+    source, image, shape: dict, name: str | None, record: str, class_attribute: str, attributes: list[str] = ()
+) -> None:
     try:
         polygon = shape_to_polygon(shape, record)
     except Drop as drop:
         return source.issues.append((drop.rule, record, drop.detail))
     if name is None:
         has = f"its attributes: {', '.join(attributes)}" if attributes else "it has no attributes"
-        return source.issues.append(("unknown_category", record, f"no '{class_attribute}' region attribute ({has}; "
-                                     "set data.source.class_attribute=<one of them> or data.source.default_class)"))
+        return source.issues.append(
+            (
+                "unknown_category",
+                record,
+                f"no '{class_attribute}' region attribute ({has}; "
+                "set data.source.class_attribute=<one of them> or data.source.default_class)",
+            )
+        )
     inst = SourceInstance(name, decode=None, record=record)
     inst.decode = partial(polygons_to_mask, polygons=[polygon], record=record, notes=inst.notes)
     image.instances.append(inst)
 
 
 #: VIA 3's shape ids (``_VIA_RSHAPE``) -> the 2.x shape name
-SHAPES_3X = {1: "point", 2: "rect", 3: "circle", 4: "ellipse", 5: "line", 6: "polyline", 7: "polygon",
-             8: "extreme_rectangle", 9: "extreme_circle"}
+SHAPES_3X = {
+    1: "point",
+    2: "rect",
+    3: "circle",
+    4: "ellipse",
+    5: "line",
+    6: "polyline",
+    7: "polygon",
+    8: "extreme_rectangle",
+    9: "extreme_circle",
+}
 COORDINATES_3X = {"rect": 4, "circle": 3, "ellipse": 4, "extreme_rectangle": 8, "extreme_circle": 6}
 
 
@@ -174,8 +216,9 @@ def _read_3x(path: Path, data: dict, root: Path, class_attribute: str, default_c
         if file.get("type", 2) != 2:  # video or audio
             continue
         fname = str(file["fname"])
-        by_view[str(vid)] = SourceImage(root / (fname.rsplit("/", 1)[-1] if "://" in fname else fname),
-                                        f"{path.name}: {fname}")
+        by_view[str(vid)] = SourceImage(
+            root / (fname.rsplit("/", 1)[-1] if "://" in fname else fname), f"{path.name}: {fname}"
+        )
         source.images.append(by_view[str(vid)])
     for mid, meta in metadata.items():
         image = by_view.get(str(meta.get("vid"))) if isinstance(meta, dict) else None
@@ -187,6 +230,12 @@ def _read_3x(path: Path, data: dict, root: Path, class_attribute: str, default_c
         except Drop as drop:
             source.issues.append((drop.rule, record, drop.detail))
             continue
-        _add_region(source, image, shape, _class_3x(meta.get("av"), attributes.get(aid), aid, default_class), record,
-                    class_attribute)
+        _add_region(
+            source,
+            image,
+            shape,
+            _class_3x(meta.get("av"), attributes.get(aid), aid, default_class),
+            record,
+            class_attribute,
+        )
     return source
