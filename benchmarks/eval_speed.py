@@ -102,7 +102,8 @@ def main(argv=None) -> dict:
         f"predictions, bbox + segm, per-class AP; this machine (best of {args.repeats}):\n"
         f"  pycocotools          {t_ref:7.2f} s\n  masklab (faster)     {t_ours:7.2f} s\n"
         f"  ratio                {t_ref / t_ours:7.2f}x  (target >= 3)\n"
-        f"  numbers identical    {same}  (max |diff| {diff:.2e} over {len(ref)} metrics; segm AP {ours['val/segm_AP']:.4f})"
+        f"  numbers identical    {same}  (max |diff| {diff:.2e} over {len(ref)} metrics; "
+        f"segm AP {ours['val/segm_AP']:.4f})"
     )
     if not same:
         sys.exit("the two backends disagree")

@@ -9,7 +9,7 @@ held-out test split (best checkpoint by val segm AP) and the wall time; both run
 
     python benchmarks/pennfudan.py                   # the recipe's 16 epochs at 384 px (~18 min each on 2 cores)
     python benchmarks/pennfudan.py --epochs 4        # a quick look
-    python benchmarks/pennfudan.py trainer=gpu num_workers=8       # on a GPU machine (fp32; + trainer.precision=16-mixed)
+    python benchmarks/pennfudan.py trainer=gpu num_workers=8   # on a GPU machine (fp32; + trainer.precision=16-mixed)
     python benchmarks/pennfudan.py --only scratch trainer=gpu backbone=r50 model=standard   # one row only
 Target: pretrained test segm AP50 >= 0.85 within 20 minutes on a 2-core CPU, clearly above scratch.
 """

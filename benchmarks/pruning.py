@@ -21,7 +21,7 @@ on the same curves; its study's trials are segments of configurations, counted i
 A resumed trial does not train exactly its unpruned curve (Lightning does not restore the RNG state, so
 its data order after the pause differs), so its real study may part from its replay after a promotion.
 
-    python benchmarks/pruning.py                      # 20 trials x 12 epochs of 288 images; none + asha: ~2 h on 2 cores
+    python benchmarks/pruning.py                      # 20 trials x 12 epochs of 288 images; ~2 h on 2 cores
     python benchmarks/pruning.py --trials 10 --epochs 8 --pruners median hyperband
     python benchmarks/pruning.py --save u.json --pruners             # the unpruned study alone (~63 min) ...
     python benchmarks/pruning.py --baseline u.json --pruners successive_halving   # ... then pruned studies beside it
@@ -76,7 +76,6 @@ from optuna.trial import TrialState  # noqa: E402
 
 from masklab.sweep import asha  # noqa: E402
 from masklab.sweep.study import SWEEPER_PRUNERS, make_pruner, open_storage, pruner_kwargs  # noqa: E402
-
 
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v2_imagenet_features.pth"
 #: what a result's trials started from (results before 2026-11-24 do not say: all of them had the weights)
@@ -144,7 +143,7 @@ def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
     ], time.perf_counter() - start
 
 
-def _from_history(trial, path: Path) -> "_Curve":
+def _from_history(trial, path: Path) -> _Curve:
     """A trial's per-epoch segm AP and val loss from its history.csv (what it reported to Optuna may be either)."""
     rows = list(csv.DictReader(path.open())) if path.is_file() else []
     rows = [r for r in rows if r.get(AP)]  # validated epochs (a diverged epoch has no AP)
@@ -227,7 +226,7 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
     return out
 
 
-def segments(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> tuple[list["_Curve"], int]:
+def segments(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> tuple[list[_Curve], int]:
     """What a study with ``pruner`` trains on the unpruned study's trials, in order, as (segments, pruned):
     one prefix per trial, or for ``asha`` every paused and resumed stretch of a trial as its own curve (the
     sweeper's trials), ranked on ``on`` by the sweeper's own rule (``masklab.sweep.asha``); ``pruned`` counts
@@ -292,10 +291,10 @@ class _Curve:
         self.state, self.number, self.signals = TrialState[state], number, dict(signals or {})
         self.span = tuple(span) if span else None  # asha: (its configuration's index or first trial, first epoch)
 
-    def prefix(self, n: int) -> "_Curve":
+    def prefix(self, n: int) -> _Curve:
         return _Curve(self.values[:n], self.state.name, self.number, {k: v[:n] for k, v in self.signals.items()})
 
-    def part(self, begin: int, end: int) -> "_Curve":
+    def part(self, begin: int, end: int) -> _Curve:
         """Epochs ``[begin, end)`` as an asha segment of this trial's configuration."""
         return _Curve(
             self.values[begin:end],
@@ -570,7 +569,8 @@ def score(args, real, studies: dict, rows: dict) -> dict:
             "total_ratio": r["total_epochs"] / base["total_epochs"],
         }
     print(
-        f"\n{args.trials} trials x {args.epochs} epochs of {args.images} images, {args.sampler} sampler seed {args.seed}, "
+        f"\n{args.trials} trials x {args.epochs} epochs of {args.images} images, "
+        f"{args.sampler} sampler seed {args.seed}, "
         f"this machine (pruned / unpruned):\n"
         f"  epochs to segm AP >= {bar:.4f} (the unpruned study's best - {args.tol}; target <= 0.5): "
         f"unpruned {base['epochs_to_bar']}"
@@ -584,7 +584,8 @@ def score(args, real, studies: dict, rows: dict) -> dict:
         )
         print(
             f"  {label:40s} {head}   to its own best {r['own_best_ratio']:.2f}   total epochs {r['total_ratio']:.2f}   "
-            f"final best {rows[label]['best_segm_AP']:.4f} vs {base['best_segm_AP']:.4f}   pruned {rows[label]['pruned']}{check}"
+            f"final best {rows[label]['best_segm_AP']:.4f} vs {base['best_segm_AP']:.4f}   "
+            f"pruned {rows[label]['pruned']}{check}"
         )
     for name, o in orders.items():
         print(

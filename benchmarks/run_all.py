@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Every benchmark of the project in one command; one table of ratios and figures -> benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py            # everything (hours on 2 cores: the pruning draws, PennFudan and your_data most of it)
+    python benchmarks/run_all.py            # everything (hours on 2 cores: pruning, PennFudan, your_data)
     python benchmarks/run_all.py --quick    # shorter versions of each (minutes; figures less representative)
-    python benchmarks/run_all.py --resume   # keep the figures of benchmarks that already finished (benchmarks/.results/)
+    python benchmarks/run_all.py --resume   # keep finished benchmarks' figures (benchmarks/.results/)
 
 Ratios are measured side by side within each benchmark; absolute times are this machine's.
 """
@@ -22,6 +22,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
+import torch  # noqa: E402
+
 import dataloader  # noqa: E402
 import eval_speed  # noqa: E402
 import memory  # noqa: E402
@@ -29,7 +31,6 @@ import overhead  # noqa: E402
 import pennfudan  # noqa: E402
 import precision  # noqa: E402
 import pruning  # noqa: E402
-import torch  # noqa: E402
 import your_data  # noqa: E402
 
 
@@ -104,10 +105,12 @@ def pruning_rows(pr: dict) -> list[dict]:
                 "figure": "never" if r["ratio"] is None else f"{r['ratio']:.2f}",
                 "target": "<= 0.5" if not bound else "(reference)",
                 "met": None if bound else r["ratio"] is not None and r["ratio"] <= 0.5,
-                "detail": f"{pr.get('trials', 10)} trials x {pr.get('epochs', 6)} epochs of {pr.get('images', 96)} images, "
+                "detail": f"{pr.get('trials', 10)} trials x {pr.get('epochs', 6)} epochs "
+                f"of {pr.get('images', 96)} images, "
                 f"{pr.get('sampler', 'tpe')} sampler; "
                 f"epochs until a trial reaches segm AP {pr['bar']:.3f} (the unpruned study's best - 0.01): "
-                f"{'never' if row['epochs_to_bar'] is None else row['epochs_to_bar']} vs {none['epochs_to_bar']}; to within 0.01 of its own best "
+                f"{'never' if row['epochs_to_bar'] is None else row['epochs_to_bar']} vs {none['epochs_to_bar']}; "
+                f"to within 0.01 of its own best "
                 f"{row['epochs_to_own_best']} vs {none['epochs_to_own_best']} ({r['own_best_ratio']:.2f}); "
                 f"final best {row['best_segm_AP']:.3f} vs {none['best_segm_AP']:.3f}; total epochs "
                 f"{row['total_epochs']} vs {none['total_epochs']}, {row['pruned']} pruned, "
@@ -173,7 +176,8 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
             "figure": f"{e['ratio']:.1f}x",
             "target": ">= 3x",
             "met": e["ratio"] >= 3,
-            "detail": f"pycocotools {e['pycocotools_s']:.2f} s vs masklab {e['masklab_s']:.2f} s, 500 images, numbers identical",
+            "detail": f"pycocotools {e['pycocotools_s']:.2f} s vs masklab {e['masklab_s']:.2f} s, "
+            "500 images, numbers identical",
             "command": "python benchmarks/eval_speed.py",
         }
     )
@@ -208,7 +212,8 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                 "target": ">= 0.85 pretrained, in 20 min",
                 "met": pre["test/segm_AP50"] >= 0.85 and pre["minutes"] <= 20,
                 "detail": f"pretrained: segm AP {pre['test/segm_AP']:.3f}, bbox AP50 {pre['test/bbox_AP50']:.3f}, "
-                f"{pre['minutes']:.1f} min; scratch: segm AP {scr['test/segm_AP']:.3f}, bbox AP50 {scr['test/bbox_AP50']:.3f}, "
+                f"{pre['minutes']:.1f} min; scratch: segm AP {scr['test/segm_AP']:.3f}, "
+                f"bbox AP50 {scr['test/bbox_AP50']:.3f}, "
                 f"{scr['minutes']:.1f} min",
                 "command": "python benchmarks/pennfudan.py",
             }

@@ -30,7 +30,7 @@ log = logging.getLogger("masklab.evaluate")
 
 
 def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) -> dict:
-    """``overridden``: the command line's overrides (default: Hydra's), which say the runtime keys to take from ``cfg``."""
+    """``overridden``: the command line's overrides (default: Hydra's): the runtime keys to take from ``cfg``."""
     check_numbers(cfg, {"min_score": (in_range(0, 1), "a score in [0, 1]")})
     module, rcfg, changed, run_id = load_for_inference(cfg, overridden)
     names, prefix, nms = module.class_names, cfg.split, rcfg.nms

@@ -94,7 +94,7 @@ def needs_shared(*parts: str) -> Path:
 
 
 def make_tiny_prepared(tmp_path: Path, n: int = 4, size: int = 64) -> Path:
-    """A canonical dataset written by prepare.py's own code from tiny instance-id PNGs (two classes' worth of shapes)."""
+    """A canonical dataset written by prepare.py's own code from tiny instance-id PNGs (two classes)."""
     import numpy as np
     from PIL import Image
 

@@ -10,8 +10,8 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import ROOT, TINY_MODEL, compose_cfg, make_tiny_prepared, needs_shared
-from masklab.data.auto import resolved
 from masklab import MasklabError
+from masklab.data.auto import resolved
 from masklab.data.datamodule import build_datamodule
 from masklab.model.build import build_model, parameter_summary, set_trainable
 from masklab.model.module import MaskRCNNModule
@@ -36,7 +36,7 @@ def test_option_builds_and_trains_one_step(group, option, tmp_path):
         cfg = compose_cfg([f"{group}={option}"])
     if group == "trainer" and cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         assert cfg.trainer.precision == "32-true"  # AMP was slower on an H100 (conf/trainer/gpu.yaml)
-        pytest.skip("trainer=%s needs a CUDA GPU (config composed and checked)" % option)
+        pytest.skip(f"trainer={option} needs a CUDA GPU (config composed and checked)")
     cfg = resolved(cfg)  # as train.py does: the auto values of prepared data from its statistics
     datamodule = build_datamodule(cfg)
     module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
@@ -284,8 +284,8 @@ def test_staged_training_switches_layers_and_logs_each_stage(tmp_path, caplog):
 
 
 def test_rpn_l2_box_loss_and_box_head_dropout_change_the_model():
-    from masklab.data.transforms import to_tensor
     from masklab.data.shapes import ShapesDataset
+    from masklab.data.transforms import to_tensor
 
     image, target = to_tensor(*ShapesDataset(1, 64)[0])
     losses = {}

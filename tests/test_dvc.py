@@ -1,4 +1,4 @@
-"""`dvc repro` on a copy of the repository: the pipeline runs, is up to date after, and re-runs only downstream stages."""
+"""`dvc repro` on a copy of the repository: it runs, is up to date after, re-runs only downstream."""
 
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ from conftest import ROOT, TINY
 
 sys.path.insert(0, str(ROOT / "experiments"))
 import run as recipes_run  # noqa: E402
-
 from masklab.model.build import build_model  # noqa: E402
 from masklab.sweep.space import parse  # noqa: E402
 

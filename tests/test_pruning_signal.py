@@ -78,7 +78,7 @@ def test_bridge_names_the_metrics_when_prune_on_is_not_logged():
 
 
 def _second_trial_pruned_at(pruner: optuna.pruners.BasePruner) -> int | None:
-    """The step where the 2nd of two trials (0.05, 0.1, 0.2), trailing the 1st (0.1, 0.3, 0.5) at every step, is pruned."""
+    """The step where the 2nd of two trials (0.05, 0.1, 0.2), trailing the 1st (0.1, 0.3, 0.5), is pruned."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # named: Hyperband puts trials in brackets by a hash of the study name; with "s" trials 0 and 1 share bracket 0
     study = optuna.create_study(study_name="s", direction="maximize", pruner=pruner)

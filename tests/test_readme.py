@@ -60,7 +60,7 @@ def test_readme_has_the_commands_of_every_section():
 
 @pytest.fixture(scope="module")
 def benchmark_help():
-    """``--help`` of every benchmark the READMEs name, started side by side (each pays torch's import): {script: exit code}."""
+    """``--help`` of every benchmark the READMEs name, side by side: {script: exit code}."""
     scripts = sorted(
         {split(c)[1] for c in COMMANDS if split(c)[0] == "python" and split(c)[1].startswith("benchmarks/")}
     )

@@ -63,6 +63,7 @@ def test_linear_warmup():
 
 def test_module_applies_warmup_times_schedule_per_step(tiny_cfg):
     import lightning.pytorch as L
+
     from masklab.data.datamodule import build_datamodule
     from masklab.model.module import MaskRCNNModule
 

@@ -158,7 +158,7 @@ def test_default_space_composes_and_is_not_empty():
 )
 def test_the_default_space_compares_schedules_at_one_length(overrides, epochs):
     """Each schedule's own length (cosine 10, step 12, piecewise 120) made trials of one study 12x apart on any dataset
-    without an ``epochs`` of its own (all but shapes): the piecewise ones took 12x as long and trained to another point."""
+    without an ``epochs`` of its own (all but shapes): the piecewise ones took 12x as long."""
     from conftest import compose_cfg
 
     cfg = compose_cfg([*overrides, "hparams_search=default"], tiny=False)
@@ -212,7 +212,7 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
     assert best["optimizer"]["lr"] == pytest.approx(study.best_params["optimizer.lr"])
     assert "paths" not in best and "experiment_name" not in best  # where it ran is not part of the winner
     assert "trial" in proc.stdout and "COMPLETE" in proc.stdout  # the summary table
-    # ... and the last line names every picture, the sheet made from MLflow's drawings too, with no download bars after it
+    # ... and the last line names every picture, the sheet from MLflow's drawings too, no download bars
     assert proc.stdout.strip().splitlines()[-1].endswith("intermediate_values, predictions)")
     assert "Downloading artifacts" not in proc.stdout + proc.stderr
     # the winner's checkpoint, evaluated through the study's run as the summary says

@@ -1,8 +1,8 @@
 """Transforms move boxes with masks, and drop instances whose mask vanishes."""
 
 import albumentations as A
-import pytest
 import numpy as np
+import pytest
 import torch
 
 from masklab.data.shapes import ShapesDataset

@@ -246,10 +246,10 @@ def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_
     except InstantiationException as exc:
         assert user_message(exc) == "a.json not found: run prepare.py first"
     with pytest.raises(MissingMandatoryValue) as missing:
-        OmegaConf.create({"ckpt": "???"}).ckpt
+        _ = OmegaConf.create({"ckpt": "???"}).ckpt
     assert user_message(missing.value).startswith("ckpt is required: give ckpt=<value>")
     with pytest.raises(Exception) as bad_value:  # ${mul:...} is masklab's resolver (registered on import)
-        OmegaConf.create({"optimizer": {"lr": "abc"}, "space": {"lr": "${mul:${optimizer.lr},0.25}"}}).space.lr
+        _ = OmegaConf.create({"optimizer": {"lr": "abc"}, "space": {"lr": "${mul:${optimizer.lr},0.25}"}}).space.lr
     assert user_message(bad_value.value) == (
         "space.lr: ValueError raised while resolving interpolation: could not convert string to float: 'abc'"
     )

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from masklab.data.rle import encode_masks
 from masklab.data.shapes import ShapesDataset
 from masklab.metrics import voc
-from masklab.data.rle import encode_masks
 from masklab.metrics.coco import CocoEvaluator
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-
 from pathlib import Path
 
 from omegaconf import OmegaConf

@@ -3,7 +3,8 @@
 Like the Matterport "shapes" sample: squares, circles, triangles and ellipses of random colour, size
 and position on a random flat background. Half-sizes are drawn from ``size_range`` × image size
 (Matterport: 20–32 px on 128 px images, i.e. 0.15–0.25), and a shape's colour differs from the
-background by at least ``min_contrast`` (sum over RGB) so that every label is visible. Shapes may overlap; later shapes occlude earlier ones and
+background by at least ``min_contrast`` (sum over RGB) so that every label is visible.
+Shapes may overlap; later shapes occlude earlier ones and
 the masks show only the visible part (an instance left with fewer than ``min_visible`` pixels is
 dropped). ``max_overlap`` limits how much: a shape whose box overlaps an earlier shape's box by more
 than this IoU is not drawn (Matterport: 0.3, "to avoid shapes covering each other"; None = no

@@ -211,7 +211,8 @@ def _fit_lines(report: dict) -> list[str]:
         lines += [
             "",
             f"Anchor recall (share of train boxes whose best anchor has IoU >= {fit['anchor_iou']}): "
-            f"{fit['anchor_recall']:.3f} with anchors {fit['anchor_sizes']}; anchors=auto {fit['anchor_recall_auto']:.3f}; "
+            f"{fit['anchor_recall']:.3f} with anchors {fit['anchor_sizes']}; "
+            f"anchors=auto {fit['anchor_recall_auto']:.3f}; "
             f"the fixed groups {groups}. Instances per image: up to {fit.get('max_instances_per_image')}.",
         ]
     if report.get("auto"):

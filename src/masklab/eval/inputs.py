@@ -32,7 +32,7 @@ def image_paths(spec: str) -> list[Path]:
 
 def output_names(paths: list[Path]) -> list[str]:
     """Each image's name in the output folder: its stem; its file name where a stem is shared (a.jpg, a.png); its
-    path below the images' common folder, ``/`` as ``__``, where a file name is shared too (a pattern's x/a.jpg, y/a.jpg)."""
+    path below the images' common folder, ``/`` as ``__``, where a file name is shared (x/a.jpg, y/a.jpg)."""
     stems, names = Counter(p.stem for p in paths), Counter(p.name for p in paths)
     root = Path(os.path.commonpath([p.resolve().parent for p in paths])) if paths else Path()
     return [

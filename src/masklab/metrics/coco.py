@@ -147,7 +147,7 @@ class CocoEvaluator:
         return ev
 
     def compute(self, prefix: str = "val", per_class: bool = True) -> dict[str, float]:
-        """``{prefix}/{bbox,segm}_{AP,AP50,...}`` and ``{prefix}/segm_AP_<class>``; NaN where COCO has nothing to score."""
+        """``{prefix}/{bbox,segm}_{AP,AP50,...}`` and ``{prefix}/segm_AP_<class>``; NaN where nothing to score."""
         metrics = {}
         for iou_type in ("bbox", "segm"):
             for k, v in self._evaluate(iou_type, per_class).items():

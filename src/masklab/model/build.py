@@ -125,7 +125,8 @@ def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:
         n_body = len(backbone.body.state_dict())
         if len(missing) == n_body:
             raise MasklabError(
-                f"{cfg.backbone.weights}: no tensor matches backbone '{cfg.backbone.arch}' (unexpected keys: {unexpected[:3]} ...)"
+                f"{cfg.backbone.weights}: no tensor matches backbone '{cfg.backbone.arch}' "
+                f"(unexpected keys: {unexpected[:3]} ...)"
             )
         log.info(
             "backbone weights from %s: loaded %d/%d tensors, missing %s, unexpected %s",

@@ -7,7 +7,7 @@ every optimizer step, so every schedule gets the same linear warmup and step-exa
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def constant(epoch: float, epochs: int) -> float:

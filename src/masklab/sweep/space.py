@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from masklab import MasklabError
 
@@ -55,7 +55,7 @@ def parse(search_space: dict | None, params: dict | None, arguments: list[str]):
         lines[arg.split("=", 1)[0]] = arg
     parser = OverridesParser.create()
     dists, fixed = {}, []
-    for key, line in lines.items():
+    for line in lines.values():
         try:
             (override,) = parser.parse_overrides([line])
         except Exception as exc:  # hydra's OverrideParseException carries a multi-line message

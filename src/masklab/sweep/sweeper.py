@@ -37,7 +37,8 @@ from omegaconf import OmegaConf
 
 from masklab import MasklabError, causes, exit_on_error, missing_cuda, user_message
 from masklab.data.auto import resolved
-from masklab.sweep import asha, report, space, study as st
+from masklab.sweep import asha, report, space
+from masklab.sweep import study as st
 
 log = logging.getLogger("masklab.sweep")
 

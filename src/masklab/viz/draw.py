@@ -70,7 +70,7 @@ def label_layout(masks: np.ndarray, boxes: np.ndarray, texts: list[str], order) 
         (tw, th), _ = cv2.getTextSize(texts[i], FONT, FONT_SCALE, 1)
         w, h = min(tw + 4, w_img), min(th + 7, h_img)
         best = None
-        for k, (x, y) in enumerate(_candidates(boxes[i], w, h, w_img, h_img)):
+        for x, y in _candidates(boxes[i], w, h, w_img, h_img):
             if any(_overlap((x, y, w, h), r) for r in placed.values()):
                 continue
             covered = integral[y + h, x + w] - integral[y, x + w] - integral[y + h, x] + integral[y, x]
