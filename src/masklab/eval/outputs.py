@@ -8,6 +8,7 @@ import logging
 import math
 from pathlib import Path
 
+from masklab.metrics import registry
 from masklab.viz import plots
 
 log = logging.getLogger("masklab.evaluate")
@@ -42,18 +43,7 @@ def write_retune(out: Path, rows: list[dict], best: dict) -> list[Path]:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    shown = [
-        "score_thresh",
-        "nms_thresh",
-        "max_dets",
-        "segm_AP",
-        "segm_AP50",
-        "bbox_AP",
-        "voc_mAP50",
-        "precision",
-        "recall",
-        "f1",
-    ]
+    shown = ["score_thresh", "nms_thresh", "max_dets", *(k for k in registry.headline() if k in keys)]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(_cell(r.get(k)) for k in shown) + " |" for r in rows]
     lines += ["", "Best setting per metric:", ""]

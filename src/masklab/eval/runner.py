@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from masklab import MasklabError
-from masklab.metrics import voc
+from masklab.metrics import registry
 from masklab.metrics.coco import CocoEvaluator
 from masklab.model.inference import postprocess, raw_predictions
 
@@ -35,10 +35,9 @@ def evaluate_setting(
     nms_thresh: float,
     max_dets: int,
     prefix: str,
-    full: bool = True,
     min_score: float = 0.0,
 ) -> tuple[dict, CocoEvaluator, dict]:
-    """Metrics ``{prefix}/...`` of one post-processing setting; with ``full`` also VOC mAP50 and the confusion matrix.
+    """Metrics ``{prefix}/...`` of every evaluator (:mod:`masklab.metrics.registry`) at one post-processing setting.
 
     AP and mAP rank every detection the setting keeps; precision, recall, F1 and the confusion matrix count a
     detection only when it also scores at least ``min_score`` (an operating point, as predict.py's drawings):
@@ -47,15 +46,8 @@ def evaluate_setting(
     ev.images, ev.gt = gt.images, gt.gt
     preds = {i: postprocess(r, score_thresh, nms_thresh, max_dets) for i, r in raw.items()}
     ev.add_predictions(list(preds), list(preds.values()))
-    metrics = ev.compute(prefix)
-    extra = {}
-    if full:
-        metrics[f"{prefix}/voc_mAP50"] = voc.voc_map50(ev.images, ev.gt, ev.dt)
-        counted = max(score_thresh, min_score)
-        matrix = voc.confusion(ev.images, ev.gt, ev.dt, len(class_names), counted)
-        metrics.update({f"{prefix}/{k}": v for k, v in voc.precision_recall(matrix, class_names).items()})
-        extra = {"confusion": matrix, "counted_score": counted, "predictions": preds}
-    return metrics, ev, extra
+    metrics, extra = registry.compute(ev, list(registry.EVALUATORS), class_names, prefix, max(score_thresh, min_score))
+    return metrics, ev, {**extra, "predictions": preds}
 
 
 def retune(gt: CocoEvaluator, raw: dict, class_names, grid: dict, score_floor: float, prefix: str) -> list[dict]:
@@ -66,26 +58,25 @@ def retune(gt: CocoEvaluator, raw: dict, class_names, grid: dict, score_floor: f
     rows = []
     combos = list(itertools.product(grid["score_thresh"], grid["nms_thresh"], grid["max_dets"]))
     for s, n, m in tqdm(combos, desc="re-tuning", unit="setting"):
-        metrics, _, _ = evaluate_setting(gt, raw, class_names, s, n, m, prefix, full=True)
-        rows.append(
-            {
-                "score_thresh": s,
-                "nms_thresh": n,
-                "max_dets": m,
-                **{
-                    k.split("/", 1)[1]: v
-                    for k, v in metrics.items()
-                    if "_AP_" not in k and "precision_" not in k and "recall_" not in k
-                },
-            }
-        )
+        metrics, _, _ = evaluate_setting(gt, raw, class_names, s, n, m, prefix)
+        rows.append({"score_thresh": s, "nms_thresh": n, "max_dets": m, **_overall(metrics)})
     return rows
 
 
-def best_settings(rows: list[dict], metrics=("segm_AP", "segm_AP50", "bbox_AP", "voc_mAP50", "f1")):
-    """{metric: the row that maximises it} (NaN rows ignored)."""
+def _overall(metrics: dict) -> dict:
+    """The evaluators' overall numbers, prefix dropped: per-class and per-size columns left out of the table."""
+    return {k.split("/", 1)[1]: v for k, v in metrics.items() if registry.evaluator_of(k) and not _per_class(k)}
+
+
+def _per_class(key: str) -> bool:
+    name = key.split("/", 1)[1]
+    return "_AP_" in name or name.startswith(("precision_", "recall_"))
+
+
+def best_settings(rows: list[dict], metrics=None):
+    """{metric: the row that maximises it} (NaN rows ignored); default every evaluator's overall metrics."""
     best = {}
-    for m in metrics:
+    for m in metrics or registry.headline():
         scored = [r for r in rows if m in r and not math.isnan(r[m])]
         if scored:
             best[m] = max(scored, key=lambda r: r[m])

@@ -18,6 +18,7 @@ from torch import nn
 
 from masklab import MasklabError
 from masklab.data.auto import resolved
+from masklab.metrics import registry
 from masklab.metrics.coco import CocoEvaluator
 from masklab.model.build import build_model, check_numbers, parameter_summary, set_trainable
 from masklab.model.schedules import boundaries, warmup
@@ -48,6 +49,7 @@ class MaskRCNNModule(L.LightningModule):
         ):  # NHWC weights: the convolutions pick NHWC kernels (oneDNN on CPU, tensor cores on GPU)
             self.model.to(memory_format=torch.channels_last)
         self.evaluator = CocoEvaluator(self.class_names, max_dets=int(cfg.nms.box_detections_per_img))
+        self.val_metrics = registry.needed(cfg.get("val_metrics") or [], cfg.get("optimized_metric") or "")
         self._stage = None
 
     def setup(self, stage: str) -> None:
@@ -63,6 +65,8 @@ class MaskRCNNModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.trainer.is_global_zero:
             log.info("model: Mask R-CNN, %s", parameter_summary(self.model))
+            for name in self.val_metrics[1:]:  # coco is always there: the others are opt-in, say what they cost
+                log.info("validation also runs %s: %s", name, registry.EVALUATORS[name].cost)
             if self.model.transform._skip_resize:
                 log.info(
                     "tiles (data.crop_size=%s): validation scores whole images at %s px; it logs no val loss, "
@@ -127,7 +131,8 @@ class MaskRCNNModule(L.LightningModule):
             ev = self.evaluator
             torch.distributed.all_gather_object(parts, (ev.images, ev.gt, ev.dt))
             ev.merge(parts)
-        metrics = self.evaluator.compute(prefix=stage)
+        min_score = float(self.cfg.get("val_min_score", 0.5))
+        metrics, _ = registry.compute(self.evaluator, self.val_metrics, self.class_names, stage, min_score)
         self.evaluator.reset()
         headline = f"{stage}/segm_AP"
         self.log(headline, metrics[headline], prog_bar=True, sync_dist=True)
@@ -235,7 +240,8 @@ def _check_boundaries(sched) -> None:
     if late:
         hint = (
             (
-                f": {list(given)} are scaled by schedule.epochs / reference_epochs = {sched.epochs}/{ref}; give them for a "
+                f": {list(given)} are scaled by schedule.epochs / reference_epochs = {sched.epochs}/{ref}; "
+                "give them for a "
                 f"{ref}-epoch run or set schedule.lr_lambda.reference_epochs=null to take them as given"
             )
             if scaled
