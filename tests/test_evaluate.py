@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-
 import json
 import math
 import os
@@ -16,8 +15,8 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
 from torch import nn
 
 from conftest import ROOT, compose_cfg, make_tiny_prepared
@@ -666,14 +665,11 @@ def test_the_gallery_leaves_weak_detections_out_and_draws_the_strongest_on_top(t
 
 
 def test_a_gallery_that_cannot_be_drawn_warns_and_the_finished_run_stands(tmp_path, caplog):
-    from omegaconf import OmegaConf
 
     from masklab.eval.gallery import log_predictions
 
     with caplog.at_level("WARNING", "masklab.train"):
-        log_predictions(
-            OmegaConf.create({"log_predictions": 2}), nn.Module(), None, str(tmp_path / "gone.ckpt"), tmp_path, None
-        )
+        log_predictions(2, nn.Module(), None, str(tmp_path / "gone.ckpt"), tmp_path, None)
     assert "predictions of the first 2 val images not drawn: FileNotFoundError" in caplog.text
 
 
@@ -704,6 +700,7 @@ def test_running_out_of_gpu_memory_in_evaluate_or_predict_names_their_own_keys(c
     }[cli]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB "
+        "error: CUDA out of memory. Tried to allocate 20.00 MiB. "
+        "GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB "
         f"is free. Including non-PyTorch memory, this process has 4.56 GiB memory in use: {advice}"
     )

@@ -16,7 +16,8 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import OUT_OF_MEMORY, ROOT, TINY, compose_cfg
+from conftest import OUT_OF_MEMORY, ROOT, SRC, TINY, compose_cfg
+from masklab.callbacks.history import read_csv
 
 pytestmark = pytest.mark.slow
 LOSSES = ["loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"]
@@ -142,6 +143,33 @@ def test_resume_after_kill_continues_from_the_last_epoch(tmp_path):
     assert steps == list(range(step, final["global_step"]))  # the resumed process went on from `step`
 
 
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    # exact resume: the loader order and augmentation draws come from (seed, epoch, image), the generators of the
+    # RPN/RoI samplers and dropout are restored from the checkpoint, the history and best score carry over
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "tests" / "helpers"), str(SRC)]))
+    common = ["schedule.epochs=4", "data.train.num_images=6", "num_workers=1", "box_head_dropout=0.2"]
+    whole = cli(*common, f"hydra.run.dir={tmp_path}/whole", tmp_path=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    kill = "+callbacks.kill={_target_: killer.KillAtEpoch, epoch: 2}"
+    killed = cli(*common, f"hydra.run.dir={tmp_path}/killed", kill, tmp_path=tmp_path)
+    assert killed.returncode == -signal.SIGKILL
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1  # epochs 0 and 1 trained
+    resumed = cli(*common, f"hydra.run.dir={tmp_path}/resumed", f"resume={last}", tmp_path=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (torch.load(tmp_path / d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+            for d in ("whole", "resumed"))  # fmt: skip
+    assert a["epoch"] == b["epoch"] == 3 and a["global_step"] == b["global_step"] == 12
+    differ = [k for k, v in a["state_dict"].items() if not torch.equal(v, b["state_dict"][k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+    whole_rows, resumed_rows = (read_csv(tmp_path / d / "history.csv") for d in ("whole", "resumed"))
+    assert [r["epoch"] for r in resumed_rows] == [0, 1, 2, 3]  # every epoch once, the killed run's two included
+    for x, y in zip(whole_rows, resumed_rows, strict=True):
+        assert x.keys() == y.keys() and all(x[k] == y[k] or (x[k] != x[k] and y[k] != y[k]) for k in x), (x, y)
+    best = [ln for ln in (whole.stdout + resumed.stdout).splitlines() if "best = " in ln]
+    assert len(best) == 2 and best[0].split("best = ")[1] == best[1].split("best = ")[1], best
+
+
 def test_resuming_another_model_or_optimizer_is_one_line_naming_what_differs(tmp_path):
     # it was a page of "size mismatch for model.backbone..." (another backbone) or KeyError: 'step' (another optimizer)
     from masklab import MasklabError
@@ -243,10 +271,10 @@ def test_half_precision_on_the_cpu_is_one_line(tmp_path):
         assert [r.info.status for r in _all_runs(tmp_path / precision)] == ["FAILED"]
 
 
-@pytest.mark.parametrize("where", ["trial_of", "export_files"])
+@pytest.mark.parametrize("where", ["make_trainer", "export_files"])
 def test_a_run_that_fails_outside_fit_is_failed_in_mlflow(where, tmp_path, monkeypatch):
     # Lightning finalizes the MLflow run only when fit/test raise: a run failing before fit (here: reading its
-    # Optuna trial) stayed RUNNING, one failing after it (writing export files) said FINISHED for a failed command
+    # Trainer) stayed RUNNING, one failing after it (writing export files) said FINISHED for a failed command
     import train
     from masklab import MasklabError
 
@@ -278,7 +306,8 @@ def test_running_out_of_gpu_memory_is_one_line_and_a_failed_run(tmp_path, monkey
     with pytest.raises(torch.OutOfMemoryError) as oom:
         train.train(compose_cfg(["logger=mlflow", f"paths.output_root={tmp_path}/outputs"]), tmp_path / "run")
     assert user_message(oom.value) == (
-        "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB is free. "
+        "CUDA out of memory. Tried to allocate 20.00 MiB. "
+        "GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB is free. "
         "Including non-PyTorch memory, this process has 4.56 GiB memory in use: lower batch_size or the image size "
         "(data.image_size), or train in mixed precision (trainer.precision=16-mixed)"
     )
@@ -334,6 +363,7 @@ def test_mixed_precision_trains_and_validates(tmp_path):
 def test_lightning_summary_table_is_off_unless_asked_for():
     # its one row read "model | MaskRCNN | 7.7 M | train | 0" and "Total FLOPs: 0" (the model has no example input)
     from lightning.pytorch.callbacks import ModelSummary
+
     from masklab.model.trainer import make_trainer
 
     GlobalHydra.instance().clear()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning.pytorch as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from masklab import MasklabError
 from masklab.data.auto import resolved
@@ -15,9 +14,55 @@ from masklab.data.dataset import CocoDataset
 from masklab.data.transforms import Augment, CapInstances, Compose, ScaleCrop, to_tensor
 
 
+def resumed_epoch(ckpt_path: str | None) -> int:
+    """The epoch a run resumed from ``ckpt_path`` starts at (epochs the checkpoint finished); 0 without one."""
+    if not ckpt_path:
+        return 0
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    return int(
+        ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed", 0)
+    )
+
+
 def collate(batch):
     """Detection batches are lists: images differ in size and targets in instance count."""
     return tuple(zip(*batch))
+
+
+class EpochSampler(Sampler):
+    """Training order and per-image augmentation seeds as a function of (seed, epoch): a resumed run sees the
+    batches and augmentations the uninterrupted one would. Yields ``(index, seed)``; Lightning calls ``set_epoch``."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order, seeds = torch.randperm(self.n, generator=g), torch.randint(2**31 - 1, (self.n,), generator=g)
+        return iter(zip(order.tolist(), seeds.tolist()))
+
+
+class Seeded(Dataset):
+    """``dataset[(index, seed)]``: the item with every random draw of its transforms (crops, albumentations) taken
+    from ``seed``, whatever process or worker loads it; the caller's generators are left as they were."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -33,8 +78,10 @@ class DetectionDataModule(L.LightningDataModule):
         batch_size: int = 2,
         num_workers: int = 0,
         crop_size: int | None = None,
+        seed: int = 0,
     ):
         super().__init__()
+        self.seed = seed  # of the training order and augmentation (EpochSampler)
         self.image_size = image_size  # the data group's nominal size; the model resizes (image_min/max_size)
         self.class_names = list(class_names)
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -53,13 +100,15 @@ class DetectionDataModule(L.LightningDataModule):
         return len(self.class_names) + 1
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            Seeded(ds) if shuffle else ds,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(len(ds), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),  # workers' base seed: not from the global generator
         )
 
     def setup(self, stage: str) -> None:
@@ -82,7 +131,10 @@ class DetectionDataModule(L.LightningDataModule):
                 )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        # Lightning takes the first epoch's iterator before it restores the loop state: the epoch from the checkpoint
+        loader.sampler.set_epoch(resumed_epoch(self.trainer.ckpt_path if self.trainer is not None else None))
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
@@ -149,5 +201,6 @@ def build_datamodule(cfg: DictConfig) -> DetectionDataModule:
         max_gt_instances=cfg.max_gt_instances,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
+        seed=cfg.get("seed", 0),
         _convert_="object",
     )

@@ -6,8 +6,7 @@ tight boxes of the moved masks, and an instance whose mask vanished is dropped w
 
 from __future__ import annotations
 
-import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import albumentations as A
 import cv2
@@ -21,22 +20,17 @@ class Augment:
     """Apply an albumentations pipeline to an H×W×3 uint8 image and its target's masks.
 
     albumentations 2 draws from its own generators, seeded from OS entropy unless told otherwise, so
-    ``seed_everything`` does not reach them and two runs with one seed augmented differently. The
-    pipeline is seeded from ``torch.initial_seed()`` the first time it runs in a process: the run's
-    seed in the main process, and in a DataLoader worker the per-worker seed torch derives from the
-    main process's generator (different per worker and per epoch, the same in every rerun).
+    ``seed_everything`` does not reach them: the pipeline is seeded from torch's generator at every call, which the
+    training loader seeds per image (:class:`masklab.data.datamodule.Seeded`).
     """
 
     def __init__(self, transforms: Sequence[A.BasicTransform]):
         self.pipeline = A.Compose(list(transforms)) if transforms else None
-        self._seeded_in: int | None = None  # pid of the process whose torch seed the pipeline uses
 
     def __call__(self, image: np.ndarray, target: dict):
         if self.pipeline is None:
             return image, target
-        if self._seeded_in != os.getpid():
-            self.pipeline.set_random_seed(torch.initial_seed() % 2**32)
-            self._seeded_in = os.getpid()
+        self.pipeline.set_random_seed(int(torch.randint(2**31 - 1, ()).item()))
         masks = target["masks"].numpy()
         out = self.pipeline(image=image, masks=list(masks) if len(masks) else [])
         new_masks = (

@@ -12,7 +12,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from masklab.viz import draw
 
@@ -79,10 +78,9 @@ def val_gallery(model, dataset, class_names, n: int, out_dir: Path, device="cpu"
     return files
 
 
-def log_predictions(cfg: DictConfig, module, datamodule, best_ckpt: str, output_dir, logger) -> None:
-    """The first ``cfg.log_predictions`` val images, ground truth beside the best checkpoint's prediction, drawn in
+def log_predictions(n: int, module, datamodule, best_ckpt: str, output_dir, logger) -> None:
+    """The first ``n`` val images, ground truth beside the best checkpoint's prediction, drawn in
     fp32 on the CPU (torchvision's CPU NMS has no half kernels). A failure here warns: the run itself is done."""
-    n = int(cfg.get("log_predictions") or 0)
     if not n:
         return
     try:

@@ -10,7 +10,7 @@ import math
 
 import lightning.pytorch as L
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from masklab.sweep import asha
 from masklab.sweep.study import StudySettingError, heartbeat, make_pruner, open_storage
@@ -29,7 +29,7 @@ def trial_of(cfg: DictConfig) -> tuple[optuna.Study, optuna.Trial] | tuple[None,
     return study, optuna.Trial(study, int(s.trial_id))
 
 
-def pruning_bridge(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig) -> "PruningBridge":
+def pruning_bridge(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig) -> PruningBridge:
     """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric)."""
     signal = study.user_attrs.get("masklab_pruner", {})
     sweep = getattr(cfg, "sweep", None)  # asha's rung, where this trial pauses
@@ -107,17 +107,6 @@ class PruningBridge(L.Callback):
             trainer.should_stop = True
 
 
-def sweep_tags(cfg: DictConfig) -> dict[str, str]:
-    """MLflow tags that make a trial's run the child of its study's parent run."""
-    s = cfg.get("sweep")
-    if not s or s.get("trial_id") is None:
-        return {}
-    tags = {"study": str(s.study), "trial_number": str(s.trial_number)}
-    if s.get("parent_run_id"):
-        tags["mlflow.parentRunId"] = str(s.parent_run_id)
-    return tags
-
-
 def finish_trial(trial: optuna.Trial, bridge: PruningBridge, metrics: dict) -> None:
     """Leave the final metrics on the trial (for several objectives); raise ``TrialPruned`` if it was pruned."""
     trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
@@ -132,3 +121,34 @@ def finish_trial(trial: optuna.Trial, bridge: PruningBridge, metrics: dict) -> N
             f"pruned by the {type(trial.study.pruner).__name__} after epoch {bridge.pruned_at} "
             f"({bridge.metric} {bridge.pruned_value:.4g})"
         )
+
+
+class OptunaTrial(L.Callback):
+    """The sweep's side of a training run (``callbacks.optuna_trial``): nothing outside a sweep; in a trial it
+    reports validation to the pruner (:class:`PruningBridge`), records the MLflow run on the trial and finishes
+    the trial with the final metrics (``TrialPruned`` for a pruned or paused one)."""
+
+    def __init__(self, sweep: DictConfig | dict | None, optimized_metric: str):
+        self.cfg = OmegaConf.create({"sweep": sweep or {}, "optimized_metric": optimized_metric})
+        self.bridge: PruningBridge | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.bridge is not None or self.cfg.sweep.get("trial_id") is None:
+            return
+        study, trial = trial_of(self.cfg)
+        self.bridge = pruning_bridge(study, trial, self.cfg)
+        run_id = getattr(trainer.logger, "run_id", None)
+        if run_id and trainer.is_global_zero:
+            trial.set_user_attr("mlflow_run_id", run_id)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.bridge is not None:
+            self.bridge.on_validation_end(trainer, pl_module)
+
+    @property
+    def stopped(self) -> bool:
+        return self.bridge is not None and self.bridge.stopped
+
+    def finish(self, metrics: dict) -> None:
+        if self.bridge is not None:
+            finish_trial(self.bridge.trial, self.bridge, metrics)

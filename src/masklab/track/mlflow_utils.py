@@ -21,6 +21,34 @@ def default_run_name(cfg: DictConfig) -> str:
     return "-".join(p for p in parts if p) + time.strftime("-%m%d-%H%M%S")
 
 
+def sweep_tags(cfg: DictConfig) -> dict[str, str]:
+    """MLflow tags that make a trial's run the child of its study's parent run."""
+    s = cfg.get("sweep")
+    if not s or s.get("trial_id") is None:
+        return {}
+    tags = {"study": str(s.study), "trial_number": str(s.trial_number)}
+    if s.get("parent_run_id"):
+        tags["mlflow.parentRunId"] = str(s.parent_run_id)
+    return tags
+
+
+def make_logger(cfg: DictConfig, run_id: str | None):
+    """The run's MLflow logger (``logger`` group; False for ``logger=none``), continuing ``run_id`` when resumed."""
+    from hydra.utils import instantiate
+
+    if not cfg.logger.get("_target_"):
+        return False
+    trial = cfg.sweep.trial_number
+    name = cfg.run_name or (f"{cfg.sweep.study}-trial{trial:03d}" if trial is not None else default_run_name(cfg))
+    return instantiate(
+        cfg.logger,
+        run_name=name,
+        run_id=run_id,
+        artifact_location=artifact_location(cfg.logger.tracking_uri),
+        tags=sweep_tags(cfg) or None,
+    )
+
+
 def open_client(tracking_uri: str, what: str):
     """An MlflowClient on ``tracking_uri``, or one line (starting with ``what``) when it names a SQLite file
     that does not exist: MLflow would create it empty, and every lookup would then say 'not found'."""
@@ -50,7 +78,7 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def experiment_id(client, name: str) -> str:
-    """The id of MLflow experiment ``name``, created (artifacts beside a SQLite store, kind model training) when missing."""
+    """The id of MLflow experiment ``name``, created (artifacts beside a SQLite store) when missing."""
     exp = client.get_experiment_by_name(name)
     if exp:
         return exp.experiment_id
@@ -77,7 +105,8 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
         else:
             out[prefix[:-1]] = node
 
-    walk({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hparams_search"}, "")
+    wiring = ("hparams_search", "callbacks")  # the search space and the callbacks' wiring are not hyperparameters
+    walk({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in wiring}, "")
     return out
 
 
@@ -115,11 +144,14 @@ def log_fit(logger, fit) -> None:
 
 
 @rank_zero_only
-def end_failed(logger) -> None:
+def end_failed(logger, exc: BaseException | None = None) -> None:
     """Mark the run FAILED when training fails outside Lightning's fit/test (which finalize their own
-    failures), writing the params logged asynchronously first: left to interpreter shutdown, MLflow printed
-    "Failed to submit batch for logging" after the error line and the run stayed RUNNING."""
+    failures), writing the params logged asynchronously first (left to interpreter shutdown, MLflow printed
+    "Failed to submit batch for logging" and the run stayed RUNNING). A pruned trial's run is not failed."""
     import mlflow
+
+    if type(exc).__name__ == "TrialPruned":
+        return
 
     mlflow.flush_async_logging()
     logger.finalize("failed")

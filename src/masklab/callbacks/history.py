@@ -29,11 +29,18 @@ class History(L.Callback):
                 self._sums[k] = self._sums[k] + v.detach()  # a tensor: no GPU sync per step, one per epoch
                 self._counts[k] += 1
 
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}  # saved with every checkpoint: a resumed run's history has every epoch
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state.get("rows", []))
+
     def on_train_start(self, trainer, pl_module):
-        # resumed into the folder it was trained in (an asha trial): the epochs before the checkpoint stay
+        # rows of a checkpoint from before they were saved in it: read back from the folder it was trained in
         path = self.out_dir / "history.csv"
         if trainer.ckpt_path and path.is_file() and not self.rows:
-            self.rows = [{**r, "epoch": int(r["epoch"])} for r in read_csv(path) if r["epoch"] < trainer.current_epoch]
+            self.rows = [{**r, "epoch": int(r["epoch"])} for r in read_csv(path)]
+        self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch]
 
     def on_validation_end(self, trainer, pl_module):
         # not on_validation_epoch_end: Lightning runs callbacks' epoch-end hooks before the module's, which
@@ -60,20 +67,6 @@ class History(L.Callback):
         if logger is not None and hasattr(logger, "run_id") and hasattr(logger.experiment, "log_artifact"):
             for f in files:
                 logger.experiment.log_artifact(logger.run_id, str(f), "plots")
-
-
-class ValidateLastEpoch(L.Callback):
-    """Validate the last epoch even when ``check_val_every_n_epoch`` does not divide ``schedule.epochs``.
-
-    Lightning validates only when ``(epoch + 1) % n == 0``: with n=2 the last of 5 epochs was trained
-    but never validated (the best checkpoint, the test metrics and the history stopped at epoch 4),
-    and a 1-epoch run never validated at all (no checkpoint, no test, ``best: null``).
-    """
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        n = trainer.check_val_every_n_epoch
-        if n and n > 1 and trainer.max_epochs and trainer.current_epoch == trainer.max_epochs - 1:
-            trainer.check_val_every_n_epoch = 1
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

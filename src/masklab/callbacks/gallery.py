@@ -1,0 +1,22 @@
+"""The run's picture of its model: the first val images, ground truth beside the best checkpoint's prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as L
+
+from masklab.eval.gallery import log_predictions
+
+
+class PredictionGallery(L.Callback):
+    """``n`` val images drawn after the test into ``<out_dir>/predictions`` and MLflow ``predictions/``."""
+
+    def __init__(self, n: int, out_dir: str | Path):
+        self.n, self.out_dir = int(n or 0), Path(out_dir)
+
+    def after_test(self, trainer: L.Trainer, module: L.LightningModule, metrics: dict) -> None:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+        early = any(getattr(c, "stopped", False) for c in trainer.callbacks)  # a pruned or paused trial
+        if self.n and best and not early and trainer.is_global_zero:
+            log_predictions(self.n, module, trainer.datamodule, best, self.out_dir, trainer.logger or None)
