@@ -19,12 +19,19 @@ from masklab.data.validate import RULES, Report, markdown, size_stats, split_tab
 log = logging.getLogger("masklab.prepare")
 
 
+def data_options() -> list[str]:
+    """The data options prepare.py can read (conf/data/*.yaml but ``prepared``, which only reads its output)."""
+    from masklab import CONFIG_DIR
+
+    return sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml") if p.stem != "prepared")
+
+
 def read_source(data: DictConfig) -> Source:
     """The ``data.source`` reader; with ``data.source_splits`` one read per given split (splits kept)."""
     if data.get("source") is None:
         raise MasklabError(
             f"data={data.get('name', '?')} has no 'source' to prepare (it reads a prepared dataset); "
-            "pick a format: data=coco|via|openimages|instance_png|imaterialist, a preset, or data=shapes"
+            f"pick a format or preset: data={'|'.join(data_options())}"
         )
     kwargs = OmegaConf.to_container(data.source, resolve=True)
     reader = get_method(kwargs.pop("_target_"))  # called directly: its DatasetError reaches the CLI unwrapped
@@ -93,7 +100,8 @@ def _unusable(source: Source, report: Report, shown: int = 3) -> str:
         folders = sorted({str(p.parent) for p in missing})
         names = ", ".join(p.name for p in missing[:shown]) + (" ..." if len(missing) > shown else "")
         return (
-            f"{len(missing)} of {len(source.images)} image files not found in {', '.join(folders[:2])} (first: {names}); "
+            f"{len(missing)} of {len(source.images)} image files not found in {', '.join(folders[:2])} "
+            f"(first: {names}); "
             "point data.source.images at the folder that holds them"
         )
     unreadable = [e["detail"] for e in report.entries if e["rule"] == "image_unreadable"][:shown]
