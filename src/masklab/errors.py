@@ -1,0 +1,100 @@
+"""User errors: one line on stderr and exit code 1 (:func:`exit_on_error`); anything else keeps its traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+
+class MasklabError(Exception):
+    """An error with a one-line message for the user (the CLIs print it and exit non-zero)."""
+
+
+def user_message(exc: BaseException, oom_advice: str | None = None) -> str | None:
+    """The one line to show for ``exc``, or None for an error that is a bug (it keeps its traceback).
+
+    A :class:`MasklabError`, also when Hydra's ``instantiate`` wrapped it (a reader or the datamodule
+    raised it while being built), a required key left unset (``???`` in the config), and a value a config
+    interpolation cannot use (``optimizer.lr=abc`` where the search space computes ``${mul:${optimizer.lr},0.25}``),
+    and the GPU running out of memory (a batch or image size too big for it: torch's traceback ends in a conv;
+    ``oom_advice``: the keys that help, training's by default)."""
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+    torch = sys.modules.get("torch")  # an out-of-memory can only come from a loaded torch
+    for seen in causes(exc):  # Hydra wraps once: "Error in call to target ...", the MasklabError as its cause
+        if isinstance(seen, MasklabError):
+            return str(seen)
+        if isinstance(seen, MissingMandatoryValue):
+            key = seen.full_key or "a required key"
+            return f"{key} is required: give {key}=<value> on the command line (--help says what it takes)"
+        if isinstance(seen, InterpolationResolutionError):  # e.g. optimizer.lr=abc read by ${mul:${optimizer.lr},0.25}
+            return f"{seen.full_key}: {str(seen).splitlines()[0]}"
+        if torch is not None and isinstance(seen, torch.OutOfMemoryError):
+            return out_of_memory(str(seen), oom_advice or TRAINING_OOM_ADVICE)
+    return None
+
+
+#: what lowers the memory a step needs, per CLI (evaluate.py and predict.py have no precision key; their
+#: test-time size is image_min_size / image_max_size, applied to the loaded model)
+TRAINING_OOM_ADVICE = (
+    "lower batch_size or the image size (data.image_size), or train in mixed precision (trainer.precision=16-mixed)"
+)
+EVALUATE_OOM_ADVICE = "lower batch_size or the test-time image size (image_min_size, image_max_size), or use device=cpu"
+PREDICT_OOM_ADVICE = "lower the test-time image size (image_min_size, image_max_size), or use device=cpu"
+
+
+def out_of_memory(torch_message: str, advice: str = TRAINING_OOM_ADVICE) -> str:
+    """One line for torch's out-of-memory error: its first sentences (what it tried to allocate, what the GPU has
+    free, what this process holds; the rest is allocator advice) and ``advice``: the keys that lower the memory a
+    step needs."""
+    said = []
+    for sentence in torch_message.strip().split(". ")[:4]:
+        if sentence.startswith(("If ", "See ")):
+            break
+        said.append(sentence)
+    said = ". ".join(said).rstrip(".")
+    return f"{said}: {advice}"
+
+
+def missing_cuda(accelerator) -> bool:
+    """``trainer.accelerator`` asks for a CUDA GPU and none is visible here (``trainer=gpu`` on a CPU machine)."""
+    import torch
+
+    return str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available()
+
+
+def causes(exc: BaseException, depth: int = 5):
+    """``exc`` and the exceptions it was raised from (``__cause__``), outermost first: what Hydra's
+    ``instantiate`` or Lightning wrapped."""
+    while exc is not None and depth > 0:
+        yield exc
+        exc, depth = exc.__cause__, depth - 1
+
+
+@contextlib.contextmanager
+def exit_on_error(log: logging.Logger | None = None, oom_advice: str | None = None):
+    """The CLIs' contract: a user error (see :func:`user_message`) becomes one ``error:`` line on stderr
+    and exit code 1; anything else keeps its traceback."""
+    try:
+        yield
+    except Exception as exc:
+        message = user_message(exc, oom_advice)
+        if message is None:
+            raise
+        if log is not None:
+            _log_to_files(log, message)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _log_to_files(log: logging.Logger, message: str) -> None:
+    """Record why the run stopped in its log file (Hydra's ``<job>.log``) only: logged as usual, Hydra's console
+    handler printed the message a second time above the ``error:`` line."""
+    record = log.makeRecord(log.name, logging.ERROR, "(exit_on_error)", 0, "%s", (message,), None)
+    logger: logging.Logger | None = log
+    while logger is not None:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+        logger = logger.parent if logger.propagate else None
