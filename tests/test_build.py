@@ -342,3 +342,20 @@ def test_channels_last_lays_out_conv_weights_nhwc_and_computes_the_same_features
     with torch.no_grad():
         ours, theirs = module.model.backbone(x), reference.model.backbone(x)
     assert all(torch.allclose(ours[k], theirs[k], rtol=1e-4, atol=1e-4) for k in theirs)  # float rounding only
+
+
+def test_the_network_is_a_config_tree_and_a_checkpoint_from_before_it_still_builds():
+    from omegaconf import OmegaConf
+
+    from masklab.model.heads import DropoutTwoMLPHead
+
+    cfg = compose_cfg(["box_head_dropout=0.3"])
+    assert cfg.model.net.box_head.dropout == 0.3 and cfg.model.net.anchor_generator.sizes == cfg.anchors.sizes
+    head = ["model.net.box_head._target_=masklab.model.heads.DropoutTwoMLPHead", "~model.net.box_head.fpn_channels"]
+    swapped = build_model(compose_cfg([*head, "+model.net.box_head.in_channels=1568"]), num_classes=5)
+    assert isinstance(swapped.roi_heads.box_head, DropoutTwoMLPHead)
+    assert swapped.roi_heads.box_head.fc6.in_features == 1568  # a node swapped by assignment, with its own arguments
+    legacy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    del legacy.model["net"]  # a checkpoint's config saved before model.net existed
+    a, b = build_model(cfg, num_classes=5).state_dict(), build_model(legacy, num_classes=5).state_dict()
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}

@@ -14,15 +14,15 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from hydra.utils import get_method
+from hydra.errors import InstantiationException
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.models import get_weight
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RegionProposalNetwork
 
-from masklab import MasklabError
+from masklab import CONFIG_DIR, MasklabError, causes
 from masklab.data.auto import resolved
 from masklab.model.backbones import downloading, load_backbone_state_dict, load_weights_file
 from masklab.model.heads import DropoutTwoMLPHead, L2BoxLossRPN
@@ -48,21 +48,22 @@ class LoadReport:
         )
 
 
-def _anchor_generator(anchors: DictConfig, num_maps: int, backbone_name: str) -> AnchorGenerator:
-    # one size per map; torchvision's nested form ((32,), (64,), ...) is taken too
-    sizes = [s[0] if OmegaConf.is_list(s) and len(s) == 1 else s for s in anchors.sizes]
+def anchor_generator(sizes, aspect_ratios, backbone: str = "", num_maps: int = 5) -> AnchorGenerator:
+    """One size per FPN map (every masklab backbone gives 5: strides 4..64), the same ratios on each; torchvision's
+    nested form ((32,), (64,), ...) is taken too."""
+    given = OmegaConf.to_container(sizes) if OmegaConf.is_config(sizes) else list(sizes)
+    sizes = [s[0] if isinstance(s, (list, tuple)) and len(s) == 1 else s for s in given]
     if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in sizes):
         raise MasklabError(
-            f"anchors.sizes={OmegaConf.to_container(anchors.sizes)}: one positive number per feature map, "
-            "e.g. anchors.sizes=[16,32,64,128,256]"
+            f"anchors.sizes={given}: one positive number per feature map, e.g. anchors.sizes=[16,32,64,128,256]"
         )
     sizes = [int(s) for s in sizes]
     if len(sizes) != num_maps:
         raise MasklabError(
-            f"anchors.sizes has {len(sizes)} sizes {sizes} but backbone '{backbone_name}' gives {num_maps} "
+            f"anchors.sizes has {len(sizes)} sizes {sizes} but backbone '{backbone}' gives {num_maps} "
             f"feature maps (strides 4..64): give exactly one size per map, e.g. anchors.sizes=[16,32,64,128,256]"
         )
-    ratios = tuple(float(r) for r in anchors.aspect_ratios)
+    ratios = tuple(float(r) for r in aspect_ratios)
     return AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=(ratios,) * num_maps)
 
 
@@ -109,63 +110,97 @@ def check_numbers(cfg: DictConfig, numbers: dict = NUMBERS) -> None:
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:
-    """torchvision ``MaskRCNN`` from cfg.backbone / anchors / nms / model and the plain keys."""
+    """torchvision ``MaskRCNN`` from the ``model.net`` tree (conf/model/standard.yaml), then ``model.weights``."""
     cfg = resolved(cfg)
-    pretrained = bool(cfg.backbone.weights) or bool(cfg.model.weights)
-    m = cfg.model
-    backbone = get_method(cfg.backbone._target_)(
-        arch=cfg.backbone.arch,
-        weights=cfg.backbone.weights,
-        imagenet_weights=cfg.backbone.imagenet_weights,
-        fpn_channels=m.fpn_channels,
+    net = cfg.model.get("net")
+    if net is None:  # a checkpoint from before the tree: its own short keys fill today's template
+        net = legacy_net(cfg)
+    try:
+        model = instantiate(net, num_classes=num_classes)
+    except InstantiationException as exc:  # one line for the user, not Hydra's "Error in call to target"
+        cause = next((e for e in causes(exc) if isinstance(e, MasklabError)), None)
+        if cause is None:
+            raise
+        raise cause from None
+    if cfg.model.weights:
+        log.info(load_full_model(model, _full_model_state(cfg)).summary())
+    return model
+
+
+def legacy_net(cfg: DictConfig) -> DictConfig:
+    """``model.net`` of conf/model/standard.yaml resolved against ``cfg`` (a config saved before the tree)."""
+    template = OmegaConf.load(CONFIG_DIR / "model" / "standard.yaml").net
+    merged = OmegaConf.merge(cfg, {"model": {"net": template}})
+    return OmegaConf.create(OmegaConf.to_container(merged.model.net, resolve=True))
+
+
+#: ``rpn_box_loss`` -> the RPN class torchvision's MaskRCNN builds (same state: only the loss differs)
+RPN_LOSSES = {"smooth_l1": RegionProposalNetwork, "l2": L2BoxLossRPN}
+
+
+def mask_rcnn(
+    backbone,
+    anchor_generator: AnchorGenerator,
+    box_head,
+    box_predictor,
+    mask_head,
+    mask_predictor,
+    num_classes: int,
+    rpn_box_loss: str = "smooth_l1",
+    skip_resize: bool = False,
+    **kwargs,
+) -> MaskRCNN:
+    """torchvision's ``MaskRCNN`` from its parts (each a node of ``model.net``); the predictors are partials that
+    take ``num_classes`` (the data's classes + background). ``skip_resize``: tiles come at the training scale."""
+    if rpn_box_loss not in RPN_LOSSES:
+        raise MasklabError(f"rpn_box_loss must be one of {list(RPN_LOSSES)}, got {rpn_box_loss!r}")
+    model = MaskRCNN(
+        backbone,
+        num_classes=None,
+        rpn_anchor_generator=anchor_generator,
+        box_head=box_head,
+        box_predictor=box_predictor(num_classes=num_classes),
+        mask_head=mask_head,
+        mask_predictor=mask_predictor(num_classes=num_classes),
+        _skip_resize=bool(skip_resize),
+        **kwargs,
+    )
+    model.rpn.__class__ = RPN_LOSSES[rpn_box_loss]
+    return model
+
+
+def backbone_fpn(spec: DictConfig, fpn_channels: int, model_weights=None):
+    """The ``backbone`` group's builder (its ``_target_``) with an FPN ``fpn_channels`` wide, and its weights file.
+    Batch-norm statistics stay frozen with pretrained weights (backbone or full model), as torchvision does."""
+    pretrained = bool(spec.weights) or bool(model_weights)
+    backbone = get_method(spec._target_)(
+        arch=spec.arch,
+        weights=spec.weights,
+        imagenet_weights=spec.imagenet_weights,
+        fpn_channels=fpn_channels,
         frozen_bn=pretrained,
     )
-    if cfg.backbone.weights not in (None, "imagenet"):
-        missing, unexpected = load_backbone_state_dict(backbone, cfg.backbone.weights)
+    if spec.weights not in (None, "imagenet"):
+        missing, unexpected = load_backbone_state_dict(backbone, spec.weights)
         n_body = len(backbone.body.state_dict())
         if len(missing) == n_body:
             raise MasklabError(
-                f"{cfg.backbone.weights}: no tensor matches backbone '{cfg.backbone.arch}' "
-                f"(unexpected keys: {unexpected[:3]} ...)"
+                f"{spec.weights}: no tensor matches backbone '{spec.arch}' (unexpected keys: {unexpected[:3]} ...)"
             )
         log.info(
             "backbone weights from %s: loaded %d/%d tensors, missing %s, unexpected %s",
-            cfg.backbone.weights,
+            spec.weights,
             n_body - len(missing),
             n_body,
             missing[:5],
             unexpected[:5],
         )
-    num_maps = 5  # every masklab backbone: 4 levels + max-pool (see backbones.py)
-    resolution = 7  # torchvision's MultiScaleRoIAlign output for the box head
-    model = MaskRCNN(
-        backbone,
-        num_classes=None,  # predictors below carry num_classes
-        min_size=cfg.image_min_size,
-        max_size=cfg.image_max_size,
-        rpn_anchor_generator=_anchor_generator(cfg.anchors, num_maps, cfg.backbone.arch),
-        rpn_nms_thresh=cfg.nms.rpn_nms_thresh,
-        rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train,
-        rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train,
-        rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test,
-        rpn_post_nms_top_n_test=m.rpn_post_nms_top_n_test,
-        box_nms_thresh=cfg.nms.box_nms_thresh,
-        box_score_thresh=cfg.nms.box_score_thresh,
-        box_detections_per_img=cfg.nms.box_detections_per_img,
-        box_batch_size_per_image=cfg.rois_per_image,
-        box_head=DropoutTwoMLPHead(m.fpn_channels * resolution**2, m.box_head_dim, cfg.box_head_dropout),
-        box_predictor=FastRCNNPredictor(m.box_head_dim, num_classes),
-        mask_head=MaskRCNNHeads(m.fpn_channels, [m.mask_head_channels] * 4, 1),
-        mask_predictor=MaskRCNNPredictor(m.mask_head_channels, m.mask_head_channels, num_classes),
-        _skip_resize=bool(OmegaConf.select(cfg, "data.crop_size", default=None)),  # tiles come at the training scale
-    )
-    if cfg.rpn_box_loss == "l2":
-        model.rpn.__class__ = L2BoxLossRPN
-    elif cfg.rpn_box_loss != "smooth_l1":
-        raise MasklabError(f"rpn_box_loss must be smooth_l1 or l2, got {cfg.rpn_box_loss!r}")
-    if m.weights:
-        log.info(load_full_model(model, _full_model_state(cfg)).summary())
-    return model
+    return backbone
+
+
+def two_mlp_head(fpn_channels: int, representation_size: int, dropout: float = 0.0, resolution: int = 7):
+    """The box head on ``resolution``² RoI features (torchvision's MultiScaleRoIAlign) of an FPN that wide."""
+    return DropoutTwoMLPHead(fpn_channels * resolution**2, representation_size, dropout)
 
 
 def _full_model_state(cfg: DictConfig) -> tuple[str, dict]:

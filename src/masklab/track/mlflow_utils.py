@@ -95,14 +95,15 @@ def mark_model_training(client, exp_id: str) -> None:
 
 
 def flat_params(cfg: DictConfig) -> dict[str, object]:
-    """Resolved config flattened to ``a.b.c`` keys (what MLflow shows as params)."""
+    """Resolved config flattened to ``a.b.c`` keys (what MLflow shows as params). Of the ``model.net`` tree only
+    the ``_target_`` of each node: its arguments are the short keys, logged under their own names."""
     out: dict[str, object] = {}
 
     def walk(node, prefix: str):
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(v, f"{prefix}{k}.")
-        else:
+        elif not prefix.startswith("model.net.") or prefix.endswith("_target_."):
             out[prefix[:-1]] = node
 
     wiring = ("hparams_search", "callbacks")  # the search space and the callbacks' wiring are not hyperparameters

@@ -70,6 +70,7 @@ def _changed(trained: DictConfig, cfg: DictConfig, groups) -> list[str]:
         a = OmegaConf.to_container(trained[group]) if group in trained else {}
         b = OmegaConf.to_container(cfg[group]) if group in cfg else {}
         for key in sorted(a.keys() | b.keys()):
-            if key != "weights" and not key.endswith("_weights") and a.get(key) != b.get(key):
+            derived = key == "net" and group == "model"  # the tree the short keys feed: they name the change
+            if key != "weights" and not key.endswith("_weights") and not derived and a.get(key) != b.get(key):
                 out.append(f"{group}.{key}: {a.get(key)} -> {b.get(key)}")
     return out
