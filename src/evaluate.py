@@ -71,7 +71,7 @@ def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) ->
         rows = runner.retune(gt, raw, names, grid, cfg.score_floor, prefix)
         files += write_retune(out, rows, runner.best_settings(rows))
     if cfg.log_mlflow and rcfg.logger.get("_target_"):
-        log_to_mlflow(rcfg, run_id, metrics, files)
+        log_to_mlflow(rcfg.paths.tracking_uri, rcfg.experiment_name, run_id, metrics, files)
     return metrics
 
 

@@ -48,16 +48,15 @@ def test_bridge_reports_negated_val_loss_and_prunes_the_worse_trial():
         direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
     )
     study.set_user_attr("masklab_pruner", pruning_signal("val/loss", None, "maximize"))
-    cfg = SimpleNamespace(optimized_metric="val/segm_AP")
     good = study.ask()
-    bridge = pruning_bridge(study, good, cfg)
+    bridge = pruning_bridge(study, good, "val/segm_AP")
     assert (bridge.metric, bridge.sign) == ("val/loss", -1)
     for epoch, loss in enumerate([1.0, 0.5]):
         bridge.on_validation_end(_trainer(epoch, val__loss=loss, val__segm_AP=0.0), None)
     study.tell(good, 0.0)
     assert good.study.trials[0].intermediate_values == {0: -1.0, 1: -0.5}
     bad, trainer = study.ask(), _trainer(0, val__loss=2.0, val__segm_AP=0.0)
-    bridge = pruning_bridge(study, bad, cfg)
+    bridge = pruning_bridge(study, bad, "val/segm_AP")
     bridge.on_validation_end(trainer, None)  # loss 2.0 is worse than the finished trial's 1.0 at epoch 0
     assert trainer.should_stop and (bridge.pruned_at, bridge.pruned_value) == (0, 2.0)
 

@@ -57,22 +57,22 @@ def write_retune(out: Path, rows: list[dict], best: dict) -> list[Path]:
     return [out / "retune.csv", out / "retune.md"]
 
 
-def log_to_mlflow(cfg, run_id: str | None, metrics: dict, files: list[Path]) -> None:
+def log_to_mlflow(tracking_uri: str, experiment: str, run_id: str | None, metrics: dict, files: list[Path]) -> None:
     """Into the run that trained the checkpoint when this store has it, else a new run; keys ``eval/<split>/...``."""
     import mlflow
     from mlflow import MlflowClient
 
     from masklab.track.mlflow_utils import experiment_id
 
-    client = MlflowClient(cfg.paths.tracking_uri)
+    client = MlflowClient(tracking_uri)
     try:
         client.get_run(run_id) if run_id else None
     except mlflow.exceptions.MlflowException:
-        log.info("the checkpoint's MLflow run %s is not in %s: logging to a new run", run_id, cfg.paths.tracking_uri)
+        log.info("the checkpoint's MLflow run %s is not in %s: logging to a new run", run_id, tracking_uri)
         run_id = None
     if run_id is None:
         run_id = client.create_run(
-            experiment_id(client, cfg.experiment_name), run_name="evaluate", tags={"masklab.role": "evaluate"}
+            experiment_id(client, experiment), run_name="evaluate", tags={"masklab.role": "evaluate"}
         ).info.run_id
         client.set_terminated(run_id)
     for k, v in metrics.items():
@@ -80,7 +80,7 @@ def log_to_mlflow(cfg, run_id: str | None, metrics: dict, files: list[Path]) -> 
             client.log_metric(run_id, f"eval/{k}", v)
     for f in files:
         client.log_artifact(run_id, str(f), "evaluate")
-    print(f"logged to MLflow run {run_id} ({cfg.paths.tracking_uri})")
+    print(f"logged to MLflow run {run_id} ({tracking_uri})")
 
 
 def _json(v):

@@ -123,7 +123,7 @@ def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:
             raise
         raise cause from None
     if cfg.model.weights:
-        log.info(load_full_model(model, _full_model_state(cfg)).summary())
+        log.info(load_full_model(model, _full_model_state(cfg.model.weights, cfg.backbone)).summary())
     return model
 
 
@@ -203,25 +203,26 @@ def two_mlp_head(fpn_channels: int, representation_size: int, dropout: float = 0
     return DropoutTwoMLPHead(fpn_channels * resolution**2, representation_size, dropout)
 
 
-def _full_model_state(cfg: DictConfig) -> tuple[str, dict]:
-    if cfg.model.weights == "coco":
-        if not cfg.backbone.coco_weights:
+def _full_model_state(weights_spec, backbone: DictConfig) -> tuple[str, dict]:
+    """(source, state_dict) of ``model.weights``: ``coco`` through torchvision's weights API, or a file."""
+    if weights_spec == "coco":
+        if not backbone.coco_weights:
             raise MasklabError(
                 f"model.weights=coco: torchvision has no COCO Mask R-CNN for backbone "
-                f"'{cfg.backbone.arch}' (only r50); use backbone.weights=imagenet or a local file"
+                f"'{backbone.arch}' (only r50); use backbone.weights=imagenet or a local file"
             )
-        weights = get_weight(cfg.backbone.coco_weights)
+        weights = get_weight(backbone.coco_weights)
         with downloading("model.weights=coco", weights):
             return str(weights), weights.get_state_dict(progress=True)
     state = load_weights_file(
         "model.weights",
-        cfg.model.weights,
+        weights_spec,
         weights_only=False,
         hint=" (model.weights takes a full-model state_dict or masklab checkpoint file, coco or null)",
     )
     if any(k.startswith("model.") for k in state):  # a masklab Lightning checkpoint
         state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-    return str(cfg.model.weights), state
+    return str(weights_spec), state
 
 
 def load_full_model(model: torch.nn.Module, source_state: tuple[str, dict]) -> LoadReport:

@@ -16,8 +16,8 @@ from masklab.sweep import asha
 from masklab.sweep.study import StudySettingError, heartbeat, make_pruner, open_storage
 
 
-def trial_of(cfg: DictConfig) -> tuple[optuna.Study, optuna.Trial] | tuple[None, None]:
-    s = cfg.get("sweep")
+def trial_of(s: DictConfig | None) -> tuple[optuna.Study, optuna.Trial] | tuple[None, None]:
+    """The Optuna trial the ``sweep`` node names (study, storage, trial_id), or none outside a sweep."""
     if not s or s.get("trial_id") is None:
         return None, None
     storage = open_storage(s.storage)
@@ -29,14 +29,16 @@ def trial_of(cfg: DictConfig) -> tuple[optuna.Study, optuna.Trial] | tuple[None,
     return study, optuna.Trial(study, int(s.trial_id))
 
 
-def pruning_bridge(study: optuna.Study, trial: optuna.Trial, cfg: DictConfig) -> PruningBridge:
-    """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric)."""
+def pruning_bridge(
+    study: optuna.Study, trial: optuna.Trial, optimized_metric: str, sweep: DictConfig | None = None
+) -> PruningBridge:
+    """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric);
+    ``sweep.stop_epoch``: asha's rung, where this trial pauses."""
     signal = study.user_attrs.get("masklab_pruner", {})
-    sweep = getattr(cfg, "sweep", None)  # asha's rung, where this trial pauses
     return PruningBridge(
         study,
         trial,
-        signal.get("on") or cfg.optimized_metric,
+        signal.get("on") or optimized_metric,
         signal.get("sign", 1),
         objectives=signal.get("objectives", ()),
         stop_epoch=sweep.get("stop_epoch") if sweep else None,
@@ -129,14 +131,14 @@ class OptunaTrial(L.Callback):
     the trial with the final metrics (``TrialPruned`` for a pruned or paused one)."""
 
     def __init__(self, sweep: DictConfig | dict | None, optimized_metric: str):
-        self.cfg = OmegaConf.create({"sweep": sweep or {}, "optimized_metric": optimized_metric})
+        self.sweep, self.metric = OmegaConf.create(sweep or {}), optimized_metric
         self.bridge: PruningBridge | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or self.bridge is not None or self.cfg.sweep.get("trial_id") is None:
+        if stage != "fit" or self.bridge is not None or self.sweep.get("trial_id") is None:
             return
-        study, trial = trial_of(self.cfg)
-        self.bridge = pruning_bridge(study, trial, self.cfg)
+        study, trial = trial_of(self.sweep)
+        self.bridge = pruning_bridge(study, trial, self.metric, self.sweep)
         run_id = getattr(trainer.logger, "run_id", None)
         if run_id and trainer.is_global_zero:
             trial.set_user_attr("mlflow_run_id", run_id)

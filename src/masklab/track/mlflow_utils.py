@@ -9,7 +9,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 
-def default_run_name(cfg: DictConfig) -> str:
+def default_run_name(arch: str) -> str:
+    """``<backbone>-<anchors>-<time>`` from Hydra's choices (``arch`` outside ``@hydra.main``)."""
     choices = {}
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -17,13 +18,12 @@ def default_run_name(cfg: DictConfig) -> str:
         choices = HydraConfig.get().runtime.choices
     except ValueError:  # composed outside @hydra.main (tests, notebooks)
         pass
-    parts = [choices.get("backbone", cfg.backbone.arch), choices.get("anchors", "")]
+    parts = [choices.get("backbone", arch), choices.get("anchors", "")]
     return "-".join(p for p in parts if p) + time.strftime("-%m%d-%H%M%S")
 
 
-def sweep_tags(cfg: DictConfig) -> dict[str, str]:
-    """MLflow tags that make a trial's run the child of its study's parent run."""
-    s = cfg.get("sweep")
+def sweep_tags(s: DictConfig | None) -> dict[str, str]:
+    """MLflow tags that make a trial's run (``sweep`` node) the child of its study's parent run."""
     if not s or s.get("trial_id") is None:
         return {}
     tags = {"study": str(s.study), "trial_number": str(s.trial_number)}
@@ -39,13 +39,15 @@ def make_logger(cfg: DictConfig, run_id: str | None):
     if not cfg.logger.get("_target_"):
         return False
     trial = cfg.sweep.trial_number
-    name = cfg.run_name or (f"{cfg.sweep.study}-trial{trial:03d}" if trial is not None else default_run_name(cfg))
+    name = cfg.run_name or (
+        f"{cfg.sweep.study}-trial{trial:03d}" if trial is not None else default_run_name(cfg.backbone.arch)
+    )
     return instantiate(
         cfg.logger,
         run_name=name,
         run_id=run_id,
         artifact_location=artifact_location(cfg.logger.tracking_uri),
-        tags=sweep_tags(cfg) or None,
+        tags=sweep_tags(cfg.get("sweep")) or None,
     )
 
 
