@@ -125,7 +125,7 @@ def test_hyperband_default_knows_the_trials_epochs_and_prunes_from_the_second_tr
 def test_study_plots_show_each_trials_curve_in_the_metrics_units_with_pruned_ones_dashed(tmp_path):
     from optuna.trial import TrialState
 
-    from masklab.sweep.report import _plot_curves, save_plots
+    from masklab.sweep.outcome import _plot_curves, save_plots
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")

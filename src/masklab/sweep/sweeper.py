@@ -19,7 +19,8 @@ own output dir), and tells Optuna the outcome:
   when it ranks among the rung's leaders (:mod:`masklab.sweep.asha`).
 
 Storage, crash recovery and the shared ``n_trials`` budget: :mod:`masklab.sweep.study`.
-MLflow parent/child runs, the best-params YAML, plots and the summary: :mod:`masklab.sweep.report`.
+MLflow parent/child runs: :mod:`masklab.sweep.tracking`; the best-params YAML, plots and the summary:
+:mod:`masklab.sweep.outcome`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from omegaconf import OmegaConf
 
 from masklab import MasklabError, causes, exit_on_error, missing_cuda, user_message
 from masklab.data.auto import resolved
-from masklab.sweep import asha, report, space
+from masklab.sweep import asha, outcome, space, tracking
 from masklab.sweep import study as st
 
 log = logging.getLogger("masklab.sweep")
@@ -293,7 +294,7 @@ class OptunaSweeperBase(Sweeper):
             study.set_user_attr("masklab_sessions", session + 1)
             if session:
                 study.sampler.reseed_rng()
-            self.tracker = report.Tracker(self.config, study, self.sweep_dir, fixed)
+            self.tracker = tracking.Tracker(self.config, study, self.sweep_dir, fixed)
         log.info(
             "study %r (%s): %s finished of n_trials=%d; space %s",
             self.study_name,
@@ -302,7 +303,7 @@ class OptunaSweeperBase(Sweeper):
             self.n_trials,
             sorted(dists),
         )
-        self._fixed = [o for o in fixed if not o.startswith(report.NOT_PARAMS)]  # what the trials share
+        self._fixed = [o for o in fixed if not o.startswith(outcome.NOT_PARAMS)]  # what the trials share
         return study, spec, dists, fixed
 
     def _ask(self, study: optuna.Study, spec: str, dists):
