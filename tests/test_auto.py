@@ -3,6 +3,7 @@ does not fit, tiles, and a budget in optimizer steps."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -231,6 +232,8 @@ def test_a_budget_of_n_steps_trains_n_steps_whatever_the_dataset_size(tmp_path, 
     per_epoch = -(-n_images // 2)  # batch_size 2
     assert ckpt["epoch"] == -(-7 // per_epoch) - 1
     assert OmegaConf.create(ckpt["hyper_parameters"]["cfg"]).schedule.epochs == -(-7 // per_epoch)
+    with open(tmp_path / "run" / "history.csv") as f:  # the budget's last step is validated, mid-epoch or not
+        assert int(list(csv.DictReader(f))[-1]["epoch"]) == ckpt["epoch"]
 
 
 def test_the_default_sweep_of_prepared_data_searches_around_the_derived_values(tmp_path):

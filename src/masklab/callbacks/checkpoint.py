@@ -75,9 +75,15 @@ class RngState(L.Callback):
 
 class ValidateLastEpoch(L.Callback):
     """Validate the last epoch even when ``check_val_every_n_epoch`` does not divide the epochs (Lightning validates
-    when ``(epoch + 1) % n == 0``): the best checkpoint, test and history then reach the last epoch."""
+    when ``(epoch + 1) % n == 0``), and the step where a ``max_steps`` budget ends inside an epoch (Lightning stops
+    there without validating): the best checkpoint, test and history then reach the end of training."""
 
     def on_train_epoch_start(self, trainer, pl_module):
         n = trainer.check_val_every_n_epoch
         if n and n > 1 and trainer.max_epochs and trainer.current_epoch == trainer.max_epochs - 1:
             trainer.check_val_every_n_epoch = 1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.check_val_every_n_epoch = 1
+            trainer.should_stop = True  # Lightning validates a stopping epoch at this batch
