@@ -43,8 +43,7 @@ class History(L.Callback):
         self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch]
 
     def on_validation_end(self, trainer, pl_module):
-        # not on_validation_epoch_end: Lightning runs callbacks' epoch-end hooks before the module's, which
-        # logs the epoch's AP; there a row got the previous epoch's AP and the last epoch's was never written
+        # not on_validation_epoch_end: callbacks' epoch-end hooks run before the module logs the epoch's AP
         if trainer.sanity_checking:
             return
         row = {"epoch": trainer.current_epoch}

@@ -80,9 +80,7 @@ def in_range(low, high, integer=False, high_open=False):
     return ok
 
 
-#: the model's and optimizer's numeric keys, checked before anything is built: a bad value was torch's TypeError
-#: or ValueError traceback deep in fit (optimizer.lr=abc, optimizer.lr=-0.1, nms.box_score_thresh=high), or ran
-#: on silently (nms.rpn_nms_thresh=1.5 is no NMS at all)
+#: numeric keys checked before anything is built (else a traceback deep in fit, or silently no NMS at 1.5)
 NUMBERS = {
     "optimizer.lr": (in_range(0, None), "a number >= 0"),  # 0: a run that cannot learn (the pruning tests sweep one)
     "optimizer.weight_decay": (in_range(0, None), "a number >= 0"),

@@ -53,8 +53,7 @@ class MaskRCNNModule(L.LightningModule):
         self._stage = None
 
     def setup(self, stage: str) -> None:
-        # torchvision's CPU detection ops have no float16/bfloat16 kernels: a half-precision model reached its
-        # first NMS and failed there with a RuntimeError traceback ("nms_kernel" not implemented for 'BFloat16')
+        # torchvision's CPU NMS has no float16/bfloat16 kernel: refuse before the first validation reaches it
         precision = str(self.trainer.precision)
         if precision in ("16-true", "bf16-true") and self.trainer.strategy.root_device.type == "cpu":
             raise MasklabError(
@@ -112,9 +111,7 @@ class MaskRCNNModule(L.LightningModule):
             _loss_mode(self.model)
             self._losses(images, targets, stage)
         self.model.eval()
-        # detections in full precision, as torchvision's reference evaluation and evaluate.py compute them:
-        # under mixed precision the boxes came out in fp16/bf16 (0.5 px steps past 1024 px) and bf16 masks
-        # broke the COCO evaluator; the losses above stay in the run's precision
+        # detections in fp32, as evaluate.py computes them (fp16 boxes step 0.5 px past 1024 px); losses keep precision
         with torch.autocast(device_type=self.device.type, enabled=False):
             predictions = self.model(list(images))
         self.evaluator.update(targets, predictions)
@@ -190,8 +187,7 @@ class MaskRCNNModule(L.LightningModule):
 
     # ---- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
-        # every parameter is in the optimizer: frozen ones get no gradient, so SGD/AdamW skip them,
-        # and a later stage that unfreezes them needs no new optimizer.
+        # every parameter: frozen ones get no gradient (skipped), and a later stage unfreezing them needs no new optimizer
         optimizer = instantiate(self.cfg.optimizer)(self.model.parameters())
         sched = self.cfg.schedule
         lr_lambda = instantiate(sched.lr_lambda)

@@ -31,8 +31,7 @@ def check_resumable(ckpt_path: str, module, cfg: DictConfig) -> str | None:
     is known to fit: resuming continues the same model and optimizer. A checkpoint of another model
     (backbone, widths, anchors, classes) failed deep inside Lightning with a page of size mismatches, and
     one of another optimizer with ``KeyError: 'step'``: one line instead, naming the settings that differ."""
-    # memory-mapped: only the shapes are compared, so the tensors' bytes are not read here (Lightning reads them once
-    # for the resume itself; a ResNet-50 checkpoint with its optimizer state is ~0.5 GB)
+    # memory-mapped: only shapes are compared (an r50 checkpoint with optimizer state is ~0.5 GB)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     hp = ckpt.get("hyper_parameters") or {}
     trained = OmegaConf.create(hp.get("cfg") or {})
