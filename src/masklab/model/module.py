@@ -187,7 +187,7 @@ class MaskRCNNModule(L.LightningModule):
 
     # ---- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
-        # every parameter: frozen ones get no gradient (skipped), and a later stage unfreezing them needs no new optimizer
+        # every parameter: frozen ones get no gradient, and a stage that unfreezes them needs no new optimizer
         optimizer = instantiate(self.cfg.optimizer)(self.model.parameters())
         sched = self.cfg.schedule
         lr_lambda = instantiate(sched.lr_lambda)
