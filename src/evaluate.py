@@ -20,11 +20,11 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from masklab import EVALUATE_OOM_ADVICE, MasklabError, exit_on_error  # noqa: E402
+from masklab.checks import check_numbers, in_range  # noqa: E402
 from masklab.data.datamodule import build_datamodule  # noqa: E402
 from masklab.eval import runner  # noqa: E402
 from masklab.eval.checkpoint import load_for_inference, resolve_device  # noqa: E402
 from masklab.eval.outputs import log_to_mlflow, write_outputs, write_retune  # noqa: E402
-from masklab.model.build import check_numbers, in_range  # noqa: E402
 
 log = logging.getLogger("masklab.evaluate")
 

@@ -22,10 +22,10 @@ from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from masklab import PREDICT_OOM_ADVICE, MasklabError, exit_on_error  # noqa: E402
+from masklab.checks import check_numbers, in_range  # noqa: E402
 from masklab.data.rle import encode_masks  # noqa: E402
 from masklab.eval.checkpoint import load_for_inference, resolve_device  # noqa: E402
 from masklab.eval.inputs import image_paths, output_names  # noqa: E402
-from masklab.model.build import check_numbers, in_range  # noqa: E402
 from masklab.model.inference import detection_settings  # noqa: E402
 from masklab.viz import draw  # noqa: E402
 

@@ -8,6 +8,9 @@ import lightning.pytorch as L
 
 from masklab.eval.gallery import log_predictions
 
+#: the gallery's count (0 = none)
+SIZES = {"log_predictions": 0}
+
 
 class PredictionGallery(L.Callback):
     """``n`` val images drawn after the test into ``<out_dir>/predictions`` and MLflow ``predictions/``."""

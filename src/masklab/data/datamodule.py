@@ -9,9 +9,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from masklab import MasklabError
+from masklab.callbacks.gallery import SIZES as GALLERY_SIZES
+from masklab.checks import check_least, in_range
 from masklab.data.auto import resolved
 from masklab.data.dataset import CocoDataset
 from masklab.data.transforms import Augment, CapInstances, Compose, ScaleCrop, to_tensor
+from masklab.model.schedules import SIZES as SCHEDULE_SIZES
 
 
 def resumed_epoch(ckpt_path: str | None) -> int:
@@ -169,25 +172,21 @@ def from_prepared(
 SOURCE_KEYS = ("name", "source", "source_splits", "prepare", "epochs", "steps", "auto", "batch_size", "grad_clip_norm")
 
 
+#: the loader's and data's counts and sizes (torch or the shapes generator would reject them deep in a traceback)
+SIZES = {
+    "batch_size": 1,
+    "num_workers": 0,
+    "data.image_size": 8,
+    "data.crop_size": 32,
+    **{f"data.{s}.num_images": 1 for s in ("train", "val", "test")},
+}
+#: ... and the data's numeric keys the module checks with the network's
+DATA_NUMBERS = {"max_gt_instances": (in_range(1, None, integer=True), "an integer >= 1")}
+
+
 def check_sizes(cfg: DictConfig) -> None:
-    """Counts and sizes that torch or the shapes generator would reject deep in a traceback (and
-    ``schedule.epochs``, whose 0 would train nothing and exit 0): one line instead."""
-    least = {
-        "batch_size": 1,
-        "num_workers": 0,
-        "data.image_size": 8,
-        "schedule.epochs": 1,
-        "log_predictions": 0,
-        "data.crop_size": 32,
-        "schedule.steps": 1,
-        **{f"data.{s}.num_images": 1 for s in ("train", "val", "test")},
-    }
-    for key, low in least.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value == "auto":  # left unresolved only where the data is not prepared: its own error says so
-            continue
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise MasklabError(f"{key}={value}: must be an integer >= {low}")
+    """The data's, the schedule's and the gallery's counts and sizes: one line instead of a traceback."""
+    check_least(cfg, {**SIZES, **SCHEDULE_SIZES, **GALLERY_SIZES})
 
 
 def build_datamodule(cfg: DictConfig) -> DetectionDataModule:

@@ -11,7 +11,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from masklab import MasklabError
-from masklab.model.build import check_numbers
+from masklab.checks import check_numbers
+from masklab.model.build import NET_NUMBERS
 from masklab.model.module import MaskRCNNModule
 from masklab.track.mlflow_utils import open_client
 
@@ -164,7 +165,7 @@ def load_for_inference(
         overridden = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     module, trained, run_id = load_checkpoint(checkpoint_path(cfg.ckpt, cfg.paths.tracking_uri))
     rcfg = runtime_config(trained, cfg, overridden)
-    check_numbers(rcfg)  # nms.* given here
+    check_numbers(rcfg, NET_NUMBERS)  # nms.* given here
     changed = [
         f"{k}={OmegaConf.select(rcfg, k)}"
         for k in NETWORK_KEYS

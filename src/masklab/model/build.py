@@ -10,7 +10,6 @@ Weights (see conf/config.yaml and conf/backbone/*.yaml):
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +22,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from masklab import CONFIG_DIR, MasklabError, causes
+from masklab.checks import in_range
 from masklab.data.auto import resolved
 from masklab.model.backbones import downloading, load_backbone_state_dict, load_weights_file
 from masklab.model.heads import DropoutTwoMLPHead, L2BoxLossRPN
@@ -67,44 +67,15 @@ def anchor_generator(sizes, aspect_ratios, backbone: str = "", num_maps: int = 5
     return AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=(ratios,) * num_maps)
 
 
-def in_range(low, high, integer=False, high_open=False):
-    """A check of :data:`NUMBERS`: ``low <= v <= high`` (``< high`` when ``high_open``; no upper bound for None)."""
-
-    def ok(v):
-        return (
-            (not integer or isinstance(v, int))
-            and v >= low
-            and (high is None or (v < high if high_open else v <= high))
-        )
-
-    return ok
-
-
-#: numeric keys checked before anything is built (else a traceback deep in fit, or silently no NMS at 1.5)
-NUMBERS = {
-    "optimizer.lr": (in_range(0, None), "a number >= 0"),  # 0: a run that cannot learn (the pruning tests sweep one)
-    "optimizer.weight_decay": (in_range(0, None), "a number >= 0"),
-    "optimizer.momentum": (in_range(0, 1), "a number in [0, 1]"),
+#: the network's numeric keys (model.net reads them), checked before it is built
+NET_NUMBERS = {
     "nms.rpn_nms_thresh": (in_range(0, 1), "an IoU in [0, 1]"),
     "nms.box_nms_thresh": (in_range(0, 1), "an IoU in [0, 1]"),
     "nms.box_score_thresh": (in_range(0, 1), "a confidence in [0, 1]"),
     "nms.box_detections_per_img": (in_range(1, None, integer=True), "an integer >= 1"),
     "rois_per_image": (in_range(1, None, integer=True), "an integer >= 1"),
-    "max_gt_instances": (in_range(1, None, integer=True), "an integer >= 1"),
-    "grad_clip_norm": (in_range(0, None), "a number >= 0 (0: no clipping)"),
     "box_head_dropout": (in_range(0, 1, high_open=True), "a probability in [0, 1)"),
 }
-
-
-def check_numbers(cfg: DictConfig, numbers: dict = NUMBERS) -> None:
-    """One line naming the first of ``numbers`` (key: (check, what it must be); default :data:`NUMBERS`) that is not
-    a number in its range."""
-    for key, (ok, what) in numbers.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-            raise MasklabError(f"{key}={value}: must be {what}")
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:

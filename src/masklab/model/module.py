@@ -17,15 +17,26 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from masklab import MasklabError
+from masklab.checks import check_numbers, in_range
 from masklab.data.auto import resolved
+from masklab.data.datamodule import DATA_NUMBERS
 from masklab.metrics import registry
 from masklab.metrics.coco import CocoEvaluator
-from masklab.model.build import build_model, check_numbers, parameter_summary, set_trainable
+from masklab.model.build import NET_NUMBERS, build_model, parameter_summary, set_trainable
 from masklab.model.schedules import boundaries, warmup
 
 log = logging.getLogger(__name__)
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+
+
+#: the optimizer's numeric keys (configure_optimizers reads them)
+OPTIMIZER_NUMBERS = {
+    "optimizer.lr": (in_range(0, None), "a number >= 0"),  # 0: a run that cannot learn (the pruning tests sweep one)
+    "optimizer.weight_decay": (in_range(0, None), "a number >= 0"),
+    "optimizer.momentum": (in_range(0, 1), "a number in [0, 1]"),
+    "grad_clip_norm": (in_range(0, None), "a number >= 0 (0: no clipping)"),
+}
 
 
 class NonFiniteLossError(MasklabError):
@@ -37,7 +48,7 @@ class MaskRCNNModule(L.LightningModule):
         """``class_names``: the datamodule's (a prepared dataset names them); default ``cfg.data.class_names``."""
         super().__init__()
         cfg = resolved(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))  # train.py resolved and logged it
-        check_numbers(cfg)  # before the search space's ${mul:} reads them
+        check_numbers(cfg, {**OPTIMIZER_NUMBERS, **NET_NUMBERS, **DATA_NUMBERS})  # before ${mul:} reads them
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
         self.class_names = list(class_names if class_names is not None else cfg.data.class_names)
         # the checkpoint alone rebuilds the model (evaluate.py, predict.py); train.py logs params itself

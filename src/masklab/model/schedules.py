@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+#: the schedule's counts (0 epochs would train nothing and exit 0)
+SIZES = {"schedule.epochs": 1, "schedule.steps": 1}
+
 
 def constant(epoch: float, epochs: int) -> float:
     return 1.0
