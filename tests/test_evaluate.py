@@ -50,6 +50,7 @@ def trained(tmp_path_factory):
             f"paths.tracking_uri={uri}",
             "schedule.warmup_iters=5",
             "log_predictions=2",
+            "seed=1",  # a 12-step model on a knife's edge: seed 1's scores reach 0.18, seed 42's stay under 0.06
         ]
     )
     train(cfg, tmp / "run")
@@ -72,7 +73,7 @@ def test_inference_only_retuning_equals_rerunning_the_model(trained):
             for images, targets in loader:
                 full.update(targets, model(list(images)))
         expected = full.compute("val")
-        got, ours, _ = runner.evaluate_setting(gt, raw, names, *setting, prefix="val", full=False)
+        got, ours, _ = runner.evaluate_setting(gt, raw, names, *setting, prefix="val")
         counts.append(len(full.dt))
         assert len(ours.dt) == len(full.dt)
         for k, v in expected.items():
