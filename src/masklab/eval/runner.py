@@ -64,13 +64,8 @@ def retune(gt: CocoEvaluator, raw: dict, class_names, grid: dict, score_floor: f
 
 
 def _overall(metrics: dict) -> dict:
-    """The evaluators' overall numbers, prefix dropped: per-class and per-size columns left out of the table."""
-    return {k.split("/", 1)[1]: v for k, v in metrics.items() if registry.evaluator_of(k) and not _per_class(k)}
-
-
-def _per_class(key: str) -> bool:
-    name = key.split("/", 1)[1]
-    return "_AP_" in name or name.startswith(("precision_", "recall_"))
+    """Every metric but the per-class ones, prefix dropped (a row of the re-tuning table)."""
+    return {k.split("/", 1)[1]: v for k, v in metrics.items() if not registry.per_class(k)}
 
 
 def best_settings(rows: list[dict], metrics=None):

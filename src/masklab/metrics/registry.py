@@ -57,12 +57,19 @@ def headline() -> list[str]:
 
 
 def evaluator_of(metric: str) -> str | None:
-    """The evaluator that returns ``metric`` (``val/voc_mAP50`` -> ``voc``), or None (a loss, a per-class AP...)."""
+    """The evaluator that returns ``metric`` or its per-class form (``val/voc_mAP50`` -> ``voc``,
+    ``val/recall_<class>`` -> ``prf``), or None (a loss, COCO's size ranges)."""
     name = metric.split("/", 1)[-1]
     for key, e in EVALUATORS.items():
-        if name in e.names or any(name.startswith(f"{n}_") for n in e.names if n in ("precision", "recall")):
+        if name in e.names or any(name.startswith(f"{n}_") for n in e.names):
             return key
     return None
+
+
+def per_class(metric: str) -> bool:
+    """A per-class metric: an evaluator's name followed by ``_<class>`` (``segm_AP_<class>``, ``precision_<class>``)."""
+    name = metric.split("/", 1)[-1]
+    return any(name.startswith(f"{n}_") for e in EVALUATORS.values() for n in e.names)
 
 
 def needed(names, *metrics: str) -> list[str]:
