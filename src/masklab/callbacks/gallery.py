@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning.pytorch as L
 
+from masklab.callbacks import stopped
 from masklab.eval.gallery import log_predictions
 
 #: the gallery's count (0 = none)
@@ -20,6 +21,5 @@ class PredictionGallery(L.Callback):
 
     def after_test(self, trainer: L.Trainer, module: L.LightningModule, metrics: dict) -> None:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
-        early = any(getattr(c, "stopped", False) for c in trainer.callbacks)  # a pruned or paused trial
-        if self.n and best and not early and trainer.is_global_zero:
+        if self.n and best and not stopped(trainer.callbacks) and trainer.is_global_zero:  # not a pruned trial
             log_predictions(self.n, module, trainer.datamodule, best, self.out_dir, trainer.logger or None)

@@ -64,7 +64,7 @@ class Seeded(Dataset):
     def __getitem__(self, key):
         index, seed = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU generator only: fork_rng restores no other
             return self.dataset[index]
 
 
