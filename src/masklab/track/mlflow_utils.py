@@ -8,6 +8,8 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from masklab.secrets import mask
+
 
 def default_run_name(arch: str) -> str:
     """``<backbone>-<anchors>-<time>`` from Hydra's choices (``arch`` outside ``@hydra.main``)."""
@@ -38,6 +40,7 @@ def make_logger(cfg: DictConfig, run_id: str | None):
 
     if not cfg.logger.get("_target_"):
         return False
+    ensure_store(cfg.logger.tracking_uri)
     trial = cfg.sweep.trial_number
     name = cfg.run_name or (
         f"{cfg.sweep.study}-trial{trial:03d}" if trial is not None else default_run_name(cfg.backbone.arch)
@@ -49,6 +52,28 @@ def make_logger(cfg: DictConfig, run_id: str | None):
         artifact_location=artifact_location(cfg.logger.tracking_uri),
         tags=sweep_tags(cfg.get("sweep")) or None,
     )
+
+
+def ensure_store(tracking_uri: str) -> None:
+    """Create a SQLite tracking store whole or not at all: built under a temporary name, then renamed (a run killed
+    while MLflow created its tables left a store every later run failed on: 'table datasets already exists')."""
+    import os
+
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    uri = str(tracking_uri)
+    path = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+    if path is None or path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock", timeout=600):  # workers starting together: one creates it
+        if path.is_file():
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+        tmp.unlink(missing_ok=True)
+        MlflowClient(f"sqlite:///{tmp}").search_experiments()  # runs MLflow's migrations
+        os.replace(tmp, path)
 
 
 def open_client(tracking_uri: str, what: str):
@@ -116,7 +141,7 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
 @rank_zero_only  # DDP ranks > 0 hold Lightning's dummy experiment (get_run returned None there)
 def log_params(logger, cfg: DictConfig) -> None:
     """Log the flattened config; a resumed run keeps its params and tags the ones that changed."""
-    params = {k: str(v)[:6000] for k, v in flat_params(cfg).items()}
+    params = {k: mask(str(v))[:6000] for k, v in flat_params(cfg).items()}
     run = logger.experiment.get_run(logger.run_id)
     mark_model_training(logger.experiment, run.info.experiment_id)
     existing = run.data.params
@@ -169,7 +194,7 @@ def log_run_files(logger, cfg: DictConfig, best_ckpt: str | None, best_score) ->
 
     mlflow.flush_async_logging()
     client, run_id = logger.experiment, logger.run_id
-    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    client.log_text(run_id, mask(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
     if best_ckpt:
         client.set_tag(run_id, "best_checkpoint", str(Path(best_ckpt).resolve()))
     if best_score is not None:

@@ -1,0 +1,44 @@
+"""Passwords in URLs (``postgresql://user:pw@host/db``, ``http://user:pw@mlflow``) never leave the process.
+
+:func:`mask` replaces the password of every URL in a text with ``***``; :func:`install` masks every log record
+(Optuna's and SQLAlchemy's too) before any handler sees it. A sweep hands its trials the masked storage URL and
+keeps the real one in the environment (:data:`STORAGE_ENV`), where :func:`reveal` finds it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][\w+.-]*://[^:/@\s'\"]+:)(?P<pw>[^@\s'\"]+)(?P<at>@)")
+#: the sweep's real storage URL, for its trials (in this process or a launcher's child)
+STORAGE_ENV = "MASKLAB_SWEEP_STORAGE"
+
+
+def mask(text):
+    """``text`` with the password of each URL in it replaced by ``***`` (non-strings as they are)."""
+    return _CREDENTIALS.sub(r"\g<head>***\g<at>", text) if isinstance(text, str) else text
+
+
+def reveal(masked: str) -> str:
+    """The real URL behind ``masked`` when this process holds it (:data:`STORAGE_ENV`), else ``masked``."""
+    real = os.environ.get(STORAGE_ENV)
+    return real if real and mask(real) == masked else masked
+
+
+def install() -> None:
+    """Mask every log record of this process from here on (idempotent)."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "masks_secrets", False):
+        return
+
+    def masked(*args, **kwargs):
+        record = factory(*args, **kwargs)
+        message = record.getMessage()
+        if _CREDENTIALS.search(message):
+            record.msg, record.args = mask(message), None
+        return record
+
+    masked.masks_secrets = True
+    logging.setLogRecordFactory(masked)
