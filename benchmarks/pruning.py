@@ -75,7 +75,16 @@ import yaml  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from masklab.sweep import asha  # noqa: E402
-from masklab.sweep.study import SWEEPER_PRUNERS, make_pruner, open_storage, pruner_kwargs  # noqa: E402
+from masklab.sweep.schedulers import make_pruner, pruner_spec  # noqa: E402
+from masklab.sweep.storage import open_storage  # noqa: E402
+
+SWEEPER_PRUNERS = ("asha",)  # the sweeper schedules these itself (Optuna's pruner prunes nothing)
+
+
+def pruner_kwargs(name: str, kwargs: dict | None = None, epochs: int | None = None) -> dict:
+    """The kwargs ``name`` is built with: ``kwargs``, or its file's (conf/hydra/sweeper/pruner/) when null."""
+    return {k: v for k, v in pruner_spec(name, kwargs, epochs).items() if not k.startswith("_")}
+
 
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v2_imagenet_features.pth"
 #: what a result's trials started from (results before 2026-11-24 do not say: all of them had the weights)
@@ -205,7 +214,7 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
     study = optuna.create_study(
         study_name=pruner,
         direction="maximize",
-        pruner=make_pruner(pruner, pruner_kwargs(pruner, kwargs, epochs=epochs)),
+        pruner=make_pruner(pruner_spec(pruner, kwargs, epochs=epochs)),
     )
     out = []
     for t in trials:

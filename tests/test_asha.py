@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 
 from masklab import MasklabError
 from masklab.sweep.asha import Config, promotion, rungs, simulate
-from masklab.sweep.study import WORKER_DIED, make_pruner
-from masklab.sweep.sweeper import OptunaSweeperBase
+from masklab.sweep.schedulers import Asha, make_pruner, pruner_spec
+from masklab.sweep.storage import WORKER_DIED
 from test_sweep import load, run, sweep_cmd
 
 
@@ -26,11 +26,11 @@ def test_rungs_grow_by_the_reduction_factor_and_end_at_the_last_epoch():
 
 
 def test_asha_kwargs_are_checked_when_the_study_opens():
-    assert type(make_pruner("asha")).__name__ == "NopPruner"  # the sweeper pauses trials, Optuna prunes nothing
-    with pytest.raises(MasklabError, match=r"unknown \['eta'\]"):
-        make_pruner("asha", {"eta": 3})
+    assert type(make_pruner(pruner_spec("asha"))).__name__ == "NopPruner"  # the sweeper pauses, Optuna prunes nothing
+    with pytest.raises(MasklabError, match=r"pruner_kwargs for Asha: .*unexpected keyword argument 'eta'"):
+        make_pruner(pruner_spec("asha", {"eta": 3}))
     with pytest.raises(MasklabError, match="min_resource=0"):
-        make_pruner("asha", {"min_resource": 0})
+        make_pruner(pruner_spec("asha", {"min_resource": 0}))
 
 
 def test_promotion_takes_the_best_waiting_configuration_of_the_highest_rung():
@@ -73,9 +73,15 @@ def test_simulate_pauses_every_configuration_and_resumes_only_the_leaders():
 
 def _paused_then_resumed(fail_reason: str | None):
     """Configurations 0 (0.5) and 1 (0.1) paused at rung 0 of [1, 2, 4]; then 0 resumed, and that trial failed with
-    ``fail_reason`` (None: still running). Returns (sweeper, study, what _promotion says before the resume)."""
-    sweeper = OptunaSweeperBase(study_name="x", pruner="asha")
-    sweeper._rungs, sweeper._eta = [1, 2, 4], 2
+    ``fail_reason`` (None: still running). Returns (promotion, study, what it says before the resume)."""
+    asha = Asha(min_resource=1, reduction_factor=2)
+    asha.start(4, ".", "x", None)
+    assert asha.rungs == [1, 2, 4]
+
+    def promoted(study):  # (root, rung it resumes from)
+        job = asha.promotion(study.trials, maximize=True)
+        return job and (job[1]["asha_root"], job[1]["asha_rung"] - 1)
+
     study = optuna.create_study(direction="maximize")
     lr = {"lr": optuna.distributions.FloatDistribution(0, 1)}
     for root, value in ((0, 0.5), (1, 0.1)):
@@ -83,23 +89,23 @@ def _paused_then_resumed(fail_reason: str | None):
         t.set_user_attr("asha_root", root), t.set_user_attr("asha_rung", 0), t.set_user_attr("asha_paused", True)
         t.report(value, 0)
         study.tell(t, state=TrialState.PRUNED)
-    before = sweeper._promotion(study)
+    before = promoted(study)
     resumed = study.ask(lr)
     resumed.set_user_attr("asha_root", 0), resumed.set_user_attr("asha_rung", 1)
     resumed.report(0.6, 1)
     if fail_reason:
         resumed.set_user_attr("fail_reason", fail_reason)
         study.tell(resumed, state=TrialState.FAIL)
-    return sweeper, study, before
+    return promoted, study, before
 
 
 def test_a_killed_resume_leaves_its_configuration_waiting_and_a_failed_one_ends_it():
-    sweeper, study, before = _paused_then_resumed(None)
-    assert before == (0, 0) and sweeper._promotion(study) is None  # 0 leads rung 0; then it runs
-    sweeper, study, _ = _paused_then_resumed(WORKER_DIED)  # what the next session marks a killed trial with
-    assert sweeper._promotion(study) == (0, 0)  # resumed again (from its last checkpoint)
-    sweeper, study, _ = _paused_then_resumed("objective ['val/segm_AP'] is NaN/inf")
-    assert sweeper._promotion(study) is None  # it failed on its own: it ends there
+    promoted, study, before = _paused_then_resumed(None)
+    assert before == (0, 0) and promoted(study) is None  # 0 leads rung 0; then it runs
+    promoted, study, _ = _paused_then_resumed(WORKER_DIED)  # what a live worker marks a killed trial with
+    assert promoted(study) == (0, 0)  # resumed again (from its last checkpoint)
+    promoted, study, _ = _paused_then_resumed("objective ['val/segm_AP'] is NaN/inf")
+    assert promoted(study) is None  # it failed on its own: it ends there
 
 
 @pytest.mark.slow

@@ -269,7 +269,7 @@ def test_a_sweep_of_prepared_data_with_the_default_pruner_trains_the_budget_in_s
     import optuna
 
     from conftest import ROOT, make_tiny_prepared
-    from masklab.sweep.study import open_storage
+    from masklab.sweep.storage import open_storage
 
     root = make_tiny_prepared(tmp_path, n=4)  # 2 train images: 1 step of batch 2 per epoch
     cmd = [
@@ -291,7 +291,7 @@ def test_a_sweep_of_prepared_data_with_the_default_pruner_trains_the_budget_in_s
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="p", storage=open_storage(f"journal:{tmp_path}/multirun/p/p/optuna.journal"))
     assert {"anchors.scale", "data.auto.scale"} <= set(study.trials[0].params)
-    assert study.user_attrs["masklab_pruner"]["name"] == "asha"
+    assert study.user_attrs["masklab_pruner"]["spec"]["_target_"] == "masklab.sweep.schedulers.Asha"
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert done
     ckpts = list((tmp_path / "multirun" / "p" / "p").glob("*/checkpoints/last.ckpt"))

@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from masklab import MasklabError
-from masklab.sweep.study import StudySettingError, make_pruner, pruning_signal
-from masklab.sweep.trial import PruningBridge, pruning_bridge
+from masklab.sweep.schedulers import make_pruner as _make
+from masklab.sweep.schedulers import pruner_spec
+from masklab.sweep.trial import PruningBridge, StudySettingError, pruning_bridge, pruning_signal
+
+
+def make_pruner(name, kwargs=None, epochs=None):
+    return _make(pruner_spec(name, kwargs, epochs))
 
 
 @pytest.mark.parametrize(
@@ -105,11 +110,11 @@ def test_successive_halving_default_compares_the_second_trial_with_the_first():
 def test_hyperband_default_knows_the_trials_epochs_and_prunes_from_the_second_trial():
     from omegaconf import OmegaConf
 
-    from masklab.sweep.study import pruner_kwargs
     from masklab.sweep.sweeper import OptunaSweeperBase
 
-    assert pruner_kwargs("hyperband", None, epochs=3) == {"max_resource": 3}
-    assert pruner_kwargs("hyperband", {}, epochs=3) == {}  # explicit kwargs (here Optuna's "auto") are kept as given
+    hyperband = "optuna.pruners.HyperbandPruner"
+    assert pruner_spec("hyperband", None, epochs=3) == {"_target_": hyperband, "max_resource": 3}
+    assert pruner_spec("hyperband", {}, epochs=3) == {"_target_": hyperband}  # given kwargs (Optuna's "auto") stay
     # the sweeper takes the trials' epochs from the config, or the top of a swept schedule.epochs
     sweeper = OptunaSweeperBase(study_name="s", pruner="hyperband")
     sweeper.config = OmegaConf.create({"schedule": {"epochs": 6}})
@@ -119,13 +124,13 @@ def test_hyperband_default_knows_the_trials_epochs_and_prunes_from_the_second_tr
     # with "auto" the brackets only exist once a trial has completed: the 1st trial's rungs are never
     # recorded, and the 2nd is promoted alone; knowing max_resource, it is pruned at its first rung (step 1)
     assert _second_trial_pruned_at(make_pruner("hyperband", {})) is None
-    assert _second_trial_pruned_at(make_pruner("hyperband", pruner_kwargs("hyperband", None, epochs=3))) == 1
+    assert _second_trial_pruned_at(make_pruner("hyperband", None, epochs=3)) == 1
 
 
 def test_study_plots_show_each_trials_curve_in_the_metrics_units_with_pruned_ones_dashed(tmp_path):
     from optuna.trial import TrialState
 
-    from masklab.sweep.outcome import _plot_curves, save_plots
+    from masklab.track.outcome import _plot_curves, save_plots
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
@@ -180,5 +185,5 @@ def test_percentile_pruner_keeps_only_the_top_quarter_where_the_median_keeps_the
     assert not pruned("median") and pruned("percentile")
     # its default keeps the top quarter and starts as the median does
     assert make_pruner("percentile")._percentile == 25.0 and make_pruner("percentile")._n_startup_trials == 3
-    with pytest.raises(MasklabError, match="pruner_kwargs for percentile: .*percentile"):
+    with pytest.raises(MasklabError, match="pruner_kwargs for PercentilePruner: .*percentile"):
         make_pruner("percentile", {})

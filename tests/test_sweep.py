@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import OUT_OF_MEMORY, ROOT, TINY
 from masklab.sweep.space import parse, to_overrides
-from masklab.sweep.study import open_storage
+from masklab.sweep.storage import open_storage
 
 pytestmark = pytest.mark.slow
 SHOW = [o for o in TINY if not o.startswith("logger=")]
@@ -91,37 +91,28 @@ def test_a_sweep_range_that_cannot_be_sampled_is_one_line_naming_the_entry(sweep
     assert sweep in str(err.value) and problem in str(err.value)
 
 
-def test_bad_sampler_kwargs_and_storage_urls_are_one_line(monkeypatch):
-    from masklab import MasklabError
-    from masklab.sweep import sweeper
-    from masklab.sweep.sweeper import OptunaSweeperBase
-
-    with pytest.raises(
-        MasklabError, match=r"^hydra.sweeper.sampler_kwargs for tpe: .*unexpected keyword argument 'bogus'"
-    ):
-        OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"bogus": 1})._sampler({})
-    # a grid smaller than n_trials lowers it to the grid's size (3 x 2 settings)
+def test_bad_sampler_kwargs_and_storage_urls_are_one_line():
     import optuna
 
-    grid = OptunaSweeperBase(study_name="s", sampler="grid", n_trials=10)
-    grid._sampler(
-        {
-            "a": optuna.distributions.CategoricalDistribution([1, 2, 3]),
-            "b": optuna.distributions.IntDistribution(0, 2, step=2),
-        }
-    )
-    assert grid.n_trials == 6
-    # workers do not propose a setting another worker is training (Optuna 4's TPE had constant_liar off)
-    assert OptunaSweeperBase(study_name="s", sampler="tpe")._sampler({})._constant_liar is True
-    assert (
-        OptunaSweeperBase(study_name="s", sampler="tpe", sampler_kwargs={"constant_liar": False})
-        ._sampler({})
-        ._constant_liar
-        is False
-    )
-    # ... asked for by the sweeper, not left to the installed Optuna's default (5: on, 4: off)
-    monkeypatch.setitem(sweeper.SAMPLERS, "tpe", lambda **kwargs: kwargs)
-    assert OptunaSweeperBase(study_name="s", sampler="tpe", seed=3)._sampler({}) == {"seed": 3, "constant_liar": True}
+    from masklab import MasklabError
+    from masklab.sweep.schedulers import make_sampler, space_size
+
+    with pytest.raises(
+        MasklabError, match=r"^hydra.sweeper.sampler_kwargs for TPESampler: .*unexpected keyword argument 'bogus'"
+    ):
+        make_sampler("tpe", {"bogus": 1}, 0, {})
+    with pytest.raises(MasklabError, match=r"^hydra.sweeper.sampler='tpee': choose one of \['cmaes', 'grid'"):
+        make_sampler("tpee", None, 0, {})
+    grid = {
+        "a": optuna.distributions.CategoricalDistribution([1, 2, 3]),
+        "b": optuna.distributions.IntDistribution(0, 2, step=2),
+    }
+    assert space_size(grid) == 6  # the sweeper lowers n_trials to it
+    assert type(make_sampler("grid", None, 0, grid)).__name__ == "GridSampler"
+    # workers do not propose a setting another worker is training (Optuna 4's TPE had constant_liar off): the
+    # sampler file asks for it, not the installed Optuna's default (5: on, 4: off); kwargs given replace the file's
+    assert make_sampler("tpe", None, 3, {})._constant_liar is True
+    assert make_sampler("tpe", {"constant_liar": False}, 3, {})._constant_liar is False
     with pytest.raises(
         MasklabError, match=r"^hydra.sweeper.storage=notaurl: Optuna cannot open it \(.*\); give journal:<file>"
     ):
@@ -347,7 +338,9 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
             trials = load(tmp_path).get_trials() if journal.exists() else []
         except KeyError:
             trials = []
-        running = [t.number for t in trials if t.state.name == "RUNNING" and t.number >= 1]
+        running = [
+            t.number for t in trials if t.state.name == "RUNNING" and t.number >= 1 and "mlflow_run_id" in t.user_attrs
+        ]
         killed = running[0] if running else None
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -365,6 +358,14 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
     # the resumed session's sampler drew afresh: seeded as the first, it proposed trial 0's learning rate again
     assert len({t.params["optimizer.lr"] for t in study.trials}) == 4 and study.user_attrs["masklab_sessions"] == 2
     assert f"trial {killed} was left RUNNING" in again.stdout + again.stderr
+    # its MLflow run ended FAILED and says why; the study has one parent run, FINISHED like the other trials' runs
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    dead = client.get_run(study.trials[killed].user_attrs["mlflow_run_id"])
+    assert dead.info.status == "FAILED" and dead.data.tags["trial_state"] == "FAIL"
+    assert "worker died" in dead.data.tags["fail_reason"]
+    assert len([r for r in runs if r.data.tags.get("masklab.role") == "study"]) == 1 and len(runs) == 1 + 4
+    assert {r.info.status for r in runs if r.info.run_id != dead.info.run_id} == {"FINISHED"}
     done = run(cmd, tmp_path)  # the study is full: nothing runs, and it says so instead of only printing the table
     assert done.returncode == 0 and states(load(tmp_path)) == after
     assert "already has its n_trials=3 trials: none run; raise hydra.sweeper.n_trials" in done.stdout + done.stderr
@@ -519,7 +520,7 @@ def test_bad_trials_are_pruned_and_tagged(tmp_path):
 def test_a_sweep_refuses_multi_process_trials_and_says_how_to_use_several_gpus(tmp_path):
     from conftest import compose_cfg
     from masklab import MasklabError
-    from masklab.sweep.sweeper import _refuse_multiprocess_trials
+    from masklab.model.trainer import refuse_multiprocess as _refuse_multiprocess_trials
 
     with pytest.raises(MasklabError, match=r"trainer.strategy=ddp with devices=auto.*one per GPU on the same study"):
         _refuse_multiprocess_trials(compose_cfg(["trainer=ddp"]), {})
@@ -552,7 +553,7 @@ def test_a_gpu_sweep_on_a_machine_without_one_stops_before_any_trial(tmp_path):
 
     from conftest import compose_cfg
     from masklab import MasklabError
-    from masklab.sweep.sweeper import _refuse_gpu_trials_without_gpu
+    from masklab.model.trainer import refuse_gpu_trials_without_gpu as _refuse_gpu_trials_without_gpu
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
@@ -583,6 +584,7 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
     from hydra.core.utils import JobReturn, JobStatus
 
     from masklab.sweep import sweeper as sw
+    from masklab.sweep.schedulers import Scheduler
 
     held = {}
 
@@ -609,9 +611,11 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
     monkeypatch.setattr(sw, "_free_memory", spy)
     sweeper = object.__new__(sw.OptunaSweeperBase)
     sweeper.launcher, sweeper.study_name, sweeper.validate_batch_is_legal = Launcher(), "s", lambda batch: None
-    sweeper._rungs = None  # not an asha study
-    sweeper._tell = lambda study, trial, error, value: sw.user_message(error)
-    reason = sweeper._run(None, types.SimpleNamespace(params={}, number=0, _trial_id=0), [], "journal:x", None)
+    sweeper._tell = lambda s, trial, error, value: sw.user_message(error)
+    store = types.SimpleNamespace(trial_id=lambda trial: 0)
+    session = types.SimpleNamespace(fixed=[], spec="journal:x", store=store, scheduler=Scheduler(),
+                                    tracker=types.SimpleNamespace(parent_id=None))  # fmt: skip
+    reason = sweeper._run(session, types.SimpleNamespace(params={}, number=0, user_attrs={}))
     assert freed == [True]
     assert reason == (
         "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.18 GiB of which "
@@ -620,43 +624,39 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
     )
 
 
-def test_which_running_trials_count_as_left_by_a_dead_worker():
-    import socket
-    from datetime import datetime, timedelta
+def test_which_running_trials_count_as_left_by_a_dead_worker(tmp_path, monkeypatch):
+    from masklab.sweep.storage import NO_OWNER, WORKER_DIED, Store, _process_start, hostname
 
-    from masklab.sweep.study import _process_start, is_stale
+    store = Store(f"journal:{tmp_path}/j", tmp_path, stale_after_s=60, study_name="s")
 
-    def running(started_s_ago: float, **attrs):
-        start = datetime.now() - timedelta(seconds=started_s_ago)
-        return optuna.trial.FrozenTrial(
-            number=0,
-            state=optuna.trial.TrialState.RUNNING,
-            value=None,
-            datetime_start=start,
-            datetime_complete=None,
-            params={},
-            distributions={},
-            user_attrs={},
-            system_attrs={f"masklab_{k}": v for k, v in attrs.items()},
-            intermediate_values={},
-            trial_id=0,
-        )
+    def running(**owner):
+        trial = store.study.ask()
+        if owner:
+            trial.set_user_attr("masklab_owner", {k: v for k, v in owner.items() if k != "beat"})
+            trial.set_user_attr("masklab_heartbeat", owner.get("beat", time.time()))
+        return store.frozen(trial)
 
-    me, here = os.getpid(), socket.gethostname()
-    assert not is_stale(running(10, host=here, pid=me, proc_start=_process_start(me)), 3600)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    assert is_stale(
-        running(10, host=here, pid=dead.pid, proc_start=time.time()), 3600
-    )  # this machine: its process is gone
-    assert is_stale(running(10, host=here, pid=me, proc_start=123.0), 3600)  # its pid, reused by another process
-    assert not is_stale(
-        running(7200, host="elsewhere", pid=1, heartbeat=time.time() - 60), 3600
-    )  # other machine: heartbeat
-    assert is_stale(running(7200, host="elsewhere", pid=1, heartbeat=time.time() - 4000), 3600)
-    # asked a moment ago on another machine, owner not written yet: it was declared dead at once (heartbeat 0)
-    assert not is_stale(running(2), 3600)
-    assert is_stale(running(4000), 3600)
+    me, here = os.getpid(), hostname()
+    assert store.dead(running(host=here, pid=me, start=_process_start(me)), with_lock=True) is None
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    # this machine: its process is gone, or its pid was reused by another process (at once, whatever the heartbeat)
+    assert store.dead(running(host=here, pid=gone.pid, start=time.time()), with_lock=False) == WORKER_DIED
+    assert store.dead(running(host=here, pid=me, start=123.0), with_lock=False) == WORKER_DIED
+    # another machine: its heartbeat, 59 s old is alive, 61 s is not
+    assert store.dead(running(host="elsewhere", pid=1, beat=time.time() - 59), with_lock=False) is None
+    assert store.dead(running(host="elsewhere", pid=1, beat=time.time() - 61), with_lock=False) == WORKER_DIED
+    # no owner: asked by a worker that died before recording itself; only the lock's holder can tell (no one else
+    # is between asking and recording), and it fails it at once: it held a budget slot for 3600 s before
+    ownerless = running()
+    assert store.dead(ownerless, with_lock=False) is None and store.dead(ownerless, with_lock=True) == NO_OWNER
+    with store.lock():
+        trials = store.fail_dead()
+    failed = {t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"}
+    assert failed == {1: WORKER_DIED, 2: WORKER_DIED, 4: WORKER_DIED, 5: NO_OWNER}
+    # seen from the machine 'elsewhere' (MASKLAB_HOSTNAME): trial 0 is another host's, with a fresh heartbeat
+    monkeypatch.setenv("MASKLAB_HOSTNAME", "elsewhere")
+    assert store.dead(trials[0], with_lock=True) is None
 
 
 def test_two_workers_share_one_study(tmp_path):
@@ -671,7 +671,7 @@ def test_two_workers_share_one_study(tmp_path):
     assert [p.returncode for p in (first, second)] == [0, 0]
     study = load(tmp_path, "w")
     assert states(study) == [(i, "COMPLETE") for i in range(4)]  # n_trials in total, distinct numbers
-    workers = {t.system_attrs["masklab_pid"] for t in study.trials}
+    workers = {t.user_attrs["masklab_owner"]["pid"] for t in study.trials}
     assert workers == {first.pid, second.pid}  # both really worked
     assert "database is locked" not in "".join(outs)
 

@@ -1,4 +1,5 @@
-"""The Lightning Trainer of ``cfg.trainer`` (trainer=cpu|gpu|ddp), with its refusals made one line."""
+"""The Lightning Trainer of ``cfg.trainer`` (trainer=cpu|gpu|ddp), with its refusals made one line, and the trainer
+settings a sweep's trials cannot have (each trial runs in one process)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,39 @@ def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
             f"trainer (accelerator={t.accelerator}, devices={t.devices}, strategy={t.get('strategy', 'auto')}): "
             f"{str(cause).strip().splitlines()[0]}{hint}"
         ) from None
+
+
+#: Lightning strategies that run a trial in several processes
+MULTIPROCESS = ("ddp", "fsdp", "deepspeed")
+
+
+def refuse_multiprocess(config, dists) -> None:
+    """A trial runs in one process. Lightning's DDP launcher starts the other ranks by re-running the command
+    line, which in a sweep re-runs the *sweep*: ranks of different trials join one process group and train as one
+    (Lightning-AI/pytorch-lightning#11300, facebookresearch/hydra#2070). Parallel workers use several GPUs."""
+    t = config.get("trainer") or {}
+    strategy = str(t.get("strategy", "auto"))
+    several = str(t.get("devices", 1)) not in ("1", "[0]") or int(t.get("num_nodes", 1) or 1) > 1
+    swept = [str(c) for c in getattr(dists.get("trainer"), "choices", ())]
+    if strategy.startswith(MULTIPROCESS) and several:
+        what = f"trainer.strategy={strategy} with devices={t.get('devices')}, num_nodes={t.get('num_nodes', 1)}"
+    elif any(c.startswith(MULTIPROCESS) for c in swept):
+        what = f"trainer=choice({','.join(swept)})"
+    else:
+        return
+    raise MasklabError(
+        f"{what} in a sweep: each trial runs in one process "
+        "(Lightning's DDP launcher would re-run the sweep in every rank). Use the GPUs as parallel workers, "
+        "one per GPU on the same study: CUDA_VISIBLE_DEVICES=<i> python src/train.py -m hydra/sweeper=optuna "
+        "trainer=gpu ... (README: Parallel workers)"
+    )
+
+
+def refuse_gpu_trials_without_gpu(config, dists) -> None:
+    """``trainer=gpu`` on a machine with no CUDA GPU: every trial failed the same way until max_failures."""
+    accelerator = (config.get("trainer") or {}).get("accelerator", "cpu")
+    if "trainer" not in dists and missing_cuda(accelerator):  # a swept trainer may still pick cpu
+        raise MasklabError(
+            f"trainer.accelerator={accelerator}: no CUDA GPU is visible here, so no trial could run; "
+            "use trainer=cpu (or trainer.accelerator=auto)"
+        )

@@ -1,7 +1,8 @@
-"""The job side of a sweep: the trial a training run belongs to, and the Lightning pruning bridge.
+"""The job side of a sweep: the trial a training run belongs to, what it reports to the pruner, and what a trial
+cannot be.
 
-The sweeper passes ``sweep.{study,storage,trial_id,parent_run_id}`` as overrides, so a trial finds
-its Optuna trial whether the launcher runs it in this process or elsewhere.
+The sweeper passes ``sweep.{study,storage,trial_id,parent_run_id,stop_epoch}`` as overrides (the storage's password
+masked, revealed from this process's environment), so a trial finds its Optuna trial wherever it runs.
 """
 
 from __future__ import annotations
@@ -12,65 +13,43 @@ import lightning.pytorch as L
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from masklab.sweep import asha
-from masklab.sweep.study import StudySettingError, heartbeat, make_pruner, open_storage
+from masklab import MasklabError
+from masklab.sweep.schedulers import make_pruner
+from masklab.sweep.storage import trial_of
 
 
-def trial_of(s: DictConfig | None) -> tuple[optuna.Study, optuna.Trial] | tuple[None, None]:
-    """The Optuna trial the ``sweep`` node names (study, storage, trial_id), or none outside a sweep."""
-    if not s or s.get("trial_id") is None:
-        return None, None
-    storage = open_storage(s.storage)
-    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(s.study))
-    pruner = attrs.get("masklab_pruner")
-    study = optuna.load_study(
-        study_name=s.study, storage=storage, pruner=make_pruner(pruner["name"], pruner["kwargs"]) if pruner else None
-    )
-    return study, optuna.Trial(study, int(s.trial_id))
+class StudySettingError(MasklabError):
+    """A mistake in the study's own settings (not in the trial's sampled values): every trial would
+    fail the same way, so the sweeper stops the study at the first instead of at ``max_failures``."""
 
 
-def pruning_bridge(
-    study: optuna.Study, trial: optuna.Trial, optimized_metric: str, sweep: DictConfig | None = None
-) -> PruningBridge:
-    """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric);
-    ``sweep.stop_epoch``: asha's rung, where this trial pauses."""
+def pruning_signal(metric: str, mode: str | None, direction: str) -> dict:
+    """What a trial reports to its pruner: ``{"on": metric, "sign": +1 | -1}``. Optuna's pruners compare values in
+    the study's direction, so a metric watched the other way (``val/loss`` in a study that maximizes AP) is
+    reported negated. ``mode`` null: ``min`` for a metric named ``*loss*``, else ``max``."""
+    mode = mode or ("min" if "loss" in metric.rsplit("/", 1)[-1] else "max")
+    if mode not in ("min", "max"):
+        raise MasklabError(f"hydra.sweeper.prune_mode={mode!r}: choose min or max (how {metric} improves)")
+    return {"on": metric, "sign": 1 if (mode == "max") == (direction == "maximize") else -1}
+
+
+def pruning_bridge(study: optuna.Study, trial: optuna.Trial, optimized_metric: str, stop_epoch=None) -> PruningBridge:
+    """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric)."""
     signal = study.user_attrs.get("masklab_pruner", {})
-    return PruningBridge(
-        study,
-        trial,
-        signal.get("on") or optimized_metric,
-        signal.get("sign", 1),
-        objectives=signal.get("objectives", ()),
-        stop_epoch=sweep.get("stop_epoch") if sweep else None,
-    )
+    on, sign, objectives = signal.get("on") or optimized_metric, signal.get("sign", 1), signal.get("objectives", ())
+    return PruningBridge(study, trial, on, sign, objectives=objectives, stop_epoch=stop_epoch)
 
 
 class PruningBridge(L.Callback):
-    """Report ``metric`` (times ``sign``) to the trial after every validation epoch; stop training when
-    the pruner says so. ``sign`` -1 turns a lower-is-better metric (``val/loss``) into the study's direction.
+    """Report ``metric`` (times ``sign``) to the trial after every validation epoch; stop training when the pruner
+    says so, or at ``stop_epoch`` (ASHA's rung: paused). Stopping is graceful (``should_stop``): the MLflow run ends
+    FINISHED with ``trial_state=PRUNED``, and :meth:`finish` raises ``optuna.TrialPruned`` after ``fit``."""
 
-    Pruning stops the Trainer gracefully (``should_stop``) instead of raising inside Lightning, so the
-    MLflow run ends FINISHED with ``trial_state=PRUNED`` rather than FAILED; ``train.py`` raises
-    ``optuna.TrialPruned`` after ``fit`` returns.
-    """
-
-    def __init__(
-        self,
-        study: optuna.Study,
-        trial: optuna.Trial,
-        metric: str,
-        sign: int = 1,
-        objectives=(),
-        stop_epoch: int | None = None,
-    ):
+    def __init__(self, study, trial, metric: str, sign: int = 1, objectives=(), stop_epoch: int | None = None):
         self.study, self.trial, self.metric, self.sign = study, trial, metric, sign
-        self.objectives = list(
-            objectives
-        )  # checked at the first validation: a typo fails the trial now, not at its end
-        self.stop_epoch = stop_epoch  # asha: pause once this many epochs are trained (unless it is the last)
-        self.pruned_at: int | None = None
-        self.pruned_value: float | None = None
-        self.paused_at: int | None = None
+        self.objectives = list(objectives)  # checked at the first validation: a typo fails now, not at the end
+        self.stop_epoch = stop_epoch
+        self.pruned_at = self.pruned_value = self.paused_at = None
 
     @property
     def stopped(self) -> bool:
@@ -80,15 +59,12 @@ class PruningBridge(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.global_rank != 0:
             return
-        value = trainer.callback_metrics.get(self.metric)
-        heartbeat(self.study, self.trial._trial_id)
         logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
-        if value is None:
+        if (value := trainer.callback_metrics.get(self.metric)) is None:
             raise StudySettingError(
                 f"hydra.sweeper.prune_on={self.metric!r} is not logged by validation; choose one of {logged}"
             )
-        missing = [m for m in self.objectives if m not in trainer.callback_metrics]
-        if missing:
+        if missing := [m for m in self.objectives if m not in trainer.callback_metrics]:
             raise StudySettingError(
                 f"hydra.sweeper.objectives {missing} are not logged by validation; choose from {logged}"
             )
@@ -97,32 +73,26 @@ class PruningBridge(L.Callback):
             self.paused_at = epoch  # at a rung: its checkpoint waits for a promotion (masklab.sweep.asha)
             self.trial.set_user_attr("asha_paused", True)
             trainer.should_stop = True
-        if (
-            not math.isfinite(float(value)) or len(self.study.directions) > 1
-        ):  # Optuna prunes single-objective studies only
+        if not math.isfinite(float(value)) or len(self.study.directions) > 1:  # Optuna prunes one objective only
             return
         self.trial.report(self.sign * float(value), step=epoch)
-        if self.paused_at is not None:
-            return
-        if self.trial.should_prune():
-            self.pruned_at, self.pruned_value = trainer.current_epoch, float(value)
+        if self.paused_at is None and self.trial.should_prune():
+            self.pruned_at, self.pruned_value = epoch, float(value)
             trainer.should_stop = True
 
-
-def finish_trial(trial: optuna.Trial, bridge: PruningBridge, metrics: dict) -> None:
-    """Leave the final metrics on the trial (for several objectives); raise ``TrialPruned`` if it was pruned."""
-    trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
-    if bridge.paused_at is not None:
-        settings = asha.settings(trial.study.user_attrs.get("masklab_pruner", {}).get("kwargs"))
-        raise optuna.TrialPruned(
-            f"asha: paused after epoch {bridge.paused_at + 1}, resumed if in the top "
-            f"1/{settings['reduction_factor']} there"
-        )
-    if bridge.pruned_at is not None:
-        raise optuna.TrialPruned(
-            f"pruned by the {type(trial.study.pruner).__name__} after epoch {bridge.pruned_at} "
-            f"({bridge.metric} {bridge.pruned_value:.4g})"
-        )
+    def finish(self, metrics: dict) -> None:
+        """Leave the final metrics on the trial (for several objectives); raise ``TrialPruned`` if it stopped."""
+        self.trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
+        if self.paused_at is not None:
+            eta = self.study.user_attrs.get("masklab_pruner", {}).get("spec", {}).get("reduction_factor", 3)
+            raise optuna.TrialPruned(
+                f"asha: paused after epoch {self.paused_at + 1}, resumed if in the top 1/{eta} there"
+            )
+        if self.pruned_at is not None:
+            raise optuna.TrialPruned(
+                f"pruned by the {type(self.study.pruner).__name__} after epoch {self.pruned_at} "
+                f"({self.metric} {self.pruned_value:.4g})"
+            )
 
 
 class OptunaTrial(L.Callback):
@@ -135,12 +105,14 @@ class OptunaTrial(L.Callback):
         self.bridge: PruningBridge | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or self.bridge is not None or self.sweep.get("trial_id") is None:
+        s = self.sweep
+        if stage != "fit" or self.bridge is not None or s.get("trial_id") is None:
             return
-        study, trial = trial_of(self.sweep)
-        self.bridge = pruning_bridge(study, trial, self.metric, self.sweep)
-        run_id = getattr(trainer.logger, "run_id", None)
-        if run_id and trainer.is_global_zero:
+        study, trial = trial_of(s.study, s.storage, s.trial_id)
+        if spec := study.user_attrs.get("masklab_pruner", {}).get("spec"):
+            study.pruner = make_pruner(spec)  # the trial decides on pruning in its own process
+        self.bridge = pruning_bridge(study, trial, self.metric, s.get("stop_epoch"))
+        if (run_id := getattr(trainer.logger, "run_id", None)) and trainer.is_global_zero:
             trial.set_user_attr("mlflow_run_id", run_id)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -153,4 +125,4 @@ class OptunaTrial(L.Callback):
 
     def finish(self, metrics: dict) -> None:
         if self.bridge is not None:
-            finish_trial(self.bridge.trial, self.bridge, metrics)
+            self.bridge.finish(metrics)

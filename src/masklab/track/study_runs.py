@@ -1,58 +1,81 @@
 """A study in MLflow: one parent run per study, each trial's run its child, and the study's outcome at the end.
 
-One MLflow parent run per study (its id is kept in the study, so resumed sessions and parallel
-workers share it); each trial's own run is its child (``mlflow.parentRunId``, set by ``train.py``)
-and gets tags ``trial_number``, ``trial_state`` (COMPLETE / PRUNED / FAIL), ``fail_reason`` and
-``sampled.<param>``. At the end the parent gets the best value and params and the files of
-:mod:`masklab.sweep.outcome`.
+One MLflow parent run per study (its id is kept in the study, so resumed sessions and parallel workers share
+it; it is created under the storage's lock and found again by the study's uid, so a worker killed right after
+creating it leaves no second one); each trial's own run is its child (``mlflow.parentRunId``, set by
+``train.py``) and gets tags ``trial_number``, ``trial_state`` (COMPLETE / PRUNED / FAIL), ``fail_reason`` and
+``sampled.<param>``. A trial whose worker died gets its run ended FAILED by whichever worker notices. At the end
+the parent gets the best value and params and the files of :mod:`masklab.track.outcome`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from masklab.secrets import mask
+from masklab.track.outcome import retrain_command, save_plots, summary_table, write_best_params
+
 log = logging.getLogger("masklab.sweep")
 
 
-from masklab.sweep.outcome import retrain_command, save_plots, summary_table, write_best_params
-
-
 class Tracker:
-    def __init__(self, cfg: DictConfig, study: optuna.Study, sweep_dir: Path, fixed: list[str]):
-        self.cfg, self.study, self.sweep_dir, self.fixed = cfg, study, Path(sweep_dir), list(fixed)
+    def __init__(self, cfg: DictConfig, store, sweep_dir: Path, fixed: list[str]):
+        self.cfg, self.store, self.study = cfg, store, store.study
+        self.sweep_dir, self.fixed = Path(sweep_dir), list(fixed)
         self.client, self.parent_id = None, None
-        if cfg.logger.get("_target_"):
-            self._open_parent()
 
-    def _open_parent(self) -> None:
+    def open_parent(self) -> None:
+        """The study's parent run: the known one, else one created now (call it under the storage's lock)."""
+        if not self.cfg.logger.get("_target_"):
+            return
         from mlflow import MlflowClient
 
-        from masklab.track.mlflow_utils import experiment_id
+        from masklab.track.mlflow_utils import ensure_store, experiment_id
 
         uri = self.cfg.paths.tracking_uri
+        ensure_store(uri)
         self.client = MlflowClient(uri)
         exp_id = experiment_id(self.client, self.cfg.experiment_name)
+        uid = self.study.user_attrs.get("masklab_uid") or uuid.uuid4().hex
+        self.study.set_user_attr("masklab_uid", uid)
         known = self.study.user_attrs.get("mlflow_parent_run_id")
+        if not known:  # created by a worker killed before it could record it
+            found = self.client.search_runs([exp_id], f"tags.study_uid = '{uid}'", max_results=1)
+            known = found[0].info.run_id if found else None
         if known:
             self.parent_id = known
             self.client.update_run(known, status="RUNNING")
-            return
-        run = self.client.create_run(
-            exp_id,
-            run_name=f"study-{self.study.study_name}",
-            tags={"masklab.role": "study", "study": self.study.study_name},
-        )
-        self.parent_id = run.info.run_id
+        else:
+            tags = {"masklab.role": "study", "study": self.study.study_name, "study_uid": uid}
+            self.parent_id = self.client.create_run(
+                exp_id, run_name=f"study-{self.study.study_name}", tags=tags
+            ).info.run_id
+            sweeper = self.cfg.hydra.sweeper
+            for key in ("sampler", "seed", "pruner", "n_trials", "max_failures"):
+                self.client.log_param(self.parent_id, f"sweeper.{key}", mask(str(sweeper.get(key))))
         self.study.set_user_attr("mlflow_parent_run_id", self.parent_id)
-        sweeper = self.cfg.hydra.sweeper
-        for key in ("sampler", "seed", "pruner", "n_trials", "max_failures"):
-            self.client.log_param(self.parent_id, f"sweeper.{key}", sweeper.get(key))
+
+    def dead_run(self, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+        """End the MLflow run of a trial whose worker died: FAILED, with ``trial_state`` and ``fail_reason``."""
+        if not self.client:
+            return
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id is None:  # killed before its run was recorded on the trial: find it by its tags
+            query = f"tags.mlflow.parentRunId = '{self.parent_id}' and tags.trial_number = '{trial.number}'"
+            exp_id = self.client.get_run(self.parent_id).info.experiment_id
+            found = self.client.search_runs([exp_id], query + " and attributes.status = 'RUNNING'", max_results=1)
+            run_id = found[0].info.run_id if found else None
+        if run_id:
+            for k, v in {"trial_number": str(trial.number), "trial_state": "FAIL", "fail_reason": reason}.items():
+                self.client.set_tag(run_id, k, v)
+            self.client.set_terminated(run_id, status="FAILED")
 
     def repeat_run(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
         """A child run for a trial that repeats ``earlier``'s parameters and was not trained: its params and final
@@ -82,11 +105,8 @@ class Tracker:
         self.client.set_terminated(run.info.run_id, status="FINISHED")
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
 
-    def _child(self, trial_id: int) -> str | None:
-        return self.study._storage.get_trial(trial_id).user_attrs.get("mlflow_run_id")
-
     def after_trial(self, trial: optuna.Trial, state: TrialState, reason: str) -> TrialState:
-        frozen = self.study._storage.get_trial(trial._trial_id)
+        frozen = self.store.frozen(trial)
         # a PRUNED trial's value is Optuna's last reported pruning signal (maybe -val/loss): its reason says it
         value = frozen.values[0] if frozen.values and state == TrialState.COMPLETE else None
         log.info(
@@ -96,7 +116,7 @@ class Tracker:
             f" value={value:.4f}" if value is not None else "",
             f" ({reason})" if reason else "",
         )
-        run_id = self._child(trial._trial_id)
+        run_id = frozen.user_attrs.get("mlflow_run_id")
         if self.client and run_id:
             tags = {
                 "trial_number": str(trial.number),

@@ -1,0 +1,212 @@
+"""The study's storage: the one truth a sweep's workers share, and the one module that calls Optuna's storage.
+
+Workers (processes on one machine or on several) share the storage and nothing else (ASHA adds a checkpoint
+folder, :mod:`masklab.sweep.schedulers`). What they must agree on is decided in it:
+
+- **the budget and trial numbers**: a worker counts the trials and asks for one while it holds the storage's
+  lock (a PostgreSQL advisory lock, MySQL's ``GET_LOCK``, a file lock beside a SQLite or journal file); creating
+  the tables, the study and the MLflow parent run happens under it too (workers may start together);
+- **liveness**: a trial records its owner (host, pid, process start) when it is asked for, under the lock, and a
+  background thread of its worker writes its heartbeat every ``heartbeat_s``. Any live worker fails a RUNNING
+  trial whose owner on its own host is gone (at once), whose heartbeat is older than ``stale_after_s`` (another
+  host), or that has no owner while the lock is held (its worker died between asking and recording itself).
+  Optuna's own heartbeat exists for RDB storages only; this one serves the journal file too. It compares clocks
+  of different machines: keep them synchronised (NTP) to well under ``stale_after_s``.
+
+Attributes kept in the storage. Study: ``masklab_pruner`` (what trials rebuild their pruner and signal from),
+``mlflow_parent_run_id``, ``masklab_sessions``. Trial: ``masklab_owner`` {host, pid, start},
+``masklab_heartbeat``, ``fixed``, ``same_as``, ``note``, ``metrics``, ``mlflow_run_id``, ``fail_reason``,
+``prune_reason``, ``asha_root``, ``asha_rung``, ``asha_paused``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import optuna
+from filelock import FileLock
+from optuna.trial import FrozenTrial, TrialState
+
+from masklab import MasklabError
+from masklab.secrets import mask, reveal
+
+log = logging.getLogger("masklab.sweep")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+WORKER_DIED = "worker died (killed or crashed) mid-trial"
+NO_OWNER = "its worker died between asking for it and starting it"
+_LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks take milliseconds
+
+
+def hostname() -> str:
+    """This machine's name (``MASKLAB_HOSTNAME`` overrides it: several 'machines' on one host in tests)."""
+    return os.environ.get("MASKLAB_HOSTNAME") or socket.gethostname()
+
+
+def scheme(spec: str) -> str:
+    return spec.split(":", 1)[0].split("+", 1)[0]
+
+
+def shared(spec: str) -> bool:
+    """A storage workers on several machines reach (a database server, not a file)."""
+    return scheme(spec) in ("postgresql", "mysql")
+
+
+def open_storage(spec: str) -> optuna.storages.BaseStorage:
+    spec = reveal(spec)
+    if spec.startswith("journal:"):
+        path = Path(spec[len("journal:") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = optuna.storages.journal.JournalFileOpenLock(str(path))
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock))
+    try:
+        return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True})
+    except Exception as exc:  # sqlalchemy: unparsable URL, missing driver, unreachable server
+        raise _cannot_open(spec, exc) from None
+
+
+def _cannot_open(spec: str, exc: Exception) -> MasklabError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = ' (pip install -e ".[distributed]")' if "import" in first.lower() else ""
+    return MasklabError(
+        f"hydra.sweeper.storage={mask(spec)}: Optuna cannot open it ({mask(first)}){hint}; give journal:<file> "
+        "or a database URL such as sqlite:///optuna.db or postgresql://user@host/db (password: see README)"
+    )
+
+
+@contextlib.contextmanager
+def lock(spec: str, sweep_dir: Path):
+    """The storage's lock: held while counting and asking, creating the study or the MLflow parent run."""
+    spec = reveal(spec)
+    if shared(spec):
+        import sqlalchemy
+
+        take, drop = {
+            "postgresql": ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)"),
+            "mysql": ("SELECT GET_LOCK(CAST(:k AS CHAR), 600)", "SELECT RELEASE_LOCK(CAST(:k AS CHAR))"),
+        }[scheme(spec)]
+        try:
+            engine = sqlalchemy.create_engine(spec, poolclass=sqlalchemy.pool.NullPool)  # closing frees the lock
+            conn = engine.connect()
+        except Exception as exc:
+            raise _cannot_open(spec, exc) from None
+        with conn:
+            conn.execute(sqlalchemy.text(take), {"k": _LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text(drop), {"k": _LOCK_KEY})
+        engine.dispose()
+        return
+    # not "<journal>.lock": that name is Optuna's own lock of the journal file
+    local = spec[len("journal:") :] if spec.startswith("journal:") else spec.removeprefix("sqlite:///")
+    path = Path(f"{local}.masklab-lock") if local and local != spec else Path(sweep_dir) / "optuna.masklab-lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path), timeout=600):
+        yield
+
+
+def _process_start(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+class Store:
+    """One worker's handle on the study: ask under the lock, tell, attributes, liveness."""
+
+    def __init__(self, spec: str, sweep_dir: Path, stale_after_s: float, on_dead=None, **study_kwargs):
+        self.spec, self.sweep_dir, self.stale_after_s = spec, Path(sweep_dir), float(stale_after_s)
+        self.on_dead = on_dead or (lambda trial, reason: None)  # e.g. end the trial's MLflow run
+        with self.lock():  # PostgreSQL: workers creating the tables together collide (UniqueViolation)
+            self.study = optuna.create_study(storage=open_storage(spec), load_if_exists=True, **study_kwargs)
+        self.current: optuna.Trial | None = None
+
+    def lock(self):
+        return lock(self.spec, self.sweep_dir)
+
+    def trials(self, *states: TrialState) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=states or None)
+
+    def frozen(self, trial: optuna.Trial) -> FrozenTrial:
+        """The trial as the storage has it now (what its job wrote)."""
+        return next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
+
+    def ask(self, dists: dict, params: dict | None = None, **attrs) -> optuna.Trial:
+        """A new trial (``params``: an enqueued one with these values), owned by this worker. Hold the lock."""
+        if params is not None:
+            self.study.enqueue_trial(params, skip_if_exists=False, user_attrs=attrs)
+        trial = self.study.ask(dists)
+        own = {"host": hostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+        trial.set_user_attr("masklab_owner", own)
+        trial.set_user_attr("masklab_heartbeat", time.time())
+        self.current = trial
+        return trial
+
+    def tell(self, trial: optuna.Trial, values=None, state: TrialState | None = None, **attrs) -> None:
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        self.study.tell(trial, values, state=state)
+        self.current = None
+
+    def trial_id(self, trial: optuna.Trial) -> int:
+        return trial._trial_id  # how a job finds its trial (trial_of)
+
+    # ---- liveness ----------------------------------------------------------------------------------
+    def dead(self, t: FrozenTrial, with_lock: bool) -> str | None:
+        """Why RUNNING trial ``t``'s worker is gone, or None while it may be alive."""
+        own, beat = t.user_attrs.get("masklab_owner"), t.user_attrs.get("masklab_heartbeat")
+        if own is None:  # asked for and owned under the lock: none is ownerless while we hold it
+            return NO_OWNER if with_lock else None
+        if own["host"] == hostname():
+            start = _process_start(int(own["pid"]))
+            return WORKER_DIED if start is None or abs(start - (own.get("start") or start)) > 1 else None
+        return WORKER_DIED if time.time() - float(beat or 0) > self.stale_after_s else None
+
+    def fail_dead(self, with_lock: bool = True) -> list[FrozenTrial]:
+        """Fail the RUNNING trials whose worker is gone; return the trials as they are then."""
+        for t in self.trials(TrialState.RUNNING):
+            reason = self.dead(t, with_lock)
+            if reason is None:
+                continue
+            with contextlib.suppress(Exception):  # another worker may have failed it just now
+                self.study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+                self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                log.warning("trial %d was left RUNNING (%s): marked FAIL", t.number, reason)
+                self.on_dead(t, reason)
+        return self.trials()
+
+    @contextlib.contextmanager
+    def heartbeat(self, every_s: float):
+        """A thread that, every ``every_s`` seconds, writes the current trial's heartbeat and fails dead ones."""
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(every_s):
+                with contextlib.suppress(Exception):  # a trial told meanwhile; a storage hiccup: next beat
+                    if (trial := self.current) is not None:
+                        trial.set_user_attr("masklab_heartbeat", time.time())
+                    self.fail_dead(with_lock=False)
+
+        thread = threading.Thread(target=beat, name="masklab-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=every_s + 5)
+
+
+def trial_of(study_name: str, spec: str, trial_id: int) -> tuple[optuna.Study, optuna.Trial]:
+    """A job's own trial (in the launcher's process or another)."""
+    study = optuna.load_study(study_name=study_name, storage=open_storage(spec))
+    return study, optuna.Trial(study, int(trial_id))
