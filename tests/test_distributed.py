@@ -1,0 +1,172 @@
+"""A study on several machines, for real: a PostgreSQL storage and an ``mlflow server`` on 127.0.0.1, and two
+'machines' emulated as processes with their own hostname (``MASKLAB_HOSTNAME``) and project folder, which share
+only the database, the tracking server and (for ASHA) a checkpoint folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY
+from helpers.services import PASSWORD, MlflowServer, Postgres, pg_bin
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("services")]  # one cluster and server for the module
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run installs it)")
+    pytest.importorskip("psycopg", reason='the database driver: pip install -e ".[dev,distributed]"')
+    root = tmp_path_factory.mktemp("services")
+    pg = Postgres().start()
+    server = None
+    try:
+        server = MlflowServer(pg.database("mlflow"), root / "mlflow").wait()
+        yield pg, server
+    finally:
+        if server:
+            server.stop()
+        pg.stop()
+
+
+def worker(tmp_path: Path, host: str, mlflow_uri: str, storage: str, *overrides: str, n_trials: int):
+    """One machine's ``train.py -m`` on the shared study: its own folder and hostname; the password given on the
+    command line on machine a, through an environment variable (as the README says) on the others."""
+    env = {**os.environ, "MASKLAB_HOSTNAME": host, "MLFLOW_TRACKING_URI": mlflow_uri, "OPTUNA_STORAGE": storage}
+    given = storage if host == "a" else "${oc.env:OPTUNA_STORAGE}"
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna",
+           *[o for o in TINY if not o.startswith("logger=")], "logger=mlflow", f"paths.root_dir={tmp_path / host}",
+           "experiment_name=d", "hparams_search=none", "optimizer.lr=tag(log,interval(0.001,0.05))",
+           f"hydra.sweeper.storage='{given}'", f"hydra.sweeper.n_trials={n_trials}", *overrides]  # fmt: skip
+    log = (tmp_path / f"{host}.log").open("w")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(tmp_path: Path, procs: dict, timeout: float = 600) -> dict[str, str]:
+    for p in procs.values():
+        p.wait(timeout=timeout)
+    logs = {host: (tmp_path / f"{host}.log").read_text() for host in procs}
+    for host, p in procs.items():
+        if p.returncode not in (0, -signal.SIGKILL):  # shown under "Captured stdout"
+            print(f"--- machine {host} exited {p.returncode}:\n{logs[host][-6000:]}")
+    return logs
+
+
+def study_of(url: str):
+    import optuna
+
+    # the workers create the tables (under their lock); the test only reads them
+    return optuna.load_study(study_name="d", storage=optuna.storages.RDBStorage(url, skip_table_creation=True))
+
+
+def trials_now(url: str) -> list:
+    """The study's trials, or none while the workers have not created it yet."""
+    try:
+        return study_of(url).get_trials(deepcopy=False)
+    except Exception:  # no tables yet (ProgrammingError), no study yet (KeyError)
+        return []
+
+
+def assert_no_password(pg: Postgres, server: MlflowServer, tmp_path: Path, logs: dict) -> None:
+    from mlflow import MlflowClient
+
+    for host, text in logs.items():
+        assert PASSWORD not in text, f"machine {host}'s console"
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
+    assert not leaks, f"files with the password: {leaks}"  # outputs/, multirun/ (.hydra/*.yaml, logs, checkpoints)
+    client = MlflowClient(server.uri)
+    for run in client.search_runs([e.experiment_id for e in client.search_experiments()]):
+        assert PASSWORD not in str(run.data.params) + str(run.data.tags), run.info.run_name
+    assert "***@127.0.0.1" in str(client.search_runs([client.get_experiment_by_name("d").experiment_id]))
+    for db in ("mlflow", *[d for d in pg.sql("SELECT datname FROM pg_database").split() if d.startswith("optuna")]):
+        assert PASSWORD not in pg.dump(db), f"database {db}"
+    artifacts = [p for p in (server.root / "artifacts").rglob("*") if p.is_file()]
+    assert artifacts and not [p for p in artifacts if PASSWORD.encode() in p.read_bytes()]
+
+
+def test_two_machines_with_the_default_pruner_share_one_budget_and_no_password(services, tmp_path):
+    from mlflow import MlflowClient
+
+    pg, server = services
+    url = pg.database("optuna_asha")  # empty: both machines create the tables at once
+    shared_ckpt = tmp_path / "shared-checkpoints"  # ASHA resumes a paused trial on whichever machine asks first
+    args = ["schedule.epochs=2", "hydra.sweeper.pruner_kwargs={min_resource:1,reduction_factor:2}",
+            "hydra.sweeper.prune_on=val/loss", f"hydra.sweeper.checkpoint_dir={shared_ckpt}"]  # fmt: skip
+    procs = {h: worker(tmp_path, h, server.uri, url, *args, n_trials=4) for h in ("a", "b")}
+    logs = finish(tmp_path, procs)
+    assert [p.returncode for p in procs.values()] == [0, 0]
+    trials = study_of(url).trials
+    configurations = [t for t in trials if t.user_attrs["asha_rung"] == 0]
+    assert len(configurations) == 4 and not [t for t in trials if t.state.name not in ("COMPLETE", "PRUNED")]
+    assert {t.user_attrs["masklab_owner"]["host"] for t in trials} == {"a", "b"}  # both machines worked
+    assert len(trials) > 4  # promotions ran, from the shared checkpoint folder
+    client = MlflowClient(server.uri)
+    runs = client.search_runs([client.get_experiment_by_name("d").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("masklab.role") == "study"]
+    assert len(parents) == 1 and len(runs) == 1 + 4  # one parent, one run per configuration
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert "UniqueViolation" not in "".join(logs.values())
+    assert_no_password(pg, server, tmp_path, logs)
+
+
+def test_a_killed_machine_s_trial_fails_within_the_bound_and_the_study_completes(services, tmp_path):
+    from mlflow import MlflowClient
+
+    pg, server = services
+    url = pg.database("optuna_kill")
+    stale, beat = 8, 1
+    args = ["schedule.epochs=3", "data.train.num_images=8", "hydra.sweeper.pruner=none",
+            f"hydra.sweeper.stale_after_s={stale}", f"hydra.sweeper.heartbeat_s={beat}"]  # fmt: skip
+    procs = {h: worker(tmp_path, h, server.uri, url, *args, n_trials=3) for h in ("a", "b")}
+    victim, end = None, time.time() + 300
+    while victim is None and time.time() < end:  # b's trial, once it trains (its MLflow run recorded)
+        time.sleep(0.5)
+        running = [t for t in trials_now(url) if t.state.name == "RUNNING"]
+        victim = next((t for t in running if t.user_attrs.get("masklab_owner", {}).get("host") == "b"
+                       and "mlflow_run_id" in t.user_attrs), None)  # fmt: skip
+    assert victim is not None, "machine b never ran a trial"
+    os.killpg(procs["b"].pid, signal.SIGKILL)
+    killed = time.time()
+    while study_of(url).trials[victim.number].state.name == "RUNNING" and time.time() - killed < 120:
+        time.sleep(0.25)
+    took = time.time() - killed
+    logs = finish(tmp_path, procs)
+    assert took <= stale + beat + 3, f"FAIL {took:.1f} s after the kill (bound: stale_after_s + heartbeat_s)"
+    assert procs["a"].returncode == 0
+    trials = study_of(url).trials
+    failed = trials[victim.number]
+    assert failed.state.name == "FAIL" and "worker died" in failed.user_attrs["fail_reason"]
+    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3 + ["FAIL"]  # a ran one more: n_trials met
+    client = MlflowClient(server.uri)
+    run = client.get_run(failed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["trial_state"] == "FAIL"
+    assert "worker died" in run.data.tags["fail_reason"]
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"  # the survivor ended the study's run
+    assert PASSWORD not in logs["a"]
+
+
+def test_asha_across_machines_needs_a_shared_checkpoint_folder_and_errors_hide_the_password(services, tmp_path):
+    pg, server = services
+    url = pg.database("optuna_refuse")
+    proc = worker(tmp_path, "a", server.uri, url, "schedule.epochs=4", n_trials=2)
+    logs = finish(tmp_path, {"a": proc})
+    assert proc.returncode == 1
+    assert logs["a"].strip().splitlines()[-1] == (
+        "error: hydra.sweeper.pruner=asha on postgresql storage: any machine may resume a paused trial, so its "
+        "checkpoint must be where every machine sees it: give hydra.sweeper.checkpoint_dir=<shared folder or "
+        "fsspec URL>, or choose another pruner (e.g. hydra.sweeper.pruner=median)"
+    )
+    wrong = url.replace(f":{pg.port}/", f":{pg.port}/nosuchdb_")  # the server refuses it: the error names the URL
+    proc = worker(tmp_path, "a", server.uri, wrong, "hydra.sweeper.pruner=median", n_trials=1)
+    logs = finish(tmp_path, {"a": proc})
+    last = logs["a"].strip().splitlines()[-1]
+    assert proc.returncode == 1 and last.startswith("error: hydra.sweeper.storage=postgresql://ml:***@127.0.0.1")
+    assert PASSWORD not in logs["a"]
