@@ -17,7 +17,12 @@ from masklab.sweep.space import parse
 
 CONFIG_OF = {"train": "config", "prepare": "prepare", "evaluate": "evaluate", "predict": "predict", "report": "report"}
 #: commands run elsewhere (the test or CI that runs each)
-ELSEWHERE = {"pip": ".ci/run", "mlflow": "tests/test_mlflow_ui.py", "dvc": "tests/test_dvc.py"}
+ELSEWHERE = {
+    "pip": ".ci/run",
+    "mlflow": "tests/test_mlflow_ui.py",
+    "dvc": "tests/test_dvc.py",
+    "export": "tests/test_distributed.py",  # the several-machines setup: its tests run those services and commands
+}
 SWEEP = re.compile(r"^[\w./@+~-]+=(choice|range|interval|tag)\(|^[\w./]+=[^=]*,[^=]*$")
 
 
