@@ -200,3 +200,30 @@ def test_asha_with_two_objectives_trains_every_trial_in_full(tmp_path):
     assert "(hydra.sweeper.pruner=asha has no effect)" in proc.stdout + proc.stderr
     rows = (tmp_path / "multirun" / "s" / "s" / "0" / "history.csv").read_text().splitlines()
     assert len(rows) == 1 + 2  # both epochs trained
+
+
+def test_a_shared_checkpoint_dir_holds_a_configuration_s_checkpoints_and_resumes_from_an_fsspec_url(tmp_path):
+    import fsspec
+
+    from masklab.track.resume import resume_checkpoint
+
+    asha = Asha(min_resource=1, reduction_factor=2)
+    asha.start(4, tmp_path / "sweep", "st", "memory://ckpt")
+    assert asha.overrides({"asha_root": 5, "asha_rung": 0}, 5) == [
+        "sweep.stop_epoch=1",
+        "callbacks.best_checkpoint.dirpath='memory://ckpt/st/5'",
+        "callbacks.last_checkpoint.dirpath='memory://ckpt/st/5'",
+    ]
+    resumed = asha.overrides({"asha_root": 5, "asha_rung": 1}, 7)
+    assert resumed[-2:] == ["hydra.sweep.subdir=5", "resume='memory://ckpt/st/5/last.ckpt'"]
+    with pytest.raises(MasklabError, match="no such checkpoint file"):
+        resume_checkpoint("memory://ckpt/st/5/last.ckpt", tmp_path)
+    with fsspec.open("memory://ckpt/st/5/last.ckpt", "wb") as f:
+        f.write(b"x")
+    assert resume_checkpoint("memory://ckpt/st/5/last.ckpt", tmp_path) == "memory://ckpt/st/5/last.ckpt"
+    # without checkpoint_dir the checkpoints stay in the configuration's folder of the sweep (one machine)
+    local = Asha(min_resource=1, reduction_factor=2)
+    local.start(4, tmp_path / "sweep", "st", None)
+    assert (
+        local.overrides({"asha_root": 5, "asha_rung": 1}, 7)[-1] == f"resume='{tmp_path}/sweep/5/checkpoints/last.ckpt'"
+    )

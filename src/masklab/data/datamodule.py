@@ -15,13 +15,14 @@ from masklab.data.auto import resolved
 from masklab.data.dataset import CocoDataset
 from masklab.data.transforms import Augment, CapInstances, Compose, ScaleCrop, to_tensor
 from masklab.model.schedules import SIZES as SCHEDULE_SIZES
+from masklab.paths import load_checkpoint
 
 
 def resumed_epoch(ckpt_path: str | None) -> int:
     """The epoch a run resumed from ``ckpt_path`` starts at (epochs the checkpoint finished); 0 without one."""
     if not ckpt_path:
         return 0
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    ckpt = load_checkpoint(ckpt_path)
     return int(
         ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed", 0)
     )

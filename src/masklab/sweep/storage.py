@@ -92,17 +92,16 @@ def lock(spec: str, sweep_dir: Path):
             "mysql": ("SELECT GET_LOCK(CAST(:k AS CHAR), 600)", "SELECT RELEASE_LOCK(CAST(:k AS CHAR))"),
         }[scheme(spec)]
         try:
-            engine = sqlalchemy.create_engine(spec, poolclass=sqlalchemy.pool.NullPool)  # closing frees the lock
-            conn = engine.connect()
+            conn = _engine(spec).connect()
         except Exception as exc:
             raise _cannot_open(spec, exc) from None
-        with conn:
+        with conn:  # a dead process's connection closes, and the server frees its lock
             conn.execute(sqlalchemy.text(take), {"k": _LOCK_KEY})
             try:
                 yield
             finally:
                 conn.execute(sqlalchemy.text(drop), {"k": _LOCK_KEY})
-        engine.dispose()
+                conn.commit()
         return
     # not "<journal>.lock": that name is Optuna's own lock of the journal file
     local = spec[len("journal:") :] if spec.startswith("journal:") else spec.removeprefix("sqlite:///")
@@ -110,6 +109,18 @@ def lock(spec: str, sweep_dir: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path), timeout=600):
         yield
+
+
+_ENGINES: dict = {}
+
+
+def _engine(spec: str):
+    """One small connection pool per database for the lock (a new connection costs a password handshake)."""
+    import sqlalchemy
+
+    if spec not in _ENGINES:
+        _ENGINES[spec] = sqlalchemy.create_engine(spec, pool_size=1, max_overflow=1, pool_pre_ping=True)
+    return _ENGINES[spec]
 
 
 def _process_start(pid: int) -> float | None:
@@ -147,8 +158,7 @@ class Store:
             self.study.enqueue_trial(params, skip_if_exists=False, user_attrs=attrs)
         trial = self.study.ask(dists)
         own = {"host": hostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
-        trial.set_user_attr("masklab_owner", own)
-        trial.set_user_attr("masklab_heartbeat", time.time())
+        trial.set_user_attr("masklab_owner", own)  # its heartbeat counts from its start until the first beat
         self.current = trial
         return trial
 
@@ -170,20 +180,22 @@ class Store:
         if own["host"] == hostname():
             start = _process_start(int(own["pid"]))
             return WORKER_DIED if start is None or abs(start - (own.get("start") or start)) > 1 else None
-        return WORKER_DIED if time.time() - float(beat or 0) > self.stale_after_s else None
+        beat = beat or (t.datetime_start.timestamp() if t.datetime_start else time.time())
+        return WORKER_DIED if time.time() - float(beat) > self.stale_after_s else None
 
     def fail_dead(self, with_lock: bool = True) -> list[FrozenTrial]:
         """Fail the RUNNING trials whose worker is gone; return the trials as they are then."""
-        for t in self.trials(TrialState.RUNNING):
-            reason = self.dead(t, with_lock)
-            if reason is None:
+        trials, failed = self.trials(), False
+        for t in trials:
+            if t.state != TrialState.RUNNING or (reason := self.dead(t, with_lock)) is None:
                 continue
+            failed = True
             with contextlib.suppress(Exception):  # another worker may have failed it just now
                 self.study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
                 self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                 log.warning("trial %d was left RUNNING (%s): marked FAIL", t.number, reason)
                 self.on_dead(t, reason)
-        return self.trials()
+        return self.trials() if failed else trials
 
     @contextlib.contextmanager
     def heartbeat(self, every_s: float):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from masklab import MasklabError
+from masklab.paths import load_checkpoint
 
 
 def resume_checkpoint(resume, experiment_dir: Path) -> str | None:
@@ -21,7 +21,13 @@ def resume_checkpoint(resume, experiment_dir: Path) -> str | None:
                 f"resume=true: no */checkpoints/last.ckpt under {experiment_dir}; give resume=/path/to/last.ckpt"
             )
         return str(found[-1])
-    if not Path(resume).is_file():
+    if "://" in str(resume):  # an fsspec URL (a sweep's shared checkpoint_dir: s3://, gs://, memory://)
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(str(resume))
+        if not fs.isfile(path):
+            raise MasklabError(f"resume={resume}: no such checkpoint file")
+    elif not Path(resume).is_file():
         raise MasklabError(f"resume={resume}: no such checkpoint file")
     return str(resume)
 
@@ -32,7 +38,7 @@ def check_resumable(ckpt_path: str, module, cfg: DictConfig) -> str | None:
     (backbone, widths, anchors, classes) failed deep inside Lightning with a page of size mismatches, and
     one of another optimizer with ``KeyError: 'step'``: one line instead, naming the settings that differ."""
     # memory-mapped: only shapes are compared (an r50 checkpoint with optimizer state is ~0.5 GB)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    ckpt = load_checkpoint(ckpt_path)
     hp = ckpt.get("hyper_parameters") or {}
     trained = OmegaConf.create(hp.get("cfg") or {})
     own, theirs = module.state_dict(), ckpt.get("state_dict") or {}

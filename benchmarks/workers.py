@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""Sweep workers on one study: what the shared storage costs them, PostgreSQL vs Optuna's journal file.
+
+Each worker is a process running the sweeper's own ask (count and ask under the storage's lock, failing dead
+trials), its heartbeat thread and its tell, around a "tiny trial" that sleeps ``--trial-s`` seconds instead of
+training (the storage's cost does not depend on what a trial does). Printed side by side, for 1, 2 and 8 workers:
+wall time, trials per minute, and the share of each worker's wall time spent in storage calls on its own path
+(ask with the lock's wait, tell; the heartbeat thread runs beside it), median ask. Target: that share < 2 %.
+
+    python benchmarks/workers.py                          # journal and a throwaway PostgreSQL (if installed)
+    python benchmarks/workers.py --workers 1 2 --trials 8 --trial-s 1 --storage journal
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def worker(spec: str, folder: str, n_trials: int, trial_s: float, out) -> None:
+    import optuna
+
+    from masklab.sweep.schedulers import Scheduler
+    from masklab.sweep.storage import Store
+    from masklab.sweep.sweeper import OptunaSweeperBase, Session
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = Store(spec, Path(folder), stale_after_s=120, study_name="bench", direction="maximize")
+    dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    session = Session(store, Scheduler(), None, dists, [], [], ["v"], n_trials, spec)
+    sweeper = object.__new__(OptunaSweeperBase)
+    sweeper.duplicates, sweeper.study_name = "train", "bench"
+    asks, tells, done, start = [], [], 0, time.time()
+    with store.heartbeat(1.0):
+        while True:
+            t0 = time.perf_counter()
+            trial = sweeper._ask(session)
+            asks.append(time.perf_counter() - t0)
+            if trial is None:
+                break
+            if isinstance(trial, str):  # others' trials still run
+                time.sleep(0.2)
+                continue
+            time.sleep(trial_s)  # the trial
+            t0 = time.perf_counter()
+            store.tell(trial, trial.params["x"])
+            tells.append(time.perf_counter() - t0)
+            done += 1
+    out.put({"start": start, "end": time.time(), "asks": asks, "tells": tells, "done": done})
+
+
+def run(spec: str, folder: Path, workers: int, n_trials: int, trial_s: float) -> dict:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(spec, str(folder), n_trials, trial_s, out)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join()
+    wall = max(r["end"] for r in results) - min(r["start"] for r in results)  # the loops, not process start-up
+    storage = [sum(r["asks"]) + sum(r["tells"]) for r in results]
+    return {
+        "trials": sum(r["done"] for r in results),
+        "wall": wall,
+        "per_min": sum(r["done"] for r in results) / wall * 60,
+        "share": max(s / (r["end"] - r["start"]) for s, r in zip(storage, results)),
+        "ask_ms": statistics.median([a for r in results for a in r["asks"]]) * 1000,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 8])
+    ap.add_argument("--trials", type=int, default=16, help="n_trials of each study")
+    ap.add_argument("--trial-s", type=float, default=5.0, help="seconds one tiny trial takes")
+    ap.add_argument("--storage", nargs="+", default=["journal", "postgresql"], choices=["journal", "postgresql"])
+    args = ap.parse_args()
+    from helpers.services import Postgres, pg_bin
+
+    pg = Postgres().start() if "postgresql" in args.storage and pg_bin() else None
+    if "postgresql" in args.storage and pg is None:
+        print("PostgreSQL is not installed (apt-get install postgresql): journal only")
+    print(f"{args.trials} tiny trials of {args.trial_s} s per study; storage share = the largest of any worker")
+    print(
+        f"{'storage':<11} {'workers':>7} {'trials':>6} {'wall s':>7} {'trials/min':>10} {'storage %':>9} {'ask ms':>7}"
+    )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for kind in [k for k in args.storage if k == "journal" or pg]:
+                for n in args.workers:
+                    folder = Path(tmp) / f"{kind}{n}"
+                    folder.mkdir()
+                    spec = f"journal:{folder}/optuna.journal" if kind == "journal" else pg.database(f"bench{n}")
+                    r = run(spec, folder, n, args.trials, args.trial_s)
+                    print(f"{kind:<11} {n:>7} {r['trials']:>6} {r['wall']:>7.1f} {r['per_min']:>10.1f} "
+                          f"{100 * r['share']:>8.2f}% {r['ask_ms']:>7.1f}")  # fmt: skip
+    finally:
+        if pg:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Kill points of a sweep on one machine that must recover on the next run, and passwords that must not leak."""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import SimpleNamespace
+
+import optuna
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from masklab.secrets import STORAGE_ENV, install, mask, reveal
+from masklab.sweep.storage import Store
+from masklab.track.mlflow_utils import ensure_store, flat_params
+from masklab.track.study_runs import Tracker
+
+
+def test_passwords_are_masked_in_urls_log_lines_and_mlflow_params(monkeypatch, caplog):
+    url = "postgresql://ml:s3cr%40t@db:5432/optuna"
+    assert mask(url) == "postgresql://ml:***@db:5432/optuna"
+    assert mask(f"storage='{url}' and http://u:p@mlflow:5000") == (
+        "storage='postgresql://ml:***@db:5432/optuna' and http://u:***@mlflow:5000"
+    )
+    assert mask("journal:/tmp/x.journal") == "journal:/tmp/x.journal" and mask("http://host:5000") == "http://host:5000"
+    monkeypatch.setenv(STORAGE_ENV, url)  # what the sweeper keeps for its trials
+    assert reveal(mask(url)) == url and reveal("sqlite:///other.db") == "sqlite:///other.db"
+    install()
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("any.library").warning("cannot connect to %s", url)  # anyone's log line
+    assert caplog.records[-1].getMessage() == "cannot connect to postgresql://ml:***@db:5432/optuna"
+    cfg = OmegaConf.create({"sweep": {"storage": url}, "paths": {"tracking_uri": "http://u:p@h:5000"}})
+    params = {k: mask(str(v)) for k, v in flat_params(cfg).items()}  # what log_params logs
+    assert "s3cr" not in str(params) and ":p@" not in str(params)
+
+
+def test_an_mlflow_store_is_created_whole_and_a_killed_creation_leaves_nothing_behind(tmp_path):
+    db = tmp_path / "mlflow.db"
+    (tmp_path / f".mlflow.db.{os.getpid() + 1}.creating").write_bytes(b"half a schema")  # a kill mid-creation
+    ensure_store(f"sqlite:///{db}")
+    client = MlflowClient(f"sqlite:///{db}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]  # a whole store: every later run opens it
+    assert not (tmp_path / f".mlflow.db.{os.getpid()}.creating").exists()
+
+
+def test_a_parent_run_created_by_a_worker_killed_before_recording_it_is_found_not_duplicated(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = Store(f"journal:{tmp_path}/j", tmp_path, stale_after_s=60, study_name="s")
+    cfg = OmegaConf.create(
+        {
+            "logger": {"_target_": "x"},
+            "paths": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+            "experiment_name": "s",
+            "hydra": {"sweeper": {"sampler": "tpe", "n_trials": 2}},
+        }  # fmt: skip
+    )
+    first = Tracker(cfg, store, tmp_path, [])
+    first.open_parent()
+    store.study.set_user_attr("mlflow_parent_run_id", None)  # as if killed between creating the run and recording it
+    again = Tracker(cfg, store, tmp_path, [])
+    again.open_parent()
+    assert again.parent_id == first.parent_id
+    runs = MlflowClient(cfg.paths.tracking_uri).search_runs([again.client.get_experiment_by_name("s").experiment_id])
+    assert len(runs) == 1
+
+
+def test_a_dead_trial_s_mlflow_run_ends_failed_even_before_it_was_recorded_on_the_trial(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = Store(f"journal:{tmp_path}/j", tmp_path, stale_after_s=60, study_name="s")
+    cfg = OmegaConf.create(
+        {
+            "logger": {"_target_": "x"},
+            "paths": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+            "experiment_name": "s",
+            "hydra": {"sweeper": {}},
+        }  # fmt: skip
+    )
+    tracker = Tracker(cfg, store, tmp_path, [])
+    tracker.open_parent()
+    exp = tracker.client.get_run(tracker.parent_id).info.experiment_id
+    run = tracker.client.create_run(exp, tags={"mlflow.parentRunId": tracker.parent_id, "trial_number": "3"})
+    tracker.dead_run(SimpleNamespace(number=3, user_attrs={}), "worker died (killed or crashed) mid-trial")
+    ended = tracker.client.get_run(run.info.run_id)
+    assert ended.info.status == "FAILED" and ended.data.tags["trial_state"] == "FAIL"
+    assert ended.data.tags["fail_reason"] == "worker died (killed or crashed) mid-trial"
