@@ -111,6 +111,34 @@ def _on(signal: str) -> str:
     return "" if signal == AP else f" on {signal}"
 
 
+def simulate_asha(
+    curves: list[list[float]], rung_epochs: list[int], reduction_factor: int
+) -> list[tuple[int, int, int]]:
+    """The segments a single worker trains with ASHA on configurations whose curves (value per epoch,
+    larger is better) are known: ``(config index, first epoch, end epoch)`` in order. A curve shorter
+    than a rung (a trial that failed or diverged) stops there. Used by the pruning benchmark's replay."""
+    configs: list[asha.Config] = []
+    out = []
+    started = 0
+    while True:
+        job = asha.promotion(configs, rung_epochs, reduction_factor)
+        if job is not None:
+            c = next(c for c in configs if c.root == job[0])
+            k, c.paused_at = job[1] + 1, None
+            begin = rung_epochs[job[1]]
+        elif started < len(curves):
+            c, k, begin = asha.Config(started), 0, 0
+            configs.append(c)
+            started += 1
+        else:
+            return out
+        end = min(rung_epochs[k], len(curves[c.root]))
+        c.values.update({e: curves[c.root][e] for e in range(begin, end)})
+        out.append((c.root, begin, end))
+        if end == rung_epochs[k] and k < len(rung_epochs) - 1:
+            c.paused_at = k
+
+
 def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
     cmd = [
         sys.executable,
@@ -248,7 +276,7 @@ def segments(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> t
     epochs = max(len(t.values) for t in trials)
     settings = asha.settings(kwargs)
     ranked = [t.values if on == AP else t.signals[on] for t in trials]
-    jobs = asha.simulate(ranked, asha.rungs(epochs, **settings), int(settings["reduction_factor"]))
+    jobs = simulate_asha(ranked, asha.rungs(epochs, **settings), int(settings["reduction_factor"]))
     out = [trials[i].part(begin, end) for i, begin, end in jobs]
     reached = {i: end for i, _, end in jobs}
     return out, sum(reached[i] < len(t.values) for i, t in enumerate(trials))

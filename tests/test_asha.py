@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import csv
+import sys
 
 import mlflow
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from conftest import ROOT
 from masklab import MasklabError
-from masklab.sweep.asha import Config, promotion, rungs, simulate
-from masklab.sweep.schedulers import Asha, make_pruner, pruner_spec
+from masklab.sweep.asha import Asha, Config, promotion, rungs
+from masklab.sweep.schedulers import make_pruner, pruner_spec
 from masklab.sweep.storage import WORKER_DIED
 from test_sweep import load, run, sweep_cmd
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from pruning import simulate_asha as simulate  # noqa: E402  (the pruning benchmark's replay of ASHA's rule)
 
 
 def test_rungs_grow_by_the_reduction_factor_and_end_at_the_last_epoch():

@@ -291,7 +291,7 @@ def test_a_sweep_of_prepared_data_with_the_default_pruner_trains_the_budget_in_s
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="p", storage=open_storage(f"journal:{tmp_path}/multirun/p/p/optuna.journal"))
     assert {"anchors.scale", "data.auto.scale"} <= set(study.trials[0].params)
-    assert study.user_attrs["masklab_pruner"]["spec"]["_target_"] == "masklab.sweep.schedulers.Asha"
+    assert study.user_attrs["masklab_pruner"]["spec"]["_target_"] == "masklab.sweep.asha.Asha"
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert done
     ckpts = list((tmp_path / "multirun" / "p" / "p").glob("*/checkpoints/last.ckpt"))

@@ -1,33 +1,25 @@
 """``hydra.sweeper.pruner=asha``: asynchronous successive halving that *pauses* trials and resumes them.
 
-Optuna's pruners (median, percentile, successive halving, Hyperband) stop a trial for good, and only
-once it trails trials that ran before it: a trial that is the best so far always trains to its last
-epoch, so on a study whose records come one after another most epochs go to trials that are later
-beaten (benchmarks/RESULTS_NOTES.md: on the pruning benchmark no such pruner can go below ~0.5 of the
-unpruned study's epochs). ASHA as published (Li et al., "A System for Massively Parallel
-Hyperparameter Tuning", MLSys 2020) pauses each trial at every rung (``min_resource *
-reduction_factor**k`` epochs, and the trial's last epoch) and resumes it from its checkpoint only
-when it ranks in the top ``1 / reduction_factor`` of the trials that reached that rung; otherwise the
-worker starts a new configuration. Optuna has no paused state, so here every *segment* of training
-is an Optuna trial:
-
-- a new configuration is a trial sampled as usual that trains epochs ``[0, rung 0)`` and ends PRUNED
-  with ``asha_paused`` (``trial_state=PRUNED`` in MLflow while it waits, as pruned ones do);
-- a promotion is a trial *enqueued* with the configuration's parameters that resumes its
-  ``checkpoints/last.ckpt`` in the configuration's own folder (one folder, one history.csv and one
-  MLflow run per configuration) and trains to the next rung; the last rung ends COMPLETE.
-
-Each trial records ``asha_root`` (the number of its configuration's first trial) and ``asha_rung``. A
-configuration is ranked at a rung by what it reported for that rung's last epoch. ``n_trials``
-counts configurations; the study ends when all are started and no paused one is promotable. This
-module is the decision only (``promotion``), shared by the sweeper and the pruning benchmark's replay.
+Optuna's pruners stop a trial for good, and only once it trails earlier ones: the best-so-far trial always
+trains to its end, so no such pruner went below ~0.5 of the unpruned study's epochs on the pruning benchmark
+(benchmarks/RESULTS_NOTES.md). ASHA (Li et al., MLSys 2020) pauses each configuration at every rung
+(``min_resource * reduction_factor**k`` epochs, and the last) and resumes it from its checkpoint only when it
+ranks in the top ``1 / reduction_factor`` of those that reached the rung. Optuna has no paused state, so every
+*segment* is a trial: a new configuration ends PRUNED with ``asha_paused`` at rung 0; a promotion is an
+*enqueued* trial with its parameters that resumes ``last.ckpt`` in the configuration's folder (one folder,
+history and MLflow run per configuration) to the next rung; the last rung ends COMPLETE. Trials record
+``asha_root`` (the configuration's first trial) and ``asha_rung``; ``n_trials`` counts configurations.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
 
 from masklab import MasklabError
+from masklab.sweep.schedulers import Scheduler
 
 DEFAULTS = {"min_resource": 2, "reduction_factor": 3}
 
@@ -81,27 +73,56 @@ def promotion(configs: list[Config], rung_epochs: list[int], reduction_factor: i
     return None
 
 
-def simulate(curves: list[list[float]], rung_epochs: list[int], reduction_factor: int) -> list[tuple[int, int, int]]:
-    """The segments a single worker trains with ASHA on configurations whose curves (value per epoch,
-    larger is better) are known: ``(config index, first epoch, end epoch)`` in order. A curve shorter
-    than a rung (a trial that failed or diverged) stops there. Used by the pruning benchmark's replay."""
-    configs: list[Config] = []
-    out = []
-    started = 0
-    while True:
-        job = promotion(configs, rung_epochs, reduction_factor)
-        if job is not None:
-            c = next(c for c in configs if c.root == job[0])
-            k, c.paused_at = job[1] + 1, None
-            begin = rung_epochs[job[1]]
-        elif started < len(curves):
-            c, k, begin = Config(started), 0, 0
-            configs.append(c)
-            started += 1
-        else:
-            return out
-        end = min(rung_epochs[k], len(curves[c.root]))
-        c.values.update({e: curves[c.root][e] for e in range(begin, end)})
-        out.append((c.root, begin, end))
-        if end == rung_epochs[k] and k < len(rung_epochs) - 1:
-            c.paused_at = k
+class Asha(Scheduler):
+    """ASHA (:mod:`masklab.sweep.asha`): pause every configuration at each rung, resume the rung's leaders from the
+    checkpoint folder they paused in (``checkpoint_dir``, which every worker must see, or the sweep folder)."""
+
+    def __init__(self, min_resource: int = 2, reduction_factor: int = 3):
+        self.settings = settings({"min_resource": min_resource, "reduction_factor": reduction_factor})
+
+    def start(self, epochs, sweep_dir, study_name, checkpoint_dir) -> None:
+        self.rungs = rungs(int(epochs), **self.settings)
+        self.sweep_dir, self.study_name, self.checkpoint_dir = Path(sweep_dir), study_name, checkpoint_dir
+
+    def promotion(self, trials, maximize: bool) -> tuple[dict, dict] | None:
+        sign, configs, params = (1 if maximize else -1), {}, {}
+        for t in sorted(trials, key=lambda t: t.number):
+            if "asha_root" not in t.user_attrs:
+                continue
+            root, rung = t.user_attrs["asha_root"], t.user_attrs["asha_rung"]
+            c = configs.setdefault(root, Config(root))
+            params.setdefault(root, t.params)
+            died = t.state == optuna.trial.TrialState.FAIL and "died" in t.user_attrs.get("fail_reason", "")
+            if died and rung:  # a killed resume: the configuration still waits where it was
+                continue
+            c.values.update({step: sign * v for step, v in t.intermediate_values.items()})
+            paused = t.state == optuna.trial.TrialState.PRUNED and t.user_attrs.get("asha_paused")
+            c.paused_at = rung if paused else None  # its latest trial says whether it waits
+        if (job := promotion(list(configs.values()), self.rungs, self.settings["reduction_factor"])) is None:
+            return None
+        root, k = job
+        note = f"resumes trial {root}, epochs {self.rungs[k] + 1}-{self.rungs[k + 1]}"
+        return params[root], {"asha_root": root, "asha_rung": k + 1, "note": note}
+
+    def started(self, trial: optuna.Trial) -> None:
+        trial.set_user_attr("asha_root", trial.number)
+        trial.set_user_attr("asha_rung", 0)
+
+    def new_configuration(self, t) -> bool:
+        return not t.user_attrs.get("asha_rung")
+
+    def folder(self, root: int) -> str:
+        if self.checkpoint_dir:
+            return f"{str(self.checkpoint_dir).rstrip('/')}/{self.study_name}/{root}"
+        return str(self.sweep_dir / str(root) / "checkpoints")
+
+    def overrides(self, attrs: dict, number: int) -> list[str]:
+        """A trial stops at its rung; a promoted one resumes its configuration's last checkpoint, in that
+        configuration's folder (one history, one best checkpoint, one MLflow run per configuration)."""
+        k, root = attrs["asha_rung"], attrs["asha_root"]
+        out, folder = [f"sweep.stop_epoch={self.rungs[k]}"], self.folder(root)
+        if self.checkpoint_dir:
+            out += [f"callbacks.{c}.dirpath='{folder}'" for c in ("best_checkpoint", "last_checkpoint")]
+        if k:
+            out += [f"hydra.sweep.subdir={root}", f"resume='{folder}/last.ckpt'"]
+        return out

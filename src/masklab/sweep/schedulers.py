@@ -2,9 +2,9 @@
 
 ``hydra.sweeper.sampler=<name>`` and ``hydra.sweeper.pruner=<name>`` name a file of
 ``conf/hydra/sweeper/{sampler,pruner}/`` (its ``_target_`` and masklab's default kwargs; adding one is one file);
-``sampler_kwargs`` / ``pruner_kwargs`` replace the file's kwargs when given. A pruner file whose target is
-:class:`Asha` makes the sweeper schedule the trials itself; any other is an Optuna pruner that the trial's own
-process consults after each validation (:class:`Scheduler`: the sampler proposes every trial).
+``sampler_kwargs`` / ``pruner_kwargs`` replace the file's kwargs when given. A pruner file whose target is a
+:class:`Scheduler` (:class:`masklab.sweep.asha.Asha`) makes the sweeper schedule the trials itself; any other is
+an Optuna pruner that the trial's own process consults after each validation (the sampler proposes every trial).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from masklab import CONFIG_DIR, MasklabError
-from masklab.sweep import asha
 
 
 def node(kind: str, name, kwargs: dict | None = None) -> dict:
@@ -57,7 +56,7 @@ def pruner_spec(name, kwargs: dict | None = None, epochs: int | None = None) -> 
 def make_pruner(spec: dict) -> optuna.pruners.BasePruner:
     """The Optuna pruner of a trial (Optuna's NopPruner under :class:`Asha`, which schedules instead)."""
     built = _build("pruner", spec)
-    return optuna.pruners.NopPruner() if isinstance(built, Asha) else built
+    return optuna.pruners.NopPruner() if isinstance(built, Scheduler) else built
 
 
 def grid_values(d) -> list | None:
@@ -115,58 +114,3 @@ class Scheduler:
 
     def overrides(self, attrs: dict, number: int) -> list[str]:
         return []
-
-
-class Asha(Scheduler):
-    """ASHA (:mod:`masklab.sweep.asha`): pause every configuration at each rung, resume the rung's leaders from the
-    checkpoint folder they paused in (``checkpoint_dir``, which every worker must see, or the sweep folder)."""
-
-    def __init__(self, min_resource: int = 2, reduction_factor: int = 3):
-        self.settings = asha.settings({"min_resource": min_resource, "reduction_factor": reduction_factor})
-
-    def start(self, epochs, sweep_dir, study_name, checkpoint_dir) -> None:
-        self.rungs = asha.rungs(int(epochs), **self.settings)
-        self.sweep_dir, self.study_name, self.checkpoint_dir = Path(sweep_dir), study_name, checkpoint_dir
-
-    def promotion(self, trials, maximize: bool) -> tuple[dict, dict] | None:
-        sign, configs, params = (1 if maximize else -1), {}, {}
-        for t in sorted(trials, key=lambda t: t.number):
-            if "asha_root" not in t.user_attrs:
-                continue
-            root, rung = t.user_attrs["asha_root"], t.user_attrs["asha_rung"]
-            c = configs.setdefault(root, asha.Config(root))
-            params.setdefault(root, t.params)
-            died = t.state == optuna.trial.TrialState.FAIL and "died" in t.user_attrs.get("fail_reason", "")
-            if died and rung:  # a killed resume: the configuration still waits where it was
-                continue
-            c.values.update({step: sign * v for step, v in t.intermediate_values.items()})
-            paused = t.state == optuna.trial.TrialState.PRUNED and t.user_attrs.get("asha_paused")
-            c.paused_at = rung if paused else None  # its latest trial says whether it waits
-        if (job := asha.promotion(list(configs.values()), self.rungs, self.settings["reduction_factor"])) is None:
-            return None
-        root, k = job
-        note = f"resumes trial {root}, epochs {self.rungs[k] + 1}-{self.rungs[k + 1]}"
-        return params[root], {"asha_root": root, "asha_rung": k + 1, "note": note}
-
-    def started(self, trial: optuna.Trial) -> None:
-        trial.set_user_attr("asha_root", trial.number)
-        trial.set_user_attr("asha_rung", 0)
-
-    def new_configuration(self, t) -> bool:
-        return not t.user_attrs.get("asha_rung")
-
-    def folder(self, root: int) -> str:
-        if self.checkpoint_dir:
-            return f"{str(self.checkpoint_dir).rstrip('/')}/{self.study_name}/{root}"
-        return str(self.sweep_dir / str(root) / "checkpoints")
-
-    def overrides(self, attrs: dict, number: int) -> list[str]:
-        """A trial stops at its rung; a promoted one resumes its configuration's last checkpoint, in that
-        configuration's folder (one history, one best checkpoint, one MLflow run per configuration)."""
-        k, root = attrs["asha_rung"], attrs["asha_root"]
-        out, folder = [f"sweep.stop_epoch={self.rungs[k]}"], self.folder(root)
-        if self.checkpoint_dir:
-            out += [f"callbacks.{c}.dirpath='{folder}'" for c in ("best_checkpoint", "last_checkpoint")]
-        if k:
-            out += [f"hydra.sweep.subdir={root}", f"resume='{folder}/last.ckpt'"]
-        return out
