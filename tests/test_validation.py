@@ -267,7 +267,8 @@ CLI_CASES = [
         "error: mode=splsh: choose instances or splash",
     ),
     ("train.py", ["data=coco"], "annotations/train.json not found: run `python src/prepare.py"),
-    ("train.py", ["schedule.epochs=0"], "error: schedule.epochs=0: must be an integer >= 1"),
+    ("train.py", ["schedule.epochs=0"], "error: schedule.epochs=0: must be an integer >= 1"),  # the module's check
+    ("train.py", ["log_predictions=-1"], "error: log_predictions=-1: must be an integer >= 0"),  # the gallery's
 ]
 
 

@@ -9,12 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from masklab import MasklabError
-from masklab.callbacks.gallery import SIZES as GALLERY_SIZES
 from masklab.checks import check_least, in_range
 from masklab.data.auto import resolved
 from masklab.data.dataset import CocoDataset
 from masklab.data.transforms import Augment, CapInstances, Compose, ScaleCrop, to_tensor
-from masklab.model.schedules import SIZES as SCHEDULE_SIZES
 from masklab.paths import load_checkpoint
 
 
@@ -186,8 +184,8 @@ DATA_NUMBERS = {"max_gt_instances": (in_range(1, None, integer=True), "an intege
 
 
 def check_sizes(cfg: DictConfig) -> None:
-    """The data's, the schedule's and the gallery's counts and sizes: one line instead of a traceback."""
-    check_least(cfg, {**SIZES, **SCHEDULE_SIZES, **GALLERY_SIZES})
+    """The data's counts and sizes: one line instead of a traceback."""
+    check_least(cfg, SIZES)
 
 
 def build_datamodule(cfg: DictConfig) -> DetectionDataModule:

@@ -17,12 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from masklab import MasklabError
-from masklab.checks import check_numbers, in_range
+from masklab.checks import check_least, check_numbers, in_range
 from masklab.data.auto import resolved
 from masklab.data.datamodule import DATA_NUMBERS
 from masklab.metrics import registry
 from masklab.metrics.coco import CocoEvaluator
 from masklab.model.build import NET_NUMBERS, build_model, parameter_summary, set_trainable
+from masklab.model.schedules import SIZES as SCHEDULE_SIZES
 from masklab.model.schedules import boundaries, warmup
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class MaskRCNNModule(L.LightningModule):
         super().__init__()
         cfg = resolved(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))  # train.py resolved and logged it
         check_numbers(cfg, {**OPTIMIZER_NUMBERS, **NET_NUMBERS, **DATA_NUMBERS})  # before ${mul:} reads them
+        check_least(cfg, SCHEDULE_SIZES)
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
         self.class_names = list(class_names if class_names is not None else cfg.data.class_names)
         # the checkpoint alone rebuilds the model (evaluate.py, predict.py); train.py logs params itself
