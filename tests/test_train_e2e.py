@@ -450,7 +450,7 @@ def test_help_lists_groups_options_and_each_tools_own_keys():
     assert "hydra.sweeper" in train and "n_trials" not in train  # where the study's keys are, not them
     keys = study.split("== Optuna study (-m hydra/sweeper=optuna; hydra.sweeper.key=value) ==\n", 1)[1]
     for line in (
-        "n_trials: 20             # trained COMPLETE + PRUNED trials in total",
+        "n_trials: 20               # trained COMPLETE + PRUNED trials in total",
         "pruner: asha ",
         "max_failures: 5 ",
         "duplicates: reuse ",
