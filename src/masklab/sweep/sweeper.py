@@ -72,20 +72,12 @@ class OptunaSweeperBase(Sweeper):
                  checkpoint_dir: str | None = None, params=None, prune_on=None, prune_mode=None,
                  duplicates: str = "reuse"):  # fmt: skip
         self.study_name, self.storage, self.n_trials, self.seed = study_name, storage, int(n_trials), seed
-        self.sampler, self.sampler_kwargs, self.pruner, self.pruner_kwargs = (
-            sampler,
-            sampler_kwargs,
-            pruner,
-            pruner_kwargs,
-        )
+        self.sampler, self.sampler_kwargs = sampler, sampler_kwargs
+        self.pruner, self.pruner_kwargs, self.prune_on, self.prune_mode = pruner, pruner_kwargs, prune_on, prune_mode
         self.objectives, self.directions = list(objectives or []), list(directions or [])
         self.max_failures, self.duplicates, self.params = int(max_failures), duplicates, dict(params or {})
-        self.stale_after_s, self.heartbeat_s, self.checkpoint_dir = (
-            float(stale_after_s),
-            float(heartbeat_s),
-            checkpoint_dir,
-        )
-        self.prune_on, self.prune_mode = prune_on, prune_mode
+        self.stale_after_s, self.heartbeat_s = float(stale_after_s), float(heartbeat_s)
+        self.checkpoint_dir = checkpoint_dir
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context, self.sweep_dir = config, hydra_context, Path(config.hydra.sweep.dir)
@@ -110,7 +102,8 @@ class OptunaSweeperBase(Sweeper):
         with s.store.heartbeat(self.heartbeat_s):
             while (trial := self._ask(s)) is not None:
                 if isinstance(trial, str):  # the budget is taken, but other workers' trials may still fail
-                    waited or log.info("%s; waiting for them to end", trial)
+                    if not waited:
+                        log.info("%s; waiting for them to end", trial)
                     waited = True
                     time.sleep(self.heartbeat_s)
                     continue
