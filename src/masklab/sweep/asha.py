@@ -20,6 +20,7 @@ import optuna
 
 from masklab import MasklabError
 from masklab.sweep.schedulers import Scheduler
+from masklab.sweep.storage import NO_OWNER, WORKER_DIED
 
 DEFAULTS = {"min_resource": 2, "reduction_factor": 3}
 
@@ -92,8 +93,9 @@ class Asha(Scheduler):
             root, rung = t.user_attrs["asha_root"], t.user_attrs["asha_rung"]
             c = configs.setdefault(root, Config(root))
             params.setdefault(root, t.params)
-            died = t.state == optuna.trial.TrialState.FAIL and "died" in t.user_attrs.get("fail_reason", "")
-            if died and rung:  # a killed resume: the configuration still waits where it was
+            killed = t.user_attrs.get("fail_reason") in (WORKER_DIED, NO_OWNER)
+            # a killed resume: the configuration still waits where it was
+            if t.state == optuna.trial.TrialState.FAIL and killed and rung:
                 continue
             c.values.update({step: sign * v for step, v in t.intermediate_values.items()})
             paused = t.state == optuna.trial.TrialState.PRUNED and t.user_attrs.get("asha_paused")

@@ -53,9 +53,17 @@ def pruner_spec(name, kwargs: dict | None = None, epochs: int | None = None) -> 
     return spec
 
 
+def build_pruner(spec: dict):
+    """What a pruner file builds: an Optuna pruner, or a :class:`Scheduler` (ASHA) that schedules instead."""
+    return _build("pruner", spec)
+
+
 def make_pruner(spec: dict) -> optuna.pruners.BasePruner:
-    """The Optuna pruner of a trial (Optuna's NopPruner under :class:`Asha`, which schedules instead)."""
-    built = _build("pruner", spec)
+    """The Optuna pruner of a trial (Optuna's NopPruner under a :class:`Scheduler`)."""
+    return optuna_pruner(build_pruner(spec))
+
+
+def optuna_pruner(built) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner() if isinstance(built, Scheduler) else built
 
 

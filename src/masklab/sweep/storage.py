@@ -38,7 +38,6 @@ from masklab import MasklabError
 from masklab.secrets import mask, reveal
 
 log = logging.getLogger("masklab.sweep")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_DIED = "worker died (killed or crashed) mid-trial"
 NO_OWNER = "its worker died between asking for it and starting it"
 _LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks take milliseconds
@@ -150,7 +149,7 @@ class Store:
 
     def frozen(self, trial: optuna.Trial) -> FrozenTrial:
         """The trial as the storage has it now (what its job wrote)."""
-        return next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
+        return self.study._storage.get_trial(trial._trial_id)
 
     def ask(self, dists: dict, params: dict | None = None, **attrs) -> optuna.Trial:
         """A new trial (``params``: an enqueued one with these values), owned by this worker. Hold the lock."""

@@ -37,8 +37,8 @@ from masklab import MasklabError, causes, exit_on_error, secrets, user_message
 from masklab.data.auto import resolved
 from masklab.model.trainer import refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
-from masklab.sweep.schedulers import Scheduler, make_pruner, make_sampler, pruner_spec, space_size
-from masklab.sweep.storage import Store, shared
+from masklab.sweep.schedulers import Scheduler, build_pruner, make_sampler, optuna_pruner, pruner_spec, space_size
+from masklab.sweep.storage import Store, scheme, shared
 from masklab.sweep.trial import StudySettingError, pruning_signal
 from masklab.track.outcome import NOT_PARAMS
 from masklab.track.study_runs import Tracker
@@ -241,9 +241,11 @@ class OptunaSweeperBase(Sweeper):
             )
         names, dirs = self._objectives()
         spec = str(self.storage or f"journal:{self.sweep_dir / 'optuna.journal'}")
-        pruner = pruner_spec(self.pruner, self.pruner_kwargs, epochs=self._max_epochs(dists))
-        scheduler = self._scheduler(pruner, dists, names, spec)
-        if len(names) > 1 and not pruner["_target_"].endswith("NopPruner"):
+        epochs = self._max_epochs(dists)
+        pruner = pruner_spec(self.pruner, self.pruner_kwargs, epochs=epochs)
+        built = build_pruner(pruner)
+        scheduler = self._scheduler(built, dists, names, spec, epochs)
+        if len(names) > 1 and not isinstance(built, optuna.pruners.NopPruner):
             log.warning("%d objectives: Optuna prunes single-objective studies only, so every trial runs in full "
                         "(hydra.sweeper.pruner=%s has no effect)", len(names), self.pruner)  # fmt: skip
         n_trials = self.n_trials
@@ -252,7 +254,7 @@ class OptunaSweeperBase(Sweeper):
             log.warning("sampler=grid: the grid has %d points; n_trials=%d lowered to it", size, n_trials)
             n_trials = size
         store = Store(spec, self.sweep_dir, self.stale_after_s, study_name=self.study_name, sampler=sampler,
-                      pruner=make_pruner(pruner), directions=dirs)  # fmt: skip
+                      pruner=optuna_pruner(built), directions=dirs)  # fmt: skip
         signal = pruning_signal(
             self.prune_on or names[0],
             self.prune_mode or (None if self.prune_on else {"maximize": "max", "minimize": "min"}[dirs[0]]),
@@ -276,19 +278,16 @@ class OptunaSweeperBase(Sweeper):
         key = [o for o in fixed if not o.startswith(NOT_PARAMS)]
         return Session(store, scheduler, tracker, dists, fixed, key, names, n_trials, secrets.mask(spec))
 
-    def _scheduler(self, pruner: dict, dists, names, spec: str) -> Scheduler:
-        from hydra.utils import instantiate
-
-        if not pruner["_target_"].endswith(".Asha"):
-            return Scheduler()
-        if len(names) > 1:  # several objectives: no one ranking to promote by
+    def _scheduler(self, built, dists, names, spec: str, epochs: int | None) -> Scheduler:
+        """``built`` itself when the pruner file builds a scheduler (ASHA), checked; else Optuna's way."""
+        if not isinstance(built, Scheduler) or len(names) > 1:  # several objectives: no one ranking to promote by
             return Scheduler()
         if "schedule.epochs" in dists:
             raise MasklabError(
                 "hydra.sweeper.pruner=asha pauses every trial at the same epochs: sweep schedule.epochs "
                 "with another pruner, or fix it"
             )
-        if not (epochs := self._max_epochs(dists)):
+        if not epochs:
             if OmegaConf.select(self.config, "schedule.epochs", default=None) == "auto":
                 raise MasklabError(
                     f"schedule.epochs=auto comes from the prepared data's statistics, and "
@@ -296,16 +295,15 @@ class OptunaSweeperBase(Sweeper):
                     "(python src/prepare.py data=<its option>)"
                 )
             raise MasklabError("hydra.sweeper.pruner=asha needs schedule.epochs (the last rung)")
-        if shared(secrets.reveal(spec)) and not self.checkpoint_dir:
+        if shared(spec) and not self.checkpoint_dir:
             raise MasklabError(
-                f"hydra.sweeper.pruner=asha on {secrets.mask(spec).split('://')[0]} storage: any machine may resume "
+                f"hydra.sweeper.pruner=asha on {scheme(spec)} storage: any machine may resume "
                 "a paused trial, so its checkpoint must be where every machine sees it: give "
                 "hydra.sweeper.checkpoint_dir=<shared folder or fsspec URL>, or choose another pruner "
                 "(e.g. hydra.sweeper.pruner=median)"
             )
-        scheduler = instantiate(pruner)
-        scheduler.start(epochs, self.sweep_dir, self.study_name, self.checkpoint_dir)
-        return scheduler
+        built.start(epochs, self.sweep_dir, self.study_name, self.checkpoint_dir)
+        return built
 
     def _objectives(self) -> tuple[list[str], list[str]]:
         names = self.objectives or [self.config.optimized_metric]
