@@ -36,6 +36,20 @@ def services(tmp_path_factory):
         pg.stop()
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_machine_left_running():
+    """A test that fails midway must not leave its 'machines' training (or holding the database) after it."""
+    yield
+    while STARTED:
+        p = STARTED.pop()
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
 def worker(tmp_path: Path, host: str, mlflow_uri: str, storage: str, *overrides: str, n_trials: int):
     """One machine's ``train.py -m`` on the shared study: its own folder and hostname; the password given on the
     command line on machine a, through an environment variable (as the README says) on the others."""
@@ -46,7 +60,10 @@ def worker(tmp_path: Path, host: str, mlflow_uri: str, storage: str, *overrides:
            "experiment_name=d", "hparams_search=none", "optimizer.lr=tag(log,interval(0.001,0.05))",
            f"hydra.sweeper.storage='{given}'", f"hydra.sweeper.n_trials={n_trials}", *overrides]  # fmt: skip
     log = (tmp_path / f"{host}.log").open("w")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    STARTED.append(
+        subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    )
+    return STARTED[-1]
 
 
 def finish(tmp_path: Path, procs: dict, timeout: float = 600) -> dict[str, str]:

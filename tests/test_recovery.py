@@ -43,7 +43,8 @@ def test_an_mlflow_store_is_created_whole_and_a_killed_creation_leaves_nothing_b
     assert not (tmp_path / f".mlflow.db.{os.getpid()}.creating").exists()
 
 
-def test_a_parent_run_created_by_a_worker_killed_before_recording_it_is_found_not_duplicated(tmp_path):
+def study_with_mlflow(tmp_path):
+    """A journal study and the config a Tracker reads: MLflow in a SQLite file beside it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = Store(f"journal:{tmp_path}/j", tmp_path, stale_after_s=60, study_name="s")
     cfg = OmegaConf.create(
@@ -52,8 +53,13 @@ def test_a_parent_run_created_by_a_worker_killed_before_recording_it_is_found_no
             "paths": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
             "experiment_name": "s",
             "hydra": {"sweeper": {"sampler": "tpe", "n_trials": 2}},
-        }  # fmt: skip
+        }
     )
+    return store, cfg
+
+
+def test_a_parent_run_created_by_a_worker_killed_before_recording_it_is_found_not_duplicated(tmp_path):
+    store, cfg = study_with_mlflow(tmp_path)
     first = Tracker(cfg, store, tmp_path, [])
     first.open_parent()
     store.study.set_user_attr("mlflow_parent_run_id", None)  # as if killed between creating the run and recording it
@@ -65,16 +71,7 @@ def test_a_parent_run_created_by_a_worker_killed_before_recording_it_is_found_no
 
 
 def test_a_dead_trial_s_mlflow_run_ends_failed_even_before_it_was_recorded_on_the_trial(tmp_path):
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = Store(f"journal:{tmp_path}/j", tmp_path, stale_after_s=60, study_name="s")
-    cfg = OmegaConf.create(
-        {
-            "logger": {"_target_": "x"},
-            "paths": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
-            "experiment_name": "s",
-            "hydra": {"sweeper": {}},
-        }  # fmt: skip
-    )
+    store, cfg = study_with_mlflow(tmp_path)
     tracker = Tracker(cfg, store, tmp_path, [])
     tracker.open_parent()
     exp = tracker.client.get_run(tracker.parent_id).info.experiment_id

@@ -110,4 +110,8 @@ class MlflowServer:
 
     def stop(self) -> None:
         os.killpg(self.proc.pid, 15)
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # its gunicorn/uvicorn workers too: the whole group
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(timeout=30)
