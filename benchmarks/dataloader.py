@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from masklab.data.datamodule import build_datamodule  # noqa: E402
-from masklab.model.module import MaskRCNNModule  # noqa: E402
+from masklab.model.module import build_module  # noqa: E402
 
 
 def loading_rate(loader, batches: int, warmup: int) -> float:
@@ -42,7 +42,7 @@ def loading_rate(loader, batches: int, warmup: int) -> float:
 
 def training_rate(cfg, class_names, batches_in_memory, warmup: int) -> float:
     L.seed_everything(cfg.seed, verbose=False)
-    model = MaskRCNNModule(cfg, class_names=class_names).model.train()
+    model = build_module(cfg, class_names=class_names).model.train()
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     images = 0
     for i, (imgs, targets) in enumerate(batches_in_memory):

@@ -29,7 +29,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from masklab.data.datamodule import build_datamodule  # noqa: E402
-from masklab.model.module import MaskRCNNModule  # noqa: E402
+from masklab.model.module import build_module  # noqa: E402
 
 
 class _Clock(L.Callback):
@@ -52,7 +52,7 @@ def lightning_run(
     cfg, datamodule, batches: int, warmup: int, accelerator: str = "cpu", precision: str = "32-true"
 ) -> float:
     L.seed_everything(cfg.seed, verbose=False)
-    module, clock = MaskRCNNModule(cfg, class_names=datamodule.class_names), _Clock(warmup)
+    module, clock = build_module(cfg, class_names=datamodule.class_names), _Clock(warmup)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -73,9 +73,7 @@ def lightning_run(
 
 def bare_run(cfg, datamodule, batches: int, warmup: int) -> float:
     L.seed_everything(cfg.seed, verbose=False)
-    module = MaskRCNNModule(
-        cfg, class_names=datamodule.class_names
-    )  # same build_model, same optimizer + schedule config
+    module = build_module(cfg, class_names=datamodule.class_names)  # same network, same optimizer + schedule config
     model = module.model.train()
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

@@ -23,7 +23,7 @@ from masklab import callbacks as cb
 from masklab import exit_on_error, quiet_lightning
 from masklab.data.auto import resolve
 from masklab.data.datamodule import build_datamodule
-from masklab.model.module import MaskRCNNModule
+from masklab.model.module import build_module
 from masklab.model.trainer import make_trainer
 from masklab.track.mlflow_utils import end_failed, log_fit, log_params, log_run_files, make_logger
 from masklab.track.resume import check_resumable, resume_checkpoint
@@ -40,7 +40,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     OmegaConf.update(cfg, "paths.output_dir", str(output_dir), force_add=True)
     ckpt_path = resume_checkpoint(cfg.resume, Path(cfg.paths.output_root) / cfg.experiment_name)
     datamodule = build_datamodule(cfg)
-    module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
+    module = build_module(cfg, class_names=datamodule.class_names)
     run_id = check_resumable(ckpt_path, module, cfg) if ckpt_path else None  # its MLflow run goes on
     logger = make_logger(cfg, run_id)
     try:

@@ -14,7 +14,7 @@ from masklab import MasklabError
 from masklab.data.auto import resolved
 from masklab.data.datamodule import build_datamodule
 from masklab.model.build import build_model, parameter_summary, set_trainable
-from masklab.model.module import MaskRCNNModule
+from masklab.model.module import build_module
 
 GROUPS = ["data", "backbone", "model", "anchors", "nms", "augmentation", "schedule", "optimizer", "trainer", "logger"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob("*.yaml"))]
@@ -39,7 +39,7 @@ def test_option_builds_and_trains_one_step(group, option, tmp_path):
         pytest.skip(f"trainer={option} needs a CUDA GPU (config composed and checked)")
     cfg = resolved(cfg)  # as train.py does: the auto values of prepared data from its statistics
     datamodule = build_datamodule(cfg)
-    module = MaskRCNNModule(cfg, class_names=datamodule.class_names)
+    module = build_module(cfg, class_names=datamodule.class_names)
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     logger = instantiate(cfg.logger, run_name="t") if cfg.logger.get("_target_") else False
     trainer = instantiate(
@@ -80,7 +80,7 @@ def test_full_model_with_other_num_classes_reinitialises_only_predictors(tmp_pat
 
 def test_lightning_checkpoint_loads_as_full_model_weights(tmp_path):
     cfg = compose_cfg()
-    module = MaskRCNNModule(cfg)
+    module = build_module(cfg)
     trainer = L.Trainer(
         max_steps=1,
         limit_val_batches=0,
@@ -260,7 +260,7 @@ def test_staged_training_switches_layers_and_logs_each_stage(tmp_path, caplog):
             "data.train.num_images=2",
         ]
     )
-    module = MaskRCNNModule(cfg)
+    module = build_module(cfg)
     seen = []
 
     class Spy(L.Callback):
@@ -307,7 +307,7 @@ def test_readme_command_r50_small_anchors_trains_a_step(tmp_path):
     """`python src/train.py backbone=r50 anchors=small` as the README writes it (shrunk data, one step)."""
     cfg = compose_cfg(["backbone=r50", "anchors=small"])
     assert list(cfg.anchors.sizes) == [16, 32, 64, 128, 256] and cfg.backbone.arch == "resnet50"
-    module = MaskRCNNModule(cfg)
+    module = build_module(cfg)
     trainer = L.Trainer(
         max_steps=1,
         limit_val_batches=0,
@@ -329,7 +329,7 @@ def test_shapes_picks_tiny_anchors_unless_the_command_line_says_otherwise():
 def test_channels_last_lays_out_conv_weights_nhwc_and_computes_the_same_features(channels_last):
     cfg = compose_cfg([f"channels_last={channels_last}"])
     torch.manual_seed(0)
-    module = MaskRCNNModule(cfg)
+    module = build_module(cfg)
     weights = [
         m.weight
         for m in module.model.modules()
@@ -337,7 +337,7 @@ def test_channels_last_lays_out_conv_weights_nhwc_and_computes_the_same_features
     ]  # (a 1-channel or 1x1 kernel is both layouts)
     assert all(w.is_contiguous(memory_format=torch.channels_last) == channels_last for w in weights)
     torch.manual_seed(0)
-    reference = MaskRCNNModule(compose_cfg(["channels_last=false"]))  # the same weights, NCHW
+    reference = build_module(compose_cfg(["channels_last=false"]))  # the same weights, NCHW
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         ours, theirs = module.model.backbone(x), reference.model.backbone(x)
@@ -359,3 +359,29 @@ def test_the_network_is_a_config_tree_and_a_checkpoint_from_before_it_still_buil
     del legacy.model["net"]  # a checkpoint's config saved before model.net existed
     a, b = build_model(cfg, num_classes=5).state_dict(), build_model(legacy, num_classes=5).state_dict()
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+
+
+def test_the_module_is_instantiated_from_its_parts_and_a_checkpoint_from_before_them_still_loads(tmp_path):
+    from omegaconf import OmegaConf
+
+    from masklab.eval.checkpoint import load_checkpoint
+
+    stages = "model.stages=[{epochs:1,trainable:heads},{trainable:all}]"  # a short key, wired in by interpolation
+    cfg = compose_cfg(["optimizer=adamw", "optimizer.lr=0.003", stages, "module.min_score=0.25"])
+    module = build_module(cfg, class_names=["a", "b"])
+    optimizer = module.optimizer(module.model.parameters())
+    assert type(optimizer).__name__ == "AdamW" and optimizer.defaults["lr"] == 0.003  # the partial from config
+    assert module.stages == [{"epochs": 1, "trainable": "heads"}, {"trainable": "all"}]
+    assert module.stage_for_epoch(0) == (0, "heads") and module.stage_for_epoch(3) == (1, "all")
+    assert module.model.roi_heads.box_predictor.cls_score.out_features == 3  # the net built for the data's classes
+    assert module.min_score == 0.25  # a part set on the module node itself
+    saved = module.hparams["cfg"]
+    assert saved["module"]["optimizer"]["lr"] == 0.003  # the checkpoint keeps the resolved wiring
+    legacy = OmegaConf.create(saved)
+    del legacy["module"]  # a checkpoint's config saved before conf/module existed
+    path = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": {"cfg": OmegaConf.to_container(legacy), "class_names": ["a", "b"]},
+                "state_dict": module.state_dict()}, path)  # fmt: skip
+    loaded, _, _ = load_checkpoint(path)
+    assert loaded.stages == module.stages and loaded.min_score == 0.5  # today's wiring of its own keys
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in module.state_dict().items())

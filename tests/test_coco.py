@@ -105,12 +105,12 @@ def test_validation_detections_are_full_precision_under_mixed_precision(tiny_cfg
     # Lightning runs validation_step under autocast with 16-mixed/bf16-mixed: the detections the val AP is computed
     # from came out in bf16/fp16; they are now the model's fp32 output, the same as evaluate.py's
     from masklab.data.datamodule import build_datamodule
-    from masklab.model.module import MaskRCNNModule
+    from masklab.model.module import build_module
 
     cfg = tiny_cfg(["nms.box_score_thresh=0.0"])  # an untrained model: keep its low-score detections to compare
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    module = MaskRCNNModule(cfg, class_names=dm.class_names)
+    module = build_module(cfg, class_names=dm.class_names)
     images, targets = next(iter(dm.val_dataloader()))
     seen = []
     module.evaluator = type("Grab", (), {"update": lambda self, t, p: seen.append(p)})()

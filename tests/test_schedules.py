@@ -65,7 +65,7 @@ def test_module_applies_warmup_times_schedule_per_step(tiny_cfg):
     import lightning.pytorch as L
 
     from masklab.data.datamodule import build_datamodule
-    from masklab.model.module import MaskRCNNModule
+    from masklab.model.module import build_module
 
     cfg = tiny_cfg(
         [
@@ -78,7 +78,7 @@ def test_module_applies_warmup_times_schedule_per_step(tiny_cfg):
             "data.train.num_images=4",
         ]
     )  # 2 steps per epoch
-    module = MaskRCNNModule(cfg)
+    module = build_module(cfg)
     lrs = []
 
     class Spy(L.Callback):
@@ -100,17 +100,21 @@ def test_module_applies_warmup_times_schedule_per_step(tiny_cfg):
 
 
 def test_the_run_says_where_the_lr_changes_and_warns_about_changes_it_never_reaches(tiny_cfg, caplog):
+    from hydra.utils import instantiate
+
     from masklab.model.module import _check_boundaries
 
     with caplog.at_level("INFO", logger="masklab.model.module"):
-        _check_boundaries(tiny_cfg(["schedule=step", "schedule.epochs=6"]).schedule)
+        _check_boundaries(instantiate(tiny_cfg(["schedule=step", "schedule.epochs=6"]).schedule))
     assert "LR changes at epochs [4.0, 5.5] of 6 ([8, 11] of a 12-epoch run, scaled" in caplog.text
     assert "never" not in caplog.text
     caplog.clear()
     # milestones written in this run's epochs, but still scaled from 12: 20 and 30 of 40 would land at 66.67 and 100
     with caplog.at_level("INFO", logger="masklab.model.module"):
         _check_boundaries(
-            tiny_cfg(["schedule=step", "schedule.epochs=40", "schedule.lr_lambda.milestones=[20,30]"]).schedule
+            instantiate(
+                tiny_cfg(["schedule=step", "schedule.epochs=40", "schedule.lr_lambda.milestones=[20,30]"]).schedule
+            )
         )
     (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert "[66.67, 100.0] never happen in a 40-epoch run" in warning.message
@@ -119,15 +123,17 @@ def test_the_run_says_where_the_lr_changes_and_warns_about_changes_it_never_reac
     caplog.clear()
     with caplog.at_level("INFO", logger="masklab.model.module"):
         _check_boundaries(
-            tiny_cfg(
-                [
-                    "schedule=step",
-                    "schedule.epochs=40",
-                    "schedule.lr_lambda.milestones=[20,30]",
-                    "schedule.lr_lambda.reference_epochs=null",
-                ]
-            ).schedule
+            instantiate(
+                tiny_cfg(
+                    [
+                        "schedule=step",
+                        "schedule.epochs=40",
+                        "schedule.lr_lambda.milestones=[20,30]",
+                        "schedule.lr_lambda.reference_epochs=null",
+                    ]
+                ).schedule
+            )
         )
-        _check_boundaries(tiny_cfg(["schedule=cosine"]).schedule)  # no boundaries: nothing to say
+        _check_boundaries(instantiate(tiny_cfg(["schedule=cosine"]).schedule))  # no boundaries: nothing to say
     assert [r.message for r in caplog.records] == ["schedule: LR changes at epochs [20, 30] of 40"]
     assert schedules.boundaries(120, pieces=[[0, 1.0], [40, 0.1], [60, 0.02]], reference_epochs=120) == [40, 60]

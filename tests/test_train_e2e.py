@@ -173,7 +173,7 @@ def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypa
 def test_resuming_another_model_or_optimizer_is_one_line_naming_what_differs(tmp_path):
     # it was a page of "size mismatch for model.backbone..." (another backbone) or KeyError: 'step' (another optimizer)
     from masklab import MasklabError
-    from masklab.model.module import MaskRCNNModule
+    from masklab.model.module import build_module
     from masklab.track.resume import check_resumable
 
     assert cli(tmp_path=tmp_path).returncode == 0
@@ -209,10 +209,10 @@ def test_resuming_another_model_or_optimizer_is_one_line_naming_what_differs(tmp
         GlobalHydra.instance().clear()
         cfg = compose_cfg(overrides)
         with pytest.raises(MasklabError, match=f"^resume={re.escape(str(last))}: {message}{re.escape(instead)}$"):
-            check_resumable(str(last), MaskRCNNModule(cfg, class_names=classes), cfg)
+            check_resumable(str(last), build_module(cfg, class_names=classes), cfg)
     GlobalHydra.instance().clear()
     cfg = compose_cfg(["optimizer.lr=0.01", "schedule.epochs=3"])  # what resuming may change
-    check_resumable(str(last), MaskRCNNModule(cfg, class_names=names), cfg)
+    check_resumable(str(last), build_module(cfg, class_names=names), cfg)
     out = cli("backbone=r18", f"resume={last}", f"hydra.run.dir={tmp_path}/run2", tmp_path=tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith(f"error: resume={last}: it is a checkpoint of another model")

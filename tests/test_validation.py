@@ -333,24 +333,24 @@ def test_counts_and_sizes_torch_would_reject_in_a_traceback_are_one_line():
 )
 def test_model_and_optimizer_numbers_out_of_range_are_one_line_before_anything_is_built(override, message):
     from masklab import MasklabError
-    from masklab.model.module import MaskRCNNModule
+    from masklab.model.module import build_module
 
     with pytest.raises(MasklabError) as err:
-        MaskRCNNModule(compose_cfg(["hparams_search=none", override]))
+        build_module(compose_cfg(["hparams_search=none", override]))
     assert str(err.value) == message
 
 
 def test_a_bad_number_is_named_before_the_search_space_reads_it():
     # the default space computes ${mul:${optimizer.lr},0.25}: resolving it first named hparams_search.optimizer.lr
     from masklab import MasklabError
-    from masklab.model.module import MaskRCNNModule
+    from masklab.model.module import build_module
 
     with pytest.raises(MasklabError, match=r"^optimizer.lr=abc: must be a number >= 0$"):
-        MaskRCNNModule(compose_cfg(["optimizer.lr=abc"]))
+        build_module(compose_cfg(["optimizer.lr=abc"]))
 
 
 def test_model_numbers_at_their_limits_are_accepted():
-    from masklab.model.module import MaskRCNNModule
+    from masklab.model.module import build_module
 
     cfg = compose_cfg(
         [
@@ -363,7 +363,7 @@ def test_model_numbers_at_their_limits_are_accepted():
             "optimizer.lr=0",
         ]
     )
-    assert MaskRCNNModule(cfg).model.rpn.nms_thresh == 1.0
+    assert build_module(cfg).model.rpn.nms_thresh == 1.0
 
 
 def test_a_split_missing_from_a_prepared_set_says_how_to_prepare_it(tmp_path):

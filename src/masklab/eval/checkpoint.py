@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from masklab import MasklabError
 from masklab.checks import check_numbers
 from masklab.model.build import NET_NUMBERS
-from masklab.model.module import MaskRCNNModule
+from masklab.model.module import MaskRCNNModule, build_module
 from masklab.track.mlflow_utils import open_client
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[MaskRC
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
         hp = ckpt["hyper_parameters"]
         cfg = OmegaConf.create(hp["cfg"])
-        module = MaskRCNNModule(cfg, class_names=hp.get("class_names"))
+        module = build_module(cfg, class_names=hp.get("class_names"))
         module.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError, EOFError, TypeError, ValueError, pickle.UnpicklingError) as exc:
         raise MasklabError(

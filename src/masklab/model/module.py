@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from masklab import MasklabError
+from masklab import CONFIG_DIR, MasklabError
 from masklab.checks import check_least, check_numbers, in_range
 from masklab.data.auto import resolved
 from masklab.data.datamodule import DATA_NUMBERS
@@ -44,25 +44,59 @@ class NonFiniteLossError(MasklabError):
     pass
 
 
+def build_module(cfg: DictConfig, class_names=None) -> MaskRCNNModule:
+    """The run's LightningModule: the numbers checked, ``model.net`` built for the data's classes (and
+    ``model.weights``), then ``cfg.module`` instantiated around it. ``class_names``: the datamodule's; default
+    ``cfg.data.class_names``. The resolved config goes into its checkpoints, from which evaluate/predict rebuild it."""
+    cfg = resolved(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))  # train.py resolved and logged it
+    check_numbers(cfg, {**OPTIMIZER_NUMBERS, **NET_NUMBERS, **DATA_NUMBERS})  # before ${mul:} reads them
+    check_least(cfg, SCHEDULE_SIZES)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    if cfg.get("module") is None:  # a checkpoint from before conf/module: today's wiring of its own keys
+        cfg.module = module_node(cfg)
+    names = list(class_names if class_names is not None else cfg.data.class_names)
+    net = build_model(cfg, num_classes=len(names) + 1)
+    module = instantiate(cfg.module, net=net, class_names=names, _convert_="partial")
+    module.save_hyperparameters({"cfg": OmegaConf.to_container(cfg), "class_names": names}, logger=False)
+    return module
+
+
+def module_node(cfg: DictConfig) -> DictConfig:
+    """conf/module/mask_rcnn.yaml resolved against ``cfg`` (a config saved before the module group)."""
+    merged = OmegaConf.merge(cfg, {"module": OmegaConf.load(CONFIG_DIR / "module" / "mask_rcnn.yaml")})
+    return OmegaConf.create(OmegaConf.to_container(merged.module, resolve=True))
+
+
 class MaskRCNNModule(L.LightningModule):
-    def __init__(self, cfg: dict | DictConfig, class_names=None):
-        """``class_names``: the datamodule's (a prepared dataset names them); default ``cfg.data.class_names``."""
+    """Training, validation and test around torchvision's ``MaskRCNN`` (``net``), from its parts:
+    ``optimizer`` (params -> Optimizer), ``schedule`` (``epochs`` or ``steps``, ``warmup_iters``,
+    ``warmup_factor``, ``lr_lambda(epoch, epochs)``), ``stages`` ([{epochs, trainable}], else one stage of
+    ``trainable_layers``) and the data's ``class_names``; conf/module/mask_rcnn.yaml wires them from the config."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        class_names,
+        optimizer,
+        schedule,
+        stages=(),
+        trainable_layers: str = "all",
+        val_metrics=("coco",),
+        optimized_metric: str = "",
+        min_score: float = 0.5,
+        max_dets: int = 100,
+        channels_last: bool = False,
+    ):
         super().__init__()
-        cfg = resolved(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))  # train.py resolved and logged it
-        check_numbers(cfg, {**OPTIMIZER_NUMBERS, **NET_NUMBERS, **DATA_NUMBERS})  # before ${mul:} reads them
-        check_least(cfg, SCHEDULE_SIZES)
-        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
-        self.class_names = list(class_names if class_names is not None else cfg.data.class_names)
-        # the checkpoint alone rebuilds the model (evaluate.py, predict.py); train.py logs params itself
-        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg), "class_names": self.class_names}, logger=False)
-        self.cfg = cfg
-        self.model = build_model(cfg, num_classes=len(self.class_names) + 1)
-        if cfg.get(
-            "channels_last"
-        ):  # NHWC weights: the convolutions pick NHWC kernels (oneDNN on CPU, tensor cores on GPU)
+        self.class_names = list(class_names)
+        self.model = net
+        if channels_last:  # NHWC weights: the convolutions pick NHWC kernels (oneDNN on CPU, tensor cores on GPU)
             self.model.to(memory_format=torch.channels_last)
-        self.evaluator = CocoEvaluator(self.class_names, max_dets=int(cfg.nms.box_detections_per_img))
-        self.val_metrics = registry.needed(cfg.get("val_metrics") or [], cfg.get("optimized_metric") or "")
+        self.optimizer, self.schedule = optimizer, dict(schedule)
+        self.stages = [dict(s) for s in stages or []] or [{"trainable": trainable_layers}]
+        self.evaluator = CocoEvaluator(self.class_names, max_dets=int(max_dets))
+        self.val_metrics = registry.needed(list(val_metrics or []), optimized_metric or "")
+        self.min_score = float(min_score)
         self._stage = None
 
     def setup(self, stage: str) -> None:
@@ -81,10 +115,9 @@ class MaskRCNNModule(L.LightningModule):
                 log.info("validation also runs %s: %s", name, registry.EVALUATORS[name].cost)
             if self.model.transform._skip_resize:
                 log.info(
-                    "tiles (data.crop_size=%s): validation scores whole images at %s px; it logs no val loss, "
-                    "whose pass over every mask at that scale costs 1.5x the prediction",
-                    self.cfg.data.crop_size,
-                    self.cfg.image_min_size,
+                    "tiles: validation scores whole images at %s px; it logs no val loss, whose pass over every "
+                    "mask at that scale costs 1.5x the prediction",
+                    self.model.transform.min_size[0],
                 )
 
     # ---- one step for every stage -------------------------------------------------------------
@@ -141,8 +174,7 @@ class MaskRCNNModule(L.LightningModule):
             ev = self.evaluator
             torch.distributed.all_gather_object(parts, (ev.images, ev.gt, ev.dt))
             ev.merge(parts)
-        min_score = float(self.cfg.get("val_min_score", 0.5))
-        metrics, _ = registry.compute(self.evaluator, self.val_metrics, self.class_names, stage, min_score)
+        metrics, _ = registry.compute(self.evaluator, self.val_metrics, self.class_names, stage, self.min_score)
         self.evaluator.reset()
         headline = f"{stage}/segm_AP"
         self.log(headline, metrics[headline], prog_bar=True, sync_dist=True)
@@ -173,11 +205,10 @@ class MaskRCNNModule(L.LightningModule):
 
     # ---- staged training ------------------------------------------------------------------------
     def stage_for_epoch(self, epoch: int) -> tuple[int, str]:
-        """(index, trainable layers) of ``model.stages`` for ``epoch``; one stage from backbone config if none."""
-        stages = list(self.cfg.model.stages or []) or [{"trainable": self.cfg.backbone.trainable_layers}]
+        """(index, trainable layers) of ``stages`` for ``epoch``."""
         start = 0
-        for i, st in enumerate(stages):
-            if st.get("epochs") is None or epoch < start + st["epochs"] or i == len(stages) - 1:
+        for i, st in enumerate(self.stages):
+            if st.get("epochs") is None or epoch < start + st["epochs"] or i == len(self.stages) - 1:
                 return i, st["trainable"]
             start += st["epochs"]
         raise AssertionError("unreachable")
@@ -186,11 +217,10 @@ class MaskRCNNModule(L.LightningModule):
         index, layers = self.stage_for_epoch(self.current_epoch)
         if index != self._stage:
             trainable, total = set_trainable(self.model, layers)
-            n = max(len(self.cfg.model.stages or []), 1)
             log.info(
                 "stage %d/%d from epoch %d: training '%s' (%.1fM of %.1fM parameters)",
                 index + 1,
-                n,
+                len(self.stages),
                 self.current_epoch,
                 layers,
                 trainable / 1e6,
@@ -201,9 +231,8 @@ class MaskRCNNModule(L.LightningModule):
     # ---- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
         # every parameter: frozen ones get no gradient, and a stage that unfreezes them needs no new optimizer
-        optimizer = instantiate(self.cfg.optimizer)(self.model.parameters())
-        sched = self.cfg.schedule
-        lr_lambda = instantiate(sched.lr_lambda)
+        optimizer = self.optimizer(self.model.parameters())
+        sched, lr_lambda = self.schedule, self.schedule["lr_lambda"]
         _check_boundaries(sched)
         total = self.trainer.estimated_stepping_batches  # sets up the train loader, so its length is known
         batches = self.trainer.num_training_batches  # inf when max_epochs=-1 (a max_steps run): then total per epoch
@@ -213,10 +242,14 @@ class MaskRCNNModule(L.LightningModule):
             else batches / self.trainer.accumulate_grad_batches
         )
         steps_per_epoch = max(1, math.ceil(per_epoch))
-        epochs = sched.steps / steps_per_epoch if sched.get("steps") else sched.epochs  # a steps budget: fractional
+        epochs = (
+            sched["steps"] / steps_per_epoch if sched.get("steps") else sched["epochs"]
+        )  # a steps budget: fractional
 
         def factor(step: int) -> float:
-            return warmup(step, sched.warmup_iters, sched.warmup_factor) * lr_lambda(step / steps_per_epoch, epochs)
+            return warmup(step, sched["warmup_iters"], sched["warmup_factor"]) * lr_lambda(
+                step / steps_per_epoch, epochs
+            )
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -227,36 +260,35 @@ class MaskRCNNModule(L.LightningModule):
             checkpoint["mlflow_run_id"] = run_id
 
 
-def _check_boundaries(sched) -> None:
+def _check_boundaries(sched: dict) -> None:
     """Say where a step/piecewise schedule changes the LR in this run, and warn about a change it never reaches
     (e.g. milestones given in this run's epochs while ``reference_epochs`` still scales them from 12)."""
-    kwargs = {k: v for k, v in OmegaConf.to_container(sched.lr_lambda, resolve=True).items() if not k.startswith("_")}
-    at = boundaries(sched.epochs, **kwargs)
+    epochs, kwargs = sched["epochs"], dict(getattr(sched["lr_lambda"], "keywords", {}))  # the partial's arguments
+    at = boundaries(epochs, **kwargs)
     if not at:
         return
-    given = boundaries(sched.epochs, **{**kwargs, "reference_epochs": None})  # as written in the config
+    given = boundaries(epochs, **{**kwargs, "reference_epochs": None})  # as written in the config
     ref = kwargs.get("reference_epochs")
-    scaled = (
-        (
-            f" ({list(given)} of a {ref}-epoch run, scaled: schedule.lr_lambda.reference_epochs={ref}; null takes them "
-            "as given)"
-        )
-        if ref and ref != sched.epochs
-        else ""
+    scaled = ref and ref != epochs
+    how = f" ({list(given)} of a {ref}-epoch run, scaled: schedule.lr_lambda.reference_epochs={ref}; null takes them "
+    log.info(
+        "schedule: LR changes at epochs %s of %d%s",
+        [round(b, 2) for b in at],
+        epochs,
+        how + "as given)" if scaled else "",
     )
-    log.info("schedule: LR changes at epochs %s of %d%s", [round(b, 2) for b in at], sched.epochs, scaled)
-    late = [round(b, 2) for b in at if b >= sched.epochs]
+    late = [round(b, 2) for b in at if b >= epochs]
     if late:
         hint = (
-            (
-                f": {list(given)} are scaled by schedule.epochs / reference_epochs = {sched.epochs}/{ref}; "
-                "give them for a "
-                f"{ref}-epoch run or set schedule.lr_lambda.reference_epochs=null to take them as given"
-            )
-            if scaled
-            else ""
+            f": {list(given)} are scaled by schedule.epochs / reference_epochs = {epochs}/{ref}; give them for a "
+            f"{ref}-epoch run or set schedule.lr_lambda.reference_epochs=null to take them as given"
         )
-        log.warning("schedule: the LR change(s) at epoch %s never happen in a %d-epoch run%s", late, sched.epochs, hint)
+        log.warning(
+            "schedule: the LR change(s) at epoch %s never happen in a %d-epoch run%s",
+            late,
+            epochs,
+            hint if scaled else "",
+        )
 
 
 def _loss_mode(model: nn.Module) -> None:
