@@ -59,7 +59,7 @@ def fit_and_test(cfg: DictConfig, datamodule, module, ckpt_path: str | None, log
     """Fit, test the best checkpoint, then the run's files, summary and exports."""
     callbacks = cb.instantiate_callbacks(cfg.callbacks)
     trainer = make_trainer(
-        cfg,
+        cfg.trainer,
         max_epochs=cfg.schedule.epochs,
         max_steps=cfg.schedule.get("steps") or -1,
         logger=logger,

@@ -235,7 +235,7 @@ def test_a_trainer_lightning_refuses_is_one_line(tmp_path):
         match=r"^trainer \(accelerator=cpu, devices=0, strategy=auto\): `Trainer\(devices=0\)` "
         r"value is not a valid input using cpu accelerator\.$",
     ):
-        make_trainer(compose_cfg(["trainer.devices=0"]))
+        make_trainer(compose_cfg(["trainer.devices=0"]).trainer)
     if torch.cuda.is_available():
         return
     out = cli("trainer=gpu", tmp_path=tmp_path)
@@ -364,11 +364,16 @@ def test_lightning_summary_table_is_off_unless_asked_for():
     # its one row read "model | MaskRCNN | 7.7 M | train | 0" and "Total FLOPs: 0" (the model has no example input)
     from lightning.pytorch.callbacks import ModelSummary
 
+    from masklab.data.auto import resolved
     from masklab.model.trainer import make_trainer
 
     GlobalHydra.instance().clear()
     summaries = [
-        [c for c in make_trainer(compose_cfg(over, tiny=False), logger=False).callbacks if isinstance(c, ModelSummary)]
+        [
+            c
+            for c in make_trainer(resolved(compose_cfg(over, tiny=False)).trainer, logger=False).callbacks
+            if isinstance(c, ModelSummary)
+        ]
         for over in ([], ["+trainer.enable_model_summary=true"])
     ]
     assert [len(s) for s in summaries] == [0, 1]

@@ -183,15 +183,10 @@ SIZES = {
 DATA_NUMBERS = {"max_gt_instances": (in_range(1, None, integer=True), "an integer >= 1")}
 
 
-def check_sizes(cfg: DictConfig) -> None:
-    """The data's counts and sizes: one line instead of a traceback."""
-    check_least(cfg, SIZES)
-
-
 def build_datamodule(cfg: DictConfig) -> DetectionDataModule:
     """The datamodule of a composed config: ``data`` group + augmentation + the plain loader keys."""
     cfg = resolved(cfg)  # train.py resolved (and logged) them already; evaluate/benchmarks/tests may not have
-    check_sizes(cfg)
+    check_least(cfg, SIZES)  # the data's counts and sizes: one line instead of a traceback
     data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in SOURCE_KEYS}
     return instantiate(
         data,

@@ -133,7 +133,7 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
         elif not prefix.startswith("model.net.") or prefix.endswith("_target_."):
             out[prefix[:-1]] = node
 
-    wiring = ("hparams_search", "callbacks", "module")  # the search space and wiring (of keys logged by name): not params
+    wiring = ("hparams_search", "callbacks", "module")  # the search space; wiring of keys logged by name
     walk({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in wiring}, "")
     return out
 
