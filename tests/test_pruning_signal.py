@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from masklab import MasklabError
+from masklab.callbacks.optuna_trial import PruningBridge, pruning_bridge
+from masklab.sweep.schedulers import StudySettingError, pruner_spec, pruning_signal
 from masklab.sweep.schedulers import make_pruner as _make
-from masklab.sweep.schedulers import pruner_spec
-from masklab.sweep.trial import PruningBridge, StudySettingError, pruning_bridge, pruning_signal
 
 
 def make_pruner(name, kwargs=None, epochs=None):

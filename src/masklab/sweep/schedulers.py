@@ -122,3 +122,18 @@ class Scheduler:
 
     def overrides(self, attrs: dict, number: int) -> list[str]:
         return []
+
+
+class StudySettingError(MasklabError):
+    """A mistake in the study's own settings (not in the trial's sampled values): every trial would
+    fail the same way, so the sweeper stops the study at the first instead of at ``max_failures``."""
+
+
+def pruning_signal(metric: str, mode: str | None, direction: str) -> dict:
+    """What a trial reports to its pruner: ``{"on": metric, "sign": +1 | -1}``. Optuna's pruners compare values in
+    the study's direction, so a metric watched the other way (``val/loss`` in a study that maximizes AP) is
+    reported negated. ``mode`` null: ``min`` for a metric named ``*loss*``, else ``max``."""
+    mode = mode or ("min" if "loss" in metric.rsplit("/", 1)[-1] else "max")
+    if mode not in ("min", "max"):
+        raise MasklabError(f"hydra.sweeper.prune_mode={mode!r}: choose min or max (how {metric} improves)")
+    return {"on": metric, "sign": 1 if (mode == "max") == (direction == "maximize") else -1}

@@ -37,9 +37,17 @@ from masklab import MasklabError, causes, exit_on_error, secrets, user_message
 from masklab.data.auto import resolved
 from masklab.model.trainer import refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
-from masklab.sweep.schedulers import Scheduler, build_pruner, make_sampler, optuna_pruner, pruner_spec, space_size
+from masklab.sweep.schedulers import (
+    Scheduler,
+    StudySettingError,
+    build_pruner,
+    make_sampler,
+    optuna_pruner,
+    pruner_spec,
+    pruning_signal,
+    space_size,
+)
 from masklab.sweep.storage import Store, scheme, shared
-from masklab.sweep.trial import StudySettingError, pruning_signal
 from masklab.track.outcome import NOT_PARAMS
 from masklab.track.study_runs import Tracker
 

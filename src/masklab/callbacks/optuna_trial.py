@@ -1,8 +1,7 @@
-"""The job side of a sweep: the trial a training run belongs to, what it reports to the pruner, and what a trial
-cannot be.
-
-The sweeper passes ``sweep.{study,storage,trial_id,parent_run_id,stop_epoch}`` as overrides (the storage's password
-masked, revealed from this process's environment), so a trial finds its Optuna trial wherever it runs.
+"""The sweep's side of a training run (``callbacks.optuna_trial``): the trial it belongs to and what it reports to
+the pruner. The sweeper passes ``sweep.{study,storage,trial_id,parent_run_id,stop_epoch}`` as overrides (the
+storage's password masked, revealed from this process's environment), so a trial finds its Optuna trial wherever
+it runs; outside a sweep the callback does nothing.
 """
 
 from __future__ import annotations
@@ -13,24 +12,8 @@ import lightning.pytorch as L
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from masklab import MasklabError
-from masklab.sweep.schedulers import make_pruner
+from masklab.sweep.schedulers import StudySettingError, make_pruner
 from masklab.sweep.storage import trial_of
-
-
-class StudySettingError(MasklabError):
-    """A mistake in the study's own settings (not in the trial's sampled values): every trial would
-    fail the same way, so the sweeper stops the study at the first instead of at ``max_failures``."""
-
-
-def pruning_signal(metric: str, mode: str | None, direction: str) -> dict:
-    """What a trial reports to its pruner: ``{"on": metric, "sign": +1 | -1}``. Optuna's pruners compare values in
-    the study's direction, so a metric watched the other way (``val/loss`` in a study that maximizes AP) is
-    reported negated. ``mode`` null: ``min`` for a metric named ``*loss*``, else ``max``."""
-    mode = mode or ("min" if "loss" in metric.rsplit("/", 1)[-1] else "max")
-    if mode not in ("min", "max"):
-        raise MasklabError(f"hydra.sweeper.prune_mode={mode!r}: choose min or max (how {metric} improves)")
-    return {"on": metric, "sign": 1 if (mode == "max") == (direction == "maximize") else -1}
 
 
 def pruning_bridge(study: optuna.Study, trial: optuna.Trial, optimized_metric: str, stop_epoch=None) -> PruningBridge:
