@@ -100,6 +100,19 @@ def test_auto_anchors_reach_the_boxes_the_default_group_misses():
     assert sizes == sorted(sizes) and all(b == 2 * a or abs(b - 2 * a) <= 1 for a, b in zip(sizes, sizes[1:]))
 
 
+def test_where_many_anchor_sizes_reach_every_box_auto_keeps_torchvisions_size_per_stride():
+    # pedestrians at 384 px (60-220 px tall, h/w ~2.7): anchors from 11 px up reach them all; the small ones put
+    # them on the stride-32/64 maps (PennFudan test segm AP50 0.72-0.80 with 11-181 px, 0.89 with 16-256)
+    rng = np.random.default_rng(0)
+    h = rng.uniform(60, 220, 400)
+    wh = np.stack([h / rng.uniform(2.0, 3.4, 400), h], 1)
+    sizes, _, recall = auto.fit_anchors(wh)
+    assert recall == 1.0 and sizes[0] == 32  # 8x the stride-4 map, as torchvision's COCO anchors
+    assert auto.anchor_recall(wh, [11, 23, 45, 91, 181], auto.fit_anchors(wh)[1]) == 1.0  # a tie on recall alone
+    tiny = known_boxes(rng)  # 8-24 px: only smaller anchors reach them, and recall still comes first
+    assert auto.fit_anchors(tiny)[0][0] < 16 and auto.fit_anchors(tiny)[2] >= 0.98
+
+
 def stats_of(images_by_split, classes=("a",)):
     """Statistics of synthetic splits: {split: [(h, w, [(bw, bh, class), ...]), ...]}."""
     out = {}

@@ -76,7 +76,8 @@ def anchor_recall(wh: np.ndarray, sizes, ratios, iou: float = 0.5) -> float:
 def fit_anchors(wh: np.ndarray, iou: float = 0.5) -> tuple[list[int], list[float], float]:
     """(sizes, aspect ratios, recall): one size per FPN level, doubling level to level like the strides, the
     smallest searched over 4-128 px in steps of 2^(1/8); ratios torchvision's (0.5, 1, 2) or the data's
-    10/50/90 % aspect ratios. Ranked by recall, then mean best IoU."""
+    10/50/90 % aspect ratios. Ranked by recall (to 0.001), then by the smallest size nearest torchvision's 32 px
+    (8x the finest stride): smaller anchors put the objects on coarser maps, with fewer anchors per object."""
     aspects = wh[:, 1] / wh[:, 0]
     quant = [round(float(np.exp(np.percentile(np.log(aspects), q))), 2) for q in (10, 50, 90)] if len(wh) else []
     ratio_sets = [[0.5, 1.0, 2.0]] + ([quant] if len(set(quant)) == 3 else [])
@@ -85,11 +86,11 @@ def fit_anchors(wh: np.ndarray, iou: float = 0.5) -> tuple[list[int], list[float
         for k in range(41):
             base = 4 * 2 ** (k / 8)
             sizes = [int(round(base * 2**i)) for i in range(len(STRIDES))]
-            ious = best_iou(wh, anchor_shapes(sizes, ratios))
-            score = (float((ious >= iou).mean()), float(ious.mean()))
+            recall = float((best_iou(wh, anchor_shapes(sizes, ratios)) >= iou).mean())
+            score = (round(recall, 3), -abs(math.log2(base / 32)))
             if best is None or score > best[0]:
-                best = (score, sizes, ratios)
-    (recall, _), sizes, ratios = best
+                best = (score, sizes, ratios, recall)
+    _, sizes, ratios, recall = best
     return sizes, [float(r) for r in ratios], recall
 
 
