@@ -151,14 +151,21 @@ class Store:
         """The trial as the storage has it now (what its job wrote)."""
         return self.study._storage.get_trial(trial._trial_id)
 
-    def ask(self, dists: dict, params: dict | None = None, **attrs) -> optuna.Trial:
-        """A new trial (``params``: an enqueued one with these values), owned by this worker. Hold the lock."""
+    def ask(self, params: dict | None = None, **attrs) -> optuna.Trial:
+        """A new RUNNING trial owned by this worker, its parameters not drawn yet (``params``: an enqueued one with
+        these values). Hold the lock; draw them with :meth:`sample` after it."""
         if params is not None:
             self.study.enqueue_trial(params, skip_if_exists=False, user_attrs=attrs)
-        trial = self.study.ask(dists)
+        trial = self.study.ask()
         own = {"host": hostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
         trial.set_user_attr("masklab_owner", own)  # its heartbeat counts from its start until the first beat
         self.current = trial
+        return trial
+
+    def sample(self, trial: optuna.Trial, dists: dict) -> optuna.Trial:
+        """Draw ``trial``'s parameters (as ``study.ask(dists)`` does), outside the lock: the sampler reads the study."""
+        for name, dist in dists.items():
+            trial._suggest(name, dist)
         return trial
 
     def tell(self, trial: optuna.Trial, values=None, state: TrialState | None = None, **attrs) -> None:

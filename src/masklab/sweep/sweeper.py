@@ -143,28 +143,33 @@ class OptunaSweeperBase(Sweeper):
 
     def _ask(self, s: Session) -> optuna.Trial | str | None:
         """The next trial, or why to wait for other workers' trials, or None when the study is done."""
-        with s.store.lock():  # every worker counts and asks under it: n_trials holds across machines
-            trials = s.store.fail_dead()
-            maximize = s.store.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-            if (job := s.scheduler.promotion(trials, maximize)) is not None:
-                return s.store.ask(s.dists, params=job[0], **job[1])
-            counted = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED, State.RUNNING)]
-            used = [t for t in counted if s.scheduler.new_configuration(t) and "same_as" not in t.user_attrs]
-            running = [t for t in trials if t.state == State.RUNNING]
-            if len(used) >= s.n_trials:
-                if not running:
-                    return None
-                hosts = ", ".join(f"{t.number} on {t.user_attrs.get('masklab_owner', {}).get('host')}" for t in running)
-                return f"all n_trials={s.n_trials} are started; trials {hosts} still run"
-            size = space_size(s.dists) if self.duplicates == "reuse" else None
-            if size is not None and len(self._trained(s, trials)) >= size:
-                s.exhausted = True
-                log.warning("study %r: all %d settings of the space have a COMPLETE trial; stopping before n_trials=%d",
-                            self.study_name, size, s.n_trials)  # fmt: skip
+        with s.store.lock():  # every worker counts and claims under it: n_trials holds across machines
+            trial = self._claim(s)
+        return s.store.sample(trial, s.dists) if isinstance(trial, optuna.Trial) else trial
+
+    def _claim(self, s: Session) -> optuna.Trial | str | None:
+        """Under the lock: a new trial (its parameters drawn after), or why to wait, or None."""
+        trials = s.store.fail_dead()
+        maximize = s.store.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        if (job := s.scheduler.promotion(trials, maximize)) is not None:
+            return s.store.ask(params=job[0], **job[1])
+        counted = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED, State.RUNNING)]
+        used = [t for t in counted if s.scheduler.new_configuration(t) and "same_as" not in t.user_attrs]
+        running = [t for t in trials if t.state == State.RUNNING]
+        if len(used) >= s.n_trials:
+            if not running:
                 return None
-            trial = s.store.ask(s.dists)
-            s.scheduler.started(trial)
-            return trial
+            hosts = ", ".join(f"{t.number} on {t.user_attrs.get('masklab_owner', {}).get('host')}" for t in running)
+            return f"all n_trials={s.n_trials} are started; trials {hosts} still run"
+        size = space_size(s.dists) if self.duplicates == "reuse" else None
+        if size is not None and len(self._trained(s, trials)) >= size:
+            s.exhausted = True
+            log.warning("study %r: all %d settings of the space have a COMPLETE trial; stopping before n_trials=%d",
+                        self.study_name, size, s.n_trials)  # fmt: skip
+            return None
+        trial = s.store.ask()
+        s.scheduler.started(trial)
+        return trial
 
     def _trained(self, s: Session, trials) -> dict[tuple, optuna.trial.FrozenTrial]:
         """The trained COMPLETE trials with this session's fixed overrides, by parameters (the first of each)."""
