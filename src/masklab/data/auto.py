@@ -256,11 +256,12 @@ def _fit_anchors(cfg: DictConfig, wh: np.ndarray, opts, fit: Fit) -> None:
     scale = float(OmegaConf.select(cfg, "anchors.scale", default=1.0) or 1.0)
     if _is_auto(cfg, "anchors.sizes"):
         sizes = [max(2, int(round(s * scale))) for s in sizes]
+        scaled = f", x{scale} (anchors.scale)" if scale != 1 else ""
         fit.set(
             "anchors.sizes",
             sizes,
-            f"fitted to the train boxes at the training scale: recall {recall:.3f} "
-            f"(IoU >= {iou}){f', x{scale} (anchors.scale)' if scale != 1 else ''}",
+            f"fitted to the train boxes at the training scale: recall {recall:.3f} (IoU >= {iou}; of equal "
+            f"recall, the nearest torchvision's 32 px on the stride-4 map){scaled}",
         )
     if _is_auto(cfg, "anchors.aspect_ratios"):
         fit.set("anchors.aspect_ratios", ratios, "the better of torchvision's and the data's 10/50/90 % aspect ratios")
