@@ -60,10 +60,9 @@ def worker(tmp_path: Path, host: str, mlflow_uri: str, storage: str, *overrides:
            "experiment_name=d", "hparams_search=none", "optimizer.lr=tag(log,interval(0.001,0.05))",
            f"hydra.sweeper.storage='{given}'", f"hydra.sweeper.n_trials={n_trials}", *overrides]  # fmt: skip
     log = (tmp_path / f"{host}.log").open("w")
-    STARTED.append(
-        subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    )
-    return STARTED[-1]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    STARTED.append(proc)  # killed after the test if it is still running
+    return proc
 
 
 def finish(tmp_path: Path, procs: dict, timeout: float = 600) -> dict[str, str]:

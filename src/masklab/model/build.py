@@ -83,7 +83,7 @@ def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:
     cfg = resolved(cfg)
     net = cfg.model.get("net")
     if net is None:  # a checkpoint from before the tree: its own short keys fill today's template
-        net = legacy_net(cfg)
+        net = todays_node(cfg, "model.net", OmegaConf.load(CONFIG_DIR / "model" / "standard.yaml").net)
     try:
         model = instantiate(net, num_classes=num_classes)
     except InstantiationException as exc:  # one line for the user, not Hydra's "Error in call to target"
@@ -96,11 +96,11 @@ def build_model(cfg: DictConfig, num_classes: int) -> MaskRCNN:
     return model
 
 
-def legacy_net(cfg: DictConfig) -> DictConfig:
-    """``model.net`` of conf/model/standard.yaml resolved against ``cfg`` (a config saved before the tree)."""
-    template = OmegaConf.load(CONFIG_DIR / "model" / "standard.yaml").net
-    merged = OmegaConf.merge(cfg, {"model": {"net": template}})
-    return OmegaConf.create(OmegaConf.to_container(merged.model.net, resolve=True))
+def todays_node(cfg: DictConfig, key: str, template: DictConfig) -> DictConfig:
+    """``template`` (today's node ``key``) resolved against ``cfg``: for a config saved before ``key`` existed."""
+    merged = OmegaConf.merge(cfg)  # a copy: the caller's config keeps what it was saved with
+    OmegaConf.update(merged, key, template, force_add=True)
+    return OmegaConf.create(OmegaConf.to_container(OmegaConf.select(merged, key), resolve=True))
 
 
 #: ``rpn_box_loss`` -> the RPN class torchvision's MaskRCNN builds (same state: only the loss differs)

@@ -22,7 +22,7 @@ from masklab.data.auto import resolved
 from masklab.data.datamodule import DATA_NUMBERS
 from masklab.metrics import registry
 from masklab.metrics.coco import CocoEvaluator
-from masklab.model.build import NET_NUMBERS, build_model, parameter_summary, set_trainable
+from masklab.model.build import NET_NUMBERS, build_model, parameter_summary, set_trainable, todays_node
 from masklab.model.schedules import SIZES as SCHEDULE_SIZES
 from masklab.model.schedules import boundaries, warmup
 
@@ -53,18 +53,12 @@ def build_module(cfg: DictConfig, class_names=None) -> MaskRCNNModule:
     check_least(cfg, SCHEDULE_SIZES)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     if cfg.get("module") is None:  # a checkpoint from before conf/module: today's wiring of its own keys
-        cfg.module = module_node(cfg)
+        cfg.module = todays_node(cfg, "module", OmegaConf.load(CONFIG_DIR / "module" / "mask_rcnn.yaml"))
     names = list(class_names if class_names is not None else cfg.data.class_names)
     net = build_model(cfg, num_classes=len(names) + 1)
     module = instantiate(cfg.module, net=net, class_names=names, _convert_="partial")
     module.save_hyperparameters({"cfg": OmegaConf.to_container(cfg), "class_names": names}, logger=False)
     return module
-
-
-def module_node(cfg: DictConfig) -> DictConfig:
-    """conf/module/mask_rcnn.yaml resolved against ``cfg`` (a config saved before the module group)."""
-    merged = OmegaConf.merge(cfg, {"module": OmegaConf.load(CONFIG_DIR / "module" / "mask_rcnn.yaml")})
-    return OmegaConf.create(OmegaConf.to_container(merged.module, resolve=True))
 
 
 class MaskRCNNModule(L.LightningModule):
@@ -242,14 +236,11 @@ class MaskRCNNModule(L.LightningModule):
             else batches / self.trainer.accumulate_grad_batches
         )
         steps_per_epoch = max(1, math.ceil(per_epoch))
-        epochs = (
-            sched["steps"] / steps_per_epoch if sched.get("steps") else sched["epochs"]
-        )  # a steps budget: fractional
+        epochs = sched["steps"] / steps_per_epoch if sched.get("steps") else sched["epochs"]  # steps: fractional
+        warm = sched["warmup_iters"], sched["warmup_factor"]
 
         def factor(step: int) -> float:
-            return warmup(step, sched["warmup_iters"], sched["warmup_factor"]) * lr_lambda(
-                step / steps_per_epoch, epochs
-            )
+            return warmup(step, *warm) * lr_lambda(step / steps_per_epoch, epochs)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -269,14 +260,12 @@ def _check_boundaries(sched: dict) -> None:
         return
     given = boundaries(epochs, **{**kwargs, "reference_epochs": None})  # as written in the config
     ref = kwargs.get("reference_epochs")
-    scaled = ref and ref != epochs
-    how = f" ({list(given)} of a {ref}-epoch run, scaled: schedule.lr_lambda.reference_epochs={ref}; null takes them "
-    log.info(
-        "schedule: LR changes at epochs %s of %d%s",
-        [round(b, 2) for b in at],
-        epochs,
-        how + "as given)" if scaled else "",
+    scaled = bool(ref) and ref != epochs
+    how = (
+        f" ({list(given)} of a {ref}-epoch run, scaled: schedule.lr_lambda.reference_epochs={ref}; null takes them "
+        "as given)"
     )
+    log.info("schedule: LR changes at epochs %s of %d%s", [round(b, 2) for b in at], epochs, how if scaled else "")
     late = [round(b, 2) for b in at if b >= epochs]
     if late:
         hint = (
