@@ -64,10 +64,15 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = optuna.storages.journal.JournalFileOpenLock(str(path))
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock))
-    try:
-        return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True})
-    except Exception as exc:  # sqlalchemy: unparsable URL, missing driver, unreachable server
-        raise _cannot_open(spec, exc) from None
+    for attempt in (1, 2):
+        try:
+            return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True})
+        except Exception as exc:  # sqlalchemy: unparsable URL, missing driver, unreachable server
+            # a reader outside our lock (a dashboard, a script) stamps Optuna's alembic table while we create it
+            if attempt == 1 and "UniqueViolation" in type(exc).__name__ + str(exc):
+                time.sleep(1.0)
+                continue
+            raise _cannot_open(spec, exc) from None
 
 
 def _cannot_open(spec: str, exc: Exception) -> MasklabError:
