@@ -652,8 +652,8 @@ def test_which_running_trials_count_as_left_by_a_dead_worker(tmp_path, monkeypat
     # another machine: its heartbeat, 59 s old is alive, 61 s is not
     assert store.dead(running(host="elsewhere", pid=1, beat=time.time() - 59), with_lock=False) is None
     assert store.dead(running(host="elsewhere", pid=1, beat=time.time() - 61), with_lock=False) == WORKER_DIED
-    # no owner: asked by a worker that died before recording itself; only the lock's holder can tell (no one else
-    # is between asking and recording), and it fails it at once: it held a budget slot for 3600 s before
+    # no owner (a trial asked for outside masklab's workers, which create theirs with the owner in one write under
+    # the lock): only the lock's holder fails it, at once; it held a budget slot for 3600 s before
     ownerless = running()
     assert store.dead(ownerless, with_lock=False) is None and store.dead(ownerless, with_lock=True) == NO_OWNER
     with store.lock():

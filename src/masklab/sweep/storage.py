@@ -6,10 +6,10 @@ folder, :mod:`masklab.sweep.schedulers`). What they must agree on is decided in 
 - **the budget and trial numbers**: a worker counts the trials and asks for one while it holds the storage's
   lock (a PostgreSQL advisory lock, MySQL's ``GET_LOCK``, a file lock beside a SQLite or journal file); creating
   the tables, the study and the MLflow parent run happens under it too (workers may start together);
-- **liveness**: a trial records its owner (host, pid, process start) when it is asked for, under the lock, and a
+- **liveness**: a trial is created with its owner (host, pid, process start) in one write, under the lock, and a
   background thread of its worker writes its heartbeat every ``heartbeat_s``. Any live worker fails a RUNNING
   trial whose owner on its own host is gone (at once), whose heartbeat is older than ``stale_after_s`` (another
-  host), or that has no owner while the lock is held (its worker died between asking and recording itself).
+  host), or that has no owner while the lock is held (created by a script outside masklab, or an older version).
   Optuna's own heartbeat exists for RDB storages only; this one serves the journal file too. It compares clocks
   of different machines: keep them synchronised (NTP) to well under ``stale_after_s``.
 
@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 import zlib
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -39,7 +40,7 @@ from masklab.secrets import mask, reveal
 
 log = logging.getLogger("masklab.sweep")
 WORKER_DIED = "worker died (killed or crashed) mid-trial"
-NO_OWNER = "its worker died between asking for it and starting it"
+NO_OWNER = "it has no owner (not asked for by a masklab worker)"
 _LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks take milliseconds
 
 
@@ -156,16 +157,19 @@ class Store:
         """The trial as the storage has it now (what its job wrote)."""
         return self.study._storage.get_trial(trial._trial_id)
 
-    def ask(self, params: dict | None = None, **attrs) -> optuna.Trial:
-        """A new RUNNING trial owned by this worker, its parameters not drawn yet (``params``: an enqueued one with
-        these values). Hold the lock; draw them with :meth:`sample` after it."""
-        if params is not None:
-            self.study.enqueue_trial(params, skip_if_exists=False, user_attrs=attrs)
-        trial = self.study.ask()
+    def ask(self, params: dict | None = None, dists: dict | None = None, **attrs) -> optuna.Trial:
+        """A new RUNNING trial owned by this worker, created with its owner and ``attrs`` in one write (``params``
+        of ``dists``: a promoted configuration's values); its other parameters are drawn by :meth:`sample` after
+        the lock."""
         own = {"host": hostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
-        trial.set_user_attr("masklab_owner", own)  # its heartbeat counts from its start until the first beat
-        self.current = trial
-        return trial
+        template = FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(), datetime_complete=None,
+            params=dict(params or {}), distributions={k: (dists or {})[k] for k in params or {}},
+            user_attrs={"masklab_owner": own, **attrs}, system_attrs={}, intermediate_values={}, trial_id=-1,
+        )  # fmt: skip
+        trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
+        self.current = optuna.Trial(self.study, trial_id)  # heartbeat counts from its start until the first beat
+        return self.current
 
     def sample(self, trial: optuna.Trial, dists: dict) -> optuna.Trial:
         """Draw ``trial``'s parameters (as ``study.ask(dists)`` does), outside the lock: the sampler reads the study."""
@@ -186,7 +190,7 @@ class Store:
     def dead(self, t: FrozenTrial, with_lock: bool) -> str | None:
         """Why RUNNING trial ``t``'s worker is gone, or None while it may be alive."""
         own, beat = t.user_attrs.get("masklab_owner"), t.user_attrs.get("masklab_heartbeat")
-        if own is None:  # asked for and owned under the lock: none is ownerless while we hold it
+        if own is None:  # masklab's workers create trials with their owner, under the lock
             return NO_OWNER if with_lock else None
         if own["host"] == hostname():
             start = _process_start(int(own["pid"]))

@@ -152,7 +152,7 @@ class OptunaSweeperBase(Sweeper):
         trials = s.store.fail_dead()
         maximize = s.store.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
         if (job := s.scheduler.promotion(trials, maximize)) is not None:
-            return s.store.ask(params=job[0], **job[1])
+            return s.store.ask(params=job[0], dists=s.dists, **job[1])
         counted = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED, State.RUNNING)]
         used = [t for t in counted if s.scheduler.new_configuration(t) and "same_as" not in t.user_attrs]
         running = [t for t in trials if t.state == State.RUNNING]
