@@ -4,6 +4,7 @@
     python benchmarks/run_all.py            # everything (hours on 2 cores: pruning, PennFudan, your_data)
     python benchmarks/run_all.py --quick    # shorter versions of each (minutes; figures less representative)
     python benchmarks/run_all.py --resume   # keep finished benchmarks' figures (benchmarks/.results/)
+    python benchmarks/run_all.py --only your_data   # run one benchmark, replace its rows, keep the others
 
 Ratios are measured side by side within each benchmark; absolute times are this machine's.
 """
@@ -281,11 +282,34 @@ def write(rows: list[dict], quick: bool, path: Path = HERE / "RESULTS.md") -> st
     return text
 
 
+#: benchmarks that can be re-run alone (--only): their rows, by the prefix of their "benchmark" cell
+ALONE = {"your_data": ("your data:", lambda quick, resume: your_data_rows(
+    cached("your_data", resume, your_data.main, ["--steps", "40"] if quick else [])))}  # fmt: skip
+
+
+def replace_rows(name: str, rows: list[dict], path: Path = HERE / "RESULTS.md") -> str:
+    """RESULTS.md with benchmark ``name``'s rows measured again (dated in the title) and every other row kept."""
+    prefix, lines = f"| {ALONE[name][0]}", path.read_text().splitlines()
+    notes = next((k for k, x in enumerate(lines) if x.startswith("## ")), len(lines))
+    end = max(i for i in range(notes) if lines[i].startswith("| "))  # the table's last row
+    new = [f"| {r['benchmark']} | {r['figure']} | {r['target']} | {MET.get(r['met'], 'NO')} | {r['detail']} | "
+           f"`{r['command']}` |" for r in rows]  # fmt: skip
+    head, tail = [x for x in lines[: end + 1] if not x.startswith(prefix)], lines[end + 1 :]
+    title = head[0].split(";")[0].rstrip(")") + f"; {name} rows {dt.date.today().isoformat()})"
+    text = "\n".join([title, *head[1:], *new, *tail]) + "\n"
+    path.write_text(text)
+    return text
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--resume", action="store_true", help="reuse benchmarks/.results/<name>.json of finished benchmarks")
+    p.add_argument("--only", choices=sorted(ALONE), help="run this benchmark alone and replace its rows in RESULTS.md")
     args = p.parse_args(argv)
+    if args.only:
+        print(replace_rows(args.only, ALONE[args.only][1](args.quick, args.resume)))
+        return
     print(write(run(args.quick, args.resume), args.quick))
 
 
