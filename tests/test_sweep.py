@@ -608,13 +608,13 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
                 ret._return_value = exc
             return [ret]
 
-    freed, free_memory = [], sw._free_memory
+    freed, free_memory = [], sw.free_memory
 
     def spy():
         free_memory()
         freed.append(held["activations"]() is None)
 
-    monkeypatch.setattr(sw, "_free_memory", spy)
+    monkeypatch.setattr(sw, "free_memory", spy)
     sweeper = object.__new__(sw.OptunaSweeperBase)
     sweeper.launcher, sweeper.study_name, sweeper.validate_batch_is_legal = Launcher(), "s", lambda batch: None
     sweeper._tell = lambda s, trial, error, value: sw.user_message(error)

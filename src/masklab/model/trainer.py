@@ -76,3 +76,15 @@ def refuse_gpu_trials_without_gpu(config, dists) -> None:
             f"trainer.accelerator={accelerator}: no CUDA GPU is visible here, so no trial could run; "
             "use trainer=cpu (or trainer.accelerator=auto)"
         )
+
+
+def free_memory() -> None:
+    """A failed (e.g. out-of-memory) job must not leave its tensors to the next one in this process, nor its cached
+    GPU memory to other processes on the GPU (drop the job's exception first: its traceback holds them)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -35,7 +35,7 @@ from omegaconf import OmegaConf, read_write
 
 from masklab import MasklabError, causes, exit_on_error, secrets, user_message
 from masklab.data.auto import resolved
-from masklab.model.trainer import refuse_gpu_trials_without_gpu, refuse_multiprocess
+from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
 from masklab.sweep.schedulers import (
     Scheduler,
@@ -217,7 +217,7 @@ class OptunaSweeperBase(Sweeper):
             return self._tell(s, trial, error, value)
         finally:
             error = ret = None  # a failed trial's traceback holds its model and activations: drop it, then free
-            _free_memory()
+            free_memory()
 
     def _tell(self, s: Session, trial: optuna.Trial, error, value) -> tuple[State, str | None]:
         if isinstance(error, optuna.TrialPruned):
@@ -342,15 +342,3 @@ def _key(params: dict) -> tuple:
 
 def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
-def _free_memory() -> None:
-    """A failed (e.g. out-of-memory) trial must not leave its tensors to the next one, nor its cached GPU
-    memory to the other workers on the GPU (the caller has dropped the trial's exception first)."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
