@@ -5,8 +5,8 @@ trains to its end, so no such pruner went below ~0.5 of the unpruned study's epo
 (benchmarks/RESULTS_NOTES.md). ASHA (Li et al., MLSys 2020) pauses each configuration at every rung
 (``min_resource * reduction_factor**k`` epochs, and the last) and resumes it from its checkpoint only when it
 ranks in the top ``1 / reduction_factor`` of those that reached the rung. Optuna has no paused state, so every
-*segment* is a trial: a new configuration ends PRUNED with ``asha_paused`` at rung 0; a promotion is an
-*enqueued* trial with its parameters that resumes ``last.ckpt`` in the configuration's folder (one folder,
+*segment* is a trial: a new configuration ends PRUNED with ``asha_paused`` at rung 0; a promotion is a trial
+created with its parameters that resumes ``last.ckpt`` in the configuration's folder (one folder,
 history and MLflow run per configuration) to the next rung; the last rung ends COMPLETE. Trials record
 ``asha_root`` (the configuration's first trial) and ``asha_rung``; ``n_trials`` counts configurations.
 """
