@@ -633,3 +633,24 @@ def test_labelme_coco_gives_3_images_12_instances_and_no_background(tmp_path):
     assert sum(t["images"] for t in report["splits"].values()) == 3
     assert sum(sum(t["instances"].values()) for t in report["splits"].values()) == 12
     assert report["issue_counts"] == {"bad_annotation_id": 1}  # labelme numbers annotations from 0
+
+
+def test_dense_small_proxy_is_what_its_docstring_says():
+    import cv2
+
+    from masklab.data.formats.dense_small import CLASS_NAMES, generate
+
+    image, masks, names = generate(7)
+    again, masks2, _ = generate(7)
+    assert np.array_equal(image, again) and np.array_equal(masks, masks2)  # (seed, index) decide it
+    h, w, _ = image.shape
+    assert 512 <= min(h, w) and max(h, w) <= 768 and 20 <= len(masks) <= 120 and set(names) <= set(CLASS_NAMES)
+    sides = [max(np.ptp(np.nonzero(m)[0]), np.ptp(np.nonzero(m)[1])) + 1 for m in masks]
+    assert min(sides) >= 3 and max(sides) <= 62 and 8 <= np.median(sides) <= 18  # small objects, ~13 px median
+    # low contrast: an object's mean colour is near its surroundings' (the first, saturated proxy: median 85 levels)
+    contrast = []
+    for m in masks.astype(bool):
+        ring = cv2.dilate(m.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~masks.any(0)
+        if ring.sum() >= 5:
+            contrast.append(np.abs(image[m].mean(0) - image[ring].mean(0)).max())
+    assert np.median(contrast) < 50

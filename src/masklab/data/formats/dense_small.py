@@ -3,8 +3,11 @@
 Textured, unevenly lit backgrounds (several octaves of smoothed noise) with 20-120 objects per image of
 4-60 px (long side; log-normal, median ~13 px) on 512-768 px images, in clusters and scattered, partly
 occluding each other, in three classes told apart by shape and colour family (``seed``: ellipses,
-``pebble``: rounded blobs, ``shard``: triangles). Images are written as JPEG into a temporary folder,
-then go through ``prepare.py`` like any source (statistics, ``auto``, training). It stands for seed
+``pebble``: rounded blobs, ``shard``: triangles). As in photos of such scenes, objects are only partly
+set off from the ground (their colour is a blend of the class colour and the ground under them), unlabelled
+grit and fibres of similar size lie among them, and the whole image is slightly out of focus. Images are
+written as JPEG into a temporary folder, then go through ``prepare.py`` like any source (statistics, ``auto``,
+training). It stands for seed
 trays, insects on sticky traps or parts on a conveyor; do not tune the real-data defaults on it alone.
 """
 
@@ -61,12 +64,29 @@ def _shape(kind: str, mask: np.ndarray, cx: float, cy: float, size: float, rng: 
 
 
 def _paint(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, rng: np.random.Generator) -> None:
-    """Shade the object: its colour, darker towards the edge, with grain noise."""
+    """Shade the object: its colour blended with the ground under it, darker towards the edge, with grain."""
     ys, xs = np.nonzero(mask)
+    alpha = rng.uniform(0.3, 0.7)  # share of the class colour; the rest is the ground's
+    base = alpha * colour[None] + (1 - alpha) * image[ys, xs].astype(np.float32)
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)[ys, xs]
-    shade = 0.7 + 0.3 * np.minimum(dist / 3.0, 1.0)
-    pix = colour[None] * shade[:, None] + rng.normal(0, 8, (len(ys), 3))
+    shade = 0.75 + 0.25 * np.minimum(dist / 3.0, 1.0)
+    pix = base * shade[:, None] + rng.normal(0, 8, (len(ys), 3))
     image[ys, xs] = np.clip(pix, 0, 255).astype(np.uint8)
+
+
+def _clutter(image: np.ndarray, rng: np.random.Generator, count: int) -> None:
+    """Unlabelled grit (specks of 2-16 px) and fibres in the ground's own hues, drawn in place."""
+    h, w = image.shape[:2]
+    for _ in range(count):
+        x, y = int(rng.integers(w)), int(rng.integers(h))
+        tone = np.clip(image[y, x].astype(np.float32) * rng.uniform(0.55, 1.45), 0, 255)
+        colour = tuple(float(c) for c in tone)
+        if rng.random() < 0.7:
+            axes = (max(1, int(rng.integers(1, 9))), max(1, int(rng.integers(1, 6))))
+            cv2.ellipse(image, (x, y), axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
+        else:
+            end = (x + int(rng.integers(-25, 26)), y + int(rng.integers(-25, 26)))
+            cv2.line(image, (x, y), end, colour, 1)
 
 
 def generate(
@@ -82,6 +102,7 @@ def generate(
     rng = np.random.default_rng([seed, index])
     h, w = (int(v) for v in rng.integers(image_range[0], image_range[1] + 1, 2))
     image = _background(rng, h, w)
+    _clutter(image, rng, int(rng.integers(60, 200)))
     n = int(rng.integers(min_instances, max_instances + 1))
     centres = rng.uniform([0, 0], [w, h], (int(rng.integers(2, 6)), 2))
     masks, names = [], []
@@ -105,6 +126,7 @@ def generate(
     for i in range(len(visible) - 1):  # later objects occlude earlier ones
         visible[i] &= ~visible[i + 1 :].any(axis=0)
     keep = visible.reshape(len(visible), -1).sum(1) >= min_visible
+    image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.1))  # slight defocus, sigma in px
     return image, visible[keep], [nm for nm, k in zip(names, keep) if k]
 
 
