@@ -119,6 +119,35 @@ def test_bad_sampler_kwargs_and_storage_urls_are_one_line():
         open_storage("notaurl")
 
 
+def test_opening_a_database_retries_once_when_optuna_s_table_stamping_collides(tmp_path, monkeypatch):
+    """Optuna's RDBStorage stamps its alembic table on every open; a reader outside masklab's lock (a dashboard, a
+    script polling the study) can make that one statement hit a UniqueViolation: the second try finds the tables."""
+    import optuna
+
+    from masklab import MasklabError
+
+    class UniqueViolation(Exception):  # psycopg.errors.UniqueViolation, as SQLAlchemy wraps it (by name)
+        pass
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def colliding_once(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise UniqueViolation('duplicate key value violates unique constraint "pg_type_typname_nsp_index"')
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", colliding_once)
+    storage = open_storage(f"sqlite:///{tmp_path}/o.db")
+    monkeypatch.undo()
+    assert len(calls) == 2 and optuna.create_study(storage=storage, study_name="s").study_name == "s"
+    calls.clear()
+    monkeypatch.setattr(optuna.storages, "RDBStorage", lambda url, **kw: (calls.append(url), 1 / 0))
+    with pytest.raises(MasklabError, match="Optuna cannot open it"):  # anything else: one clear line, no retry
+        open_storage(f"sqlite:///{tmp_path}/o.db")
+    assert len(calls) == 1
+
+
 def test_default_space_composes_and_is_not_empty():
     from conftest import compose_cfg
 
