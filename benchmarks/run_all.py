@@ -242,6 +242,7 @@ def your_data_rows(yd: dict) -> list[dict]:
             f"{k}: AP50 {v['segm_AP50']:.3f}, AP {v['segm_AP']:.3f}, anchor recall {v['anchor_recall']:.3f}, "
             f"{v['image_size']} px{' (crops ' + str(v['crop_size']) + ')' if v.get('crop_size') else ''}, "
             f"anchors {v['anchors']}, {v['steps'] or str(v['epochs']) + ' epochs'} steps, {v['minutes']:.1f} min"
+            + (f" ({v['note']})" if v.get("note") else "")  # how a run was made when not by the row's command alone
             for k, v in r.items()
         )
         split = next(iter(r.values()))
