@@ -223,6 +223,17 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
     return rows
 
 
+def _your_data_detail(v: dict) -> str:
+    recall = v["anchor_recall"]
+    recall = "- (no statistics)" if recall != recall else f"{recall:.3f}"  # NaN: shapes has no prepared statistics
+    crops = f" (crops {v['crop_size']})" if v.get("crop_size") else ""
+    budget = f"{v['steps']} steps" if v.get("steps") else f"{v['epochs']} epochs"
+    return (
+        f"AP50 {v['segm_AP50']:.3f}, AP {v['segm_AP']:.3f}, anchor recall {recall}, {v['image_size']} px{crops}, "
+        f"anchors {v['anchors']}, {budget}, {v['minutes']:.1f} min"
+    )
+
+
 def your_data_rows(yd: dict) -> list[dict]:
     """One row per dataset of your_data.py: segm AP50 with the derived settings vs the fixed ones, and anchor recall."""
     rows = []
@@ -239,9 +250,8 @@ def your_data_rows(yd: dict) -> list[dict]:
             "shapes": bool(a and a["segm_AP50"] >= 0.924 and a["minutes"] <= 10),
         }.get(name)
         detail = "; ".join(
-            f"{k}: AP50 {v['segm_AP50']:.3f}, AP {v['segm_AP']:.3f}, anchor recall {v['anchor_recall']:.3f}, "
-            f"{v['image_size']} px{' (crops ' + str(v['crop_size']) + ')' if v.get('crop_size') else ''}, "
-            f"anchors {v['anchors']}, {v['steps'] or str(v['epochs']) + ' epochs'} steps, {v['minutes']:.1f} min"
+            f"{k}: "
+            + _your_data_detail(v)
             + (f" ({v['note']})" if v.get("note") else "")  # how a run was made when not by the row's command alone
             for k, v in r.items()
         )
@@ -289,14 +299,17 @@ ALONE = {"your_data": ("your data:", lambda quick, resume: your_data_rows(
 
 
 def replace_rows(name: str, rows: list[dict], path: Path = HERE / "RESULTS.md") -> str:
-    """RESULTS.md with benchmark ``name``'s rows measured again (dated in the title) and every other row kept."""
+    """RESULTS.md with benchmark ``name``'s rows measured again (dated in the title), every other row kept and the
+    notes taken again from RESULTS_NOTES.md."""
     prefix, lines = f"| {ALONE[name][0]}", path.read_text().splitlines()
     notes = next((k for k, x in enumerate(lines) if x.startswith("## ")), len(lines))
     end = max(i for i in range(notes) if lines[i].startswith("| "))  # the table's last row
     new = [f"| {r['benchmark']} | {r['figure']} | {r['target']} | {MET.get(r['met'], 'NO')} | {r['detail']} | "
            f"`{r['command']}` |" for r in rows]  # fmt: skip
-    head, tail = [x for x in lines[: end + 1] if not x.startswith(prefix)], lines[end + 1 :]
+    head = [x for x in lines[: end + 1] if not x.startswith(prefix)]
     title = head[0].split(";")[0].rstrip(")") + f"; {name} rows {dt.date.today().isoformat()})"
+    hand = HERE / "RESULTS_NOTES.md"
+    tail = ["", hand.read_text().rstrip()] if hand.is_file() else lines[end + 1 :]
     text = "\n".join([title, *head[1:], *new, *tail]) + "\n"
     path.write_text(text)
     return text
