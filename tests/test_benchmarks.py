@@ -67,12 +67,13 @@ def test_one_benchmark_run_again_replaces_its_rows_and_keeps_the_others_and_the_
     row = {"target": "t", "met": True, "detail": "d", "command": "c"}
     old = [{**row, "benchmark": "a", "figure": "1"}, {**row, "benchmark": "your data: x", "figure": "0.1"}]
     run_all.write(old, quick=False, path=tmp_path / "RESULTS.md")
+    (tmp_path / "RESULTS_NOTES.md").write_text("## Notes\n| your data: a notes table line | 2 |\n")  # edited since
     new = [{**row, "benchmark": "your data: x", "figure": "0.8"}, {**row, "benchmark": "your data: y", "figure": "0.7"}]
     text = run_all.replace_rows("your_data", new, path=tmp_path / "RESULTS.md")
     table = [line.split(" | ")[:2] for line in text.split("## Notes")[0].splitlines() if line.startswith("| ")][1:]
     assert table == [["| a", "1"], ["| your data: x", "0.8"], ["| your data: y", "0.7"]]
     assert text.splitlines()[0].endswith("; your_data rows " + run_all.dt.date.today().isoformat() + ")")
-    assert text.rstrip().endswith("| your data: a notes table line | 1 |")  # the notes are not the table
+    assert text.rstrip().endswith("| your data: a notes table line | 2 |")  # today's notes, not part of the table
 
 
 def test_pruning_rows_of_a_second_draw_name_their_seed_and_command():
