@@ -219,7 +219,7 @@ def run(quick: bool, resume: bool = False) -> list[dict]:
                 "command": "python benchmarks/pennfudan.py",
             }
         )
-    rows += your_data_rows(cached("your_data", resume, your_data.main, ["--steps", "40"] if quick else []))
+    rows += ALONE["your_data"][1](quick, resume)
     return rows
 
 
@@ -269,6 +269,18 @@ def your_data_rows(yd: dict) -> list[dict]:
     return rows
 
 
+def _line(r: dict) -> str:
+    """One row of the results table."""
+    met = MET.get(r["met"], "NO")
+    return f"| {r['benchmark']} | {r['figure']} | {r['target']} | {met} | {r['detail']} | `{r['command']}` |"
+
+
+def _notes() -> list[str]:
+    """The hand-written notes (GPU figures, what limits a target), appended after the table; kept across runs."""
+    notes = HERE / "RESULTS_NOTES.md"
+    return ["", notes.read_text().rstrip()] if notes.is_file() else []
+
+
 def write(rows: list[dict], quick: bool, path: Path = HERE / "RESULTS.md") -> str:
     lines = [
         f"# Benchmark results ({dt.date.today().isoformat()}{', --quick' if quick else ''})",
@@ -280,14 +292,7 @@ def write(rows: list[dict], quick: bool, path: Path = HERE / "RESULTS.md") -> st
         "| benchmark | figure | target | met | detail | reproduce |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {r['benchmark']} | {r['figure']} | {r['target']} | {MET.get(r['met'], 'NO')} | {r['detail']} | "
-        f"`{r['command']}` |"
-        for r in rows
-    ]
-    notes = HERE / "RESULTS_NOTES.md"  # hand-written context (GPU figures, what limits a target); kept across runs
-    if notes.is_file():
-        lines += ["", notes.read_text().rstrip()]
+    lines += [_line(r) for r in rows] + _notes()
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text
@@ -304,13 +309,10 @@ def replace_rows(name: str, rows: list[dict], path: Path = HERE / "RESULTS.md") 
     prefix, lines = f"| {ALONE[name][0]}", path.read_text().splitlines()
     notes = next((k for k, x in enumerate(lines) if x.startswith("## ")), len(lines))
     end = max(i for i in range(notes) if lines[i].startswith("| "))  # the table's last row
-    new = [f"| {r['benchmark']} | {r['figure']} | {r['target']} | {MET.get(r['met'], 'NO')} | {r['detail']} | "
-           f"`{r['command']}` |" for r in rows]  # fmt: skip
     head = [x for x in lines[: end + 1] if not x.startswith(prefix)]
     title = head[0].split(";")[0].rstrip(")") + f"; {name} rows {dt.date.today().isoformat()})"
-    hand = HERE / "RESULTS_NOTES.md"
-    tail = ["", hand.read_text().rstrip()] if hand.is_file() else lines[end + 1 :]
-    text = "\n".join([title, *head[1:], *new, *tail]) + "\n"
+    tail = _notes() or lines[end + 1 :]
+    text = "\n".join([title, *head[1:], *map(_line, rows), *tail]) + "\n"
     path.write_text(text)
     return text
 
