@@ -7,8 +7,8 @@ occluding each other, in three classes told apart by shape and colour family (``
 set off from the ground (their colour is a blend of the class colour and the ground under them), unlabelled
 grit and fibres of similar size lie among them, and the whole image is slightly out of focus. Images are
 written as JPEG into a temporary folder, then go through ``prepare.py`` like any source (statistics, ``auto``,
-training). It stands for seed
-trays, insects on sticky traps or parts on a conveyor; do not tune the real-data defaults on it alone.
+training). It stands for seed trays, insects on sticky traps or parts on a conveyor; do not tune the real-data
+defaults on it alone.
 """
 
 from __future__ import annotations
