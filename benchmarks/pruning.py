@@ -175,7 +175,7 @@ def run_study(work: Path, name: str, pruner: str, args) -> tuple[list, float]:
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     # an asha trial trains a segment of its configuration, whose folder (and history) is its first trial's
     return [
-        _from_history(t, work / "multirun" / name / name / str(t.user_attrs.get("asha_root", t.number)) / "history.csv")
+        _from_history(t, work / "multirun" / name / name / str(asha.asha_root(t)) / "history.csv")
         for t in sorted(trials, key=lambda t: t.number)
     ], time.perf_counter() - start
 
@@ -185,9 +185,9 @@ def _from_history(trial, path: Path) -> _Curve:
     rows = list(csv.DictReader(path.open())) if path.is_file() else []
     rows = [r for r in rows if r.get(AP)]  # validated epochs (a diverged epoch has no AP)
     span = None
-    if "asha_root" in trial.user_attrs:  # its own epochs of its configuration's history
+    if "asha_rung" in trial.user_attrs:  # its own epochs of its configuration's history
         rows = [r for r in rows if int(r["epoch"]) in trial.intermediate_values]
-        span = (trial.user_attrs["asha_root"], min(trial.intermediate_values, default=0))
+        span = (asha.asha_root(trial), min(trial.intermediate_values, default=0))
     curve = _Curve(
         [float(r[AP]) for r in rows],
         trial.state.name,
@@ -274,7 +274,7 @@ def segments(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> t
             len(c) < len(t.values) for c, t in zip(curves, trials)
         )
     epochs = max(len(t.values) for t in trials)
-    settings = asha.settings(kwargs)
+    settings = asha.Asha(**(kwargs or {})).settings
     ranked = [t.values if on == AP else t.signals[on] for t in trials]
     jobs = simulate_asha(ranked, asha.rungs(epochs, **settings), int(settings["reduction_factor"]))
     out = [trials[i].part(begin, end) for i, begin, end in jobs]

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from conftest import ROOT
 from masklab import MasklabError
-from masklab.sweep.asha import Asha, Config, promotion, rungs
+from masklab.sweep.asha import Asha, Config, asha_root, promotion, rungs
 from masklab.sweep.schedulers import make_pruner, pruner_spec
 from masklab.sweep.storage import WORKER_DIED
 from test_sweep import load, run, sweep_cmd
@@ -89,9 +89,9 @@ def _paused_then_resumed(fail_reason: str | None):
 
     study = optuna.create_study(direction="maximize")
     lr = {"lr": optuna.distributions.FloatDistribution(0, 1)}
-    for root, value in ((0, 0.5), (1, 0.1)):
+    for value in (0.5, 0.1):  # trials 0 and 1, each its own configuration
         t = study.ask(lr)
-        t.set_user_attr("asha_root", root), t.set_user_attr("asha_rung", 0), t.set_user_attr("asha_paused", True)
+        t.set_user_attr("asha_rung", 0), t.set_user_attr("asha_paused", True)  # a first trial: its own root
         t.report(value, 0)
         study.tell(t, state=TrialState.PRUNED)
     before = promoted(study)
@@ -131,8 +131,10 @@ def test_an_asha_study_pauses_and_resumes_trials_in_their_own_folder(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load(tmp_path)
     trials = sorted(study.trials, key=lambda t: t.number)
-    roots = [t.number for t in trials if t.user_attrs["asha_root"] == t.number]
+    roots = [t.number for t in trials if asha_root(t) == t.number]
     assert len(roots) == 4  # n_trials counts configurations, not the trials that resume them
+    # created with its rung in the one write; a promotion also names its configuration's first trial
+    assert all(bool(t.user_attrs["asha_rung"]) == ("asha_root" in t.user_attrs) for t in trials)
     sweep = tmp_path / "multirun" / "s" / "s"
     curves = {}
     for root in roots:  # one folder per configuration, its history over every epoch it trained
@@ -141,17 +143,14 @@ def test_an_asha_study_pauses_and_resumes_trials_in_their_own_folder(tmp_path):
         curves[root] = [-float(r["val/loss"]) for r in rows]
     # what the sweeper did is what ASHA's rule does on these curves, segment for segment
     expected = simulate([curves[r] for r in roots], [1, 2, 4], 2)
-    done = [
-        (roots.index(t.user_attrs["asha_root"]), min(t.intermediate_values), max(t.intermediate_values) + 1)
-        for t in trials
-    ]
+    done = [(roots.index(asha_root(t)), min(t.intermediate_values), max(t.intermediate_values) + 1) for t in trials]
     assert done == expected
     assert len(trials) > 4 and {t.number for t in trials} - set(roots) == {
         n for n in range(len(trials)) if n not in roots
     }
     assert not any((sweep / str(t.number)).exists() for t in trials if t.number not in roots)
     for t in trials:
-        root = study.trials[t.user_attrs["asha_root"]]
+        root = study.trials[asha_root(t)]
         assert t.params == root.params
         # each trial reported exactly its own epochs, the values its configuration's history has
         assert [round(v, 5) for v in t.intermediate_values.values()] == [
@@ -167,13 +166,13 @@ def test_an_asha_study_pauses_and_resumes_trials_in_their_own_folder(tmp_path):
     exp = client.get_experiment_by_name("s").experiment_id
     for t in finished:  # its MLflow run is its configuration's: every epoch of every segment
         run_id = t.user_attrs["mlflow_run_id"]
-        assert run_id == study.trials[t.user_attrs["asha_root"]].user_attrs["mlflow_run_id"]
+        assert run_id == study.trials[asha_root(t)].user_attrs["mlflow_run_id"]
         assert len(client.get_metric_history(run_id, "val/loss")) == 4
         tags = client.get_run(run_id).data.tags
         assert tags["trial_state"] == "COMPLETE" and "prune_reason" not in tags  # (it said paused until resumed)
     assert len(client.search_runs([exp])) == 1 + 4  # the study's run and one child run per configuration
     out = proc.stdout + proc.stderr
-    assert f"resumes trial {finished[0].user_attrs['asha_root']}, epochs 3-4" in out  # the summary table says so
+    assert f"resumes trial {asha_root(finished[0])}, epochs 3-4" in out  # the summary table says so
     again = run(sweep_cmd(tmp_path, *args, n_trials=4), tmp_path)  # done: re-running trains nothing more
     assert again.returncode == 0 and len(load(tmp_path).trials) == len(trials), again.stderr[-2000:]
 

@@ -8,10 +8,10 @@ import optuna
 import pytest
 import torch
 
-from masklab import MasklabError
-from masklab.callbacks.optuna_trial import PruningBridge, pruning_bridge
-from masklab.sweep.schedulers import StudySettingError, pruner_spec, pruning_signal
+from masklab import MasklabError, StudySettingError
+from masklab.callbacks.optuna_trial import PruningBridge, pruning_bridge, pruning_signal
 from masklab.sweep.schedulers import make_pruner as _make
+from masklab.sweep.schedulers import pruner_spec
 
 
 def make_pruner(name, kwargs=None, epochs=None):

@@ -11,6 +11,11 @@ class MasklabError(Exception):
     """An error with a one-line message for the user (the CLIs print it and exit non-zero)."""
 
 
+class StudySettingError(MasklabError):
+    """A mistake in a sweep's own settings (not in a trial's sampled values): every trial would fail the same
+    way, so the sweeper stops the study at the first instead of at ``max_failures``."""
+
+
 def user_message(exc: BaseException, oom_advice: str | None = None) -> str | None:
     """The one line to show for ``exc``, or None for an error that is a bug (it keeps its traceback).
 

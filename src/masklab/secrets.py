@@ -11,6 +11,8 @@ import logging
 import os
 import re
 
+from omegaconf import DictConfig, read_write
+
 _CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][\w+.-]*://[^:/@\s'\"]+:)(?P<pw>[^@\s'\"]+)(?P<at>@)")
 #: the sweep's real storage URL, for its trials (in this process or a launcher's child)
 STORAGE_ENV = "MASKLAB_SWEEP_STORAGE"
@@ -25,6 +27,17 @@ def reveal(masked: str) -> str:
     """The real URL behind ``masked`` when this process holds it (:data:`STORAGE_ENV`), else ``masked``."""
     real = os.environ.get(STORAGE_ENV)
     return real if real and mask(real) == masked else masked
+
+
+def hide_storage(config: DictConfig, storage: str | None) -> None:
+    """Keep a sweep's real storage URL in this process's environment only; ``config`` (saved as ``.hydra/*.yaml``
+    and passed to trials) gets it masked, in ``hydra.sweeper.storage`` and in the overrides."""
+    if storage:
+        os.environ[STORAGE_ENV] = str(storage)
+    with read_write(config.hydra):
+        config.hydra.sweeper.storage = mask(storage)
+        for key in ("hydra", "task"):
+            config.hydra.overrides[key] = [mask(o) for o in config.hydra.overrides[key]]
 
 
 def install() -> None:

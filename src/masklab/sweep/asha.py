@@ -8,7 +8,8 @@ ranks in the top ``1 / reduction_factor`` of those that reached the rung. Optuna
 *segment* is a trial: a new configuration ends PRUNED with ``asha_paused`` at rung 0; a promotion is a trial
 created with its parameters that resumes ``last.ckpt`` in the configuration's folder (one folder,
 history and MLflow run per configuration) to the next rung; the last rung ends COMPLETE. Trials record
-``asha_root`` (the configuration's first trial) and ``asha_rung``; ``n_trials`` counts configurations.
+``asha_rung``, and promotions ``asha_root`` (the configuration's first trial: :func:`root`); ``n_trials`` counts
+configurations.
 """
 
 from __future__ import annotations
@@ -20,19 +21,7 @@ import optuna
 
 from masklab import MasklabError
 from masklab.sweep.schedulers import Scheduler
-from masklab.sweep.storage import NO_OWNER, WORKER_DIED
-
-DEFAULTS = {"min_resource": 2, "reduction_factor": 3}
-
-
-def settings(kwargs: dict | None = None) -> dict:
-    """``hydra.sweeper.pruner_kwargs`` for asha over its defaults, checked (unknown keys, values)."""
-    unknown = sorted(set(kwargs or {}) - set(DEFAULTS))
-    if unknown:
-        raise MasklabError(f"hydra.sweeper.pruner_kwargs for asha: unknown {unknown}; it takes {sorted(DEFAULTS)}")
-    out = {**DEFAULTS, **(kwargs or {})}
-    rungs(2, **out)  # checks the values
-    return out
+from masklab.sweep.storage import NO_OWNER, WORKER_DIED, scheme, shared
 
 
 def rungs(epochs: int, min_resource: int = 2, reduction_factor: int = 3) -> list[int]:
@@ -74,23 +63,43 @@ def promotion(configs: list[Config], rung_epochs: list[int], reduction_factor: i
     return None
 
 
+def asha_root(t) -> int:
+    """The configuration trial ``t`` trains: its first trial's number (a first trial has no ``asha_root``)."""
+    return t.user_attrs.get("asha_root", t.number)
+
+
 class Asha(Scheduler):
     """ASHA (:mod:`masklab.sweep.asha`): pause every configuration at each rung, resume the rung's leaders from the
     checkpoint folder they paused in (``checkpoint_dir``, which every worker must see, or the sweep folder)."""
 
-    def __init__(self, min_resource: int = 2, reduction_factor: int = 3):
-        self.settings = settings({"min_resource": min_resource, "reduction_factor": reduction_factor})
+    new_attrs = {"asha_rung": 0}  # what a new configuration's trial is created with
 
-    def start(self, epochs, sweep_dir, study_name, checkpoint_dir) -> None:
+    def __init__(self, min_resource: int = 2, reduction_factor: int = 3):
+        rungs(2, min_resource, reduction_factor)  # checks the values when the study opens
+        self.settings = {"min_resource": int(min_resource), "reduction_factor": int(reduction_factor)}
+
+    def start(self, epochs, sweep_dir, study_name, checkpoint_dir, dists=None, spec="") -> None:
+        if "schedule.epochs" in (dists or {}):
+            raise MasklabError("hydra.sweeper.pruner=asha pauses every trial at the same epochs: sweep "
+                               "schedule.epochs with another pruner, or fix it")  # fmt: skip
+        if not epochs:
+            raise MasklabError("hydra.sweeper.pruner=asha needs schedule.epochs (the last rung): a number, or auto "
+                               "once the data is prepared (python src/prepare.py data=<its option>)")  # fmt: skip
+        if shared(spec) and not checkpoint_dir:
+            raise MasklabError(
+                f"hydra.sweeper.pruner=asha on {scheme(spec)} storage: any machine may resume a paused trial, so its "
+                "checkpoint must be where every machine sees it: give hydra.sweeper.checkpoint_dir=<shared folder "
+                "or fsspec URL>, or choose another pruner (e.g. hydra.sweeper.pruner=median)"
+            )
         self.rungs = rungs(int(epochs), **self.settings)
         self.sweep_dir, self.study_name, self.checkpoint_dir = Path(sweep_dir), study_name, checkpoint_dir
 
     def promotion(self, trials, maximize: bool) -> tuple[dict, dict] | None:
         sign, configs, params = (1 if maximize else -1), {}, {}
         for t in sorted(trials, key=lambda t: t.number):
-            if "asha_root" not in t.user_attrs:
+            if "asha_rung" not in t.user_attrs:
                 continue
-            root, rung = t.user_attrs["asha_root"], t.user_attrs["asha_rung"]
+            root, rung = asha_root(t), t.user_attrs["asha_rung"]
             c = configs.setdefault(root, Config(root))
             params.setdefault(root, t.params)
             killed = t.user_attrs.get("fail_reason") in (WORKER_DIED, NO_OWNER)
@@ -106,10 +115,6 @@ class Asha(Scheduler):
         note = f"resumes trial {root}, epochs {self.rungs[k] + 1}-{self.rungs[k + 1]}"
         return params[root], {"asha_root": root, "asha_rung": k + 1, "note": note}
 
-    def started(self, trial: optuna.Trial) -> None:
-        trial.set_user_attr("asha_root", trial.number)
-        trial.set_user_attr("asha_rung", 0)
-
     def new_configuration(self, t) -> bool:
         return not t.user_attrs.get("asha_rung")
 
@@ -121,7 +126,7 @@ class Asha(Scheduler):
     def overrides(self, attrs: dict, number: int) -> list[str]:
         """A trial stops at its rung; a promoted one resumes its configuration's last checkpoint, in that
         configuration's folder (one history, one best checkpoint, one MLflow run per configuration)."""
-        k, root = attrs["asha_rung"], attrs["asha_root"]
+        k, root = attrs["asha_rung"], attrs.get("asha_root", number)
         out, folder = [f"sweep.stop_epoch={self.rungs[k]}"], self.folder(root)
         if self.checkpoint_dir:
             out += [f"callbacks.{c}.dirpath='{folder}'" for c in ("best_checkpoint", "last_checkpoint")]

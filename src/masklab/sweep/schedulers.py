@@ -53,18 +53,16 @@ def pruner_spec(name, kwargs: dict | None = None, epochs: int | None = None) -> 
     return spec
 
 
-def build_pruner(spec: dict):
-    """What a pruner file builds: an Optuna pruner, or a :class:`Scheduler` (ASHA) that schedules instead."""
-    return _build("pruner", spec)
+def build_pruner(spec: dict) -> tuple[optuna.pruners.BasePruner, Scheduler]:
+    """(the Optuna pruner, the scheduler) of a pruner file: (NopPruner, it) when it builds a :class:`Scheduler`
+    (ASHA), else (it, Optuna's way)."""
+    built = _build("pruner", spec)
+    return (optuna.pruners.NopPruner(), built) if isinstance(built, Scheduler) else (built, Scheduler())
 
 
 def make_pruner(spec: dict) -> optuna.pruners.BasePruner:
     """The Optuna pruner of a trial (Optuna's NopPruner under a :class:`Scheduler`)."""
-    return optuna_pruner(build_pruner(spec))
-
-
-def optuna_pruner(built) -> optuna.pruners.BasePruner:
-    return optuna.pruners.NopPruner() if isinstance(built, Scheduler) else built
+    return build_pruner(spec)[0]
 
 
 def grid_values(d) -> list | None:
@@ -105,16 +103,15 @@ class Scheduler:
     """Optuna's way: the sampler proposes every trial, and the pruner stops a bad one for good (in its job)."""
 
     rungs: list[int] | None = None
+    new_attrs: dict = {}  # what a new configuration's trial is created with
 
-    def start(self, epochs: int | None, sweep_dir: Path, study_name: str, checkpoint_dir: str | None) -> None:
-        pass
+    def start(self, epochs: int | None, sweep_dir: Path, study_name: str, checkpoint_dir: str | None,
+              dists: dict | None = None, spec: str = "") -> None:  # fmt: skip
+        """The study opens: check what this scheduler needs of it (``dists``: the space; ``spec``: the storage)."""
 
     def promotion(self, trials, maximize: bool) -> tuple[dict, dict] | None:
         """(params, attrs) of a trial to run before a new configuration, or None."""
         return None
-
-    def started(self, trial: optuna.Trial) -> None:
-        """A new configuration's first trial was asked for."""
 
     def new_configuration(self, t) -> bool:
         """Whether trial ``t`` spends the ``n_trials`` budget (configurations, not their resumes)."""
@@ -122,18 +119,3 @@ class Scheduler:
 
     def overrides(self, attrs: dict, number: int) -> list[str]:
         return []
-
-
-class StudySettingError(MasklabError):
-    """A mistake in the study's own settings (not in the trial's sampled values): every trial would
-    fail the same way, so the sweeper stops the study at the first instead of at ``max_failures``."""
-
-
-def pruning_signal(metric: str, mode: str | None, direction: str) -> dict:
-    """What a trial reports to its pruner: ``{"on": metric, "sign": +1 | -1}``. Optuna's pruners compare values in
-    the study's direction, so a metric watched the other way (``val/loss`` in a study that maximizes AP) is
-    reported negated. ``mode`` null: ``min`` for a metric named ``*loss*``, else ``max``."""
-    mode = mode or ("min" if "loss" in metric.rsplit("/", 1)[-1] else "max")
-    if mode not in ("min", "max"):
-        raise MasklabError(f"hydra.sweeper.prune_mode={mode!r}: choose min or max (how {metric} improves)")
-    return {"on": metric, "sign": 1 if (mode == "max") == (direction == "maximize") else -1}

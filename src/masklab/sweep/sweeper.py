@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,23 +30,15 @@ import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import OmegaConf, read_write
+from omegaconf import OmegaConf
 
-from masklab import MasklabError, causes, exit_on_error, secrets, user_message
+from masklab import MasklabError, StudySettingError, causes, exit_on_error, secrets, user_message
+from masklab.callbacks.optuna_trial import pruning_signal
 from masklab.data.auto import resolved
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
-from masklab.sweep.schedulers import (
-    Scheduler,
-    StudySettingError,
-    build_pruner,
-    make_sampler,
-    optuna_pruner,
-    pruner_spec,
-    pruning_signal,
-    space_size,
-)
-from masklab.sweep.storage import Store, scheme, shared
+from masklab.sweep.schedulers import Scheduler, build_pruner, make_sampler, pruner_spec, space_size
+from masklab.sweep.storage import Store
 from masklab.track.outcome import NOT_PARAMS
 from masklab.track.study_runs import Tracker
 
@@ -90,12 +81,7 @@ class OptunaSweeperBase(Sweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context, self.sweep_dir = config, hydra_context, Path(config.hydra.sweep.dir)
         secrets.install()  # no password in a console line or log file, Optuna's and SQLAlchemy's included
-        if self.storage:  # the real URL stays in this process; configs, overrides and trials get it masked
-            os.environ[secrets.STORAGE_ENV] = str(self.storage)
-        with read_write(config.hydra):
-            config.hydra.sweeper.storage = secrets.mask(self.storage)
-            for key in ("hydra", "task"):
-                config.hydra.overrides[key] = [secrets.mask(o) for o in config.hydra.overrides[key]]
+        secrets.hide_storage(config, self.storage)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -167,9 +153,7 @@ class OptunaSweeperBase(Sweeper):
             log.warning("study %r: all %d settings of the space have a COMPLETE trial; stopping before n_trials=%d",
                         self.study_name, size, s.n_trials)  # fmt: skip
             return None
-        trial = s.store.ask()
-        s.scheduler.started(trial)
-        return trial
+        return s.store.ask(**s.scheduler.new_attrs)
 
     def _trained(self, s: Session, trials) -> dict[tuple, optuna.trial.FrozenTrial]:
         """The trained COMPLETE trials with this session's fixed overrides, by parameters (the first of each)."""
@@ -256,18 +240,20 @@ class OptunaSweeperBase(Sweeper):
         spec = str(self.storage or f"journal:{self.sweep_dir / 'optuna.journal'}")
         epochs = self._max_epochs(dists)
         pruner = pruner_spec(self.pruner, self.pruner_kwargs, epochs=epochs)
-        built = build_pruner(pruner)
-        scheduler = self._scheduler(built, dists, names, spec, epochs)
-        if len(names) > 1 and not isinstance(built, optuna.pruners.NopPruner):
-            log.warning("%d objectives: Optuna prunes single-objective studies only, so every trial runs in full "
-                        "(hydra.sweeper.pruner=%s has no effect)", len(names), self.pruner)  # fmt: skip
+        optuna_pruner, scheduler = build_pruner(pruner)
+        if len(names) > 1:  # and ASHA has no one ranking to promote by
+            scheduler = Scheduler()
+            if not pruner["_target_"].endswith("NopPruner"):
+                log.warning("%d objectives: Optuna prunes single-objective studies only, so every trial runs in full "
+                            "(hydra.sweeper.pruner=%s has no effect)", len(names), self.pruner)  # fmt: skip
+        scheduler.start(epochs, self.sweep_dir, self.study_name, self.checkpoint_dir, dists=dists, spec=spec)
         n_trials = self.n_trials
         sampler = make_sampler(self.sampler, self.sampler_kwargs, self.seed, dists)
         if isinstance(sampler, optuna.samplers.GridSampler) and n_trials > (size := space_size(dists)):
             log.warning("sampler=grid: the grid has %d points; n_trials=%d lowered to it", size, n_trials)
             n_trials = size
         store = Store(spec, self.sweep_dir, self.stale_after_s, study_name=self.study_name, sampler=sampler,
-                      pruner=optuna_pruner(built), directions=dirs)  # fmt: skip
+                      pruner=optuna_pruner, directions=dirs)  # fmt: skip
         signal = pruning_signal(
             self.prune_on or names[0],
             self.prune_mode or (None if self.prune_on else {"maximize": "max", "minimize": "min"}[dirs[0]]),
@@ -290,33 +276,6 @@ class OptunaSweeperBase(Sweeper):
                  self.study_name, secrets.mask(spec), done, n_trials, sorted(dists))  # fmt: skip
         key = [o for o in fixed if not o.startswith(NOT_PARAMS)]
         return Session(store, scheduler, tracker, dists, fixed, key, names, n_trials, secrets.mask(spec))
-
-    def _scheduler(self, built, dists, names, spec: str, epochs: int | None) -> Scheduler:
-        """``built`` itself when the pruner file builds a scheduler (ASHA), checked; else Optuna's way."""
-        if not isinstance(built, Scheduler) or len(names) > 1:  # several objectives: no one ranking to promote by
-            return Scheduler()
-        if "schedule.epochs" in dists:
-            raise MasklabError(
-                "hydra.sweeper.pruner=asha pauses every trial at the same epochs: sweep schedule.epochs "
-                "with another pruner, or fix it"
-            )
-        if not epochs:
-            if OmegaConf.select(self.config, "schedule.epochs", default=None) == "auto":
-                raise MasklabError(
-                    f"schedule.epochs=auto comes from the prepared data's statistics, and "
-                    f"{self.config.data.get('root')} has none yet: prepare the data first "
-                    "(python src/prepare.py data=<its option>)"
-                )
-            raise MasklabError("hydra.sweeper.pruner=asha needs schedule.epochs (the last rung)")
-        if shared(spec) and not self.checkpoint_dir:
-            raise MasklabError(
-                f"hydra.sweeper.pruner=asha on {scheme(spec)} storage: any machine may resume "
-                "a paused trial, so its checkpoint must be where every machine sees it: give "
-                "hydra.sweeper.checkpoint_dir=<shared folder or fsspec URL>, or choose another pruner "
-                "(e.g. hydra.sweeper.pruner=median)"
-            )
-        built.start(epochs, self.sweep_dir, self.study_name, self.checkpoint_dir)
-        return built
 
     def _objectives(self) -> tuple[list[str], list[str]]:
         names = self.objectives or [self.config.optimized_metric]
