@@ -8,7 +8,7 @@ ranks in the top ``1 / reduction_factor`` of those that reached the rung. Optuna
 *segment* is a trial: a new configuration ends PRUNED with ``asha_paused`` at rung 0; a promotion is a trial
 created with its parameters that resumes ``last.ckpt`` in the configuration's folder (one folder,
 history and MLflow run per configuration) to the next rung; the last rung ends COMPLETE. Trials record
-``asha_rung``, and promotions ``asha_root`` (the configuration's first trial: :func:`root`); ``n_trials`` counts
+``asha_rung``, and promotions ``asha_root`` (the configuration's first trial: :func:`asha_root`); ``n_trials`` counts
 configurations.
 """
 

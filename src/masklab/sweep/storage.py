@@ -145,7 +145,7 @@ class Store:
         self.on_dead = on_dead or (lambda trial, reason: None)  # e.g. end the trial's MLflow run
         with self.lock():  # PostgreSQL: workers creating the tables together collide (UniqueViolation)
             self.study = optuna.create_study(storage=open_storage(spec), load_if_exists=True, **study_kwargs)
-        self.current: optuna.Trial | None = None
+        self.current: int | None = None  # the id of this worker's RUNNING trial
 
     def lock(self):
         return lock(self.spec, self.sweep_dir)
@@ -157,24 +157,24 @@ class Store:
         """The trial as the storage has it now (what its job wrote)."""
         return self.study._storage.get_trial(trial._trial_id)
 
-    def ask(self, params: dict | None = None, dists: dict | None = None, **attrs) -> optuna.Trial:
-        """A new RUNNING trial owned by this worker, created with its owner and ``attrs`` in one write (``params``
-        of ``dists``: a promoted configuration's values); its other parameters are drawn by :meth:`sample` after
-        the lock."""
+    def ask(self, params: dict | None = None, dists: dict | None = None, **attrs) -> int:
+        """The id of a new RUNNING trial owned by this worker, created with its owner and ``attrs`` in one write
+        (``params`` of ``dists``: a promoted configuration's values); :meth:`trial` makes it a trial after the lock."""
         own = {"host": hostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
         template = FrozenTrial(
             number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(), datetime_complete=None,
             params=dict(params or {}), distributions={k: (dists or {})[k] for k in params or {}},
             user_attrs={"masklab_owner": own, **attrs}, system_attrs={}, intermediate_values={}, trial_id=-1,
         )  # fmt: skip
-        trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
-        self.current = optuna.Trial(self.study, trial_id)  # heartbeat counts from its start until the first beat
-        return self.current
+        self.current = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
+        return self.current  # heartbeat counts from its start until the first beat
 
-    def sample(self, trial: optuna.Trial, dists: dict) -> optuna.Trial:
-        """Draw ``trial``'s parameters (as ``study.ask(dists)`` does), outside the lock: the sampler reads the study."""
+    def trial(self, trial_id: int, dists: dict) -> optuna.Trial:
+        """Trial ``trial_id`` with its parameters drawn (as ``study.ask(dists)`` does), outside the lock: reading
+        the trial back and the sampler's reading of the study need not hold up other workers."""
+        trial = optuna.Trial(self.study, trial_id)
         for name, dist in dists.items():
-            trial._suggest(name, dist)
+            trial._suggest(name, dist)  # a promotion's given parameters stay as they are
         return trial
 
     def tell(self, trial: optuna.Trial, values=None, state: TrialState | None = None, **attrs) -> None:
@@ -220,8 +220,8 @@ class Store:
         def beat():
             while not stop.wait(every_s):
                 with contextlib.suppress(Exception):  # a trial told meanwhile; a storage hiccup: next beat
-                    if (trial := self.current) is not None:
-                        trial.set_user_attr("masklab_heartbeat", time.time())
+                    if (trial_id := self.current) is not None:
+                        self.study._storage.set_trial_user_attr(trial_id, "masklab_heartbeat", time.time())
                     self.fail_dead(with_lock=False)
 
         thread = threading.Thread(target=beat, name="masklab-heartbeat", daemon=True)

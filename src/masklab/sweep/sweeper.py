@@ -1,21 +1,15 @@
 """``hydra/sweeper=optuna``: a small Hydra Sweeper on Optuna >= 4: ask -> launch -> record, one trial at a time.
 
-Why our own: the official ``hydra-optuna-sweeper`` 1.3 pins ``optuna<3``; with SQLAlchemy 2 its SQLite storage
-fails; a NaN objective crashes the whole sweep; trials cannot be pruned or paused; a resumed study restarts its
-count; and it has no notion of workers on several machines. Each trial is a normal ``train.py`` job launched
-through Hydra's launcher (its own output dir). Its outcome:
+Why our own: the released ``hydra-optuna-sweeper`` (1.3) pins ``optuna<3`` and fails with SQLAlchemy 2; a NaN
+objective crashes its sweep; it cannot prune or pause trials, restarts its count on resume, and knows no workers
+on several machines. Each trial is a ``train.py`` job launched through Hydra's launcher (its own output dir), and
+ends COMPLETE with its objective(s); PRUNED when the pruner stopped it or ASHA paused it (:mod:`.schedulers`); FAIL
+with its ``fail_reason`` (an exception, an out-of-memory, a NaN objective; ``max_failures`` of them in a session
+stop the study; a dead worker's trial: :mod:`.storage`); or COMPLETE untrained, with ``same_as``, when the sampler
+proposes a COMPLETE trial's parameters again (optuna/optuna#2021): not counted in ``n_trials``, and a finite space
+with every setting done ends the study (``duplicates=train`` trains repeats, for noisy GPU runs).
 
-- COMPLETE with the returned ``optimized_metric`` (or several ``objectives`` for NSGA-II);
-- PRUNED when the pruner stopped it, or ASHA paused it at a rung (:mod:`masklab.sweep.schedulers`);
-- FAIL with the reason for an exception, an out-of-memory or a NaN objective; ``max_failures`` failures in one
-  session stop the study with a clear message; a worker that died leaves its trial FAIL (:mod:`.storage`);
-- COMPLETE without training when the sampler proposes a COMPLETE trial's parameters again (TPE's start-up and a
-  small categorical space do; optuna/optuna#2021): it gets that trial's values and ``same_as``, and does not
-  count against ``n_trials``; a finite space with every setting done ends the study (``duplicates=train``
-  trains repeats, for noisy GPU runs).
-
-Workers share only the storage (:mod:`masklab.sweep.storage`): the budget, trial numbers, liveness and the MLflow
-parent run are decided there. MLflow runs and the study's outcome: :mod:`masklab.track.study_runs`.
+Workers share only the storage (:mod:`.storage`). MLflow runs and the outcome: :mod:`masklab.track.study_runs`.
 """
 
 from __future__ import annotations
@@ -131,14 +125,14 @@ class OptunaSweeperBase(Sweeper):
         """The next trial, or why to wait for other workers' trials, or None when the study is done."""
         with s.store.lock():  # every worker counts and claims under it: n_trials holds across machines
             trial = self._claim(s)
-        return s.store.sample(trial, s.dists) if isinstance(trial, optuna.Trial) else trial
+        return s.store.trial(trial, s.dists) if isinstance(trial, int) else trial
 
-    def _claim(self, s: Session) -> optuna.Trial | str | None:
-        """Under the lock: a new trial (its parameters drawn after), or why to wait, or None."""
+    def _claim(self, s: Session) -> int | str | None:
+        """Under the lock: a new trial's id (its parameters drawn after), or why to wait, or None."""
         trials = s.store.fail_dead()
         maximize = s.store.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
         if (job := s.scheduler.promotion(trials, maximize)) is not None:
-            return s.store.ask(params=job[0], dists=s.dists, **job[1])
+            return s.store.ask(params=job[0], dists=s.dists, fixed=s.key, **job[1])
         counted = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED, State.RUNNING)]
         used = [t for t in counted if s.scheduler.new_configuration(t) and "same_as" not in t.user_attrs]
         running = [t for t in trials if t.state == State.RUNNING]
@@ -153,7 +147,7 @@ class OptunaSweeperBase(Sweeper):
             log.warning("study %r: all %d settings of the space have a COMPLETE trial; stopping before n_trials=%d",
                         self.study_name, size, s.n_trials)  # fmt: skip
             return None
-        return s.store.ask(**s.scheduler.new_attrs)
+        return s.store.ask(fixed=s.key, **s.scheduler.new_attrs)
 
     def _trained(self, s: Session, trials) -> dict[tuple, optuna.trial.FrozenTrial]:
         """The trained COMPLETE trials with this session's fixed overrides, by parameters (the first of each)."""
@@ -165,17 +159,14 @@ class OptunaSweeperBase(Sweeper):
 
     def _reused(self, s: Session, trial: optuna.Trial) -> bool:
         """Tell ``trial`` a trained trial's values when it repeats its parameters (duplicates=reuse)."""
-        earlier = None
-        if self.duplicates == "reuse":
-            earlier = self._trained(s, s.store.trials(State.COMPLETE)).get(_key(trial.params))
-        if earlier is None:
-            trial.set_user_attr("fixed", s.key)
+        trained = self._trained(s, s.store.trials(State.COMPLETE)) if self.duplicates == "reuse" else {}
+        if (earlier := trained.get(_key(trial.params))) is None:
             return False
         reason = f"same parameters as trial {earlier.number}: its value, not trained again"
         s.tracker.repeat_run(trial, earlier)
         metrics = {"metrics": earlier.user_attrs["metrics"]} if "metrics" in earlier.user_attrs else {}
         values = earlier.values if len(earlier.values) > 1 else earlier.values[0]
-        s.store.tell(trial, values, same_as=earlier.number, fixed=s.key, note=reason, **metrics)
+        s.store.tell(trial, values, same_as=earlier.number, note=reason, **metrics)
         s.tracker.after_trial(trial, State.COMPLETE, reason)
         return True
 
