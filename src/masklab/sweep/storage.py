@@ -150,6 +150,14 @@ class Store:
     def lock(self):
         return lock(self.spec, self.sweep_dir)
 
+    def new_session(self) -> None:
+        """Count this worker's session; after the first, reseed the sampler: a seeded sampler draws the same
+        sequence in every process (a resumed study re-proposed trial 0's parameters, two workers the same ones)."""
+        session = int(self.study.user_attrs.get("masklab_sessions", 0))
+        self.study.set_user_attr("masklab_sessions", session + 1)
+        if session:
+            self.study.sampler.reseed_rng()
+
     def trials(self, *states: TrialState) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states or None)
 

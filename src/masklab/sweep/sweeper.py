@@ -214,6 +214,32 @@ class OptunaSweeperBase(Sweeper):
 
     # ---- the study's settings, checked before any trial -----------------------------------------------
     def _start(self, arguments: list[str]) -> Session:
+        dists, fixed = self._space(arguments)
+        names, dirs = self._objectives()
+        spec = str(self.storage or f"journal:{self.sweep_dir / 'optuna.journal'}")
+        pruning, optuna_pruner, scheduler = self._pruning(dists, names, dirs, spec)
+        n_trials = self.n_trials
+        sampler = make_sampler(self.sampler, self.sampler_kwargs, self.seed, dists)
+        if isinstance(sampler, optuna.samplers.GridSampler) and n_trials > (size := space_size(dists)):
+            log.warning("sampler=grid: the grid has %d points; n_trials=%d lowered to it", size, n_trials)
+            n_trials = size
+        store = Store(spec, self.sweep_dir, self.stale_after_s, study_name=self.study_name, sampler=sampler,
+                      pruner=optuna_pruner, directions=dirs)  # fmt: skip
+        tracker = Tracker(self.config, store, self.sweep_dir, fixed)
+        store.on_dead = tracker.dead_run
+        with store.lock():
+            tracker.open_parent()  # first: the trials failed below get their MLflow runs ended under it
+            store.fail_dead()
+            store.study.set_user_attr("masklab_pruner", pruning)
+            store.new_session()
+        done = len(store.trials(State.COMPLETE, State.PRUNED))
+        log.info("study %r (%s): %d finished of n_trials=%d; space %s",
+                 self.study_name, secrets.mask(spec), done, n_trials, sorted(dists))  # fmt: skip
+        key = [o for o in fixed if not o.startswith(NOT_PARAMS)]
+        return Session(store, scheduler, tracker, dists, fixed, key, names, n_trials, secrets.mask(spec))
+
+    def _space(self, arguments: list[str]) -> tuple[dict, list[str]]:
+        """The search space's distributions and the fixed overrides, the study's settings checked first."""
         for key, least in (("n_trials", 1), ("max_failures", 1)):
             if getattr(self, key) < least:  # 0 trials ran nothing and printed an empty table with exit 0
                 raise MasklabError(f"hydra.sweeper.{key}={getattr(self, key)}: must be at least {least}")
@@ -227,8 +253,10 @@ class OptunaSweeperBase(Sweeper):
                 "the search space is empty: pick hparams_search=<file> or give sweeps like "
                 "'optimizer.lr=tag(log,interval(1e-3,1e-1))' on the command line"
             )
-        names, dirs = self._objectives()
-        spec = str(self.storage or f"journal:{self.sweep_dir / 'optuna.journal'}")
+        return dists, fixed
+
+    def _pruning(self, dists, names, dirs, spec: str) -> tuple[dict, optuna.pruners.BasePruner, Scheduler]:
+        """(what trials rebuild their pruner and signal from, Optuna's pruner, the scheduler), checked."""
         epochs = self._max_epochs(dists)
         pruner = pruner_spec(self.pruner, self.pruner_kwargs, epochs=epochs)
         optuna_pruner, scheduler = build_pruner(pruner)
@@ -238,35 +266,9 @@ class OptunaSweeperBase(Sweeper):
                 log.warning("%d objectives: Optuna prunes single-objective studies only, so every trial runs in full "
                             "(hydra.sweeper.pruner=%s has no effect)", len(names), self.pruner)  # fmt: skip
         scheduler.start(epochs, self.sweep_dir, self.study_name, self.checkpoint_dir, dists=dists, spec=spec)
-        n_trials = self.n_trials
-        sampler = make_sampler(self.sampler, self.sampler_kwargs, self.seed, dists)
-        if isinstance(sampler, optuna.samplers.GridSampler) and n_trials > (size := space_size(dists)):
-            log.warning("sampler=grid: the grid has %d points; n_trials=%d lowered to it", size, n_trials)
-            n_trials = size
-        store = Store(spec, self.sweep_dir, self.stale_after_s, study_name=self.study_name, sampler=sampler,
-                      pruner=optuna_pruner, directions=dirs)  # fmt: skip
-        signal = pruning_signal(
-            self.prune_on or names[0],
-            self.prune_mode or (None if self.prune_on else {"maximize": "max", "minimize": "min"}[dirs[0]]),
-            dirs[0],
-        )
-        tracker = Tracker(self.config, store, self.sweep_dir, fixed)
-        store.on_dead = tracker.dead_run
-        with store.lock():
-            tracker.open_parent()  # first: the trials failed below get their MLflow runs ended under it
-            store.fail_dead()
-            store.study.set_user_attr("masklab_pruner", {"spec": pruner, **signal, "objectives": names})
-            # A seeded sampler draws the same sequence in every process: a resumed study re-proposed trial 0's
-            # parameters, and two workers trained the same ones side by side. The first session keeps the seed.
-            session = int(store.study.user_attrs.get("masklab_sessions", 0))
-            store.study.set_user_attr("masklab_sessions", session + 1)
-            if session:
-                store.study.sampler.reseed_rng()
-        done = len(store.trials(State.COMPLETE, State.PRUNED))
-        log.info("study %r (%s): %d finished of n_trials=%d; space %s",
-                 self.study_name, secrets.mask(spec), done, n_trials, sorted(dists))  # fmt: skip
-        key = [o for o in fixed if not o.startswith(NOT_PARAMS)]
-        return Session(store, scheduler, tracker, dists, fixed, key, names, n_trials, secrets.mask(spec))
+        mode = self.prune_mode or (None if self.prune_on else {"maximize": "max", "minimize": "min"}[dirs[0]])
+        signal = pruning_signal(self.prune_on or names[0], mode, dirs[0])
+        return {"spec": pruner, **signal, "objectives": names}, optuna_pruner, scheduler
 
     def _objectives(self) -> tuple[list[str], list[str]]:
         names = self.objectives or [self.config.optimized_metric]
