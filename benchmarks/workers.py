@@ -10,7 +10,8 @@ thread, which runs beside it), median ask. Target: that share < 2 %. The workers
 has opened the study and imported its sampler (start-up, not storage), so their first asks collide on the lock:
 the worst case of trials that all take the same time.
 
-    python benchmarks/workers.py                          # journal and a throwaway PostgreSQL (if installed)
+    python benchmarks/workers.py                          # journal, a throwaway PostgreSQL (if installed) and
+                                                          # the same behind Optuna's gRPC proxy (grpc)
     python benchmarks/workers.py --workers 1 2 --trials 8 --trial-s 1 --storage journal
 """
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def worker(spec: str, folder: str, n_trials: int, trial_s: float, heartbeat_s: float, out, ready) -> None:
+def worker(spec: str, folder: str, n_trials: int, trial_s: float, heartbeat_s: float, out, ready, proxy=None) -> None:
     import optuna
 
     from masklab.sweep.schedulers import Scheduler
@@ -37,7 +38,7 @@ def worker(spec: str, folder: str, n_trials: int, trial_s: float, heartbeat_s: f
     from masklab.sweep.sweeper import OptunaSweeperBase, Session
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = Store(spec, Path(folder), stale_after_s=120, study_name="bench", direction="maximize")
+    store = Store(spec, Path(folder), stale_after_s=120, proxy=proxy, study_name="bench", direction="maximize")
     dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
     session = Session(store, Scheduler(), None, dists, [], [], ["v"], n_trials, spec)
     sweeper = object.__new__(OptunaSweeperBase)
@@ -63,11 +64,11 @@ def worker(spec: str, folder: str, n_trials: int, trial_s: float, heartbeat_s: f
     out.put({"start": start, "end": time.time(), "asks": asks, "tells": tells, "done": done})
 
 
-def run(spec: str, folder: Path, workers: int, n_trials: int, trial_s: float, heartbeat_s: float) -> dict:
+def run(spec: str, folder: Path, workers: int, n_trials: int, trial_s: float, heartbeat_s: float, proxy=None) -> dict:
     ctx = mp.get_context("spawn")
     out, ready = ctx.Queue(), ctx.Barrier(workers)
     procs = [
-        ctx.Process(target=worker, args=(spec, str(folder), n_trials, trial_s, heartbeat_s, out, ready))
+        ctx.Process(target=worker, args=(spec, str(folder), n_trials, trial_s, heartbeat_s, out, ready, proxy))
         for _ in range(workers)
     ]
     for p in procs:
@@ -94,12 +95,14 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=16, help="n_trials of each study")
     ap.add_argument("--trial-s", type=float, default=5.0, help="seconds one tiny trial takes")
     ap.add_argument("--heartbeat-s", type=float, default=10.0, help="hydra.sweeper.heartbeat_s (its default)")
-    ap.add_argument("--storage", nargs="+", default=["journal", "postgresql"], choices=["journal", "postgresql"])
+    kinds = ["journal", "postgresql", "grpc"]
+    ap.add_argument("--storage", nargs="+", default=kinds, choices=kinds, help="grpc: PostgreSQL behind Optuna's proxy")
     args = ap.parse_args()
-    from helpers.services import Postgres, pg_bin
+    from helpers.services import Postgres, StorageProxy, pg_bin
 
-    pg = Postgres().start() if "postgresql" in args.storage and pg_bin() else None
-    if "postgresql" in args.storage and pg is None:
+    databases = {"postgresql", "grpc"} & set(args.storage)
+    pg = Postgres().start() if databases and pg_bin() else None
+    if databases and pg is None:
         print("PostgreSQL is not installed (apt-get install postgresql): journal only")
     print(f"{args.trials} tiny trials of {args.trial_s} s per study, heartbeat every {args.heartbeat_s} s; "
           "storage %: of a worker's wall, mean and max over workers; ms/trial: storage calls per trial")  # fmt: skip
@@ -111,8 +114,13 @@ def main() -> None:
                 for n in args.workers:
                     folder = Path(tmp) / f"{kind}{n}"
                     folder.mkdir()
-                    spec = f"journal:{folder}/optuna.journal" if kind == "journal" else pg.database(f"bench{n}")
-                    r = run(spec, folder, n, args.trials, args.trial_s, args.heartbeat_s)
+                    spec = f"journal:{folder}/optuna.journal" if kind == "journal" else pg.database(f"{kind}{n}")
+                    proxy = StorageProxy(spec, folder).wait() if kind == "grpc" else None
+                    try:
+                        r = run(spec, folder, n, args.trials, args.trial_s, args.heartbeat_s, proxy and proxy.address)
+                    finally:
+                        if proxy:
+                            proxy.stop()
                     print(f"{kind:<11} {n:>7} {r['trials']:>6} {r['wall']:>7.1f} {r['per_min']:>10.1f} "
                           f"{100 * r['mean_share']:>8.2f}% {100 * r['share']:>5.2f}% {r['ms_per_trial']:>8.0f} "
                           f"{r['ask_ms']:>7.1f}")  # fmt: skip

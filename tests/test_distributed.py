@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TINY
-from helpers.services import PASSWORD, MlflowServer, Postgres, pg_bin
+from helpers.services import PASSWORD, MlflowServer, Postgres, StorageProxy, pg_bin
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("services")]  # one cluster and server for the module
 
@@ -130,6 +130,25 @@ def test_two_machines_with_the_default_pruner_share_one_budget_and_no_password(s
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert "UniqueViolation" not in "".join(logs.values())
     assert_no_password(pg, server, tmp_path, logs)
+
+
+def test_two_machines_through_a_grpc_storage_proxy_keep_the_budget(services, tmp_path):
+    pytest.importorskip("grpc", reason='the gRPC proxy\'s client: pip install -e ".[dev,distributed]"')
+    pg, server = services
+    url = pg.database("optuna_proxy")
+    proxy = StorageProxy(url, tmp_path).wait()
+    try:
+        args = ["hydra.sweeper.pruner=median", f"hydra.sweeper.proxy={proxy.address}"]
+        procs = {h: worker(tmp_path, h, server.uri, url, *args, n_trials=3) for h in ("a", "b")}
+        logs = finish(tmp_path, procs)
+        assert [p.returncode for p in procs.values()] == [0, 0]
+        trials = study_of(url).trials  # read from the database itself: the proxy wrote there
+        assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3
+        assert {t.user_attrs["masklab_owner"]["host"] for t in trials} == {"a", "b"}
+        assert proxy.trials_created() == 3  # every trial was asked for through the proxy
+        assert_no_password(pg, server, tmp_path, logs)
+    finally:
+        proxy.stop()
 
 
 def test_a_killed_machine_s_trial_fails_within_the_bound_and_the_study_completes(services, tmp_path):

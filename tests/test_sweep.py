@@ -91,6 +91,20 @@ def test_a_sweep_range_that_cannot_be_sampled_is_one_line_naming_the_entry(sweep
     assert sweep in str(err.value) and problem in str(err.value)
 
 
+def test_a_storage_proxy_that_does_not_answer_or_has_no_database_is_one_line(monkeypatch):
+    pytest.importorskip("grpc", reason='the gRPC proxy\'s client: pip install -e ".[dev,distributed]"')
+    from helpers.services import free_port
+    from masklab import MasklabError
+    from masklab.sweep import storage
+
+    monkeypatch.setattr(storage, "PROXY_WAIT_S", 1.0)
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(MasklabError, match=rf"^hydra.sweeper.proxy={address}: no Optuna storage proxy answers there"):
+        open_storage("postgresql://ml:secret@127.0.0.1/optuna", proxy=address)
+    with pytest.raises(MasklabError, match="needs hydra.sweeper.storage=<the database it serves>"):
+        open_storage("journal:/tmp/x.journal", proxy=address)
+
+
 def test_bad_sampler_kwargs_and_storage_urls_are_one_line():
     import optuna
 

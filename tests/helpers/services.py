@@ -115,3 +115,40 @@ class MlflowServer:
         except subprocess.TimeoutExpired:  # its gunicorn/uvicorn workers too: the whole group
             os.killpg(self.proc.pid, 9)
             self.proc.wait(timeout=30)
+
+
+PROXY_SERVER = """
+import os, sys, optuna
+storage = optuna.storages.get_storage(os.environ["OPTUNA_STORAGE"])  # the README's way: Optuna's trial cache
+asked, count = storage.create_new_trial, sys.argv[2]
+def create_new_trial(*args, **kwargs):  # counted: the workers' trials came through this proxy
+    with open(count, "a") as f:
+        f.write("+")
+    return asked(*args, **kwargs)
+storage.create_new_trial = create_new_trial
+optuna.storages.run_grpc_proxy_server(storage, host="127.0.0.1", port=int(sys.argv[1]))
+"""
+
+
+class StorageProxy:
+    """Optuna's gRPC storage proxy in front of a database (``run_grpc_proxy_server``), counting created trials."""
+
+    def __init__(self, url: str, root: Path):
+        self.port, self.count = free_port(), Path(root) / "proxy-trials"
+        self.address = f"127.0.0.1:{self.port}"
+        env = {**os.environ, "OPTUNA_STORAGE": url}  # not on the command line: ps shows that to everyone
+        cmd = [sys.executable, "-c", PROXY_SERVER, str(self.port), str(self.count)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait(self, timeout_s: float = 60) -> StorageProxy:
+        from masklab.sweep.storage import _proxy
+
+        _proxy("postgresql://", self.address, timeout_s)
+        return self
+
+    def trials_created(self) -> int:
+        return len(self.count.read_text()) if self.count.is_file() else 0
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)

@@ -1,5 +1,5 @@
 """The sweep's side of a training run (``callbacks.optuna_trial``): the trial it belongs to and what it reports to
-the pruner. The sweeper passes ``sweep.{study,storage,trial_id,parent_run_id,stop_epoch}`` as overrides (the
+the pruner. The sweeper passes ``sweep.{study,storage,proxy,trial_id,parent_run_id,stop_epoch}`` as overrides (the
 storage's password masked, revealed from this process's environment), so a trial finds its Optuna trial wherever
 it runs; outside a sweep the callback does nothing.
 """
@@ -102,7 +102,7 @@ class OptunaTrial(L.Callback):
         s = self.sweep
         if stage != "fit" or self.bridge is not None or s.get("trial_id") is None:
             return
-        study, trial = trial_of(s.study, s.storage, s.trial_id)
+        study, trial = trial_of(s.study, s.storage, s.trial_id, s.get("proxy"))
         if spec := study.user_attrs.get("masklab_pruner", {}).get("spec"):
             study.pruner = make_pruner(spec)  # the trial decides on pruning in its own process
         self.bridge = pruning_bridge(study, trial, self.metric, s.get("stop_epoch"))

@@ -5,7 +5,9 @@ folder, :mod:`masklab.sweep.schedulers`). What they must agree on is decided in 
 
 - **the budget and trial numbers**: a worker counts the trials and asks for one while it holds the storage's
   lock (a PostgreSQL advisory lock, MySQL's ``GET_LOCK``, a file lock beside a SQLite or journal file); creating
-  the tables, the study and the MLflow parent run happens under it too (workers may start together);
+  the tables, the study and the MLflow parent run happens under it too (workers may start together). With
+  ``hydra.sweeper.proxy``, Optuna's calls go through a ``GrpcStorageProxy`` in front of the database (one process
+  doing the ORM work and caching trials for many workers); the lock stays on the database itself;
 - **liveness**: a trial is created with its owner (host, pid, process start) in one write, under the lock, and a
   background thread of its worker writes its heartbeat every ``heartbeat_s``. Any live worker fails a RUNNING
   trial whose owner on its own host is gone (at once), whose heartbeat is older than ``stale_after_s`` (another
@@ -27,6 +29,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 import zlib
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +45,7 @@ log = logging.getLogger("masklab.sweep")
 WORKER_DIED = "worker died (killed or crashed) mid-trial"
 NO_OWNER = "it has no owner (not asked for by a masklab worker)"
 _LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks take milliseconds
+PROXY_WAIT_S = 10.0  # how long a worker waits for a gRPC storage proxy to answer at start
 
 
 def hostname() -> str:
@@ -58,8 +62,11 @@ def shared(spec: str) -> bool:
     return scheme(spec) in ("postgresql", "mysql")
 
 
-def open_storage(spec: str) -> optuna.storages.BaseStorage:
+def open_storage(spec: str, proxy: str | None = None) -> optuna.storages.BaseStorage:
+    """Optuna's storage of ``spec``, or of the gRPC ``proxy`` (``host:port``) that serves ``spec``'s database."""
     spec = reveal(spec)
+    if proxy:
+        return _proxy(spec, str(proxy))
     if spec.startswith("journal:"):
         path = Path(spec[len("journal:") :])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +81,27 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
                 time.sleep(1.0)
                 continue
             raise _cannot_open(spec, exc) from None
+
+
+def _proxy(spec: str, address: str, wait_s: float | None = None) -> optuna.storages.BaseStorage:
+    """Optuna's ``GrpcStorageProxy`` at ``address``, checked now (a typo would otherwise fail every later call)."""
+    if not shared(spec):  # the budget's lock is the database's: workers must reach it too
+        raise MasklabError(f"hydra.sweeper.proxy={address} needs hydra.sweeper.storage=<the database it serves>")
+    host, _, port = address.rpartition(":")
+    wait_s = wait_s or PROXY_WAIT_S
+    try:
+        with warnings.catch_warnings():  # "experimental" on every worker's console: the user chose it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
+        storage.wait_server_ready(timeout=wait_s)
+    except Exception as exc:  # grpcio missing, a port that is not a number, nothing answering
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        hint = ' (pip install -e ".[distributed]")' if isinstance(exc, ImportError) else ""
+        raise MasklabError(
+            f"hydra.sweeper.proxy={address}: no Optuna storage proxy answers there within {wait_s:g} s "
+            f"({first}){hint}; start one beside the database (README: Sweeps on several machines)"
+        ) from None
+    return storage
 
 
 def _cannot_open(spec: str, exc: Exception) -> MasklabError:
@@ -140,11 +168,12 @@ def _process_start(pid: int) -> float | None:
 class Store:
     """One worker's handle on the study: ask under the lock, tell, attributes, liveness."""
 
-    def __init__(self, spec: str, sweep_dir: Path, stale_after_s: float, on_dead=None, **study_kwargs):
+    def __init__(self, spec: str, sweep_dir: Path, stale_after_s: float, on_dead=None, proxy=None, **study_kwargs):
         self.spec, self.sweep_dir, self.stale_after_s = spec, Path(sweep_dir), float(stale_after_s)
         self.on_dead = on_dead or (lambda trial, reason: None)  # e.g. end the trial's MLflow run
         with self.lock():  # PostgreSQL: workers creating the tables together collide (UniqueViolation)
-            self.study = optuna.create_study(storage=open_storage(spec), load_if_exists=True, **study_kwargs)
+            storage = open_storage(spec, proxy)
+            self.study = optuna.create_study(storage=storage, load_if_exists=True, **study_kwargs)
         self.current: int | None = None  # the id of this worker's RUNNING trial
 
     def lock(self):
@@ -241,7 +270,7 @@ class Store:
             thread.join(timeout=every_s + 5)
 
 
-def trial_of(study_name: str, spec: str, trial_id: int) -> tuple[optuna.Study, optuna.Trial]:
+def trial_of(study_name: str, spec: str, trial_id: int, proxy=None) -> tuple[optuna.Study, optuna.Trial]:
     """A job's own trial (in the launcher's process or another)."""
-    study = optuna.load_study(study_name=study_name, storage=open_storage(spec))
+    study = optuna.load_study(study_name=study_name, storage=open_storage(spec, proxy))
     return study, optuna.Trial(study, int(trial_id))

@@ -63,14 +63,14 @@ class OptunaSweeperBase(Sweeper):
                  sampler_kwargs=None, pruner="asha", pruner_kwargs=None, objectives=None, directions=None,
                  max_failures: int = 5, stale_after_s: float = 120.0, heartbeat_s: float = 10.0,
                  checkpoint_dir: str | None = None, params=None, prune_on=None, prune_mode=None,
-                 duplicates: str = "reuse"):  # fmt: skip
+                 duplicates: str = "reuse", proxy: str | None = None):  # fmt: skip
         self.study_name, self.storage, self.n_trials, self.seed = study_name, storage, int(n_trials), seed
         self.sampler, self.sampler_kwargs = sampler, sampler_kwargs
         self.pruner, self.pruner_kwargs, self.prune_on, self.prune_mode = pruner, pruner_kwargs, prune_on, prune_mode
         self.objectives, self.directions = list(objectives or []), list(directions or [])
         self.max_failures, self.duplicates, self.params = int(max_failures), duplicates, dict(params or {})
         self.stale_after_s, self.heartbeat_s = float(stale_after_s), float(heartbeat_s)
-        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_dir, self.proxy = checkpoint_dir, proxy
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context, self.sweep_dir = config, hydra_context, Path(config.hydra.sweep.dir)
@@ -176,6 +176,7 @@ class OptunaSweeperBase(Sweeper):
             *space.to_overrides(trial.params),
             f"sweep.study={self.study_name}",
             f"sweep.storage='{s.spec}'",
+            *([f"sweep.proxy='{self.proxy}'"] if self.proxy else []),
             f"sweep.trial_id={s.store.trial_id(trial)}",
             f"sweep.trial_number={trial.number}",
             f"sweep.parent_run_id={s.tracker.parent_id or 'null'}",
@@ -223,8 +224,8 @@ class OptunaSweeperBase(Sweeper):
         if isinstance(sampler, optuna.samplers.GridSampler) and n_trials > (size := space_size(dists)):
             log.warning("sampler=grid: the grid has %d points; n_trials=%d lowered to it", size, n_trials)
             n_trials = size
-        store = Store(spec, self.sweep_dir, self.stale_after_s, study_name=self.study_name, sampler=sampler,
-                      pruner=optuna_pruner, directions=dirs)  # fmt: skip
+        store = Store(spec, self.sweep_dir, self.stale_after_s, proxy=self.proxy, study_name=self.study_name,
+                      sampler=sampler, pruner=optuna_pruner, directions=dirs)  # fmt: skip
         tracker = Tracker(self.config, store, self.sweep_dir, fixed)
         store.on_dead = tracker.dead_run
         with store.lock():
