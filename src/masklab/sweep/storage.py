@@ -95,17 +95,20 @@ def _proxy(spec: str, address: str, wait_s: float | None = None) -> optuna.stora
             storage = optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
         storage.wait_server_ready(timeout=wait_s)
     except Exception as exc:  # grpcio missing, a port that is not a number, nothing answering
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         hint = ' (pip install -e ".[distributed]")' if isinstance(exc, ImportError) else ""
         raise MasklabError(
             f"hydra.sweeper.proxy={address}: no Optuna storage proxy answers there within {wait_s:g} s "
-            f"({first}){hint}; start one beside the database (README: Sweeps on several machines)"
+            f"({_first_line(exc)}){hint}; start one beside the database (README: Sweeps on several machines)"
         ) from None
     return storage
 
 
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _cannot_open(spec: str, exc: Exception) -> MasklabError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = _first_line(exc)
     hint = ' (pip install -e ".[distributed]")' if "import" in first.lower() else ""
     return MasklabError(
         f"hydra.sweeper.storage={mask(spec)}: Optuna cannot open it ({mask(first)}){hint}; give journal:<file> "
