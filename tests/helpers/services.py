@@ -134,17 +134,25 @@ class StorageProxy:
     """Optuna's gRPC storage proxy in front of a database (``run_grpc_proxy_server``), counting created trials."""
 
     def __init__(self, url: str, root: Path):
-        self.port, self.count = free_port(), Path(root) / "proxy-trials"
+        self.url, self.port, self.count = url, free_port(), Path(root) / "proxy-trials"
         self.address = f"127.0.0.1:{self.port}"
         env = {**os.environ, "OPTUNA_STORAGE": url}  # not on the command line: ps shows that to everyone
         cmd = [sys.executable, "-c", PROXY_SERVER, str(self.port), str(self.count)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait(self, timeout_s: float = 60) -> StorageProxy:
-        from masklab.sweep.storage import _proxy
+        """Until a worker would get through to it (the server imports Optuna first)."""
+        from masklab import MasklabError
+        from masklab.sweep.storage import open_storage
 
-        _proxy("postgresql://", self.address, timeout_s)
-        return self
+        end = time.time() + timeout_s
+        while True:
+            try:
+                open_storage(self.url, self.address)
+                return self
+            except MasklabError:
+                if time.time() > end or self.proc.poll() is not None:
+                    raise
 
     def trials_created(self) -> int:
         return len(self.count.read_text()) if self.count.is_file() else 0

@@ -83,21 +83,20 @@ def open_storage(spec: str, proxy: str | None = None) -> optuna.storages.BaseSto
             raise _cannot_open(spec, exc) from None
 
 
-def _proxy(spec: str, address: str, wait_s: float | None = None) -> optuna.storages.BaseStorage:
+def _proxy(spec: str, address: str) -> optuna.storages.BaseStorage:
     """Optuna's ``GrpcStorageProxy`` at ``address``, checked now (a typo would otherwise fail every later call)."""
     if not shared(spec):  # the budget's lock is the database's: workers must reach it too
         raise MasklabError(f"hydra.sweeper.proxy={address} needs hydra.sweeper.storage=<the database it serves>")
     host, _, port = address.rpartition(":")
-    wait_s = wait_s or PROXY_WAIT_S
     try:
         with warnings.catch_warnings():  # "experimental" on every worker's console: the user chose it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
-        storage.wait_server_ready(timeout=wait_s)
+        storage.wait_server_ready(timeout=PROXY_WAIT_S)
     except Exception as exc:  # grpcio missing, a port that is not a number, nothing answering
         hint = ' (pip install -e ".[distributed]")' if isinstance(exc, ImportError) else ""
         raise MasklabError(
-            f"hydra.sweeper.proxy={address}: no Optuna storage proxy answers there within {wait_s:g} s "
+            f"hydra.sweeper.proxy={address}: no Optuna storage proxy answers there within {PROXY_WAIT_S:g} s "
             f"({_first_line(exc)}){hint}; start one beside the database (README: Sweeps on several machines)"
         ) from None
     return storage
