@@ -687,26 +687,25 @@ def test_which_running_trials_count_as_left_by_a_dead_worker(tmp_path, monkeypat
         return store.frozen(trial)
 
     me, here = os.getpid(), hostname()
-    assert store.dead(running(host=here, pid=me, start=_process_start(me)), with_lock=True) is None
+    assert store.dead(running(host=here, pid=me, start=_process_start(me))) is None
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     # this machine: its process is gone, or its pid was reused by another process (at once, whatever the heartbeat)
-    assert store.dead(running(host=here, pid=gone.pid, start=time.time()), with_lock=False) == WORKER_DIED
-    assert store.dead(running(host=here, pid=me, start=123.0), with_lock=False) == WORKER_DIED
+    assert store.dead(running(host=here, pid=gone.pid, start=time.time())) == WORKER_DIED
+    assert store.dead(running(host=here, pid=me, start=123.0)) == WORKER_DIED
     # another machine: its heartbeat, 59 s old is alive, 61 s is not
-    assert store.dead(running(host="elsewhere", pid=1, beat=time.time() - 59), with_lock=False) is None
-    assert store.dead(running(host="elsewhere", pid=1, beat=time.time() - 61), with_lock=False) == WORKER_DIED
-    # no owner (a trial asked for outside masklab's workers, which create theirs with the owner in one write under
-    # the lock): only the lock's holder fails it, at once; it held a budget slot for 3600 s before
-    ownerless = running()
-    assert store.dead(ownerless, with_lock=False) is None and store.dead(ownerless, with_lock=True) == NO_OWNER
+    assert store.dead(running(host="elsewhere", pid=1, beat=time.time() - 59)) is None
+    assert store.dead(running(host="elsewhere", pid=1, beat=time.time() - 61)) == WORKER_DIED
+    # no owner (a trial asked for outside masklab's workers, which create theirs with the owner in one write):
+    # failed at once; it held a budget slot for 3600 s before
+    assert store.dead(running()) == NO_OWNER
     with store.lock():
         trials = store.fail_dead()
     failed = {t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"}
     assert failed == {1: WORKER_DIED, 2: WORKER_DIED, 4: WORKER_DIED, 5: NO_OWNER}
     # seen from the machine 'elsewhere' (MASKLAB_HOSTNAME): trial 0 is another host's, with a fresh heartbeat
     monkeypatch.setenv("MASKLAB_HOSTNAME", "elsewhere")
-    assert store.dead(trials[0], with_lock=True) is None
+    assert store.dead(trials[0]) is None
 
 
 def test_two_workers_share_one_study(tmp_path):

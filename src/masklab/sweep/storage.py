@@ -1,29 +1,23 @@
 """The study's storage: the one truth a sweep's workers share, and the one module that calls Optuna's storage.
 
-Workers (processes on one machine or on several) share the storage and nothing else (ASHA adds a checkpoint
-folder, :mod:`masklab.sweep.schedulers`). What they must agree on is decided in it:
+Workers share the storage and nothing else (ASHA adds a checkpoint folder); README: *Sweeps on several machines*.
+The budget and trial numbers: a worker counts and asks while it holds the storage's lock (a PostgreSQL advisory
+lock, MySQL's ``GET_LOCK``, a file lock beside a SQLite or journal file), as it creates the tables, study and MLflow
+parent run. ``hydra.sweeper.proxy`` sends Optuna's calls, not the lock, through a ``GrpcStorageProxy``. Liveness:
+a trial is created with its owner in one write, its worker's thread beats every ``heartbeat_s``, and any live
+worker fails a RUNNING trial whose owner on its own host is gone, whose beat is older than ``stale_after_s``
+(another host: clocks in sync, NTP) or that has no owner (not a masklab worker's).
 
-- **the budget and trial numbers**: a worker counts the trials and asks for one while it holds the storage's
-  lock (a PostgreSQL advisory lock, MySQL's ``GET_LOCK``, a file lock beside a SQLite or journal file); creating
-  the tables, the study and the MLflow parent run happens under it too (workers may start together). With
-  ``hydra.sweeper.proxy``, Optuna's calls go through a ``GrpcStorageProxy`` in front of the database (one process
-  doing the ORM work and caching trials for many workers); the lock stays on the database itself;
-- **liveness**: a trial is created with its owner (host, pid, process start) in one write, under the lock, and a
-  background thread of its worker writes its heartbeat every ``heartbeat_s``. Any live worker fails a RUNNING
-  trial whose owner on its own host is gone (at once), whose heartbeat is older than ``stale_after_s`` (another
-  host), or that has no owner while the lock is held (created by a script outside masklab, or an older version).
-  Optuna's own heartbeat exists for RDB storages only; this one serves the journal file too. It compares clocks
-  of different machines: keep them synchronised (NTP) to well under ``stale_after_s``.
-
-Attributes kept in the storage. Study: ``masklab_pruner`` (what trials rebuild their pruner and signal from),
-``mlflow_parent_run_id``, ``masklab_sessions``. Trial: ``masklab_owner`` {host, pid, start},
-``masklab_heartbeat``, ``fixed``, ``same_as``, ``note``, ``metrics``, ``mlflow_run_id``, ``fail_reason``,
-``prune_reason``, ``asha_root``, ``asha_rung``, ``asha_paused``.
+Attributes kept. Study: ``masklab_pruner`` (trials rebuild their pruner and signal from it), ``masklab_uid``,
+``mlflow_parent_run_id``, ``masklab_sessions``. Trial: ``masklab_owner`` {host, pid, start}, ``masklab_heartbeat``,
+``fixed``, ``same_as``, ``note``, ``metrics``, ``mlflow_run_id``, ``fail_reason``, ``prune_reason``, ``asha_root``,
+``asha_rung``, ``asha_paused``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -35,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
+import psutil
 from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
@@ -120,7 +115,7 @@ def lock(spec: str, sweep_dir: Path):
     """The storage's lock: held while counting and asking, creating the study or the MLflow parent run."""
     spec = reveal(spec)
     if shared(spec):
-        import sqlalchemy
+        import sqlalchemy  # 0.2 s: only where a database is
 
         take, drop = {
             "postgresql": ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)"),
@@ -146,21 +141,15 @@ def lock(spec: str, sweep_dir: Path):
         yield
 
 
-_ENGINES: dict = {}
-
-
+@functools.cache
 def _engine(spec: str):
     """One small connection pool per database for the lock (a new connection costs a password handshake)."""
     import sqlalchemy
 
-    if spec not in _ENGINES:
-        _ENGINES[spec] = sqlalchemy.create_engine(spec, pool_size=1, max_overflow=1, pool_pre_ping=True)
-    return _ENGINES[spec]
+    return sqlalchemy.create_engine(spec, pool_size=1, max_overflow=1, pool_pre_ping=True)
 
 
 def _process_start(pid: int) -> float | None:
-    import psutil
-
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -226,22 +215,22 @@ class Store:
         return trial._trial_id  # how a job finds its trial (trial_of)
 
     # ---- liveness ----------------------------------------------------------------------------------
-    def dead(self, t: FrozenTrial, with_lock: bool) -> str | None:
+    def dead(self, t: FrozenTrial) -> str | None:
         """Why RUNNING trial ``t``'s worker is gone, or None while it may be alive."""
         own, beat = t.user_attrs.get("masklab_owner"), t.user_attrs.get("masklab_heartbeat")
-        if own is None:  # masklab's workers create trials with their owner, under the lock
-            return NO_OWNER if with_lock else None
+        if own is None:  # masklab's workers create trials with their owner, in one write
+            return NO_OWNER
         if own["host"] == hostname():
             start = _process_start(int(own["pid"]))
             return WORKER_DIED if start is None or abs(start - (own.get("start") or start)) > 1 else None
         beat = beat or (t.datetime_start.timestamp() if t.datetime_start else time.time())
         return WORKER_DIED if time.time() - float(beat) > self.stale_after_s else None
 
-    def fail_dead(self, with_lock: bool = True) -> list[FrozenTrial]:
+    def fail_dead(self) -> list[FrozenTrial]:
         """Fail the RUNNING trials whose worker is gone; return the trials as they are then."""
         trials, failed = self.trials(), False
         for t in trials:
-            if t.state != TrialState.RUNNING or (reason := self.dead(t, with_lock)) is None:
+            if t.state != TrialState.RUNNING or (reason := self.dead(t)) is None:
                 continue
             failed = True
             with contextlib.suppress(Exception):  # another worker may have failed it just now
@@ -261,7 +250,7 @@ class Store:
                 with contextlib.suppress(Exception):  # a trial told meanwhile; a storage hiccup: next beat
                     if (trial_id := self.current) is not None:
                         self.study._storage.set_trial_user_attr(trial_id, "masklab_heartbeat", time.time())
-                    self.fail_dead(with_lock=False)
+                    self.fail_dead()
 
         thread = threading.Thread(target=beat, name="masklab-heartbeat", daemon=True)
         thread.start()
