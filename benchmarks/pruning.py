@@ -75,7 +75,7 @@ import yaml  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from masklab.sweep import asha  # noqa: E402
-from masklab.sweep.schedulers import make_pruner, pruner_spec  # noqa: E402
+from masklab.sweep.schedulers import build_pruner, pruner_spec  # noqa: E402
 from masklab.sweep.storage import open_storage  # noqa: E402
 
 SWEEPER_PRUNERS = ("asha",)  # the sweeper schedules these itself (Optuna's pruner prunes nothing)
@@ -242,7 +242,7 @@ def replay(trials, pruner: str, kwargs: dict | None = None, on: str = AP) -> lis
     study = optuna.create_study(
         study_name=pruner,
         direction="maximize",
-        pruner=make_pruner(pruner_spec(pruner, kwargs, epochs=epochs)),
+        pruner=build_pruner(pruner_spec(pruner, kwargs, epochs=epochs))[0],
     )
     out = []
     for t in trials:

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from conftest import ROOT
 from masklab import MasklabError
 from masklab.sweep.asha import Asha, Config, asha_root, promotion, rungs
-from masklab.sweep.schedulers import make_pruner, pruner_spec
+from masklab.sweep.schedulers import build_pruner, pruner_spec
 from masklab.sweep.storage import WORKER_DIED
 from test_sweep import load, run, sweep_cmd
 
@@ -31,11 +31,11 @@ def test_rungs_grow_by_the_reduction_factor_and_end_at_the_last_epoch():
 
 
 def test_asha_kwargs_are_checked_when_the_study_opens():
-    assert type(make_pruner(pruner_spec("asha"))).__name__ == "NopPruner"  # the sweeper pauses, Optuna prunes nothing
+    assert type(build_pruner(pruner_spec("asha"))[0]).__name__ == "NopPruner"  # the sweeper pauses, not Optuna
     with pytest.raises(MasklabError, match=r"pruner_kwargs for Asha: .*unexpected keyword argument 'eta'"):
-        make_pruner(pruner_spec("asha", {"eta": 3}))
+        build_pruner(pruner_spec("asha", {"eta": 3}))
     with pytest.raises(MasklabError, match="min_resource=0"):
-        make_pruner(pruner_spec("asha", {"min_resource": 0}))
+        build_pruner(pruner_spec("asha", {"min_resource": 0}))
 
 
 def test_promotion_takes_the_best_waiting_configuration_of_the_highest_rung():

@@ -10,12 +10,11 @@ import torch
 
 from masklab import MasklabError, StudySettingError
 from masklab.callbacks.optuna_trial import PruningBridge, pruning_bridge, pruning_signal
-from masklab.sweep.schedulers import make_pruner as _make
-from masklab.sweep.schedulers import pruner_spec
+from masklab.sweep.schedulers import build_pruner, pruner_spec
 
 
 def make_pruner(name, kwargs=None, epochs=None):
-    return _make(pruner_spec(name, kwargs, epochs))
+    return build_pruner(pruner_spec(name, kwargs, epochs))[0]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from masklab import MasklabError, StudySettingError
-from masklab.sweep.schedulers import make_pruner
+from masklab.sweep.schedulers import build_pruner
 from masklab.sweep.storage import trial_of
 
 
@@ -104,7 +104,7 @@ class OptunaTrial(L.Callback):
             return
         study, trial = trial_of(s.study, s.storage, s.trial_id, s.get("proxy"))
         if spec := study.user_attrs.get("masklab_pruner", {}).get("spec"):
-            study.pruner = make_pruner(spec)  # the trial decides on pruning in its own process
+            study.pruner = build_pruner(spec)[0]  # the trial decides on pruning in its own process
         self.bridge = pruning_bridge(study, trial, self.metric, s.get("stop_epoch"))
         if (run_id := getattr(trainer.logger, "run_id", None)) and trainer.is_global_zero:
             trial.set_user_attr("mlflow_run_id", run_id)

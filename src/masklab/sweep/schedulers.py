@@ -1,10 +1,8 @@
 """What decides the next trial: samplers and pruners from ``_target_`` YAML, and the two schedulers.
 
-``hydra.sweeper.sampler=<name>`` and ``hydra.sweeper.pruner=<name>`` name a file of
-``conf/hydra/sweeper/{sampler,pruner}/`` (its ``_target_`` and masklab's default kwargs; adding one is one file);
-``sampler_kwargs`` / ``pruner_kwargs`` replace the file's kwargs when given. A pruner file whose target is a
-:class:`Scheduler` (:class:`masklab.sweep.asha.Asha`) makes the sweeper schedule the trials itself; any other is
-an Optuna pruner that the trial's own process consults after each validation (the sampler proposes every trial).
+``hydra.sweeper.{sampler,pruner}=<name>`` names a file of ``conf/hydra/sweeper/{sampler,pruner}/`` (its ``_target_``
+and masklab's kwargs, which ``{sampler,pruner}_kwargs`` replace). A pruner whose target is a :class:`Scheduler`
+(ASHA) makes the sweeper schedule trials itself; an Optuna pruner is consulted by each trial after validation.
 """
 
 from __future__ import annotations
@@ -58,11 +56,6 @@ def build_pruner(spec: dict) -> tuple[optuna.pruners.BasePruner, Scheduler]:
     (ASHA), else (it, Optuna's way)."""
     built = _build("pruner", spec)
     return (optuna.pruners.NopPruner(), built) if isinstance(built, Scheduler) else (built, Scheduler())
-
-
-def make_pruner(spec: dict) -> optuna.pruners.BasePruner:
-    """The Optuna pruner of a trial (Optuna's NopPruner under a :class:`Scheduler`)."""
-    return build_pruner(spec)[0]
 
 
 def grid_values(d) -> list | None:
