@@ -1,15 +1,12 @@
 """``hydra.sweeper.pruner=asha``: asynchronous successive halving that *pauses* trials and resumes them.
 
-Optuna's pruners stop a trial for good, and only once it trails earlier ones: the best-so-far trial always
-trains to its end, so no such pruner went below ~0.5 of the unpruned study's epochs on the pruning benchmark
-(benchmarks/RESULTS_NOTES.md). ASHA (Li et al., MLSys 2020) pauses each configuration at every rung
-(``min_resource * reduction_factor**k`` epochs, and the last) and resumes it from its checkpoint only when it
-ranks in the top ``1 / reduction_factor`` of those that reached the rung. Optuna has no paused state, so every
-*segment* is a trial: a new configuration ends PRUNED with ``asha_paused`` at rung 0; a promotion is a trial
-created with its parameters that resumes ``last.ckpt`` in the configuration's folder (one folder,
-history and MLflow run per configuration) to the next rung; the last rung ends COMPLETE. Trials record
-``asha_rung``, and promotions ``asha_root`` (the configuration's first trial: :func:`asha_root`); ``n_trials`` counts
-configurations.
+Optuna's pruners stop a trial for good, and the best-so-far one always trains to its end: none went below ~0.5 of
+the unpruned study's epochs on the pruning benchmark. ASHA (Li et al., MLSys 2020) pauses each configuration at
+every rung (``min_resource * reduction_factor**k`` epochs, and the last) and resumes it from its checkpoint only
+when it ranks in the top ``1 / reduction_factor`` there. Optuna has no paused state, so each *segment* is a trial:
+a new configuration ends PRUNED with ``asha_paused`` at rung 0; a promotion is a trial with its parameters,
+``asha_root`` (:func:`asha_root`) and ``asha_rung``, resuming ``last.ckpt`` in the configuration's folder (one
+folder, history and MLflow run per configuration); the last rung ends COMPLETE. ``n_trials`` counts configurations.
 """
 
 from __future__ import annotations

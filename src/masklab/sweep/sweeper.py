@@ -1,15 +1,12 @@
 """``hydra/sweeper=optuna``: a small Hydra Sweeper on Optuna >= 4: ask -> launch -> record, one trial at a time.
 
-Why our own: the released ``hydra-optuna-sweeper`` (1.3) pins ``optuna<3`` and fails with SQLAlchemy 2; a NaN
-objective crashes its sweep; it cannot prune or pause trials, restarts its count on resume, and knows no workers
-on several machines. Each trial is a ``train.py`` job launched through Hydra's launcher (its own output dir), and
-ends COMPLETE with its objective(s); PRUNED when the pruner stopped it or ASHA paused it (:mod:`.schedulers`); FAIL
-with its ``fail_reason`` (an exception, an out-of-memory, a NaN objective; ``max_failures`` of them in a session
-stop the study; a dead worker's trial: :mod:`.storage`); or COMPLETE untrained, with ``same_as``, when the sampler
-proposes a COMPLETE trial's parameters again (optuna/optuna#2021): not counted in ``n_trials``, and a finite space
-with every setting done ends the study (``duplicates=train`` trains repeats, for noisy GPU runs).
-
-Workers share only the storage (:mod:`.storage`). MLflow runs and the outcome: :mod:`masklab.track.study_runs`.
+Why our own: the released ``hydra-optuna-sweeper`` (1.3) pins ``optuna<3`` and fails with SQLAlchemy 2, crashes on a
+NaN objective, cannot prune or pause trials, restarts its count on resume and knows no workers on several machines.
+Each trial is a ``train.py`` job launched through Hydra's launcher and ends COMPLETE; PRUNED (by the pruner, or
+paused by ASHA: :mod:`.schedulers`); FAIL with its ``fail_reason`` (``max_failures`` of them in a session stop the
+study); or COMPLETE untrained, with ``same_as``, when the sampler proposes a COMPLETE trial's parameters again
+(optuna/optuna#2021; not counted in ``n_trials``; ``duplicates=train`` trains it). Workers share only the storage
+(:mod:`.storage`); MLflow runs and the outcome: :mod:`masklab.track.study_runs`.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from masklab.callbacks.optuna_trial import pruning_signal
 from masklab.data.auto import resolved
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
-from masklab.sweep.schedulers import Scheduler, build_pruner, make_sampler, pruner_spec, space_size
+from masklab.sweep.schedulers import Scheduler, build_pruner, grid_values, make_sampler, pruner_spec, space_size
 from masklab.sweep.storage import Store
 from masklab.track.outcome import NOT_PARAMS
 from masklab.track.study_runs import Tracker
@@ -280,11 +277,8 @@ class OptunaSweeperBase(Sweeper):
 
     def _max_epochs(self, dists) -> int | None:
         """The most epochs a trial trains (hence reports): the top of a swept ``schedule.epochs``, else the config's."""
-        d = dists.get("schedule.epochs")
-        if isinstance(d, optuna.distributions.CategoricalDistribution):
-            return max(int(c) for c in d.choices)
-        if d is not None:
-            return int(d.high)
+        if (d := dists.get("schedule.epochs")) is not None:
+            return max(int(v) for v in grid_values(d) or [d.high])
         epochs = OmegaConf.select(resolved(self.config), "schedule.epochs", default=None)  # auto: from data.steps
         return int(epochs) if epochs not in (None, "auto") else None  # auto left: the data is not prepared yet
 
