@@ -17,7 +17,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import OUT_OF_MEMORY, ROOT, SRC, TINY, compose_cfg
-from masklab.callbacks.history import read_csv
+from masklab.track.history import read_csv
 
 pytestmark = pytest.mark.slow
 LOSSES = ["loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"]

@@ -7,13 +7,12 @@ what ``dvc plots`` reads.
 
 from __future__ import annotations
 
-import csv
-import math
 from collections import defaultdict
 from pathlib import Path
 
 import lightning.pytorch as L
 
+from masklab.track.history import read_csv, write_csv
 from masklab.viz import plots
 
 
@@ -66,24 +65,3 @@ class History(L.Callback):
         if logger is not None and hasattr(logger, "run_id") and hasattr(logger.experiment, "log_artifact"):
             for f in files:
                 logger.experiment.log_artifact(logger.run_id, str(f), "plots")
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(
-            [
-                {k: ("" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k, "")) for k in keys}
-                for r in rows
-            ]
-        )
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [
-            {k: (float(v) if v not in ("", None) else float("nan")) for k, v in r.items()} for r in csv.DictReader(f)
-        ]

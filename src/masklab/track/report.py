@@ -15,7 +15,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 from masklab import MasklabError
-from masklab.callbacks.history import read_csv
+from masklab.track.history import read_csv
 from masklab.viz import draw, plots
 
 
