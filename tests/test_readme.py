@@ -66,9 +66,7 @@ def test_readme_has_the_commands_of_every_section():
 @pytest.fixture(scope="module")
 def benchmark_help():
     """``--help`` of every benchmark the READMEs name, side by side: {script: exit code}."""
-    scripts = sorted(
-        {split(c)[1] for c in COMMANDS if split(c)[0] == "python" and split(c)[1].startswith("benchmarks/")}
-    )
+    scripts = sorted({split(c)[1] for c in COMMANDS if _benchmark(c)})
     procs = {
         s: subprocess.Popen(
             [sys.executable, str(ROOT / s), "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -78,7 +76,15 @@ def benchmark_help():
     return {s: (p.wait(timeout=180), p.stderr.read()[-2000:]) for s, p in procs.items()}
 
 
-@pytest.mark.parametrize("cmd", COMMANDS)
+def _benchmark(cmd: str) -> bool:
+    words = split(cmd)
+    return words[0] == "python" and words[1].startswith("benchmarks/")
+
+
+# the benchmarks' cases on one xdist worker: their module fixture starts every benchmark once, not once per worker
+@pytest.mark.parametrize(
+    "cmd", [pytest.param(c, marks=pytest.mark.xdist_group("benchmark_help")) if _benchmark(c) else c for c in COMMANDS]
+)
 def test_readme_command(cmd, request):
     words = split(cmd)
     if words[0] in ELSEWHERE:
