@@ -440,6 +440,16 @@ def _helps(*commands: tuple[str, ...]) -> list[str]:
     return [out for out, _ in outs]
 
 
+def test_prepare_and_report_start_without_torch():
+    # Hydra imports every plugin module (our sweeper's included) when any CLI starts: 5 s of Lightning for nothing
+    code = (
+        "import sys, hydra_plugins.masklab_sweeper, masklab.data.prepare, masklab.track.report; "
+        "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
 def test_help_lists_groups_options_and_each_tools_own_keys():
     train, study, evaluate, predict, report = _helps(
         ("train",), ("train", "hydra/sweeper=optuna"), ("evaluate",), ("predict",), ("report",)
