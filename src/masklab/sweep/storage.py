@@ -78,6 +78,16 @@ def open_storage(spec: str, proxy: str | None = None) -> optuna.storages.BaseSto
             raise _cannot_open(spec, exc) from None
 
 
+def _shared(spec: str, proxy: str | None) -> optuna.storages.BaseStorage:
+    """One storage for a worker and the trials it runs in its process: the trials' connections are the worker's."""
+    return _opened(reveal(spec), proxy, os.getpid(), os.getcwd())  # a file's path may be relative; a fork reopens
+
+
+@functools.cache
+def _opened(spec: str, proxy: str | None, pid: int, cwd: str) -> optuna.storages.BaseStorage:
+    return open_storage(spec, proxy)
+
+
 def _proxy(spec: str, address: str) -> optuna.storages.BaseStorage:
     """Optuna's ``GrpcStorageProxy`` at ``address``, checked now (a typo would otherwise fail every later call)."""
     if not shared(spec):  # the budget's lock is the database's: workers must reach it too
@@ -163,7 +173,7 @@ class Store:
         self.spec, self.sweep_dir, self.stale_after_s = spec, Path(sweep_dir), float(stale_after_s)
         self.on_dead = on_dead or (lambda trial, reason: None)  # e.g. end the trial's MLflow run
         with self.lock():  # PostgreSQL: workers creating the tables together collide (UniqueViolation)
-            storage = open_storage(spec, proxy)
+            storage = _shared(spec, proxy)
             self.study = optuna.create_study(storage=storage, load_if_exists=True, **study_kwargs)
         self.current: int | None = None  # the id of this worker's RUNNING trial
 
@@ -263,5 +273,5 @@ class Store:
 
 def trial_of(study_name: str, spec: str, trial_id: int, proxy=None) -> tuple[optuna.Study, optuna.Trial]:
     """A job's own trial (in the launcher's process or another)."""
-    study = optuna.load_study(study_name=study_name, storage=open_storage(spec, proxy))
+    study = optuna.load_study(study_name=study_name, storage=_shared(spec, proxy))
     return study, optuna.Trial(study, int(trial_id))
