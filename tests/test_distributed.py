@@ -75,6 +75,15 @@ def finish(tmp_path: Path, procs: dict, timeout: float = 600) -> dict[str, str]:
     return logs
 
 
+def most_connections(pg: Postgres, db: str, procs: dict) -> int:
+    """The most connections to database ``db`` seen while ``procs`` run (the README's connection figures)."""
+    most = 0
+    while any(p.poll() is None for p in procs.values()):
+        most = max(most, int(pg.sql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'")))
+        time.sleep(0.5)
+    return most
+
+
 def study_of(url: str):
     import optuna
 
@@ -116,8 +125,10 @@ def test_two_machines_with_the_default_pruner_share_one_budget_and_no_password(s
     args = ["schedule.epochs=2", "hydra.sweeper.pruner_kwargs={min_resource:1,reduction_factor:2}",
             "hydra.sweeper.prune_on=val/loss", f"hydra.sweeper.checkpoint_dir={shared_ckpt}"]  # fmt: skip
     procs = {h: worker(tmp_path, h, server.uri, url, *args, n_trials=4) for h in ("a", "b")}
+    most = most_connections(pg, "optuna_asha", procs)
     logs = finish(tmp_path, procs)
     assert [p.returncode for p in procs.values()] == [0, 0]
+    assert 0 < most <= 2 * 3, most  # README: 3 per worker without the proxy
     trials = study_of(url).trials
     configurations = [t for t in trials if t.user_attrs["asha_rung"] == 0]
     assert len(configurations) == 4 and not [t for t in trials if t.state.name not in ("COMPLETE", "PRUNED")]
@@ -140,8 +151,10 @@ def test_two_machines_through_a_grpc_storage_proxy_keep_the_budget(services, tmp
     try:
         args = ["hydra.sweeper.pruner=median", f"hydra.sweeper.proxy={proxy.address}"]
         procs = {h: worker(tmp_path, h, server.uri, url, *args, n_trials=3) for h in ("a", "b")}
+        most = most_connections(pg, "optuna_proxy", procs)
         logs = finish(tmp_path, procs)
         assert [p.returncode for p in procs.values()] == [0, 0]
+        assert 0 < most <= 2 * 1 + 2, most  # README: 1 per worker with the proxy, the proxy's own 2
         trials = study_of(url).trials  # read from the database itself: the proxy wrote there
         assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3
         assert {t.user_attrs["masklab_owner"]["host"] for t in trials} == {"a", "b"}
