@@ -219,7 +219,7 @@ def test_epochs_auto_without_a_budget_is_one_line(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("n_images", [6, 60])
 def test_a_budget_of_n_steps_trains_n_steps_whatever_the_dataset_size(tmp_path, n_images):
-    import train as train_cli
+    from masklab import training as train_cli
 
     images = [(48, 64, [(8 + i % 5, 8, 10, 12, i % 2)]) for i in range(n_images)]
     prepare_coco(tmp_path, images, "data.prepare.split={train:1.0,val:0}")

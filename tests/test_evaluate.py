@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained for 3 epochs, tracked in its own MLflow store: (checkpoint, tracking uri, run dir)."""
-    from train import train
+    from masklab.training import train
 
     tmp = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{tmp}/mlflow.db"

@@ -63,7 +63,7 @@ def test_the_evaluator_an_optimized_metric_needs_is_added_and_unknown_names_are_
 
 
 def test_training_can_optimise_voc_map50_and_logs_it_every_validation(tmp_path):
-    from train import train
+    from masklab.training import train
 
     GlobalHydra.instance().clear()
     cfg = compose_cfg(["schedule.epochs=2", "optimized_metric=val/voc_mAP50", "val_metrics=[prf]"])

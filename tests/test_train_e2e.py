@@ -43,7 +43,7 @@ def cli(*overrides, tmp_path, timeout=600, wait=True, merge=True):
 
 
 def test_mlflow_run_has_params_curves_metrics_and_artifacts(tmp_path):
-    from train import train
+    from masklab.training import train
 
     GlobalHydra.instance().clear()
     cfg = compose_cfg(
@@ -91,7 +91,7 @@ def test_the_last_epoch_is_validated_when_the_val_interval_does_not_divide_the_e
     # but never judged, and a 1-epoch run had no validation, no best checkpoint and a NaN result
     import csv
 
-    from train import train
+    from masklab.training import train
 
     GlobalHydra.instance().clear()
     cfg = compose_cfg([f"schedule.epochs={epochs}", "trainer.check_val_every_n_epoch=2"])
@@ -275,8 +275,8 @@ def test_half_precision_on_the_cpu_is_one_line(tmp_path):
 def test_a_run_that_fails_outside_fit_is_failed_in_mlflow(where, tmp_path, monkeypatch):
     # Lightning finalizes the MLflow run only when fit/test raise: a run failing before fit (here: reading its
     # Trainer) stayed RUNNING, one failing after it (writing export files) said FINISHED for a failed command
-    import train
     from masklab import MasklabError
+    from masklab import training as train
 
     def fail(*args, **kwargs):
         raise MasklabError(f"{where} failed")
@@ -294,7 +294,7 @@ def test_a_run_that_fails_outside_fit_is_failed_in_mlflow(where, tmp_path, monke
 def test_running_out_of_gpu_memory_is_one_line_and_a_failed_run(tmp_path, monkeypatch):
     # torch's OutOfMemoryError was a 170-line traceback through conv2d (seen on an H100 capped at 4 GiB, batch 512);
     # the training step raises it here as it did there
-    import train
+    from masklab import training as train
     from masklab import user_message
     from masklab.model.module import MaskRCNNModule
 
