@@ -440,10 +440,11 @@ def _helps(*commands: tuple[str, ...]) -> list[str]:
     return [out for out, _ in outs]
 
 
-def test_prepare_and_report_start_without_torch():
-    # Hydra imports every plugin module (our sweeper's included) when any CLI starts: 5 s of Lightning for nothing
+def test_prepare_report_and_help_start_without_torch():
+    # Hydra imports every plugin module (our sweeper's included) when any CLI starts: 5 s of Lightning for nothing;
+    # train.py imports its training after Hydra has answered --help
     code = (
-        "import sys, hydra_plugins.masklab_sweeper, masklab.data.prepare, masklab.track.report; "
+        "import sys, hydra_plugins.masklab_sweeper, masklab.data.prepare, masklab.track.report, train; "
         "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC)
