@@ -21,13 +21,13 @@ from omegaconf import DictConfig
 from masklab import exit_on_error, quiet_lightning
 
 log = logging.getLogger("masklab.train")
-quiet_lightning()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     from masklab.training import train  # torch and Lightning (5 s): not imported for --help or a config error
 
+    quiet_lightning()
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN:  # a sweep's trial or a grid job: hydra.callbacks record their failures
         return train(cfg, hc.runtime.output_dir)

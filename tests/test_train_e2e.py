@@ -540,6 +540,7 @@ def test_prepare_pennfudan_then_train_on_it(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "val/segm_AP_pedestrian" in proc.stdout and "test/segm_AP" in proc.stdout  # class name from the data
+    assert (proc.stdout + proc.stderr).count("GPU available:") == 1  # Lightning, imported after Hydra's logging
     ckpt = torch.load(
         next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt")), map_location="cpu", weights_only=False
     )

@@ -15,8 +15,15 @@ class _DropLightningTip(logging.Filter):
 def quiet_lightning() -> None:
     """Leave out two start-up lines of Lightning 2.6 a masklab user cannot act on: its advertisement for its cloud
     logger (``💡 Tip: ... litlogger``; masklab logs to MLflow) and torch's deprecation warning about Lightning's own
-    use of ``LeafSpec`` (``lightning/pytorch/utilities/_pytree.py``). Everything else Lightning says is kept."""
+    use of ``LeafSpec`` (``lightning/pytorch/utilities/_pytree.py``). Everything else Lightning says is kept, printed
+    once and plainly, also when Lightning was imported after Hydra set up logging (call it after that import)."""
     import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # what Lightning does when imported before any logging
+        logger = logging.getLogger(name)
+        if not logger.handlers:  # else its lines also reach the root's handlers (Hydra's): printed twice
+            logger.addHandler(logging.StreamHandler())
+        logger.propagate = False
 
     for name in (
         "lightning.pytorch.utilities.rank_zero",
