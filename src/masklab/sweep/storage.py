@@ -78,7 +78,7 @@ def open_storage(spec: str, proxy: str | None = None) -> optuna.storages.BaseSto
             raise _cannot_open(spec, exc) from None
 
 
-def _shared(spec: str, proxy: str | None) -> optuna.storages.BaseStorage:
+def _process_storage(spec: str, proxy: str | None) -> optuna.storages.BaseStorage:
     """One storage for a worker and the trials it runs in its process: the trials' connections are the worker's."""
     return _opened(reveal(spec), proxy, os.getpid(), os.getcwd())  # a file's path may be relative; a fork reopens
 
@@ -173,7 +173,7 @@ class Store:
         self.spec, self.sweep_dir, self.stale_after_s = spec, Path(sweep_dir), float(stale_after_s)
         self.on_dead = on_dead or (lambda trial, reason: None)  # e.g. end the trial's MLflow run
         with self.lock():  # PostgreSQL: workers creating the tables together collide (UniqueViolation)
-            storage = _shared(spec, proxy)
+            storage = _process_storage(spec, proxy)
             self.study = optuna.create_study(storage=storage, load_if_exists=True, **study_kwargs)
         self.current: int | None = None  # the id of this worker's RUNNING trial
 
@@ -273,5 +273,5 @@ class Store:
 
 def trial_of(study_name: str, spec: str, trial_id: int, proxy=None) -> tuple[optuna.Study, optuna.Trial]:
     """A job's own trial (in the launcher's process or another)."""
-    study = optuna.load_study(study_name=study_name, storage=_shared(spec, proxy))
+    study = optuna.load_study(study_name=study_name, storage=_process_storage(spec, proxy))
     return study, optuna.Trial(study, int(trial_id))
