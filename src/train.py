@@ -1,8 +1,6 @@
 #!/usr/bin/env python
-"""Train Mask R-CNN from composed Hydra config groups (``python src/train.py --help``): :mod:`masklab.training`.
-
-config -> auto values from the data -> datamodule, module, callbacks, logger, trainer (each from its config
-group) -> fit -> test the best checkpoint -> the best value of ``optimized_metric`` (what a sweep optimises).
+"""Train Mask R-CNN from composed Hydra config groups (``python src/train.py --help``); the run itself is
+:mod:`masklab.training`, imported after Hydra has answered ``--help``.
 """
 
 from __future__ import annotations
