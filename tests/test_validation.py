@@ -257,6 +257,13 @@ def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_
     assert user_message(InstantiationException("a bug in a target")) is None
 
 
+def test_the_first_line_of_an_error_is_never_empty_and_never_raises():
+    from masklab import first_line
+
+    assert first_line(ValueError("\n  low > high\nsecond line")) == "low > high"
+    assert first_line(EOFError()) == "EOFError"  # str() is '': indexing its lines raised IndexError in the handler
+
+
 CLI_CASES = [
     ("evaluate.py", [], "error: ckpt is required: give ckpt=<value>"),
     ("evaluate.py", ["ckpt=model.ckpt", "min_score=1.5"], "error: min_score=1.5: must be a score in [0, 1]"),

@@ -34,7 +34,7 @@ def user_message(exc: BaseException, oom_advice: str | None = None) -> str | Non
             key = seen.full_key or "a required key"
             return f"{key} is required: give {key}=<value> on the command line (--help says what it takes)"
         if isinstance(seen, InterpolationResolutionError):  # e.g. optimizer.lr=abc read by ${mul:${optimizer.lr},0.25}
-            return f"{seen.full_key}: {str(seen).splitlines()[0]}"
+            return f"{seen.full_key}: {first_line(seen)}"
         if torch is not None and isinstance(seen, torch.OutOfMemoryError):
             return out_of_memory(str(seen), oom_advice or TRAINING_OOM_ADVICE)
     return None
@@ -67,6 +67,12 @@ def missing_cuda(accelerator) -> bool:
     import torch
 
     return str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available()
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def causes(exc: BaseException, depth: int = 5):

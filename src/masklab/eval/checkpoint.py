@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from masklab import MasklabError
+from masklab import MasklabError, first_line
 from masklab.checks import check_numbers
 from masklab.model.build import NET_NUMBERS
 from masklab.model.module import MaskRCNNModule, build_module
@@ -123,9 +123,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[MaskRC
         module = build_module(cfg, class_names=hp.get("class_names"))
         module.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError, EOFError, TypeError, ValueError, pickle.UnpicklingError) as exc:
-        raise MasklabError(
-            f"{path}: not a masklab checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-        ) from None
+        raise MasklabError(f"{path}: not a masklab checkpoint ({type(exc).__name__}: {first_line(exc)})") from None
     return module.eval(), cfg, ckpt.get("mlflow_run_id")
 
 

@@ -19,7 +19,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
-from masklab import MasklabError
+from masklab import MasklabError, first_line
 
 _RESNET_STAGES = {"conv1": 1, "bn1": 1, "layer1": 2, "layer2": 3, "layer3": 4, "layer4": 5}
 
@@ -111,9 +111,8 @@ def load_weights_file(key: str, path: str, weights_only: bool = True, hint: str 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # not a torch file, truncated, or pickled classes weights_only refuses
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise MasklabError(
-            f"{key}={path}: not a readable PyTorch weights file ({type(exc).__name__}: {first[:200]})"
+            f"{key}={path}: not a readable PyTorch weights file ({type(exc).__name__}: {first_line(exc)[:200]})"
         ) from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):

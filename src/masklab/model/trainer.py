@@ -9,7 +9,7 @@ import lightning.pytorch as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from masklab import MasklabError, causes, missing_cuda
+from masklab import MasklabError, causes, first_line, missing_cuda
 
 log = logging.getLogger("masklab.train")
 
@@ -38,7 +38,7 @@ def make_trainer(trainer: DictConfig, **kwargs) -> L.Trainer:
         )
         raise MasklabError(
             f"trainer (accelerator={t.accelerator}, devices={t.devices}, strategy={t.get('strategy', 'auto')}): "
-            f"{str(cause).strip().splitlines()[0]}{hint}"
+            f"{first_line(cause)}{hint}"
         ) from None
 
 

@@ -14,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from masklab import MasklabError
+from masklab import MasklabError, first_line
 
 
 def to_distribution(override: Override) -> BaseDistribution | None:
@@ -59,11 +59,11 @@ def parse(search_space: dict | None, params: dict | None, arguments: list[str]):
         try:
             (override,) = parser.parse_overrides([line])
         except Exception as exc:  # hydra's OverrideParseException carries a multi-line message
-            raise MasklabError(f"search space entry {line!r} does not parse: {str(exc).splitlines()[0]}") from None
+            raise MasklabError(f"search space entry {line!r} does not parse: {first_line(exc)}") from None
         try:
             dist = to_distribution(override)
         except ValueError as exc:  # Optuna's: low > high, log with a bound <= 0, a step that does not fit
-            raise MasklabError(f"search space entry {line!r}: {str(exc).splitlines()[0]}") from None
+            raise MasklabError(f"search space entry {line!r}: {first_line(exc)}") from None
         if dist is None:
             fixed.append(line)
         else:

@@ -33,7 +33,7 @@ import psutil
 from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
-from masklab import MasklabError
+from masklab import MasklabError, first_line
 from masklab.secrets import mask, reveal
 
 log = logging.getLogger("masklab.sweep")
@@ -102,17 +102,13 @@ def _proxy(spec: str, address: str) -> optuna.storages.BaseStorage:
         hint = ' (pip install -e ".[distributed]")' if isinstance(exc, ImportError) else ""
         raise MasklabError(
             f"hydra.sweeper.proxy={address}: no Optuna storage proxy answers there within {PROXY_WAIT_S:g} s "
-            f"({_first_line(exc)}){hint}; start one beside the database (README: Sweeps on several machines)"
+            f"({first_line(exc)}){hint}; start one beside the database (README: Sweeps on several machines)"
         ) from None
     return storage
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 def _cannot_open(spec: str, exc: Exception) -> MasklabError:
-    first = _first_line(exc)
+    first = first_line(exc)
     hint = ' (pip install -e ".[distributed]")' if "import" in first.lower() else ""
     return MasklabError(
         f"hydra.sweeper.storage={mask(spec)}: Optuna cannot open it ({mask(first)}){hint}; give journal:<file> "

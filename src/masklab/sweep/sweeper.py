@@ -23,7 +23,7 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
-from masklab import MasklabError, StudySettingError, causes, exit_on_error, secrets, user_message
+from masklab import MasklabError, StudySettingError, causes, exit_on_error, first_line, secrets, user_message
 from masklab.callbacks.optuna_trial import pruning_signal
 from masklab.data.auto import resolved
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
@@ -205,10 +205,11 @@ class OptunaSweeperBase(Sweeper):
                 s.store.tell(trial, values if len(values) > 1 else values[0])
                 return s.tracker.after_trial(trial, State.COMPLETE, ""), None
             error = f"objective {bad} is NaN/inf (diverged, or no validation ran)"
-        reason = error if isinstance(error, str) else user_message(error) or _first_line(error)
         setting = isinstance(error, BaseException) and any(isinstance(e, StudySettingError) for e in causes(error))
-        s.store.tell(trial, state=State.FAIL, fail_reason=reason[:2000])
-        return s.tracker.after_trial(trial, State.FAIL, reason), reason if setting else None
+        if isinstance(error, BaseException):
+            error = user_message(error) or f"{type(error).__name__}: {first_line(error)}"
+        s.store.tell(trial, state=State.FAIL, fail_reason=error[:2000])
+        return s.tracker.after_trial(trial, State.FAIL, error), error if setting else None
 
     # ---- the study's settings, checked before any trial -----------------------------------------------
     def _start(self, arguments: list[str]) -> Session:
@@ -285,7 +286,3 @@ class OptunaSweeperBase(Sweeper):
 
 def _key(params: dict) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
-
-
-def _first_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -16,7 +16,7 @@ import yaml
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from masklab import CONFIG_DIR
+from masklab import CONFIG_DIR, first_line
 
 log = logging.getLogger("masklab.sweep")
 
@@ -149,5 +149,5 @@ def save_plots(study: optuna.Study, out: Path, names: list[str]) -> list[Path]:
             plt.close(fig)
             written.append(out / f"{name}.png")
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. importances need 2+ trials
-            log.info("plot %s skipped: %s", name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            log.info("plot %s skipped: %s", name, first_line(exc))
     return written
