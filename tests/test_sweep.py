@@ -131,6 +131,9 @@ def test_bad_sampler_kwargs_and_storage_urls_are_one_line():
         MasklabError, match=r"^hydra.sweeper.storage=notaurl: Optuna cannot open it \(.*\); give journal:<file>"
     ):
         open_storage("notaurl")
+    # the budget's lock would be a file on each machine: n_trials would not hold across them
+    with pytest.raises(MasklabError, match=r"^hydra.sweeper.storage=mysql://ml:\*\*\*@db/o: mysql is not supported"):
+        open_storage("mysql://ml:secret@db/o")
 
 
 def test_opening_a_database_retries_once_when_optuna_s_table_stamping_collides(tmp_path, monkeypatch):

@@ -2,11 +2,11 @@
 
 Workers share the storage and nothing else (ASHA adds a checkpoint folder); README: *Sweeps on several machines*.
 The budget and trial numbers: a worker counts and asks while it holds the storage's lock (a PostgreSQL advisory
-lock, MySQL's ``GET_LOCK``, a file lock beside a SQLite or journal file), as it creates the tables, study and MLflow
-parent run. ``hydra.sweeper.proxy`` sends Optuna's calls, not the lock, through a ``GrpcStorageProxy``. Liveness:
-a trial is created with its owner in one write, its worker's thread beats every ``heartbeat_s``, and any live
-worker fails a RUNNING trial whose owner on its own host is gone, whose beat is older than ``stale_after_s``
-(another host: clocks in sync, NTP) or that has no owner (not a masklab worker's).
+lock, a file lock beside a SQLite or journal file), as it creates the tables, study and MLflow parent run.
+``hydra.sweeper.proxy`` sends Optuna's calls, not the lock, through a ``GrpcStorageProxy``. Liveness: a trial is
+created with its owner in one write, its worker's thread beats every ``heartbeat_s``, and any live worker fails a
+RUNNING trial whose owner on its own host is gone, whose beat is older than ``stale_after_s`` (another host: clocks
+in sync, NTP) or that has no owner (not a masklab worker's).
 
 Attributes kept. Study: ``masklab_pruner`` (trials rebuild their pruner and signal from it), ``masklab_uid``,
 ``mlflow_parent_run_id``, ``masklab_sessions``. Trial: ``masklab_owner`` {host, pid, start}, ``masklab_heartbeat``,
@@ -54,12 +54,17 @@ def scheme(spec: str) -> str:
 
 def shared(spec: str) -> bool:
     """A storage workers on several machines reach (a database server, not a file)."""
-    return scheme(spec) in ("postgresql", "mysql")
+    return scheme(spec) == "postgresql"
 
 
 def open_storage(spec: str, proxy: str | None = None) -> optuna.storages.BaseStorage:
     """Optuna's storage of ``spec``, or of the gRPC ``proxy`` (``host:port``) that serves ``spec``'s database."""
     spec = reveal(spec)
+    if "://" in spec and scheme(spec) not in ("sqlite", "postgresql"):  # no lock we can take there (see lock)
+        raise MasklabError(
+            f"hydra.sweeper.storage={mask(spec)}: {scheme(spec)} is not supported: give postgresql://... (several "
+            "machines: the budget's lock is PostgreSQL's advisory lock), sqlite:///<file> or journal:<file>"
+        )
     if proxy:
         return _proxy(spec, str(proxy))
     if spec.startswith("journal:"):
@@ -121,22 +126,18 @@ def lock(spec: str, sweep_dir: Path):
     """The storage's lock: held while counting and asking, creating the study or the MLflow parent run."""
     spec = reveal(spec)
     if shared(spec):
-        import sqlalchemy  # 0.2 s: only where a database is
+        from sqlalchemy import text  # 0.2 s: only where a database is
 
-        take, drop = {
-            "postgresql": ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)"),
-            "mysql": ("SELECT GET_LOCK(CAST(:k AS CHAR), 600)", "SELECT RELEASE_LOCK(CAST(:k AS CHAR))"),
-        }[scheme(spec)]
         try:
             conn = _engine(spec).connect()
         except Exception as exc:
             raise _cannot_open(spec, exc) from None
         with conn:  # a dead process's connection closes, and the server frees its lock
-            conn.execute(sqlalchemy.text(take), {"k": _LOCK_KEY})
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
             try:
                 yield
             finally:
-                conn.execute(sqlalchemy.text(drop), {"k": _LOCK_KEY})
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
                 conn.commit()
         return
     # not "<journal>.lock": that name is Optuna's own lock of the journal file
