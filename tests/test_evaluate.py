@@ -244,8 +244,8 @@ def test_network_keys_given_at_evaluation_reach_the_model(trained, tmp_path):
     assert raw64.keys() == raw40.keys() and sum(len(r["scores"]) for r in raw64.values()) > 0
     assert not any(torch.equal(raw64[i]["boxes"], raw40[i]["boxes"]) for i in raw64)  # another network pass
     # cached detections cannot show another network pass: one line, not the cache's numbers under the new setting
-    from evaluate import evaluate
     from masklab import MasklabError
+    from masklab.evaluation import evaluate
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -276,9 +276,9 @@ def test_evaluate_bad_checkpoint_is_one_line(tmp_path):
 def test_bad_runtime_options_are_one_line_before_the_network_runs(trained, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from evaluate import evaluate
     from masklab import MasklabError
     from masklab.eval.checkpoint import resolve_device
+    from masklab.evaluation import evaluate
 
     ckpt = trained[0]
     cases = [

@@ -442,10 +442,10 @@ def _helps(*commands: tuple[str, ...]) -> list[str]:
 
 def test_prepare_report_and_help_start_without_torch():
     # Hydra imports every plugin module (our sweeper's included) when any CLI starts: 5 s of Lightning for nothing;
-    # train.py imports its training after Hydra has answered --help
+    # train.py, evaluate.py and predict.py import their run after Hydra has answered --help
     code = (
-        "import sys, hydra_plugins.masklab_sweeper, masklab.data.prepare, masklab.track.report, train; "
-        "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+        "import sys, hydra_plugins.masklab_sweeper, masklab.data.prepare, masklab.track.report; "
+        "import train, evaluate, predict; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC)
     assert out.stdout.strip() == "[]", out.stderr[-2000:]
