@@ -95,7 +95,6 @@ def make_sampler(name, kwargs: dict | None, seed, dists: dict) -> optuna.sampler
 class Scheduler:
     """Optuna's way: the sampler proposes every trial, and the pruner stops a bad one for good (in its job)."""
 
-    rungs: list[int] | None = None
     new_attrs: dict = {}  # what a new configuration's trial is created with
 
     def start(self, epochs: int | None, sweep_dir: Path, study_name: str, checkpoint_dir: str | None,
