@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -205,17 +206,17 @@ def test_the_default_space_compares_schedules_at_one_length(overrides, epochs):
     assert "schedule.epochs=30" in parse(cfg.hparams_search, {}, ["schedule.epochs=30"])[1]
 
 
-def test_tiny_study_parent_child_runs_and_best_params(tmp_path):
-    proc = run(
-        sweep_cmd(
-            tmp_path,
-            "optimizer.lr=tag(log,interval(0.005,0.05))",
-            "backbone=choice(mobilenet_v3,r18)",
-            "log_predictions=1",
-        ),
-        tmp_path,
+def test_tiny_study_parent_child_runs_and_best_params(tmp_path, monkeypatch):
+    cmd = sweep_cmd(
+        tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "backbone=choice(mobilenet_v3,r18)", "log_predictions=1"
     )
+    cmd[1] = str(ROOT / "tests" / "helpers" / "under_lock.py")  # train.py, watched while it holds the storage's lock
+    monkeypatch.setenv("MASKLAB_LOCK_LOG", str(tmp_path / "under_lock.json"))
+    proc = run(cmd, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # every worker's asks wait while one holds the lock: no import there (MLflow's took 2 s at each worker's start)
+    holds = json.loads((tmp_path / "under_lock.json").read_text())
+    assert len(holds) >= 5 and not any(holds), holds
     study = load(tmp_path)
     assert [s for _, s in states(study)] == ["COMPLETE"] * 4 and [n for n, _ in states(study)] == [0, 1, 2, 3]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

@@ -29,19 +29,27 @@ class Tracker:
     def __init__(self, cfg: DictConfig, store, sweep_dir: Path, fixed: list[str]):
         self.cfg, self.store, self.study = cfg, store, store.study
         self.sweep_dir, self.fixed = Path(sweep_dir), list(fixed)
-        self.client, self.parent_id = None, None
+        self.client, self.parent_id = self._connect(cfg.paths.tracking_uri), None
+
+    def _connect(self, uri: str):
+        """MLflow's client, its store opened (2 s of imports and checks): before the storage's lock, not under it."""
+        if not self.cfg.logger.get("_target_"):
+            return None
+        from mlflow import MlflowClient
+
+        from masklab.track.mlflow_utils import ensure_store
+
+        ensure_store(uri)
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+        return client
 
     def open_parent(self) -> None:
         """The study's parent run: the known one, else one created now (call it under the storage's lock)."""
-        if not self.cfg.logger.get("_target_"):
+        if self.client is None:
             return
-        from mlflow import MlflowClient
+        from masklab.track.mlflow_utils import experiment_id
 
-        from masklab.track.mlflow_utils import ensure_store, experiment_id
-
-        uri = self.cfg.paths.tracking_uri
-        ensure_store(uri)
-        self.client = MlflowClient(uri)
         exp_id = experiment_id(self.client, self.cfg.experiment_name)
         uid = self.study.user_attrs.get("masklab_uid") or uuid.uuid4().hex
         self.study.set_user_attr("masklab_uid", uid)
