@@ -4,6 +4,7 @@ only the database, the tracking server and (for ASHA) a checkpoint folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -53,9 +54,11 @@ def no_machine_left_running():
 def worker(tmp_path: Path, host: str, mlflow_uri: str, storage: str, *overrides: str, n_trials: int):
     """One machine's ``train.py -m`` on the shared study: its own folder and hostname; the password given on the
     command line on machine a, through an environment variable (as the README says) on the others."""
-    env = {**os.environ, "MASKLAB_HOSTNAME": host, "MLFLOW_TRACKING_URI": mlflow_uri, "OPTUNA_STORAGE": storage}
+    env = {**os.environ, "MASKLAB_HOSTNAME": host, "MLFLOW_TRACKING_URI": mlflow_uri, "OPTUNA_STORAGE": storage,
+           "MASKLAB_LOCK_LOG": str(tmp_path / f"{host}.locks.json")}  # fmt: skip
     given = storage if host == "a" else "${oc.env:OPTUNA_STORAGE}"
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna",
+    # train.py, watched while it holds the storage's lock (helpers/under_lock.py)
+    cmd = [sys.executable, str(ROOT / "tests" / "helpers" / "under_lock.py"), "-m", "hydra/sweeper=optuna",
            *[o for o in TINY if not o.startswith("logger=")], "logger=mlflow", f"paths.root_dir={tmp_path / host}",
            "experiment_name=d", "hparams_search=none", "optimizer.lr=tag(log,interval(0.001,0.05))",
            f"hydra.sweeper.storage='{given}'", f"hydra.sweeper.n_trials={n_trials}", *overrides]  # fmt: skip
@@ -140,6 +143,9 @@ def test_two_machines_with_the_default_pruner_share_one_budget_and_no_password(s
     assert len(parents) == 1 and len(runs) == 1 + 4  # one parent, one run per configuration
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert "UniqueViolation" not in "".join(logs.values())
+    for host in procs:  # the other machine's asks wait while one holds the lock: nothing is imported there
+        holds = json.loads((tmp_path / f"{host}.locks.json").read_text())
+        assert len(holds) >= 3 and not any(holds), (host, holds)
     assert_no_password(pg, server, tmp_path, logs)
 
 

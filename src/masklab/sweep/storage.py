@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import socket
@@ -40,6 +41,8 @@ log = logging.getLogger("masklab.sweep")
 WORKER_DIED = "worker died (killed or crashed) mid-trial"
 NO_OWNER = "it has no owner (not asked for by a masklab worker)"
 _LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks take milliseconds
+# what Optuna imports as it opens a database (0.35 s): imported before the lock, which other workers wait on
+DB_IMPORTS = ("alembic.command", "alembic.config", "alembic.migration", "alembic.script", "optuna.storages._rdb.models")
 PROXY_WAIT_S = 10.0  # how long a worker waits for a gRPC storage proxy to answer at start
 
 
@@ -169,6 +172,8 @@ class Store:
     def __init__(self, spec: str, sweep_dir: Path, stale_after_s: float, on_dead=None, proxy=None, **study_kwargs):
         self.spec, self.sweep_dir, self.stale_after_s = spec, Path(sweep_dir), float(stale_after_s)
         self.on_dead = on_dead or (lambda trial, reason: None)  # e.g. end the trial's MLflow run
+        for module in DB_IMPORTS if "://" in spec and not proxy else ():
+            importlib.import_module(module)
         with self.lock():  # PostgreSQL: workers creating the tables together collide (UniqueViolation)
             storage = _process_storage(spec, proxy)
             self.study = optuna.create_study(storage=storage, load_if_exists=True, **study_kwargs)
