@@ -119,6 +119,13 @@ def assert_no_password(pg: Postgres, server: MlflowServer, tmp_path: Path, logs:
     assert artifacts and not [p for p in artifacts if PASSWORD.encode() in p.read_bytes()]
 
 
+def assert_nothing_imported_under_the_lock(tmp_path: Path, procs: dict) -> None:
+    """The other machine's asks wait while one holds the storage's lock: nothing is imported there."""
+    for host in procs:
+        holds = json.loads((tmp_path / f"{host}.locks.json").read_text())
+        assert len(holds) >= 3 and not any(holds), (host, holds)
+
+
 def test_two_machines_with_the_default_pruner_share_one_budget_and_no_password(services, tmp_path):
     from mlflow import MlflowClient
 
@@ -143,9 +150,7 @@ def test_two_machines_with_the_default_pruner_share_one_budget_and_no_password(s
     assert len(parents) == 1 and len(runs) == 1 + 4  # one parent, one run per configuration
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert "UniqueViolation" not in "".join(logs.values())
-    for host in procs:  # the other machine's asks wait while one holds the lock: nothing is imported there
-        holds = json.loads((tmp_path / f"{host}.locks.json").read_text())
-        assert len(holds) >= 3 and not any(holds), (host, holds)
+    assert_nothing_imported_under_the_lock(tmp_path, procs)
     assert_no_password(pg, server, tmp_path, logs)
 
 
@@ -165,6 +170,7 @@ def test_two_machines_through_a_grpc_storage_proxy_keep_the_budget(services, tmp
         assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3
         assert {t.user_attrs["masklab_owner"]["host"] for t in trials} == {"a", "b"}
         assert proxy.trials_created() == 3  # every trial was asked for through the proxy
+        assert_nothing_imported_under_the_lock(tmp_path, procs)
         assert_no_password(pg, server, tmp_path, logs)
     finally:
         proxy.stop()

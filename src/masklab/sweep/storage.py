@@ -41,8 +41,9 @@ log = logging.getLogger("masklab.sweep")
 WORKER_DIED = "worker died (killed or crashed) mid-trial"
 NO_OWNER = "it has no owner (not asked for by a masklab worker)"
 _LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks take milliseconds
-# what Optuna imports as it opens a database (0.35 s): imported before the lock, which other workers wait on
+# what Optuna imports lazily as it opens a database (0.35 s) or asks through a proxy: imported before the lock
 DB_IMPORTS = ("alembic.command", "alembic.config", "alembic.migration", "alembic.script", "optuna.storages._rdb.models")
+PROXY_IMPORTS = ("optuna.storages._grpc.servicer",)
 PROXY_WAIT_S = 10.0  # how long a worker waits for a gRPC storage proxy to answer at start
 
 
@@ -172,7 +173,9 @@ class Store:
     def __init__(self, spec: str, sweep_dir: Path, stale_after_s: float, on_dead=None, proxy=None, **study_kwargs):
         self.spec, self.sweep_dir, self.stale_after_s = spec, Path(sweep_dir), float(stale_after_s)
         self.on_dead = on_dead or (lambda trial, reason: None)  # e.g. end the trial's MLflow run
-        for module in DB_IMPORTS if "://" in spec and not proxy else ():
+        if proxy:  # its server made the tables: opening it (gRPC's import, 0.25 s) need not hold the lock
+            _process_storage(spec, proxy)
+        for module in PROXY_IMPORTS if proxy else DB_IMPORTS if "://" in spec else ():
             importlib.import_module(module)
         with self.lock():  # PostgreSQL: workers creating the tables together collide (UniqueViolation)
             storage = _process_storage(spec, proxy)
