@@ -262,6 +262,8 @@ def test_the_first_line_of_an_error_is_never_empty_and_never_raises():
 
     assert first_line(ValueError("\n  low > high\nsecond line")) == "low > high"
     assert first_line(EOFError()) == "EOFError"  # str() is '': indexing its lines raised IndexError in the handler
+    assert first_line(KeyError("ckpt"), with_type=True) == "KeyError: 'ckpt'"
+    assert first_line(EOFError(), with_type=True) == "EOFError"  # not "EOFError: EOFError"
 
 
 CLI_CASES = [

@@ -69,10 +69,14 @@ def missing_cuda(accelerator) -> bool:
     return str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available()
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message, or its type's name when it has none: for one-line errors."""
+def first_line(exc: BaseException, with_type: bool = False) -> str:
+    """The first line of ``exc``'s message (``with_type``: after its type's name), or its type's name when it has
+    none: for one-line errors."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else ""
+    if not line:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {line}" if with_type else line
 
 
 def causes(exc: BaseException, depth: int = 5):

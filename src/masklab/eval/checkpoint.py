@@ -123,7 +123,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[MaskRC
         module = build_module(cfg, class_names=hp.get("class_names"))
         module.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError, EOFError, TypeError, ValueError, pickle.UnpicklingError) as exc:
-        raise MasklabError(f"{path}: not a masklab checkpoint ({type(exc).__name__}: {first_line(exc)})") from None
+        raise MasklabError(f"{path}: not a masklab checkpoint ({first_line(exc, with_type=True)})") from None
     return module.eval(), cfg, ckpt.get("mlflow_run_id")
 
 

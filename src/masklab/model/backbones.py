@@ -112,7 +112,7 @@ def load_weights_file(key: str, path: str, weights_only: bool = True, hint: str 
         obj = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # not a torch file, truncated, or pickled classes weights_only refuses
         raise MasklabError(
-            f"{key}={path}: not a readable PyTorch weights file ({type(exc).__name__}: {first_line(exc)[:200]})"
+            f"{key}={path}: not a readable PyTorch weights file ({first_line(exc, with_type=True)[:200]})"
         ) from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):

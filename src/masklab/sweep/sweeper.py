@@ -207,7 +207,7 @@ class OptunaSweeperBase(Sweeper):
             error = f"objective {bad} is NaN/inf (diverged, or no validation ran)"
         setting = isinstance(error, BaseException) and any(isinstance(e, StudySettingError) for e in causes(error))
         if isinstance(error, BaseException):
-            error = user_message(error) or f"{type(error).__name__}: {first_line(error)}"
+            error = user_message(error) or first_line(error, with_type=True)
         s.store.tell(trial, state=State.FAIL, fail_reason=error[:2000])
         return s.tracker.after_trial(trial, State.FAIL, error), error if setting else None
 
