@@ -28,9 +28,6 @@ from masklab.model.schedules import boundaries, warmup
 
 log = logging.getLogger(__name__)
 
-LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
-
-
 #: the optimizer's numeric keys (configure_optimizers reads them)
 OPTIMIZER_NUMBERS = {
     "optimizer.lr": (in_range(0, None), "a number >= 0"),  # 0: a run that cannot learn (the pruning tests sweep one)
