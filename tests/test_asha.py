@@ -14,7 +14,7 @@ from conftest import ROOT
 from masklab import MasklabError
 from masklab.sweep.asha import Asha, Config, asha_root, promotion, rungs
 from masklab.sweep.schedulers import build_pruner, pruner_spec
-from masklab.sweep.storage import WORKER_DIED
+from masklab.sweep.storage import INTERRUPTED, WORKER_DIED
 from test_sweep import load, run, sweep_cmd
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -107,8 +107,9 @@ def _paused_then_resumed(fail_reason: str | None):
 def test_a_killed_resume_leaves_its_configuration_waiting_and_a_failed_one_ends_it():
     promoted, study, before = _paused_then_resumed(None)
     assert before == (0, 0) and promoted(study) is None  # 0 leads rung 0; then it runs
-    promoted, study, _ = _paused_then_resumed(WORKER_DIED)  # what a live worker marks a killed trial with
-    assert promoted(study) == (0, 0)  # resumed again (from its last checkpoint)
+    for reason in (WORKER_DIED, INTERRUPTED):  # what a live worker marks a killed trial with; Ctrl-C
+        promoted, study, _ = _paused_then_resumed(reason)
+        assert promoted(study) == (0, 0)  # resumed again (from its last checkpoint)
     promoted, study, _ = _paused_then_resumed("objective ['val/segm_AP'] is NaN/inf")
     assert promoted(study) is None  # it failed on its own: it ends there
 

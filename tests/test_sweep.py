@@ -433,6 +433,42 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
     assert "already has its n_trials=3 trials: none run; raise hydra.sweeper.n_trials" in done.stdout + done.stderr
 
 
+def test_ctrl_c_fails_the_trial_it_stopped_ends_the_study_run_killed_and_the_same_command_goes_on(tmp_path):
+    from masklab.sweep.storage import INTERRUPTED
+
+    cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=4",
+                    "data.train.num_images=16", "hydra.sweeper.pruner=none", n_trials=2)  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    no_ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (a test worker may ignore SIGINT)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, preexec_fn=no_ignore)  # fmt: skip
+    journal, deadline, stopped = tmp_path / "multirun" / "s" / "s" / "optuna.journal", time.time() + 300, None
+    while time.time() < deadline and stopped is None:  # Ctrl-C once the first trial trains
+        try:
+            trials = load(tmp_path).get_trials() if journal.exists() else []
+        except KeyError:
+            trials = []
+        stopped = next((t for t in trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs), None)
+        time.sleep(0.2)
+    assert stopped is not None
+    time.sleep(1.0)  # into its fit
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends its foreground process group on Ctrl-C
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-3000:]
+    assert f"study 's' interrupted at trial {stopped.number} (now FAIL): run the same command to go on" in out
+    trial = load(tmp_path).trials[stopped.number]
+    assert trial.state.name == "FAIL" and trial.user_attrs["fail_reason"] == INTERRUPTED
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_ = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run_.info.status == "FAILED" and run_.data.tags["fail_reason"] == INTERRUPTED
+    parent = client.get_run(run_.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "KILLED"
+    again = run(cmd, tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert [t.state.name for t in load(tmp_path).trials].count("COMPLETE") == 2
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"  # the same study run, reopened
+
+
 def test_nan_trial_fails_and_the_study_finishes(tmp_path):
     # lr 1e6 diverges at once (non-finite loss): with seed 0 random sampling draws it among the good ones
     proc = run(

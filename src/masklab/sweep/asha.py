@@ -18,7 +18,7 @@ import optuna
 
 from masklab import MasklabError
 from masklab.sweep.schedulers import Scheduler
-from masklab.sweep.storage import NO_OWNER, WORKER_DIED, scheme, shared
+from masklab.sweep.storage import INTERRUPTED, NO_OWNER, WORKER_DIED, scheme, shared
 
 
 def rungs(epochs: int, min_resource: int = 2, reduction_factor: int = 3) -> list[int]:
@@ -99,8 +99,8 @@ class Asha(Scheduler):
             root, rung = asha_root(t), t.user_attrs["asha_rung"]
             c = configs.setdefault(root, Config(root))
             params.setdefault(root, t.params)
-            killed = t.user_attrs.get("fail_reason") in (WORKER_DIED, NO_OWNER)
-            # a killed resume: the configuration still waits where it was
+            killed = t.user_attrs.get("fail_reason") in (WORKER_DIED, NO_OWNER, INTERRUPTED)
+            # a killed or interrupted resume: the configuration still waits where it was
             if t.state == optuna.trial.TrialState.FAIL and killed and rung:
                 continue
             c.values.update({step: sign * v for step, v in t.intermediate_values.items()})

@@ -40,6 +40,7 @@ from masklab.secrets import mask, reveal
 log = logging.getLogger("masklab.sweep")
 WORKER_DIED = "worker died (killed or crashed) mid-trial"
 NO_OWNER = "it has no owner (not asked for by a masklab worker)"
+INTERRUPTED = "interrupted (Ctrl-C) mid-trial"
 _LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks take milliseconds
 # what Optuna imports lazily as it opens a database (0.35 s) or asks through a proxy: imported before the lock
 DB_IMPORTS = ("alembic.command", "alembic.config", "alembic.migration", "alembic.script", "optuna.storages._rdb.models")
@@ -197,9 +198,9 @@ class Store:
     def trials(self, *states: TrialState) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states or None)
 
-    def frozen(self, trial: optuna.Trial) -> FrozenTrial:
-        """The trial as the storage has it now (what its job wrote)."""
-        return self.study._storage.get_trial(trial._trial_id)
+    def frozen(self, trial: optuna.Trial | int) -> FrozenTrial:
+        """The trial (or trial id) as the storage has it now (what its job wrote)."""
+        return self.study._storage.get_trial(trial if isinstance(trial, int) else trial._trial_id)
 
     def ask(self, params: dict | None = None, dists: dict | None = None, **attrs) -> int:
         """The id of a new RUNNING trial owned by this worker, created with its owner and ``attrs`` in one write
@@ -249,12 +250,20 @@ class Store:
             if t.state != TrialState.RUNNING or (reason := self.dead(t)) is None:
                 continue
             failed = True
-            with contextlib.suppress(Exception):  # another worker may have failed it just now
-                self.study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-                self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                log.warning("trial %d was left RUNNING (%s): marked FAIL", t.number, reason)
-                self.on_dead(t, reason)
+            with contextlib.suppress(Exception):  # MLflow unreachable: the trial is FAIL all the same
+                if self.fail(t._trial_id, reason):
+                    log.warning("trial %d was left RUNNING (%s): marked FAIL", t.number, reason)
+                    self.on_dead(t, reason)
         return self.trials() if failed else trials
+
+    def fail(self, trial_id: int, reason: str) -> bool:
+        """Mark RUNNING trial ``trial_id`` FAIL with ``reason``; False when it ended meanwhile (another worker)."""
+        try:
+            self.study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            self.study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except Exception:  # optuna's UpdateFinishedTrialError, or a storage hiccup: it is not ours to fail now
+            return False
+        return True
 
     @contextlib.contextmanager
     def heartbeat(self, every_s: float):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from masklab.data.auto import resolved
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
 from masklab.sweep.schedulers import Scheduler, build_pruner, grid_values, make_sampler, pruner_spec, space_size
-from masklab.sweep.storage import Store
+from masklab.sweep.storage import INTERRUPTED, Store
 from masklab.track.outcome import NOT_PARAMS
 from masklab.track.study_runs import Tracker
 
@@ -79,7 +80,24 @@ class OptunaSweeperBase(Sweeper):
 
     def sweep(self, arguments: list[str]):
         with exit_on_error(log):  # one line, no traceback (Hydra would print one)
-            return self._sweep(self._start(arguments))
+            s = self._start(arguments)
+            try:
+                return self._sweep(s)
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C (mid-fit, Lightning makes it exit 1)
+                self._interrupted(s)
+                raise SystemExit(130) from None
+
+    def _interrupted(self, s: Session) -> None:
+        """Ctrl-C: the trial it stopped ends FAIL, its MLflow run too, the study's run KILLED; say how to go on."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        stopped = ""
+        if (trial_id := s.store.current) is not None and s.store.fail(trial_id, INTERRUPTED):
+            trial = s.store.frozen(trial_id)
+            s.tracker.dead_run(trial, INTERRUPTED)
+            stopped = f" at trial {trial.number} (now FAIL)"
+        s.tracker.finish(s.names, status="KILLED")
+        log.warning("study %r interrupted%s: run the same command to go on (finished trials are kept)",
+                    self.study_name, stopped)  # fmt: skip
 
     # ---- the loop: ask -> launch -> record -----------------------------------------------------------
     def _sweep(self, s: Session):
@@ -106,7 +124,7 @@ class OptunaSweeperBase(Sweeper):
                 state, setting_error = self._run(s, trial)
                 failures += state == State.FAIL
                 if setting_error or failures >= self.max_failures:
-                    s.tracker.finish(s.names, complete=False)
+                    s.tracker.finish(s.names, status="FAILED")
                     raise MasklabError(
                         f"study {self.study_name!r} stopped at trial {trial.number}: {setting_error}"
                         if setting_error
@@ -116,7 +134,7 @@ class OptunaSweeperBase(Sweeper):
         if not ran and not s.exhausted:
             log.warning("study %r already has its n_trials=%d trials: none run; raise hydra.sweeper.n_trials to add "
                         "more (its results are below)", self.study_name, s.n_trials)  # fmt: skip
-        return s.tracker.finish(s.names, complete=True)
+        return s.tracker.finish(s.names)
 
     def _ask(self, s: Session) -> optuna.Trial | str | None:
         """The next trial, or why to wait for other workers' trials, or None when the study is done."""

@@ -146,7 +146,8 @@ class Tracker:
         return state
 
     # ---- end of the study ----------------------------------------------------------------------
-    def finish(self, names: list[str], complete: bool) -> dict:
+    def finish(self, names: list[str], status: str = "FINISHED") -> dict:
+        """The study's table and best trial; its MLflow run ends ``status`` unless other workers' trials still run."""
         trials = self.study.get_trials(deepcopy=False)
         print(summary_table(trials, names))
         done = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -170,7 +171,7 @@ class Tracker:
             self._log_best(best, names, path)
         running = any(t.state == TrialState.RUNNING for t in trials)
         if self.client and not running:
-            self.client.set_terminated(self.parent_id, status="FINISHED" if complete else "FAILED")
+            self.client.set_terminated(self.parent_id, status=status)
         return result
 
     def _log_best(self, best, names, path: Path) -> None:
