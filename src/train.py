@@ -30,7 +30,13 @@ def main(cfg: DictConfig) -> float:
     if hc.mode == RunMode.MULTIRUN:  # a sweep's trial or a grid job: hydra.callbacks record their failures
         return train(cfg, hc.runtime.output_dir)
     with exit_on_error(log):
-        return train(cfg, hc.runtime.output_dir)
+        try:
+            return train(cfg, hc.runtime.output_dir)
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C (mid-fit, Lightning ends the run and exits 1)
+            last = Path(hc.runtime.output_dir) / "checkpoints" / "last.ckpt"
+            log.warning("interrupted: %s", f"add resume={last} to the same command to go on from its last epoch"
+                        if last.is_file() else "no epoch had finished, so there is nothing to resume")  # fmt: skip
+            raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.slow
 LOSSES = ["loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"]
 
 
-def cli(*overrides, tmp_path, timeout=600, wait=True, merge=True):
-    """train.py with the tiny config in ``tmp_path``: its CompletedProcess, or (``wait=False``) the running Popen,
-    whose stderr goes to its stdout unless ``merge=False``."""
+def cli(*overrides, tmp_path, timeout=600, wait=True, merge=True, **popen):
+    """train.py with the tiny config in ``tmp_path``: its CompletedProcess, or (``wait=False``) the running Popen
+    (``popen``: more of its arguments), whose stderr goes to its stdout unless ``merge=False``."""
     args = [
         sys.executable,
         str(ROOT / "src" / "train.py"),
@@ -37,7 +37,12 @@ def cli(*overrides, tmp_path, timeout=600, wait=True, merge=True):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     if not wait:
         return subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge else subprocess.PIPE, text=True
+            args,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+            text=True,
+            **popen,
         )
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -141,6 +146,18 @@ def test_resume_after_kill_continues_from_the_last_epoch(tmp_path):
     history = client.get_metric_history(final["mlflow_run_id"], "train/loss")
     steps = sorted(m.step for m in history if m.timestamp >= resume_started_ms)
     assert steps == list(range(step, final["global_step"]))  # the resumed process went on from `step`
+
+
+def test_ctrl_c_exits_130_and_says_how_to_go_on(tmp_path):
+    no_ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (a test worker may ignore SIGINT)
+    proc = cli("schedule.epochs=40", "data.train.num_images=8", tmp_path=tmp_path, wait=False, preexec_fn=no_ignore)
+    last, deadline = tmp_path / "run" / "checkpoints" / "last.ckpt", time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C, once an epoch has finished
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-3000:]
+    assert f"interrupted: add resume={last} to the same command to go on from its last epoch" in out
 
 
 def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
