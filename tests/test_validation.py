@@ -303,6 +303,29 @@ def test_clis_say_what_is_missing_in_one_line(tmp_path):
         assert expected in line, case
 
 
+def test_ctrl_c_while_preparing_is_one_line_and_the_prepared_data_before_it_stays(tmp_path):
+    import signal
+    import time
+
+    before = tmp_path / "data" / "prepared" / "dense_small"
+    before.mkdir(parents=True)
+    (before / "report.md").write_text("the dataset prepared before")
+    cmd = [sys.executable, str(ROOT / "src" / "prepare.py"), "data=dense_small", f"paths.root_dir={tmp_path}"]
+    no_ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (a test worker may ignore SIGINT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=no_ignore)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("outputs/prepare/dense_small/*")) and time.time() < deadline:  # Hydra's run folder
+        time.sleep(0.2)
+    time.sleep(2.0)  # into its work: generating and writing 50 images take ~20 s
+    assert proc.poll() is None, "prepare ended before Ctrl-C"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.splitlines()[-1] == "interrupted (Ctrl-C)"
+    assert (before / "report.md").read_text() == "the dataset prepared before"
+    assert not list(before.parent.glob(".dense_small.*"))  # no half-written copy beside it
+
+
 def test_counts_and_sizes_torch_would_reject_in_a_traceback_are_one_line():
     from masklab import MasklabError
     from masklab.data.datamodule import build_datamodule

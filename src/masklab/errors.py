@@ -90,9 +90,12 @@ def causes(exc: BaseException, depth: int = 5):
 @contextlib.contextmanager
 def exit_on_error(log: logging.Logger | None = None, oom_advice: str | None = None):
     """The CLIs' contract: a user error (see :func:`user_message`) becomes one ``error:`` line on stderr
-    and exit code 1; anything else keeps its traceback."""
+    and exit code 1, Ctrl-C one ``interrupted`` line and exit code 130; anything else keeps its traceback."""
     try:
         yield
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
     except Exception as exc:
         message = user_message(exc, oom_advice)
         if message is None:
