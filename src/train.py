@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from masklab import exit_on_error, quiet_lightning
+from masklab import exit_on_error, interrupted_status, quiet_lightning
 
 log = logging.getLogger("masklab.train")
 
@@ -32,11 +32,11 @@ def main(cfg: DictConfig) -> float:
     with exit_on_error(log):
         try:
             return train(cfg, hc.runtime.output_dir)
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C (mid-fit, Lightning ends the run and exits 1)
+        except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; mid-fit, Lightning's exits (SIGTERM too)
             last = Path(hc.runtime.output_dir) / "checkpoints" / "last.ckpt"
             log.warning("interrupted: %s", f"add resume={last} to the same command to go on from its last epoch"
                         if last.is_file() else "no epoch had finished, so there is nothing to resume")  # fmt: skip
-            raise SystemExit(130) from None
+            raise SystemExit(interrupted_status(exc)) from None
 
 
 if __name__ == "__main__":

@@ -87,6 +87,12 @@ def causes(exc: BaseException, depth: int = 5):
         exc, depth = exc.__cause__, depth - 1
 
 
+def interrupted_status(exc: BaseException) -> int:
+    """The exit status of a run stopped by ``exc``: 143 for SIGTERM (Lightning's SIGTERMException mid-fit), else
+    130 (Ctrl-C: a KeyboardInterrupt, or the exit 1 Lightning makes of it mid-fit)."""
+    return 143 if type(exc).__name__ == "SIGTERMException" else 130
+
+
 @contextlib.contextmanager
 def exit_on_error(log: logging.Logger | None = None, oom_advice: str | None = None):
     """The CLIs' contract: a user error (see :func:`user_message`) becomes one ``error:`` line on stderr

@@ -40,7 +40,7 @@ from masklab.secrets import mask, reveal
 log = logging.getLogger("masklab.sweep")
 WORKER_DIED = "worker died (killed or crashed) mid-trial"
 NO_OWNER = "it has no owner (not asked for by a masklab worker)"
-INTERRUPTED = "interrupted (Ctrl-C) mid-trial"
+INTERRUPTED = "interrupted mid-trial (Ctrl-C or SIGTERM)"
 _LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks take milliseconds
 # what Optuna imports lazily as it opens a database (0.35 s) or asks through a proxy: imported before the lock
 DB_IMPORTS = ("alembic.command", "alembic.config", "alembic.migration", "alembic.script", "optuna.storages._rdb.models")

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from masklab import MasklabError, StudySettingError, causes, exit_on_error, first_line, secrets, user_message
 from masklab.callbacks.optuna_trial import pruning_signal
 from masklab.data.auto import resolved
+from masklab.errors import interrupted_status
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
 from masklab.sweep.schedulers import Scheduler, build_pruner, grid_values, make_sampler, pruner_spec, space_size
@@ -83,12 +84,12 @@ class OptunaSweeperBase(Sweeper):
             s = self._start(arguments)
             try:
                 return self._sweep(s)
-            except (KeyboardInterrupt, SystemExit):  # Ctrl-C (mid-fit, Lightning makes it exit 1)
+            except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; mid-fit, Lightning's exits (SIGTERM too)
                 self._interrupted(s)
-                raise SystemExit(130) from None
+                raise SystemExit(interrupted_status(exc)) from None
 
     def _interrupted(self, s: Session) -> None:
-        """Ctrl-C: the trial it stopped ends FAIL, its MLflow run too, the study's run KILLED; say how to go on."""
+        """The trial it stopped ends FAIL, its MLflow run too, and the study's run KILLED; say how to go on."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
         stopped = ""
         if (trial_id := s.store.current) is not None and s.store.fail(trial_id, INTERRUPTED):
