@@ -386,6 +386,32 @@ def test_predict_video_in_video_out_same_frames_and_rate(trained, tmp_path):
     assert len(preds["images"]) == 9
 
 
+def test_a_video_interrupted_midway_keeps_the_frames_drawn_as_a_playable_video(tmp_path):
+    from masklab.prediction import predict_video
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (64, 64))
+    for _ in range(9):
+        writer.write(np.zeros((64, 64, 3), np.uint8))
+    writer.release()
+
+    class CtrlCAtFrame5:  # a Predictor as predict_video calls it: (rgb, frame index) -> drawn rgb
+        mode = "splash"
+
+        def __call__(self, rgb, i):
+            if i == 5:
+                raise KeyboardInterrupt
+            return rgb
+
+    with pytest.raises(KeyboardInterrupt) as stopped:  # its traceback keeps the writer alive, as a handler may
+        predict_video(CtrlCAtFrame5(), video, tmp_path)
+    cap = cv2.VideoCapture(str(tmp_path / "clip_splash.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 5 and stopped.value is not None  # released at once: an mp4 is unreadable until its index is written
+
+
 def test_predict_images_instances(trained, tmp_path):
     from masklab.data.shapes import ShapesDataset
 

@@ -89,17 +89,19 @@ def predict_video(predictor: Predictor, path: Path, out: Path) -> list[dict]:
     target = out / f"{path.stem}_{predictor.mode}.mp4"
     writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     frames = 0
-    with tqdm(total=total or None, desc="frames", unit="frame") as bar:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            drawn = predictor(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), frames)
-            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-            frames += 1
-            bar.update()
-    cap.release(), writer.release()
-    print(f"{target}: {frames} frames at {fps:g} fps")
+    try:
+        with tqdm(total=total or None, desc="frames", unit="frame") as bar:
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                drawn = predictor(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), frames)
+                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                frames += 1
+                bar.update()
+    finally:  # Ctrl-C or an error: the frames drawn so far are a playable video (mp4 is finished on release)
+        cap.release(), writer.release()
+        print(f"{target}: {frames} frames at {fps:g} fps")
     return [{"id": i, "file_name": f"{path}#frame{i}"} for i in range(frames)]
 
 
