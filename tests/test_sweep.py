@@ -471,6 +471,35 @@ def test_an_interrupt_fails_the_trial_it_stopped_ends_the_study_run_killed_and_t
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"  # the same study run, reopened
 
 
+def test_a_trial_another_worker_failed_while_it_ran_is_dropped_and_the_study_goes_on(tmp_path, monkeypatch):
+    """A machine suspended or cut off from the database for longer than stale_after_s comes back to find that
+    another worker failed its trial: it says so and goes on (telling the trial raised 'Cannot tell a FAIL trial')."""
+    from masklab.sweep.storage import WORKER_DIED, Store
+
+    cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=4",
+                    "data.train.num_images=16", "hydra.sweeper.pruner=none", n_trials=2)  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "MASKLAB_HOSTNAME": "a"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    journal, deadline, victim = tmp_path / "multirun" / "s" / "s" / "optuna.journal", time.time() + 300, None
+    while time.time() < deadline and victim is None:
+        try:
+            trials = load(tmp_path).get_trials() if journal.exists() else []
+        except KeyError:
+            trials = []
+        victim = next((t for t in trials if t.state.name == "RUNNING" and t.intermediate_values), None)  # in fit
+        time.sleep(0.2)
+    assert victim is not None
+    monkeypatch.setenv("MASKLAB_HOSTNAME", "b")  # a worker on another machine, which has not heard from "a" for long
+    other = Store(f"journal:{journal}", tmp_path / "b", stale_after_s=0.5, study_name="s", direction="maximize")
+    assert [t.number for t in other.fail_dead() if t.state.name == "FAIL"] == [victim.number]
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert f"trial {victim.number} was marked FAIL by another worker while it ran here ({WORKER_DIED}" in out
+    trials = load(tmp_path).trials
+    assert trials[victim.number].user_attrs["fail_reason"] == WORKER_DIED
+    assert [t.state.name for t in trials].count("COMPLETE") == 2  # n_trials met without it
+
+
 def test_nan_trial_fails_and_the_study_finishes(tmp_path):
     # lr 1e6 diverges at once (non-finite loss): with seed 0 random sampling draws it among the good ones
     proc = run(

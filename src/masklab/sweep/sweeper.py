@@ -212,11 +212,17 @@ class OptunaSweeperBase(Sweeper):
             free_memory()
 
     def _tell(self, s: Session, trial: optuna.Trial, error, value) -> tuple[State, str | None]:
+        if (told := s.store.frozen(trial)).state.is_finished():  # failed by a worker that took this one for dead
+            reason, s.store.current = told.user_attrs.get("fail_reason", ""), None
+            log.warning("trial %d was marked %s by another worker while it ran here (%s: was this machine suspended "
+                        "or cut off from the database?); its result is dropped",
+                        trial.number, told.state.name, reason)  # fmt: skip
+            return s.tracker.after_trial(trial, told.state, reason), None
         if isinstance(error, optuna.TrialPruned):
             s.store.tell(trial, state=State.PRUNED, prune_reason=str(error)[:2000])
             return s.tracker.after_trial(trial, State.PRUNED, str(error)), None
         if error is None:
-            metrics = s.store.frozen(trial).user_attrs.get("metrics", {})
+            metrics = told.user_attrs.get("metrics", {})
             one = len(s.names) == 1 and value is not None
             values = [float(value)] if one else [metrics.get(n, math.nan) for n in s.names]
             bad = [n for n, v in zip(s.names, values) if v is None or not math.isfinite(v)]
