@@ -39,11 +39,12 @@ def sweep_cmd(tmp_path, *overrides, n_trials=4, name="s"):
     ]
 
 
-def run(cmd, tmp_path, timeout=600, wait=True):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+def run(cmd, tmp_path, timeout=600, wait=True, env=None, **popen):
+    """The sweep's CompletedProcess, or (``wait=False``) its Popen (``popen``: more of its arguments)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", **(env or {})}
     if not wait:
         return subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **popen
         )
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -56,6 +57,21 @@ def load(tmp_path, name="s"):
 
 def states(study):
     return sorted((t.number, t.state.name) for t in study.get_trials())
+
+
+def running_trial(tmp_path, when, timeout=300):
+    """The first RUNNING trial of study ``s`` for which ``when(trial)`` holds, once there is one (None after
+    ``timeout`` seconds)."""
+    journal, deadline = tmp_path / "multirun" / "s" / "s" / "optuna.journal", time.time() + timeout
+    while time.time() < deadline:
+        try:  # the journal file exists a moment before the study is written into it ("Record does not exist")
+            trials = load(tmp_path).get_trials() if journal.exists() else []
+        except KeyError:
+            trials = []
+        if (found := next((t for t in trials if t.state.name == "RUNNING" and when(t)), None)) is not None:
+            return found
+        time.sleep(0.2)
+    return None
 
 
 def test_search_space_grammar_to_optuna():
@@ -393,18 +409,8 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
         n_trials=3,
     )
     proc = run(cmd, tmp_path, wait=False)
-    journal = tmp_path / "multirun" / "s" / "s" / "optuna.journal"
-    deadline, killed = time.time() + 300, None
-    while time.time() < deadline and killed is None:  # kill while the second trial runs
-        try:  # the journal file exists a moment before the study is written into it ("Record does not exist")
-            trials = load(tmp_path).get_trials() if journal.exists() else []
-        except KeyError:
-            trials = []
-        running = [
-            t.number for t in trials if t.state.name == "RUNNING" and t.number >= 1 and "mlflow_run_id" in t.user_attrs
-        ]
-        killed = running[0] if running else None
-        time.sleep(0.2)
+    second = running_trial(tmp_path, lambda t: t.number >= 1 and "mlflow_run_id" in t.user_attrs)  # kill it
+    killed = second.number if second else None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = states(load(tmp_path))
@@ -441,18 +447,9 @@ def test_an_interrupt_fails_the_trial_it_stopped_ends_the_study_run_killed_and_t
 
     cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=4",
                     "data.train.num_images=16", "hydra.sweeper.pruner=none", n_trials=2)  # fmt: skip
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     no_ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (a test worker may ignore SIGINT)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, preexec_fn=no_ignore)  # fmt: skip
-    journal, deadline, stopped = tmp_path / "multirun" / "s" / "s" / "optuna.journal", time.time() + 300, None
-    while time.time() < deadline and stopped is None:  # interrupt once the first trial trains
-        try:
-            trials = load(tmp_path).get_trials() if journal.exists() else []
-        except KeyError:
-            trials = []
-        stopped = next((t for t in trials if t.state.name == "RUNNING" and t.intermediate_values), None)  # in fit
-        time.sleep(0.2)
+    proc = run(cmd, tmp_path, wait=False, preexec_fn=no_ignore)
+    stopped = running_trial(tmp_path, lambda t: t.intermediate_values)  # interrupted in its fit
     assert stopped is not None
     os.killpg(proc.pid, sig)  # Ctrl-C: a terminal signals its foreground process group
     out = proc.communicate(timeout=120)[0]
@@ -478,18 +475,11 @@ def test_a_trial_another_worker_failed_while_it_ran_is_dropped_and_the_study_goe
 
     cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=4",
                     "data.train.num_images=16", "hydra.sweeper.pruner=none", n_trials=2)  # fmt: skip
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "MASKLAB_HOSTNAME": "a"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    journal, deadline, victim = tmp_path / "multirun" / "s" / "s" / "optuna.journal", time.time() + 300, None
-    while time.time() < deadline and victim is None:
-        try:
-            trials = load(tmp_path).get_trials() if journal.exists() else []
-        except KeyError:
-            trials = []
-        victim = next((t for t in trials if t.state.name == "RUNNING" and t.intermediate_values), None)  # in fit
-        time.sleep(0.2)
+    proc = run(cmd, tmp_path, wait=False, env={"MASKLAB_HOSTNAME": "a"})
+    victim = running_trial(tmp_path, lambda t: t.intermediate_values)  # in its fit
     assert victim is not None
     monkeypatch.setenv("MASKLAB_HOSTNAME", "b")  # a worker on another machine, which has not heard from "a" for long
+    journal = tmp_path / "multirun" / "s" / "s" / "optuna.journal"
     other = Store(f"journal:{journal}", tmp_path / "b", stale_after_s=0.5, study_name="s", direction="maximize")
     assert [t.number for t in other.fail_dead() if t.state.name == "FAIL"] == [victim.number]
     out = proc.communicate(timeout=300)[0]
