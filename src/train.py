@@ -16,7 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from masklab import exit_on_error, interrupted_status, quiet_lightning
+from masklab import exit_on_error, on_interrupt, quiet_lightning
+from masklab.track.resume import LAST_CHECKPOINT
 
 log = logging.getLogger("masklab.train")
 
@@ -29,14 +30,14 @@ def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN:  # a sweep's trial or a grid job: hydra.callbacks record their failures
         return train(cfg, hc.runtime.output_dir)
-    with exit_on_error(log):
-        try:
-            return train(cfg, hc.runtime.output_dir)
-        except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; mid-fit, Lightning's exits (SIGTERM too)
-            last = Path(hc.runtime.output_dir) / "checkpoints" / "last.ckpt"
-            log.warning("interrupted: %s", f"add resume={last} to the same command to go on from its last epoch"
-                        if last.is_file() else "no epoch had finished, so there is nothing to resume")  # fmt: skip
-            raise SystemExit(interrupted_status(exc)) from None
+    with exit_on_error(log), on_interrupt(lambda: how_to_go_on(hc.runtime.output_dir)):
+        return train(cfg, hc.runtime.output_dir)
+
+
+def how_to_go_on(output_dir: str) -> None:
+    last = Path(output_dir) / LAST_CHECKPOINT
+    log.warning("interrupted: %s", f"add resume={last} to the same command to go on from its last epoch"
+                if last.is_file() else "no epoch had finished, so there is nothing to resume")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -63,6 +64,11 @@ OUT_OF_MEMORY = (
     "to avoid fragmentation.  See documentation for Memory Management  "
     "(https://docs.pytorch.org/docs/stable/notes/cuda.html#optimizing-memory-usage-with-pytorch-cuda-alloc-conf)"
 )
+
+
+def sigint_as_in_a_terminal() -> None:
+    """A Popen's ``preexec_fn`` to press Ctrl-C in: a test worker may ignore SIGINT, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def compose_cfg(overrides=(), tiny: bool = True):

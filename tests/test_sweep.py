@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import OUT_OF_MEMORY, ROOT, TINY
+from conftest import OUT_OF_MEMORY, ROOT, TINY, sigint_as_in_a_terminal
 from masklab.sweep.space import parse, to_overrides
 from masklab.sweep.storage import open_storage
 
@@ -447,8 +447,7 @@ def test_an_interrupt_fails_the_trial_it_stopped_ends_the_study_run_killed_and_t
 
     cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=4",
                     "data.train.num_images=16", "hydra.sweeper.pruner=none", n_trials=2)  # fmt: skip
-    no_ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (a test worker may ignore SIGINT)
-    proc = run(cmd, tmp_path, wait=False, preexec_fn=no_ignore)
+    proc = run(cmd, tmp_path, wait=False, preexec_fn=sigint_as_in_a_terminal)
     stopped = running_trial(tmp_path, lambda t: t.intermediate_values)  # interrupted in its fit
     assert stopped is not None
     os.killpg(proc.pid, sig)  # Ctrl-C: a terminal signals its foreground process group

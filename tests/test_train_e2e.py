@@ -16,7 +16,7 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import OUT_OF_MEMORY, ROOT, SRC, TINY, compose_cfg
+from conftest import OUT_OF_MEMORY, ROOT, SRC, TINY, compose_cfg, sigint_as_in_a_terminal
 from masklab.track.history import read_csv
 
 pytestmark = pytest.mark.slow
@@ -149,8 +149,13 @@ def test_resume_after_kill_continues_from_the_last_epoch(tmp_path):
 
 
 def test_ctrl_c_exits_130_and_says_how_to_go_on(tmp_path):
-    no_ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (a test worker may ignore SIGINT)
-    proc = cli("schedule.epochs=40", "data.train.num_images=8", tmp_path=tmp_path, wait=False, preexec_fn=no_ignore)
+    proc = cli(
+        "schedule.epochs=40",
+        "data.train.num_images=8",
+        tmp_path=tmp_path,
+        wait=False,
+        preexec_fn=sigint_as_in_a_terminal,
+    )
     last, deadline = tmp_path / "run" / "checkpoints" / "last.ckpt", time.time() + 300
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

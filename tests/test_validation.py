@@ -11,7 +11,7 @@ import pycocotools.mask as mask_utils
 import pytest
 from PIL import Image
 
-from conftest import ROOT, compose_cfg
+from conftest import ROOT, compose_cfg, sigint_as_in_a_terminal
 from masklab import MasklabError
 from masklab.data.dataset import CocoDataset
 from masklab.data.prepare import prepare
@@ -311,8 +311,9 @@ def test_ctrl_c_while_preparing_is_one_line_and_the_prepared_data_before_it_stay
     before.mkdir(parents=True)
     (before / "report.md").write_text("the dataset prepared before")
     cmd = [sys.executable, str(ROOT / "src" / "prepare.py"), "data=dense_small", f"paths.root_dir={tmp_path}"]
-    no_ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (a test worker may ignore SIGINT)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=no_ignore)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_in_a_terminal
+    )
     deadline = time.time() + 120
     while not list(tmp_path.glob("outputs/prepare/dense_small/*")) and time.time() < deadline:  # Hydra's run folder
         time.sleep(0.2)

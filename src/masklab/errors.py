@@ -87,10 +87,15 @@ def causes(exc: BaseException, depth: int = 5):
         exc, depth = exc.__cause__, depth - 1
 
 
-def interrupted_status(exc: BaseException) -> int:
-    """The exit status of a run stopped by ``exc``: 143 for SIGTERM (Lightning's SIGTERMException mid-fit), else
-    130 (Ctrl-C: a KeyboardInterrupt, or the exit 1 Lightning makes of it mid-fit)."""
-    return 143 if type(exc).__name__ == "SIGTERMException" else 130
+@contextlib.contextmanager
+def on_interrupt(then):
+    """Ctrl-C, or SIGTERM mid-fit: ``then()`` (end what was under way, say how to go on), then exit 130 (143 for
+    SIGTERM). Mid-fit, Lightning makes Ctrl-C an exit 1 and SIGTERM its SIGTERMException, both SystemExits."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as exc:
+        then()
+        raise SystemExit(143 if type(exc).__name__ == "SIGTERMException" else 130) from None
 
 
 @contextlib.contextmanager

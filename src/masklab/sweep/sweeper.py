@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from masklab import MasklabError, StudySettingError, causes, exit_on_error, first_line, secrets, user_message
 from masklab.callbacks.optuna_trial import pruning_signal
 from masklab.data.auto import resolved
-from masklab.errors import interrupted_status
+from masklab.errors import on_interrupt
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
 from masklab.sweep.schedulers import Scheduler, build_pruner, grid_values, make_sampler, pruner_spec, space_size
@@ -82,11 +82,8 @@ class OptunaSweeperBase(Sweeper):
     def sweep(self, arguments: list[str]):
         with exit_on_error(log):  # one line, no traceback (Hydra would print one)
             s = self._start(arguments)
-            try:
+            with on_interrupt(lambda: self._interrupted(s)):
                 return self._sweep(s)
-            except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; mid-fit, Lightning's exits (SIGTERM too)
-                self._interrupted(s)
-                raise SystemExit(interrupted_status(exc)) from None
 
     def _interrupted(self, s: Session) -> None:
         """The trial it stopped ends FAIL, its MLflow run too, and the study's run KILLED; say how to go on."""

@@ -9,16 +9,19 @@ from omegaconf import DictConfig, OmegaConf
 from masklab import MasklabError
 from masklab.paths import load_checkpoint
 
+#: a run's checkpoint of its latest epoch, in its folder (callbacks.last_checkpoint): what resume=true looks for
+LAST_CHECKPOINT = "checkpoints/last.ckpt"
+
 
 def resume_checkpoint(resume, experiment_dir: Path) -> str | None:
     """``None``/false -> None; ``true`` -> newest ``*/checkpoints/last.ckpt`` under the experiment's outputs."""
     if resume in (None, False, "false", "null"):
         return None
     if resume is True or str(resume).lower() == "true":
-        found = sorted(experiment_dir.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        found = sorted(experiment_dir.glob(f"*/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
         if not found:
             raise MasklabError(
-                f"resume=true: no */checkpoints/last.ckpt under {experiment_dir}; give resume=/path/to/last.ckpt"
+                f"resume=true: no */{LAST_CHECKPOINT} under {experiment_dir}; give resume=/path/to/last.ckpt"
             )
         return str(found[-1])
     if "://" in str(resume):  # an fsspec URL (a sweep's shared checkpoint_dir: s3://, gs://, memory://)
