@@ -439,14 +439,17 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
     assert "already has its n_trials=3 trials: none run; raise hydra.sweeper.n_trials" in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])  # Ctrl-C; a cluster's stop
+@pytest.mark.parametrize(  # Ctrl-C; a cluster's stop, which SLURM sends to every process (DataLoader workers too)
+    "sig, status, workers", [(signal.SIGINT, 130, 0), (signal.SIGTERM, 143, 0), (signal.SIGTERM, 143, 1)]
+)
 def test_an_interrupt_fails_the_trial_it_stopped_ends_the_study_run_killed_and_the_same_command_goes_on(
-    tmp_path, sig, status
+    tmp_path, sig, status, workers
 ):
     from masklab.sweep.storage import INTERRUPTED
 
     cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=4",
-                    "data.train.num_images=16", "hydra.sweeper.pruner=none", n_trials=2)  # fmt: skip
+                    "data.train.num_images=16", "hydra.sweeper.pruner=none", f"num_workers={workers}",
+                    n_trials=2)  # fmt: skip
     proc = run(cmd, tmp_path, wait=False, preexec_fn=sigint_as_in_a_terminal)
     stopped = running_trial(tmp_path, lambda t: t.intermediate_values)  # interrupted in its fit
     assert stopped is not None
@@ -465,6 +468,27 @@ def test_an_interrupt_fails_the_trial_it_stopped_ends_the_study_run_killed_and_t
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert [t.state.name for t in load(tmp_path).trials].count("COMPLETE") == 2
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"  # the same study run, reopened
+
+
+def test_sigterm_while_waiting_for_another_machines_trial_exits_143_and_says_how_to_go_on(tmp_path, monkeypatch):
+    """A cluster stops a worker outside training (here: waiting for machine b's trial), where SIGTERM killed it."""
+    from masklab.sweep.storage import Store
+
+    monkeypatch.setenv("MASKLAB_HOSTNAME", "b")
+    journal = tmp_path / "multirun" / "s" / "s" / "optuna.journal"
+    Store(f"journal:{journal}", tmp_path / "b", stale_after_s=120, study_name="s", direction="maximize").ask()
+    cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "hydra.sweeper.pruner=none", n_trials=1)
+    proc = run(cmd, tmp_path, wait=False, env={"MASKLAB_HOSTNAME": "a"})
+    said = []
+    for line in proc.stdout:  # the worker waits until b's trial ends (120 s without a heartbeat)
+        said.append(line)
+        if "still run; waiting for them to end" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = "".join(said) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 143, out[-3000:]
+    assert "study 's' interrupted: run the same command to go on (finished trials are kept)" in out
+    assert [t.state.name for t in load(tmp_path).trials] == ["RUNNING"]  # b's trial is b's
 
 
 def test_a_trial_another_worker_failed_while_it_ran_is_dropped_and_the_study_goes_on(tmp_path, monkeypatch):

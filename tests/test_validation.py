@@ -327,6 +327,27 @@ def test_ctrl_c_while_preparing_is_one_line_and_the_prepared_data_before_it_stay
     assert not list(before.parent.glob(".dense_small.*"))  # no half-written copy beside it
 
 
+@pytest.mark.parametrize("sig, status", [(2, 130), (15, 143)])  # SIGINT (Ctrl-C), SIGTERM (a cluster's stop)
+def test_a_signal_anywhere_under_on_interrupt_runs_the_cleanup_once_and_exits_130_or_143(sig, status):
+    import os
+    import signal
+    import time
+
+    from masklab import on_interrupt
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a test worker may ignore it)
+    cleaned = []
+    try:
+        with pytest.raises(SystemExit) as exited, on_interrupt(lambda: cleaned.append(signal.getsignal(sig))):
+            os.kill(os.getpid(), sig)
+            time.sleep(30)  # no training under way: the signal stops this
+        assert exited.value.code == status and cleaned == [signal.SIG_IGN]  # a second signal waits for the cleanup
+        assert signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]  # handlers restored after
+    finally:
+        signal.signal(signal.SIGINT, before[signal.SIGINT])
+
+
 def test_counts_and_sizes_torch_would_reject_in_a_traceback_are_one_line():
     from masklab import MasklabError
     from masklab.data.datamodule import build_datamodule

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
+import threading
 
 
 class MasklabError(Exception):
@@ -87,15 +89,41 @@ def causes(exc: BaseException, depth: int = 5):
         exc, depth = exc.__cause__, depth - 1
 
 
+_SIGTERM = threading.Event()  # set by the handler: an error after it is the stop's doing (a killed DataLoader worker)
+
+
+def _sigterm(signum, frame):
+    _SIGTERM.set()
+    if signal.getsignal(signal.SIGTERM) is _sigterm:  # else Lightning's handler called it (mid-fit): it stops itself
+        raise SystemExit(143)
+
+
+def terminating() -> bool:
+    """Whether a SIGTERM (a cluster stopping or preempting the job) came under :func:`on_interrupt`."""
+    return _SIGTERM.is_set()
+
+
 @contextlib.contextmanager
 def on_interrupt(then):
-    """Ctrl-C, or SIGTERM mid-fit: ``then()`` (end what was under way, say how to go on), then exit 130 (143 for
-    SIGTERM). Mid-fit, Lightning makes Ctrl-C an exit 1 and SIGTERM its SIGTERMException, both SystemExits."""
+    """Ctrl-C or SIGTERM: ``then()`` (end what was under way, say how to go on), then exit 130 (143 for SIGTERM).
+    SIGTERM raises wherever the program is, as Ctrl-C does; mid-fit, Lightning stops after the batch (a SystemExit)."""
+    main = threading.current_thread() is threading.main_thread()  # signal handlers: the main thread's only
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    if main:
+        _SIGTERM.clear()
+        signal.signal(signal.SIGTERM, _sigterm)
     try:
         yield
-    except (KeyboardInterrupt, SystemExit) as exc:
+    except BaseException as exc:
+        if not isinstance(exc, (KeyboardInterrupt, SystemExit)) and not terminating():
+            raise
+        for s in previous:  # a second signal must not cut the cleanup short
+            signal.signal(s, signal.SIG_IGN)
         then()
-        raise SystemExit(143 if type(exc).__name__ == "SIGTERMException" else 130) from None
+        raise SystemExit(143 if terminating() else 130) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager

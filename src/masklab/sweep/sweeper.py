@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from omegaconf import OmegaConf
 from masklab import MasklabError, StudySettingError, causes, exit_on_error, first_line, secrets, user_message
 from masklab.callbacks.optuna_trial import pruning_signal
 from masklab.data.auto import resolved
-from masklab.errors import on_interrupt
+from masklab.errors import on_interrupt, terminating
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
 from masklab.sweep.schedulers import Scheduler, build_pruner, grid_values, make_sampler, pruner_spec, space_size
@@ -87,7 +86,6 @@ class OptunaSweeperBase(Sweeper):
 
     def _interrupted(self, s: Session) -> None:
         """The trial it stopped ends FAIL, its MLflow run too, and the study's run KILLED; say how to go on."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
         stopped = ""
         if (trial_id := s.store.current) is not None and s.store.fail(trial_id, INTERRUPTED):
             trial = s.store.frozen(trial_id)
@@ -202,6 +200,8 @@ class OptunaSweeperBase(Sweeper):
             value = ret._return_value if ret.status == JobStatus.COMPLETED else None
         except Exception as exc:  # the overrides do not compose: that trial fails, the study goes on
             error, value = exc, None
+        if terminating():  # its error is the stop's (a DataLoader worker killed by the same SIGTERM)
+            raise SystemExit(143)
         try:
             return self._tell(s, trial, error, value)
         finally:
