@@ -348,6 +348,18 @@ def test_a_signal_anywhere_under_on_interrupt_runs_the_cleanup_once_and_exits_13
         signal.signal(signal.SIGINT, before[signal.SIGINT])
 
 
+def test_a_cleanup_that_fails_after_ctrl_c_is_one_line_and_keeps_the_exit_code(caplog):
+    from masklab import on_interrupt
+
+    def cleanup():
+        raise ConnectionError("tracking server unreachable")
+
+    with pytest.raises(SystemExit) as exited, on_interrupt(cleanup):
+        raise KeyboardInterrupt
+    assert exited.value.code == 130
+    assert "while stopping: ConnectionError: tracking server unreachable" in caplog.text
+
+
 def test_counts_and_sizes_torch_would_reject_in_a_traceback_are_one_line():
     from masklab import MasklabError
     from masklab.data.datamodule import build_datamodule

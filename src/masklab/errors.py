@@ -119,7 +119,10 @@ def on_interrupt(then):
             raise
         for s in previous:  # a second signal must not cut the cleanup short
             signal.signal(s, signal.SIG_IGN)
-        then()
+        try:
+            then()
+        except Exception as err:  # e.g. the tracking server unreachable: still the stop's exit code, and one line
+            logging.getLogger("masklab").warning("while stopping: %s", first_line(err, with_type=True))
         raise SystemExit(143 if terminating() else 130) from None
     finally:
         for s, handler in previous.items():
