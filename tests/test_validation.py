@@ -334,6 +334,7 @@ def test_a_signal_anywhere_under_on_interrupt_runs_the_cleanup_once_and_exits_13
     import time
 
     from masklab import on_interrupt
+    from masklab.errors import terminating
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a test worker may ignore it)
@@ -344,6 +345,7 @@ def test_a_signal_anywhere_under_on_interrupt_runs_the_cleanup_once_and_exits_13
             time.sleep(30)  # no training under way: the signal stops this
         assert exited.value.code == status and cleaned == [signal.SIG_IGN]  # a second signal waits for the cleanup
         assert signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]  # handlers restored after
+        assert not terminating()  # a later sweep in this process does not take its trials' errors for a stop
     finally:
         signal.signal(signal.SIGINT, before[signal.SIGINT])
 

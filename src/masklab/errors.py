@@ -110,7 +110,6 @@ def on_interrupt(then):
     main = threading.current_thread() is threading.main_thread()  # signal handlers: the main thread's only
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     if main:
-        _SIGTERM.clear()
         signal.signal(signal.SIGTERM, _sigterm)
     try:
         yield
@@ -125,6 +124,7 @@ def on_interrupt(then):
             logging.getLogger("masklab").warning("while stopping: %s", first_line(err, with_type=True))
         raise SystemExit(143 if terminating() else 130) from None
     finally:
+        _SIGTERM.clear()
         for s, handler in previous.items():
             signal.signal(s, handler)
 
