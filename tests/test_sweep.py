@@ -49,10 +49,13 @@ def run(cmd, tmp_path, timeout=600, wait=True, env=None, **popen):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def journal(tmp_path, name="s"):
+    """Study ``name``'s journal file in a sweep run under ``tmp_path``."""
+    return tmp_path / "multirun" / name / name / "optuna.journal"
+
+
 def load(tmp_path, name="s"):
-    return optuna.load_study(
-        study_name=name, storage=open_storage(f"journal:{tmp_path}/multirun/{name}/{name}/optuna.journal")
-    )
+    return optuna.load_study(study_name=name, storage=open_storage(f"journal:{journal(tmp_path, name)}"))
 
 
 def states(study):
@@ -62,10 +65,10 @@ def states(study):
 def running_trial(tmp_path, when, timeout=300):
     """The first RUNNING trial of study ``s`` for which ``when(trial)`` holds, once there is one (None after
     ``timeout`` seconds)."""
-    journal, deadline = tmp_path / "multirun" / "s" / "s" / "optuna.journal", time.time() + timeout
+    deadline = time.time() + timeout
     while time.time() < deadline:
         try:  # the journal file exists a moment before the study is written into it ("Record does not exist")
-            trials = load(tmp_path).get_trials() if journal.exists() else []
+            trials = load(tmp_path).get_trials() if journal(tmp_path).exists() else []
         except KeyError:
             trials = []
         if (found := next((t for t in trials if t.state.name == "RUNNING" and when(t)), None)) is not None:
@@ -475,8 +478,7 @@ def test_sigterm_while_waiting_for_another_machines_trial_exits_143_and_says_how
     from masklab.sweep.storage import Store
 
     monkeypatch.setenv("MASKLAB_HOSTNAME", "b")
-    journal = tmp_path / "multirun" / "s" / "s" / "optuna.journal"
-    Store(f"journal:{journal}", tmp_path / "b", stale_after_s=120, study_name="s", direction="maximize").ask()
+    Store(f"journal:{journal(tmp_path)}", tmp_path / "b", stale_after_s=120, study_name="s", direction="maximize").ask()
     cmd = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.005,0.05))", "hydra.sweeper.pruner=none", n_trials=1)
     proc = run(cmd, tmp_path, wait=False, env={"MASKLAB_HOSTNAME": "a"})
     said = []
@@ -502,8 +504,8 @@ def test_a_trial_another_worker_failed_while_it_ran_is_dropped_and_the_study_goe
     victim = running_trial(tmp_path, lambda t: t.intermediate_values)  # in its fit
     assert victim is not None
     monkeypatch.setenv("MASKLAB_HOSTNAME", "b")  # a worker on another machine, which has not heard from "a" for long
-    journal = tmp_path / "multirun" / "s" / "s" / "optuna.journal"
-    other = Store(f"journal:{journal}", tmp_path / "b", stale_after_s=0.5, study_name="s", direction="maximize")
+    spec = f"journal:{journal(tmp_path)}"
+    other = Store(spec, tmp_path / "b", stale_after_s=0.5, study_name="s", direction="maximize")
     assert [t.number for t in other.fail_dead() if t.state.name == "FAIL"] == [victim.number]
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out[-3000:]
@@ -577,7 +579,7 @@ def test_a_budget_below_one_is_one_line(tmp_path, override, problem):
     proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", override), tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == f"error: {override}: {problem}"
-    assert not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
+    assert not journal(tmp_path).exists()
 
 
 def test_a_trial_failing_while_hydra_builds_its_data_keeps_the_one_line_reason(tmp_path):
@@ -686,7 +688,7 @@ def test_a_sweep_refuses_multi_process_trials_and_says_how_to_use_several_gpus(t
         tmp_path,
     )
     assert proc.returncode == 1 and "error: trainer.strategy=ddp with devices=2" in proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
+    assert "Traceback" not in proc.stderr and not journal(tmp_path).exists()
 
 
 def test_a_gpu_sweep_on_a_machine_without_one_stops_before_any_trial(tmp_path):
@@ -712,7 +714,7 @@ def test_a_gpu_sweep_on_a_machine_without_one_stops_before_any_trial(tmp_path):
     assert (
         proc.stderr.strip().splitlines()[-1].startswith("error: trainer.accelerator=gpu: no CUDA GPU is visible here")
     )
-    assert not (tmp_path / "multirun" / "s" / "s" / "optuna.journal").exists()
+    assert not journal(tmp_path).exists()
 
 
 def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -304,7 +305,6 @@ def test_clis_say_what_is_missing_in_one_line(tmp_path):
 
 
 def test_ctrl_c_while_preparing_is_one_line_and_the_prepared_data_before_it_stays(tmp_path):
-    import signal
     import time
 
     before = tmp_path / "data" / "prepared" / "dense_small"
@@ -327,10 +327,9 @@ def test_ctrl_c_while_preparing_is_one_line_and_the_prepared_data_before_it_stay
     assert not list(before.parent.glob(".dense_small.*"))  # no half-written copy beside it
 
 
-@pytest.mark.parametrize("sig, status", [(2, 130), (15, 143)])  # SIGINT (Ctrl-C), SIGTERM (a cluster's stop)
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])  # Ctrl-C; a cluster's stop
 def test_a_signal_anywhere_under_on_interrupt_runs_the_cleanup_once_and_exits_130_or_143(sig, status):
     import os
-    import signal
     import time
 
     from masklab import on_interrupt
