@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -410,6 +411,33 @@ def test_a_video_interrupted_midway_keeps_the_frames_drawn_as_a_playable_video(t
     while cap.read()[0]:
         n += 1
     assert n == 5 and stopped.value is not None  # released at once: an mp4 is unreadable until its index is written
+
+
+def test_a_cluster_stopping_predict_midway_leaves_a_playable_video_and_exit_143(trained, tmp_path):
+    import time
+
+    video, n_frames = tmp_path / "long.mp4", 3000  # ~1 min of work here: the stop comes well before the end
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (64, 64))
+    for i in range(n_frames):
+        writer.write(np.full((64, 64, 3), i % 255, np.uint8))
+    writer.release()
+    out = tmp_path / "out" / "long_splash.mp4"
+    cmd = [sys.executable, str(ROOT / "src" / "predict.py"), f"ckpt={trained[0]}", f"input={video}", "mode=splash",
+           f"output={out.parent}", f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not out.exists() and time.time() < deadline:  # the writer opens once the model is loaded
+        time.sleep(0.2)
+    time.sleep(2.0)
+    assert proc.poll() is None, "predict ended before the stop"
+    os.killpg(proc.pid, signal.SIGTERM)  # as SLURM or Kubernetes stop a job: every process of it
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.splitlines()[-1] == "interrupted (SIGTERM)"
+    cap, n = cv2.VideoCapture(str(out)), 0
+    while cap.read()[0]:
+        n += 1
+    assert 0 < n < n_frames  # the frames drawn before the stop, readable: the mp4 was finished, not cut off
 
 
 def test_predict_images_instances(trained, tmp_path):

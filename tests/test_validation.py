@@ -304,7 +304,8 @@ def test_clis_say_what_is_missing_in_one_line(tmp_path):
         assert expected in line, case
 
 
-def test_ctrl_c_while_preparing_is_one_line_and_the_prepared_data_before_it_stays(tmp_path):
+@pytest.mark.parametrize("sig, status, said", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_stop_while_preparing_is_one_line_and_the_prepared_data_before_it_stays(tmp_path, sig, status, said):
     import time
 
     before = tmp_path / "data" / "prepared" / "dense_small"
@@ -319,10 +320,10 @@ def test_ctrl_c_while_preparing_is_one_line_and_the_prepared_data_before_it_stay
         time.sleep(0.2)
     time.sleep(2.0)  # into its work: generating and writing 50 images take ~20 s
     assert proc.poll() is None, "prepare ended before Ctrl-C"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
-    assert stderr.splitlines()[-1] == "interrupted (Ctrl-C)"
+    assert proc.returncode == status and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.splitlines()[-1] == f"interrupted ({said})"
     assert (before / "report.md").read_text() == "the dataset prepared before"
     assert not list(before.parent.glob(".dense_small.*"))  # no half-written copy beside it
 

@@ -132,20 +132,30 @@ def on_interrupt(then):
 @contextlib.contextmanager
 def exit_on_error(log: logging.Logger | None = None, oom_advice: str | None = None):
     """The CLIs' contract: a user error (see :func:`user_message`) becomes one ``error:`` line on stderr
-    and exit code 1, Ctrl-C one ``interrupted`` line and exit code 130; anything else keeps its traceback."""
+    and exit code 1, Ctrl-C one ``interrupted`` line and exit code 130, SIGTERM (a cluster's stop) likewise with
+    143; anything else keeps its traceback. Both signals unwind: what is being written is finished or removed."""
+    main = threading.current_thread() is threading.main_thread()  # signal handlers: the main thread's only
+    previous = signal.signal(signal.SIGTERM, _sigterm) if main else None
     try:
         yield
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:
-        message = user_message(exc, oom_advice)
+    except BaseException as exc:
+        if terminating():  # the stop, or an error it caused (a DataLoader worker killed by the same SIGTERM)
+            print("interrupted (SIGTERM)", file=sys.stderr)
+            sys.exit(143)
+        message = None if isinstance(exc, SystemExit) else user_message(exc, oom_advice)
         if message is None:
             raise
         if log is not None:
             _log_to_files(log, message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+            _SIGTERM.clear()
 
 
 def _log_to_files(log: logging.Logger, message: str) -> None:
