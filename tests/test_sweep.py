@@ -849,3 +849,36 @@ def test_default_image_sizes_follow_the_data(overrides, sizes):
 
     cfg = compose_cfg([*overrides, "hparams_search=default"], tiny=False)
     assert parse(cfg.hparams_search, {}, [])[0]["data.image_size"].choices == sizes
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed SystemExit
+def test_a_sigterm_whose_exit_python_swallowed_still_stops_the_worker_before_its_next_trial(tmp_path):
+    """A signal handler's exception raised while a weakref callback or ``__del__`` runs is printed as 'Exception
+    ignored' and dropped: the worker must still stop, not start the next trial."""
+    import gc
+    import weakref
+
+    from masklab import on_interrupt
+    from masklab.sweep.schedulers import Scheduler
+    from masklab.sweep.storage import Store
+    from masklab.sweep.sweeper import OptunaSweeperBase, Session
+
+    store = Store(f"journal:{journal(tmp_path)}", tmp_path, stale_after_s=120, study_name="s", direction="maximize")
+    dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    session = Session(store, Scheduler(), None, dists, [], [], ["v"], 3, "journal")
+    sweeper = object.__new__(OptunaSweeperBase)
+    sweeper.duplicates, sweeper.study_name = "train", "s"
+
+    class Held:
+        pass
+
+    def signal_inside_the_callback():
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, and its SystemExit stops at the callback's edge
+
+    with pytest.raises(SystemExit) as exited, on_interrupt(lambda: None):
+        held = Held()
+        weakref.finalize(held, signal_inside_the_callback)
+        del held
+        gc.collect()
+        sweeper._ask(session)
+    assert exited.value.code == 143 and store.trials() == []  # no trial claimed after the stop

@@ -134,6 +134,8 @@ class OptunaSweeperBase(Sweeper):
 
     def _ask(self, s: Session) -> optuna.Trial | str | None:
         """The next trial, or why to wait for other workers' trials, or None when the study is done."""
+        if terminating():  # a SIGTERM whose exit Python swallowed (raised inside a weakref callback or __del__)
+            raise SystemExit(143)
         with s.store.lock():  # every worker counts and claims under it: n_trials holds across machines
             trial = self._claim(s)
         return s.store.trial(trial, s.dists) if isinstance(trial, int) else trial
