@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -28,16 +30,23 @@ def main(cfg: DictConfig) -> float:
 
     quiet_lightning()
     hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:  # a sweep's trial or a grid job: hydra.callbacks record their failures
-        return train(cfg, hc.runtime.output_dir)
-    with exit_on_error(log), on_interrupt(lambda: how_to_go_on(hc.runtime.output_dir)):
+    grid, trial = hc.mode == RunMode.MULTIRUN, cfg.sweep.trial_id is not None
+    errors = contextlib.nullcontext() if grid else exit_on_error(log)  # a job's: hydra.callbacks or the sweeper
+    stop = contextlib.nullcontext() if trial else on_interrupt(lambda: how_to_go_on(hc))  # a trial's: the sweeper
+    with errors, stop:
         return train(cfg, hc.runtime.output_dir)
 
 
-def how_to_go_on(output_dir: str) -> None:
-    last = Path(output_dir) / LAST_CHECKPOINT
-    log.warning("interrupted: %s", f"add resume={last} to the same command to go on from its last epoch"
-                if last.is_file() else "no epoch had finished, so there is nothing to resume")  # fmt: skip
+def how_to_go_on(hc) -> None:
+    last = Path(hc.runtime.output_dir) / LAST_CHECKPOINT
+    if not last.is_file():
+        log.warning("interrupted: no epoch had finished, so there is nothing to resume")
+    elif hc.mode == RunMode.MULTIRUN:  # a grid's job: the same command would run every job again
+        command = shlex.join(["python", "src/train.py", *hc.overrides.task, f"resume={last}"])
+        log.warning("interrupted at job #%s: `%s` goes on from its last epoch; the grid's later jobs did not run",
+                    hc.job.num, command)  # fmt: skip
+    else:
+        log.warning("interrupted: add resume=%s to the same command to go on from its last epoch", last)
 
 
 if __name__ == "__main__":

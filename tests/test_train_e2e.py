@@ -148,21 +148,24 @@ def test_resume_after_kill_continues_from_the_last_epoch(tmp_path):
     assert steps == list(range(step, final["global_step"]))  # the resumed process went on from `step`
 
 
-def test_ctrl_c_exits_130_and_says_how_to_go_on(tmp_path):
-    proc = cli(
-        "schedule.epochs=40",
-        "data.train.num_images=8",
-        tmp_path=tmp_path,
-        wait=False,
-        preexec_fn=sigint_as_in_a_terminal,
-    )
-    last, deadline = tmp_path / "run" / "checkpoints" / "last.ckpt", time.time() + 300
+@pytest.mark.parametrize("grid", [False, True])  # one run; a job of a plain Hydra grid (-m a=1,2)
+def test_ctrl_c_exits_130_and_says_how_to_go_on(tmp_path, grid):
+    jobs = ["hydra.mode=MULTIRUN", "seed=1,2", f"hydra.sweep.dir={tmp_path}/grid"] if grid else []
+    proc = cli("schedule.epochs=40", "data.train.num_images=8", *jobs, tmp_path=tmp_path, wait=False,
+               preexec_fn=sigint_as_in_a_terminal)  # fmt: skip
+    run = tmp_path / ("grid/0" if grid else "run")
+    last, deadline = run / "checkpoints" / "last.ckpt", time.time() + 300
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C, once an epoch has finished
     out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, out[-3000:]
-    assert f"interrupted: add resume={last} to the same command to go on from its last epoch" in out
+    assert proc.returncode == 130, out[-3000:]  # a grid's job: Lightning's exit(1), and no word of what to do
+    if not grid:
+        assert f"interrupted: add resume={last} to the same command to go on from its last epoch" in out
+        return
+    said = out.split("interrupted at job #0: `")[1].split("`")[0]
+    assert said.startswith("python src/train.py ") and said.endswith(f" seed=1 resume={last}")
+    assert "the grid's later jobs did not run" in out and not (tmp_path / "grid" / "1").exists()
 
 
 def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
