@@ -232,3 +232,35 @@ def test_a_shared_checkpoint_dir_holds_a_configuration_s_checkpoints_and_resumes
     assert (
         local.overrides({"asha_root": 5, "asha_rung": 1}, 7)[-1] == f"resume='{tmp_path}/sweep/5/checkpoints/last.ckpt'"
     )
+
+
+@pytest.mark.slow
+def test_a_checkpoint_dir_given_as_an_fsspec_url_serves_promotions_the_gallery_and_evaluate(tmp_path):
+    """``local://`` stands in for ``s3://`` here: an fsspec URL that Lightning writes through fsspec (its ``file://``
+    it makes a local path). Its checkpoints went to a folder named ``local:`` in the working directory, every run's
+    best_checkpoint tag read ``<cwd>/local:/...``, the gallery did not draw and ``evaluate.py ckpt=runs:/`` refused."""
+    import os
+    import subprocess
+
+    url = f"local://{tmp_path}/ck"
+    args = ["optimizer.lr=tag(log,interval(0.005,0.05))", "schedule.epochs=2", "logger=mlflow", "log_predictions=1",
+            "hydra.sweeper.pruner_kwargs={min_resource:1,reduction_factor:2}",
+            f"hydra.sweeper.checkpoint_dir={url}"]  # fmt: skip
+    proc = run(sweep_cmd(tmp_path, *args, n_trials=2), tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "not drawn" not in out, out[-3000:]
+    trials = load(tmp_path).trials
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED", "COMPLETE"]  # a promotion resumed from the URL
+    root = asha_root(trials[2])
+    assert {p.name for p in (tmp_path / "ck" / "s" / str(root)).iterdir()} >= {"last.ckpt"}
+    tag = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(trials[2].user_attrs["mlflow_run_id"])
+    assert tag.data.tags["best_checkpoint"].startswith(f"{url}/s/{root}/best-epoch")
+    assert list((tmp_path / "multirun" / "s" / "s" / str(root) / "predictions").glob("*.png"))
+    study_run = out.split("python src/evaluate.py ckpt=")[1].split()[0]
+    evaluated = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "evaluate.py"), f"ckpt={study_run}", f"paths.root_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"},
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert not list(tmp_path.glob("local:*")) and not list(ROOT.glob("local:*"))

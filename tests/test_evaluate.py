@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import mlflow
@@ -192,9 +193,10 @@ def test_ckpt_names_an_mlflow_run_or_a_study_and_says_when_it_cannot(trained, tm
 
     last, uri, run_dir = trained
     run_id = torch.load(last, map_location="cpu", weights_only=False)["mlflow_run_id"]
-    best = checkpoint_path(run_id, uri)
-    assert best.parent == run_dir / "checkpoints" and best.name.startswith("best-epoch") and best.is_file()
-    assert checkpoint_path(f"runs:/{run_id}", uri) == best and checkpoint_path(str(last), uri) == last
+    best = checkpoint_path(run_id, uri)  # a path or an fsspec URL, as the run's tag says
+    assert Path(best).parent == run_dir / "checkpoints" and Path(best).name.startswith("best-epoch")
+    assert Path(best).is_file()
+    assert checkpoint_path(f"runs:/{run_id}", uri) == best and checkpoint_path(str(last), uri) == str(last)
     # a study's parent run: its best trial's run; trial 2 repeated trial 0's setting (not trained: no checkpoint)
     db = tmp_path / "study.db"
     client = MlflowClient(f"sqlite:///{db}")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -286,7 +287,7 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path, monkeypatch):
 
     assert f"evaluate it: python src/evaluate.py ckpt=runs:/{parent.info.run_id}" in proc.stdout
     ckpt = checkpoint_path(f"runs:/{parent.info.run_id}", f"sqlite:///{tmp_path}/mlflow.db")
-    assert ckpt.parent == tmp_path / "multirun" / "s" / "s" / str(study.best_trial.number) / "checkpoints"
+    assert Path(ckpt).parent == tmp_path / "multirun" / "s" / "s" / str(study.best_trial.number) / "checkpoints"
     # the YAML is a config train.py loads: the winner's choices compose
     show = subprocess.run(
         [

@@ -11,12 +11,32 @@ if not (PROJECT_ROOT / "conf").is_dir():  # installed into site-packages without
 CONFIG_DIR = PROJECT_ROOT / "conf"
 
 
+def is_url(path) -> bool:
+    """An fsspec URL (a sweep's shared ``checkpoint_dir``: ``s3://``, ``gs://``, ``memory://``), not a local path."""
+    return "://" in str(path)
+
+
+def is_file(path) -> bool:
+    """Whether a checkpoint is at a local path or fsspec URL."""
+    if not is_url(path):
+        return Path(path).is_file()
+    import fsspec
+
+    fs, inner = fsspec.core.url_to_fs(str(path))
+    return fs.isfile(inner)
+
+
+def absolute(path) -> str:
+    """A local path resolved; a URL as it is (``Path`` makes ``s3://b/k`` into ``<cwd>/s3:/b/k``)."""
+    return str(path) if is_url(path) else str(Path(path).resolve())
+
+
 def load_checkpoint(path: str) -> dict:
     """A Lightning checkpoint, from a local file (memory-mapped: only what is read is loaded) or an fsspec URL
     (a sweep's shared ``checkpoint_dir``: ``s3://``, ``gs://``, ``memory://``)."""
     import torch
 
-    if "://" not in str(path):
+    if not is_url(path):
         return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     import fsspec
 

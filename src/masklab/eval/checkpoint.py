@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from masklab import MasklabError, first_line
+from masklab import MasklabError, first_line, paths
 from masklab.checks import check_numbers
 from masklab.model.build import NET_NUMBERS
 from masklab.model.module import MaskRCNNModule, build_module
@@ -56,12 +56,12 @@ def resolve_device(value: str) -> str:
 RUN_ID = re.compile(r"^(?:runs:/)?([0-9a-f]{32})/?$")
 
 
-def checkpoint_path(spec, tracking_uri: str) -> Path:
+def checkpoint_path(spec, tracking_uri: str) -> str:
     """``ckpt=``: a checkpoint file, or an MLflow run: a training run's best checkpoint (its ``best_checkpoint``
     tag), a study's parent run its best trial's (a trial that repeated an earlier one's setting: that one's)."""
     match = RUN_ID.match(str(spec))
     if not match or Path(str(spec)).exists():
-        return Path(str(spec))
+        return str(spec)
     from mlflow.exceptions import MlflowException
 
     client, run_id = open_client(tracking_uri, f"ckpt={spec}: "), match.group(1)
@@ -76,7 +76,7 @@ def checkpoint_path(spec, tracking_uri: str) -> Path:
         raise MasklabError(
             f"ckpt={spec}: MLflow run {name} has no best checkpoint (it never validated, or failed before)"
         )
-    if not Path(path).is_file():
+    if not paths.is_file(path):
         raise MasklabError(
             f"ckpt={spec}: MLflow run {name}'s best checkpoint {path} is not on this machine "
             "(trained elsewhere, moved or deleted); give its path instead"
@@ -89,7 +89,7 @@ def checkpoint_path(spec, tracking_uri: str) -> Path:
         run.data.params.get("optimized_metric", "score"),
         run.data.tags.get("best_score", "?"),
     )
-    return Path(path)
+    return path
 
 
 def _best_trial_run(client, study_run, spec):
@@ -112,12 +112,12 @@ def _best_trial_run(client, study_run, spec):
     return found[0]
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[MaskRCNNModule, DictConfig, str | None]:
-    path = Path(path)
-    if not path.is_file():
+def load_checkpoint(path: str | Path) -> tuple[MaskRCNNModule, DictConfig, str | None]:
+    """A file or an fsspec URL (a sweep's shared ``checkpoint_dir``), on the CPU."""
+    if not paths.is_file(path):
         raise MasklabError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = paths.load_checkpoint(path)
         hp = ckpt["hyper_parameters"]
         cfg = OmegaConf.create(hp["cfg"])
         module = build_module(cfg, class_names=hp.get("class_names"))

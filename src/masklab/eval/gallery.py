@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import torch
 
+from masklab.paths import load_checkpoint
 from masklab.viz import draw
 
 log = logging.getLogger("masklab.train")
@@ -84,7 +85,7 @@ def log_predictions(n: int, module, datamodule, best_ckpt: str, output_dir, logg
     if not n:
         return
     try:
-        module.load_state_dict(torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"])
+        module.load_state_dict(load_checkpoint(best_ckpt)["state_dict"])  # a file, or a shared checkpoint_dir's URL
         files = val_gallery(
             module.model.float().cpu(),
             datamodule.datasets["val"],

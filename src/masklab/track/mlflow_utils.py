@@ -8,6 +8,7 @@ from pathlib import Path
 from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's own, without its 5-s import
 from omegaconf import DictConfig, OmegaConf
 
+from masklab.paths import absolute
 from masklab.secrets import mask
 
 
@@ -196,6 +197,6 @@ def log_run_files(logger, cfg: DictConfig, best_ckpt: str | None, best_score) ->
     client, run_id = logger.experiment, logger.run_id
     client.log_text(run_id, mask(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
     if best_ckpt:
-        client.set_tag(run_id, "best_checkpoint", str(Path(best_ckpt).resolve()))
+        client.set_tag(run_id, "best_checkpoint", absolute(best_ckpt))
     if best_score is not None:
         client.set_tag(run_id, "best_score", f"{float(best_score):.6f}")

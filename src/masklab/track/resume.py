@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from masklab import MasklabError
-from masklab.paths import load_checkpoint
+from masklab.paths import is_file, load_checkpoint
 
 #: a run's checkpoint of its latest epoch, in its folder (callbacks.last_checkpoint): what resume=true looks for
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
@@ -24,13 +24,7 @@ def resume_checkpoint(resume, experiment_dir: Path) -> str | None:
                 f"resume=true: no */{LAST_CHECKPOINT} under {experiment_dir}; give resume=/path/to/last.ckpt"
             )
         return str(found[-1])
-    if "://" in str(resume):  # an fsspec URL (a sweep's shared checkpoint_dir: s3://, gs://, memory://)
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(str(resume))
-        if not fs.isfile(path):
-            raise MasklabError(f"resume={resume}: no such checkpoint file")
-    elif not Path(resume).is_file():
+    if not is_file(resume):  # a local file, or an fsspec URL (a sweep's shared checkpoint_dir)
         raise MasklabError(f"resume={resume}: no such checkpoint file")
     return str(resume)
 
