@@ -89,7 +89,9 @@ class Asha(Scheduler):
                 "or fsspec URL>, or choose another pruner (e.g. hydra.sweeper.pruner=median)"
             )
         self.rungs = rungs(int(epochs), **self.settings)
-        self.sweep_dir, self.study_name, self.checkpoint_dir = Path(sweep_dir), study_name, checkpoint_dir
+        self.sweep_dir, self.study_name = Path(sweep_dir), study_name
+        # file:// as a plain path: Lightning turns that URL into a folder named 'file:' in the working directory
+        self.checkpoint_dir = str(checkpoint_dir).removeprefix("file://") if checkpoint_dir else None
 
     def promotion(self, trials, maximize: bool) -> tuple[dict, dict] | None:
         sign, configs, params = (1 if maximize else -1), {}, {}
