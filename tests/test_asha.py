@@ -228,6 +228,12 @@ def test_a_shared_checkpoint_dir_holds_a_configuration_s_checkpoints_and_resumes
     assert resume_checkpoint("memory://ckpt/st/5/last.ckpt", tmp_path) == "memory://ckpt/st/5/last.ckpt"
     asha.start(4, tmp_path / "sweep", "st", f"file://{tmp_path}/ck")  # a shared mount written as a URL
     assert asha.overrides({"asha_root": 5, "asha_rung": 1}, 7)[-1] == f"resume='{tmp_path}/ck/st/5/last.ckpt'"
+    optuna_way = build_pruner(pruner_spec("median"))[1]  # another pruner: the checkpoints go there too
+    optuna_way.start(4, tmp_path / "sweep", "st", "s3://bucket/ck/")
+    assert optuna_way.overrides({}, 3) == [
+        "callbacks.best_checkpoint.dirpath='s3://bucket/ck/st/3'",
+        "callbacks.last_checkpoint.dirpath='s3://bucket/ck/st/3'",
+    ]
     # without checkpoint_dir the checkpoints stay in the configuration's folder of the sweep (one machine)
     local = Asha(min_resource=1, reduction_factor=2)
     local.start(4, tmp_path / "sweep", "st", None)

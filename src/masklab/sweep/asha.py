@@ -12,7 +12,6 @@ folder, history and MLflow run per configuration); the last rung ends COMPLETE. 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import optuna
 
@@ -89,9 +88,7 @@ class Asha(Scheduler):
                 "or fsspec URL>, or choose another pruner (e.g. hydra.sweeper.pruner=median)"
             )
         self.rungs = rungs(int(epochs), **self.settings)
-        self.sweep_dir, self.study_name = Path(sweep_dir), study_name
-        # file:// as a plain path: Lightning turns that URL into a folder named 'file:' in the working directory
-        self.checkpoint_dir = str(checkpoint_dir).removeprefix("file://") if checkpoint_dir else None
+        super().start(epochs, sweep_dir, study_name, checkpoint_dir)
 
     def promotion(self, trials, maximize: bool) -> tuple[dict, dict] | None:
         sign, configs, params = (1 if maximize else -1), {}, {}
@@ -117,18 +114,11 @@ class Asha(Scheduler):
     def new_configuration(self, t) -> bool:
         return not t.user_attrs.get("asha_rung")
 
-    def folder(self, root: int) -> str:
-        if self.checkpoint_dir:
-            return f"{str(self.checkpoint_dir).rstrip('/')}/{self.study_name}/{root}"
-        return str(self.sweep_dir / str(root) / "checkpoints")
-
     def overrides(self, attrs: dict, number: int) -> list[str]:
         """A trial stops at its rung; a promoted one resumes its configuration's last checkpoint, in that
         configuration's folder (one history, one best checkpoint, one MLflow run per configuration)."""
         k, root = attrs["asha_rung"], attrs.get("asha_root", number)
-        out, folder = [f"sweep.stop_epoch={self.rungs[k]}"], self.folder(root)
-        if self.checkpoint_dir:
-            out += [f"callbacks.{c}.dirpath='{folder}'" for c in ("best_checkpoint", "last_checkpoint")]
+        out = [f"sweep.stop_epoch={self.rungs[k]}", *super().overrides(attrs, number)]
         if k:
-            out += [f"hydra.sweep.subdir={root}", f"resume='{folder}/last.ckpt'"]
+            out += [f"hydra.sweep.subdir={root}", f"resume='{self.folder(root)}/last.ckpt'"]
         return out

@@ -100,6 +100,9 @@ class Scheduler:
     def start(self, epochs: int | None, sweep_dir: Path, study_name: str, checkpoint_dir: str | None,
               dists: dict | None = None, spec: str = "") -> None:  # fmt: skip
         """The study opens: check what this scheduler needs of it (``dists``: the space; ``spec``: the storage)."""
+        self.sweep_dir, self.study_name = Path(sweep_dir), study_name
+        # file:// as a plain path: Lightning turns that URL into a folder named 'file:' in the working directory
+        self.checkpoint_dir = str(checkpoint_dir).rstrip("/").removeprefix("file://") if checkpoint_dir else None
 
     def promotion(self, trials, maximize: bool) -> tuple[dict, dict] | None:
         """(params, attrs) of a trial to run before a new configuration, or None."""
@@ -109,5 +112,15 @@ class Scheduler:
         """Whether trial ``t`` spends the ``n_trials`` budget (configurations, not their resumes)."""
         return True
 
+    def folder(self, root: int) -> str:
+        """Where configuration ``root`` keeps its checkpoints: ``checkpoint_dir``, or its folder of the sweep."""
+        if self.checkpoint_dir:
+            return f"{self.checkpoint_dir}/{self.study_name}/{root}"
+        return str(self.sweep_dir / str(root) / "checkpoints")
+
     def overrides(self, attrs: dict, number: int) -> list[str]:
-        return []
+        """With a ``checkpoint_dir``, the trial's checkpoints go there: every machine can evaluate the winner."""
+        if not self.checkpoint_dir:
+            return []
+        folder = self.folder(attrs.get("asha_root", number))
+        return [f"callbacks.{c}.dirpath='{folder}'" for c in ("best_checkpoint", "last_checkpoint")]
