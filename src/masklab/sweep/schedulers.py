@@ -96,6 +96,7 @@ class Scheduler:
     """Optuna's way: the sampler proposes every trial, and the pruner stops a bad one for good (in its job)."""
 
     new_attrs: dict = {}  # what a new configuration's trial is created with
+    checkpoint_dir: str | None = None  # where trials keep their checkpoints (set by start; None: their own folders)
 
     def start(self, epochs: int | None, sweep_dir: Path, study_name: str, checkpoint_dir: str | None,
               dists: dict | None = None, spec: str = "") -> None:  # fmt: skip
