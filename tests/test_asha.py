@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -228,6 +229,8 @@ def test_a_shared_checkpoint_dir_holds_a_configuration_s_checkpoints_and_resumes
     assert resume_checkpoint("memory://ckpt/st/5/last.ckpt", tmp_path) == "memory://ckpt/st/5/last.ckpt"
     asha.start(4, tmp_path / "sweep", "st", f"file://{tmp_path}/ck")  # a shared mount written as a URL
     assert asha.overrides({"asha_root": 5, "asha_rung": 1}, 7)[-1] == f"resume='{tmp_path}/ck/st/5/last.ckpt'"
+    asha.start(4, tmp_path / "sweep", "st", "~/ck")  # resume reads what Lightning wrote: ~ is the home folder
+    assert asha.overrides({"asha_root": 5, "asha_rung": 1}, 7)[-1] == f"resume='{Path.home()}/ck/st/5/last.ckpt'"
     optuna_way = build_pruner(pruner_spec("median"))[1]  # another pruner: the checkpoints go there too
     optuna_way.start(4, tmp_path / "sweep", "st", "s3://bucket/ck/")
     assert optuna_way.overrides({}, 3) == [

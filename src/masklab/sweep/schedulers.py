@@ -8,6 +8,7 @@ and masklab's kwargs, which ``{sampler,pruner}_kwargs`` replace). A pruner whose
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -102,8 +103,9 @@ class Scheduler:
               dists: dict | None = None, spec: str = "") -> None:  # fmt: skip
         """The study opens: check what this scheduler needs of it (``dists``: the space; ``spec``: the storage)."""
         self.sweep_dir, self.study_name = Path(sweep_dir), study_name
-        # file:// as a plain path: Lightning turns that URL into a folder named 'file:' in the working directory
-        self.checkpoint_dir = str(checkpoint_dir).rstrip("/").removeprefix("file://") if checkpoint_dir else None
+        # file:// as a plain path (Lightning turns that URL into a folder named 'file:'), ~ expanded as Lightning does
+        folder = str(checkpoint_dir or "").rstrip("/").removeprefix("file://")
+        self.checkpoint_dir = os.path.expanduser(folder) if folder else None
 
     def promotion(self, trials, maximize: bool) -> tuple[dict, dict] | None:
         """(params, attrs) of a trial to run before a new configuration, or None."""
