@@ -149,6 +149,7 @@ def test_two_machines_with_the_default_pruner_share_one_budget_and_no_password(s
     parents = [r for r in runs if r.data.tags.get("masklab.role") == "study"]
     assert len(parents) == 1 and len(runs) == 1 + 4  # one parent, one run per configuration
     assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["host"] for r in runs if r not in parents} <= {"a", "b"}  # where each one's files are
     assert "UniqueViolation" not in "".join(logs.values())
     assert_nothing_imported_under_the_lock(tmp_path, procs)
     assert_no_password(pg, server, tmp_path, logs)

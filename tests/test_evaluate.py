@@ -207,10 +207,15 @@ def test_ckpt_names_an_mlflow_run_or_a_study_and_says_when_it_cannot(trained, tm
         client.create_run(exp, tags={"mlflow.parentRunId": parent, "trial_number": str(number), **tags})
     assert checkpoint_path(parent, f"sqlite:///{db}") == best
     gone = client.create_run(exp, tags={"best_checkpoint": str(tmp_path / "moved.ckpt")}, run_name="gone").info.run_id
+    elsewhere = client.create_run(exp, tags={"best_checkpoint": "/there/b.ckpt", "host": "gpu7"}, run_name="far")
     unborn = client.create_run(exp, tags={"masklab.role": "study", "study": "t"}).info.run_id
     never = client.create_run(exp, run_name="never").info.run_id
     cases = [
         (gone, "MLflow run gone's best checkpoint " + str(tmp_path / "moved.ckpt") + " is not on this machine"),
+        (
+            elsewhere.info.run_id,
+            "MLflow run far's best checkpoint /there/b.ckpt is not on this machine (trained on gpu7, moved or deleted)",
+        ),  # the machine to look on
         (unborn, "study t has no best trial yet"),
         (never, "MLflow run never has no best checkpoint"),
         ("0" * 32, f"no MLflow run {'0' * 32} in sqlite:///{db}"),

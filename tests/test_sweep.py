@@ -771,7 +771,8 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
 
 
 def test_which_running_trials_count_as_left_by_a_dead_worker(tmp_path, monkeypatch):
-    from masklab.sweep.storage import NO_OWNER, WORKER_DIED, Store, _process_start, hostname
+    from masklab.paths import hostname
+    from masklab.sweep.storage import NO_OWNER, WORKER_DIED, Store, _process_start
 
     store = Store(f"journal:{tmp_path}/j", tmp_path, stale_after_s=60, study_name="s")
 

@@ -1,7 +1,9 @@
-"""Where the project is: the folder holding ``conf/``."""
+"""Where things are: the project (the folder holding ``conf/``), this machine, checkpoints (a file or a URL)."""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 #: The project root: the folder holding ``conf/`` (the repository), else the working directory.
@@ -9,6 +11,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 if not (PROJECT_ROOT / "conf").is_dir():  # installed into site-packages without the repo
     PROJECT_ROOT = Path.cwd()
 CONFIG_DIR = PROJECT_ROOT / "conf"
+
+
+def hostname() -> str:
+    """This machine's name: where a run's files are (``MASKLAB_HOSTNAME`` overrides it: 'machines' in tests)."""
+    return os.environ.get("MASKLAB_HOSTNAME") or socket.gethostname()
 
 
 def is_url(path) -> bool:

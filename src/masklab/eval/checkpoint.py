@@ -77,9 +77,11 @@ def checkpoint_path(spec, tracking_uri: str) -> str:
             f"ckpt={spec}: MLflow run {name} has no best checkpoint (it never validated, or failed before)"
         )
     if not paths.is_file(path):
+        host = run.data.tags.get("host")
+        where = f"trained on {host}" if host and host != paths.hostname() else "trained elsewhere"
         raise MasklabError(
             f"ckpt={spec}: MLflow run {name}'s best checkpoint {path} is not on this machine "
-            "(trained elsewhere, moved or deleted); give its path instead"
+            f"({where}, moved or deleted); give its path instead"
         )
     log.info(
         "ckpt=%s: MLflow run %s, best checkpoint %s (%s %s)",

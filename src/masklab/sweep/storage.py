@@ -21,7 +21,6 @@ import functools
 import importlib
 import logging
 import os
-import socket
 import threading
 import time
 import warnings
@@ -35,6 +34,7 @@ from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
 from masklab import MasklabError, first_line
+from masklab.paths import hostname
 from masklab.secrets import mask, reveal
 
 log = logging.getLogger("masklab.sweep")
@@ -46,11 +46,6 @@ _LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks
 DB_IMPORTS = ("alembic.command", "alembic.config", "alembic.migration", "alembic.script", "optuna.storages._rdb.models")
 PROXY_IMPORTS = ("optuna.storages._grpc.servicer",)
 PROXY_WAIT_S = 10.0  # how long a worker waits for a gRPC storage proxy to answer at start
-
-
-def hostname() -> str:
-    """This machine's name (``MASKLAB_HOSTNAME`` overrides it: several 'machines' on one host in tests)."""
-    return os.environ.get("MASKLAB_HOSTNAME") or socket.gethostname()
 
 
 def scheme(spec: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's own, without its 5-s import
 from omegaconf import DictConfig, OmegaConf
 
-from masklab.paths import absolute
+from masklab.paths import absolute, hostname
 from masklab.secrets import mask
 
 
@@ -198,5 +198,6 @@ def log_run_files(logger, cfg: DictConfig, best_ckpt: str | None, best_score) ->
     client.log_text(run_id, mask(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
     if best_ckpt:
         client.set_tag(run_id, "best_checkpoint", absolute(best_ckpt))
+        client.set_tag(run_id, "host", hostname())  # where that file is, when it is not a shared folder or URL
     if best_score is not None:
         client.set_tag(run_id, "best_score", f"{float(best_score):.6f}")
