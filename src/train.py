@@ -30,9 +30,9 @@ def main(cfg: DictConfig) -> float:
 
     quiet_lightning()
     hc = HydraConfig.get()
-    grid, trial = hc.mode == RunMode.MULTIRUN, cfg.sweep.trial_id is not None
-    errors = contextlib.nullcontext() if grid else exit_on_error(log)  # a job's: hydra.callbacks or the sweeper
-    stop = contextlib.nullcontext() if trial else on_interrupt(lambda: how_to_go_on(hc))  # a trial's: the sweeper
+    multirun, trial = hc.mode == RunMode.MULTIRUN, cfg.sweep.trial_id is not None  # a grid's job or a trial
+    errors = contextlib.nullcontext() if multirun else exit_on_error(log)  # hydra.callbacks or the sweeper record them
+    stop = contextlib.nullcontext() if trial else on_interrupt(lambda: how_to_go_on(hc))  # a trial's: the sweeper's
     with errors, stop:
         return train(cfg, hc.runtime.output_dir)
 
