@@ -296,6 +296,19 @@ def test_half_precision_on_the_cpu_is_one_line(tmp_path):
         assert [r.info.status for r in _all_runs(tmp_path / precision)] == ["FAILED"]
 
 
+def test_export_copies_a_best_checkpoint_kept_at_an_fsspec_url(tmp_path):
+    import fsspec
+    from omegaconf import OmegaConf
+
+    from masklab.track.summary import export_files
+
+    with fsspec.open("memory://export-test/best.ckpt", "wb") as f:  # a sweep's or a run's checkpoints on s3://...
+        f.write(b"the weights")
+    export = OmegaConf.create({"checkpoint": str(tmp_path / "model.ckpt"), "metrics": None, "history": None})
+    export_files(export, "memory://export-test/best.ckpt", {}, math.nan, tmp_path / "history.csv")
+    assert (tmp_path / "model.ckpt").read_bytes() == b"the weights"
+
+
 @pytest.mark.parametrize("where", ["make_trainer", "export_files"])
 def test_a_run_that_fails_outside_fit_is_failed_in_mlflow(where, tmp_path, monkeypatch):
     # Lightning finalizes the MLflow run only when fit/test raise: a run failing before fit (here: reading its

@@ -59,12 +59,15 @@ def export_files(export, best_checkpoint: str | None, metrics: dict, best_value:
     import math
     import shutil
 
+    import fsspec
+
     for key, path in (("checkpoint", export.checkpoint), ("metrics", export.metrics), ("history", export.history)):
         if not path:
             continue
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        if key == "checkpoint" and best_checkpoint:
-            shutil.copyfile(best_checkpoint, path)
+        if key == "checkpoint" and best_checkpoint:  # a file, or a shared checkpoint_dir's URL
+            with fsspec.open(str(best_checkpoint), "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst)
         elif key == "metrics":
             flat = {k: (None if math.isnan(v) else v) for k, v in metrics.items()}
             Path(path).write_text(
