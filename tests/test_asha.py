@@ -222,6 +222,7 @@ def test_a_shared_checkpoint_dir_holds_a_configuration_s_checkpoints_and_resumes
     ]
     resumed = asha.overrides({"asha_root": 5, "asha_rung": 1}, 7)
     assert resumed[-2:] == ["hydra.sweep.subdir=5", "resume='memory://ckpt/st/5/last.ckpt'"]
+    assert resumed[1] == "callbacks.best_checkpoint.dirpath='memory://ckpt/st/5'"  # trial 7 writes where 5 did
     with pytest.raises(MasklabError, match="no such checkpoint file"):
         resume_checkpoint("memory://ckpt/st/5/last.ckpt", tmp_path)
     with fsspec.open("memory://ckpt/st/5/last.ckpt", "wb") as f:

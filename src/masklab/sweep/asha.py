@@ -118,7 +118,7 @@ class Asha(Scheduler):
         """A trial stops at its rung; a promoted one resumes its configuration's last checkpoint, in that
         configuration's folder (one history, one best checkpoint, one MLflow run per configuration)."""
         k, root = attrs["asha_rung"], attrs.get("asha_root", number)
-        out = [f"sweep.stop_epoch={self.rungs[k]}", *super().overrides(attrs, number)]
+        out = [f"sweep.stop_epoch={self.rungs[k]}", *super().overrides(attrs, root)]  # the configuration's folder
         if k:
             out += [f"hydra.sweep.subdir={root}", f"resume='{self.folder(root)}/last.ckpt'"]
         return out

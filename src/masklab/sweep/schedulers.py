@@ -125,5 +125,4 @@ class Scheduler:
         """With a ``checkpoint_dir``, the trial's checkpoints go there: every machine can evaluate the winner."""
         if not self.checkpoint_dir:
             return []
-        folder = self.folder(attrs.get("asha_root", number))
-        return [f"callbacks.{c}.dirpath='{folder}'" for c in ("best_checkpoint", "last_checkpoint")]
+        return [f"callbacks.{c}.dirpath='{self.folder(number)}'" for c in ("best_checkpoint", "last_checkpoint")]
