@@ -233,11 +233,14 @@ def test_a_shared_checkpoint_dir_holds_a_configuration_s_checkpoints_and_resumes
     asha.start(4, tmp_path / "sweep", "st", "~/ck")  # resume reads what Lightning wrote: ~ is the home folder
     assert asha.overrides({"asha_root": 5, "asha_rung": 1}, 7)[-1] == f"resume='{Path.home()}/ck/st/5/last.ckpt'"
     optuna_way = build_pruner(pruner_spec("median"))[1]  # another pruner: the checkpoints go there too
-    optuna_way.start(4, tmp_path / "sweep", "st", "s3://bucket/ck/")
+    optuna_way.start(4, tmp_path / "sweep", "st", "memory://bucket/ck/")
     assert optuna_way.overrides({}, 3) == [
-        "callbacks.best_checkpoint.dirpath='s3://bucket/ck/st/3'",
-        "callbacks.last_checkpoint.dirpath='s3://bucket/ck/st/3'",
+        "callbacks.best_checkpoint.dirpath='memory://bucket/ck/st/3'",
+        "callbacks.last_checkpoint.dirpath='memory://bucket/ck/st/3'",
     ]
+    # a URL fsspec cannot open here (s3:// without s3fs): refused at start, not five trials failed on it
+    with pytest.raises(MasklabError, match=r"checkpoint_dir=nosuch://b/ck: fsspec cannot open it here \(Protocol not"):
+        optuna_way.start(4, tmp_path / "sweep", "st", "nosuch://b/ck")
     # without checkpoint_dir the checkpoints stay in the configuration's folder of the sweep (one machine)
     local = Asha(min_resource=1, reduction_factor=2)
     local.start(4, tmp_path / "sweep", "st", None)

@@ -259,17 +259,28 @@ def test_user_errors_raised_while_hydra_builds_an_object_or_a_required_key_left_
 
 
 def test_the_first_line_of_an_error_is_never_empty_and_never_raises():
+    from hydra.errors import InstantiationException
+
     from masklab import first_line
 
     assert first_line(ValueError("\n  low > high\nsecond line")) == "low > high"
     assert first_line(EOFError()) == "EOFError"  # str() is '': indexing its lines raised IndexError in the handler
     assert first_line(KeyError("ckpt"), with_type=True) == "KeyError: 'ckpt'"
     assert first_line(EOFError(), with_type=True) == "EOFError"  # not "EOFError: EOFError"
+    try:  # Hydra's instantiate: "Error in call to target 'X':", the reason in its cause
+        try:
+            raise ImportError("Install s3fs to access S3")
+        except ImportError as exc:
+            raise InstantiationException("Error in call to target 'X':\nImportError(...)\nfull_key: k") from exc
+    except InstantiationException as exc:
+        wrapped = exc
+    assert first_line(wrapped) == "Error in call to target 'X': ImportError: Install s3fs to access S3"
 
 
 CLI_CASES = [
     ("evaluate.py", [], "error: ckpt is required: give ckpt=<value>"),
     ("evaluate.py", ["ckpt=model.ckpt", "min_score=1.5"], "error: min_score=1.5: must be a score in [0, 1]"),
+    ("evaluate.py", ["ckpt=nosuch://b/best.ckpt"], "error: ckpt=nosuch://b/best.ckpt: fsspec cannot open it here"),
     ("predict.py", ["ckpt=model.ckpt"], "error: input is required: give input=<value>"),
     (
         "predict.py",

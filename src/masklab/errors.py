@@ -78,6 +78,8 @@ def first_line(exc: BaseException, with_type: bool = False) -> str:
     line = text.splitlines()[0] if text else ""
     if not line:
         return type(exc).__name__
+    if line.endswith(":") and exc.__cause__ is not None:  # Hydra's "Error in call to target 'X':": its cause says why
+        line = f"{line} {first_line(exc.__cause__, with_type=True)}"
     return f"{type(exc).__name__}: {line}" if with_type else line
 
 

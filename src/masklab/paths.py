@@ -23,13 +23,23 @@ def is_url(path) -> bool:
     return "://" in str(path)
 
 
-def is_file(path) -> bool:
+def filesystem(url, key: str):
+    """(fsspec filesystem, path in it) of ``url``, given as ``key``; one line when fsspec cannot read that kind."""
+    import fsspec
+
+    from masklab.errors import MasklabError, first_line
+
+    try:
+        return fsspec.core.url_to_fs(str(url))
+    except (ImportError, ValueError) as exc:  # "Install s3fs to access S3", "Protocol not known: foo"
+        raise MasklabError(f"{key}={url}: fsspec cannot open it here ({first_line(exc)})") from None
+
+
+def is_file(path, key: str = "ckpt") -> bool:
     """Whether a checkpoint is at a local path or fsspec URL."""
     if not is_url(path):
         return Path(path).is_file()
-    import fsspec
-
-    fs, inner = fsspec.core.url_to_fs(str(path))
+    fs, inner = filesystem(path, key)
     return fs.isfile(inner)
 
 
@@ -45,7 +55,6 @@ def load_checkpoint(path: str) -> dict:
 
     if not is_url(path):
         return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    import fsspec
-
-    with fsspec.open(str(path), "rb") as f:
+    fs, inner = filesystem(path, "ckpt")
+    with fs.open(inner, "rb") as f:
         return torch.load(f, map_location="cpu", weights_only=False)
