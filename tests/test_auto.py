@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from conftest import TINY_MODEL, compose_cfg
 from masklab import MasklabError
 from masklab.data import auto
+from masklab.data.canonical import digest
 from masklab.data.prepare import prepare
 from masklab.data.stats import split_stats
 from masklab.data.target import make_target
@@ -226,7 +229,7 @@ def test_a_budget_of_n_steps_trains_n_steps_whatever_the_dataset_size(tmp_path, 
     (tmp_path / "prepared" / "annotations" / "val.json").write_text(
         (tmp_path / "prepared" / "annotations" / "train.json").read_text()
     )  # score on train: only the count matters
-    overrides = [o for o in TINY_MODEL if not o.startswith(("data.image_size", "schedule.epochs"))]
+    overrides = [o for o in TINY_MODEL if not o.startswith(("data.image_size", "schedule.epochs", "logger"))]
     cfg = compose_cfg(
         [
             "data=prepared",
@@ -236,10 +239,14 @@ def test_a_budget_of_n_steps_trains_n_steps_whatever_the_dataset_size(tmp_path, 
             "backbone=mobilenet_v3",
             *overrides,
             f"paths.output_root={tmp_path / 'out'}",
+            f"paths.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
         ],
         tiny=False,
     )
     train_cli.train(cfg, tmp_path / "run")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.data.tags["data_digest"] == digest(tmp_path / "prepared")  # which prepared data the run trained on
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert ckpt["global_step"] == 7
     per_epoch = -(-n_images // 2)  # batch_size 2
@@ -310,3 +317,21 @@ def test_a_sweep_of_prepared_data_with_the_default_pruner_trains_the_budget_in_s
     ckpts = list((tmp_path / "multirun" / "p" / "p").glob("*/checkpoints/last.ckpt"))
     steps = {torch.load(c, weights_only=False, map_location="cpu")["global_step"] for c in ckpts}
     assert 4 in steps and max(steps) == 4  # a configuration run to its end trains the budget; no one trains more
+    # the study keeps its data's digest: a copy of that data goes on; other data (prepared again, another
+    # machine's stale copy) is refused with one line before any trial, as its results would not compare
+    assert study.user_attrs["masklab_data"]["digest"] == digest(root)
+    shutil.copytree(root, tmp_path / "copy")
+    again = subprocess.run([*cmd, f"data.root={tmp_path / 'copy'}"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "already has its n_trials=3 trials: none run" in again.stdout + again.stderr
+    other = make_tiny_prepared(tmp_path / "other", n=6)
+    refused = subprocess.run([*cmd, f"data.root={other}"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    assert (
+        f"error: study 'p' trains on other data: {other} here (annotations {digest(other)}) is not the study's ("
+        in (refused.stderr)
+    )
+    assert len(
+        optuna.load_study(
+            study_name="p", storage=open_storage(f"journal:{tmp_path}/multirun/p/p/optuna.journal")
+        ).trials
+    ) == len(study.trials)

@@ -9,9 +9,10 @@ RUNNING trial whose owner on its own host is gone, whose beat is older than ``st
 in sync, NTP) or that has no owner (not a masklab worker's).
 
 Attributes kept. Study: ``masklab_pruner`` (trials rebuild their pruner and signal from it), ``masklab_uid``,
-``mlflow_parent_run_id``, ``masklab_sessions``. Trial: ``masklab_owner`` {host, pid, start}, ``masklab_heartbeat``,
-``fixed``, ``same_as``, ``note``, ``metrics``, ``mlflow_run_id``, ``fail_reason``, ``prune_reason``, ``asha_root``,
-``asha_rung``, ``asha_paused``.
+``mlflow_parent_run_id``, ``masklab_sessions``, ``masklab_data`` {digest, folder, host} (the prepared data every
+worker must have). Trial: ``masklab_owner`` {host, pid, start}, ``masklab_heartbeat``, ``fixed``, ``same_as``,
+``note``, ``metrics``, ``mlflow_run_id``, ``fail_reason``, ``prune_reason``, ``asha_root``, ``asha_rung``,
+``asha_paused``.
 """
 
 from __future__ import annotations
@@ -189,6 +190,20 @@ class Store:
         self.study.set_user_attr("masklab_sessions", session + 1)
         if session:
             self.study.sampler.reseed_rng()
+
+    def same_data(self, digest: str | None, folder: str) -> None:
+        """Keep the study's data (``digest`` of ``folder``) at its first session; refuse a worker with other data."""
+        known = self.study.user_attrs.get("masklab_data")
+        if digest is None or (known or {}).get("digest") == digest:
+            return
+        if known is None:
+            self.study.set_user_attr("masklab_data", {"digest": digest, "folder": folder, "host": hostname()})
+            return
+        raise MasklabError(
+            f"study {self.study.study_name!r} trains on other data: {folder} here (annotations {digest}) is not the "
+            f"study's ({known['digest']}: {known['folder']} on {known['host']}); copy the study's data to {folder}, so "
+            "every trial trains on the same data, or start another study (hydra.sweeper.study_name=<new name>)"
+        )
 
     def trials(self, *states: TrialState) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states or None)

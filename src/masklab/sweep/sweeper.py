@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from masklab import MasklabError, StudySettingError, causes, exit_on_error, first_line, secrets, user_message
 from masklab.callbacks.optuna_trial import pruning_signal
 from masklab.data.auto import resolved
+from masklab.data.canonical import digest
 from masklab.errors import on_interrupt, terminating
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
@@ -251,6 +252,7 @@ class OptunaSweeperBase(Sweeper):
         tracker = Tracker(self.config, store, self.sweep_dir, fixed)
         store.on_dead = tracker.dead_run
         with store.lock():
+            store.same_data(*self._data(dists))
             tracker.open_parent()  # first: the trials failed below get their MLflow runs ended under it
             store.fail_dead()
             store.study.set_user_attr("masklab_pruner", pruning)
@@ -292,6 +294,13 @@ class OptunaSweeperBase(Sweeper):
         mode = self.prune_mode or (None if self.prune_on else {"maximize": "max", "minimize": "min"}[dirs[0]])
         signal = pruning_signal(self.prune_on or names[0], mode, dirs[0])
         return {"spec": pruner, **signal, "objectives": names}, optuna_pruner, scheduler
+
+    def _data(self, dists) -> tuple[str | None, str]:
+        """(digest, folder) of the prepared data every trial reads; (None, "") for generated data or a swept one."""
+        folder = OmegaConf.select(self.config, "data.root", default=None)
+        if folder is None or {"data", "data.name", "data.root"} & set(dists):
+            return None, ""
+        return digest(folder), str(folder)
 
     def _objectives(self) -> tuple[list[str], list[str]]:
         names = self.objectives or [self.config.optimized_metric]

@@ -141,7 +141,10 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
 
 @rank_zero_only  # DDP ranks > 0 hold Lightning's dummy experiment (get_run returned None there)
 def log_params(logger, cfg: DictConfig) -> None:
-    """Log the flattened config; a resumed run keeps its params and tags the ones that changed."""
+    """Log the flattened config; a resumed run keeps its params and tags the ones that changed; tag the prepared
+    data's digest (``data_digest``)."""
+    from masklab.data.canonical import digest
+
     params = {k: mask(str(v))[:6000] for k, v in flat_params(cfg).items()}
     run = logger.experiment.get_run(logger.run_id)
     mark_model_training(logger.experiment, run.info.experiment_id)
@@ -150,6 +153,8 @@ def log_params(logger, cfg: DictConfig) -> None:
     new = {k: v for k, v in params.items() if k not in existing}
     if new:
         logger.log_hyperparams(new)
+    if (root := OmegaConf.select(cfg, "data.root", default=None)) and (data := digest(root)):
+        logger.experiment.set_tag(logger.run_id, "data_digest", data)  # runs on data prepared again differ here
     if changed:  # MLflow params are immutable: record what the resumed run changed as a tag
         logger.experiment.set_tag(
             logger.run_id,
