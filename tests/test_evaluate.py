@@ -766,3 +766,32 @@ def test_running_out_of_gpu_memory_in_evaluate_or_predict_names_their_own_keys(c
         "GPU 0 has a total capacity of 79.18 GiB of which 74.61 GiB "
         f"is free. Including non-PyTorch memory, this process has 4.56 GiB memory in use: {advice}"
     )
+
+
+def test_evaluate_warns_when_the_data_is_not_what_the_model_trained_on(tmp_path, caplog):
+    # data prepared again with another split: its val images may be ones the model trained on, AP too high
+    from hydra import compose, initialize_config_dir
+
+    from conftest import TINY_MODEL
+    from masklab.data.canonical import digest
+    from masklab.evaluation import evaluate
+    from masklab.training import train
+
+    root = make_tiny_prepared(tmp_path / "first")
+    GlobalHydra.instance().clear()
+    overrides = [o for o in TINY_MODEL if not o.startswith("data.image_size")]
+    train(compose_cfg(["data=prepared", "data.name=x", f"data.root={root}", *overrides], tiny=False), tmp_path / "r")
+    ckpt = tmp_path / "r" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False, map_location="cpu")["data_digest"] == digest(root)
+    again = make_tiny_prepared(tmp_path / "again", n=6)
+    for data, warned in ((root, False), (again, True)):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            given = ["data=prepared", "data.name=x", f"data.root={data}"]
+            cfg = compose("evaluate", overrides=[f"ckpt={ckpt}", "log_mlflow=false", *given])
+        caplog.clear()
+        evaluate(cfg, tmp_path, overridden=given)
+        said = [r.getMessage() for r in caplog.records if "trained on data whose annotations" in r.getMessage()]
+        assert said == ([f"ckpt={ckpt} trained on data whose annotations are {digest(root)}; {again} holds "
+                         f"{digest(again)} (other data, or prepared again: then its val split may hold images the "
+                         "model trained on, and the metrics are too high)"] if warned else [])  # fmt: skip

@@ -14,7 +14,7 @@ from masklab import MasklabError
 from masklab.checks import check_numbers, in_range
 from masklab.data.datamodule import build_datamodule
 from masklab.eval import runner
-from masklab.eval.checkpoint import load_for_inference, resolve_device
+from masklab.eval.checkpoint import load_for_inference, resolve_device, warn_other_data
 from masklab.eval.outputs import log_to_mlflow, write_outputs, write_retune
 
 
@@ -42,6 +42,7 @@ def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) ->
                 f"data={rcfg.data.get('name')} has {list(dm.class_names)}; evaluate it on data with "
                 "the same classes in the same order"
             )
+        warn_other_data(module, rcfg, cfg)
         loader = dm.test_dataloader() if cfg.split == "test" else dm.val_dataloader()
         gt, raw = runner.run_network(module.model, loader, cfg.score_floor, resolve_device(cfg.device))
         torch.save((gt, raw), out / "raw_predictions.pt")

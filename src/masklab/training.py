@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from masklab import callbacks as cb
 from masklab.data.auto import resolve
+from masklab.data.canonical import digest
 from masklab.data.datamodule import build_datamodule
 from masklab.model.module import build_module
 from masklab.model.trainer import make_trainer
@@ -31,6 +32,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     ckpt_path = resume_checkpoint(cfg.resume, Path(cfg.paths.output_root) / cfg.experiment_name)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, class_names=datamodule.class_names)
+    module.data_digest = digest(OmegaConf.select(cfg, "data.root", default=None))  # in its checkpoints: evaluate.py
     run_id = check_resumable(ckpt_path, module, cfg) if ckpt_path else None  # its MLflow run goes on
     logger = make_logger(cfg, run_id)
     try:

@@ -387,8 +387,9 @@ def coco_json(items: list[dict], class_names: list[str]) -> dict:
 
 def digest(root) -> str | None:
     """A short sha256 of the annotation files at ``root`` (every image's name and size, every mask): the same on
-    every copy of one prepared dataset, another after it is prepared again differently; None where none are."""
-    files = sorted((Path(root) / "annotations").glob("*.json"))
+    every copy of one prepared dataset, another after it is prepared again differently; None where none are (or
+    ``root`` is None: generated data)."""
+    files = sorted((Path(root) / "annotations").glob("*.json")) if root else []
     if not files:
         return None
     h = hashlib.sha256()

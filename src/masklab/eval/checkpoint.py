@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from masklab import MasklabError, first_line, paths
 from masklab.checks import check_numbers
+from masklab.data.canonical import digest
 from masklab.model.build import NET_NUMBERS
 from masklab.model.module import MaskRCNNModule, build_module
 from masklab.track.mlflow_utils import open_client
@@ -124,6 +125,7 @@ def load_checkpoint(path: str | Path) -> tuple[MaskRCNNModule, DictConfig, str |
         cfg = OmegaConf.create(hp["cfg"])
         module = build_module(cfg, class_names=hp.get("class_names"))
         module.load_state_dict(ckpt["state_dict"])
+        module.data_digest = ckpt.get("data_digest")
     except (KeyError, RuntimeError, EOFError, TypeError, ValueError, pickle.UnpicklingError) as exc:
         raise MasklabError(f"{path}: not a masklab checkpoint ({first_line(exc, with_type=True)})") from None
     return module.eval(), cfg, ckpt.get("mlflow_run_id")
@@ -175,3 +177,14 @@ def load_for_inference(
     model.transform.min_size, model.transform.max_size = (int(rcfg.image_min_size),), int(rcfg.image_max_size)
     model.rpn.nms_thresh = float(rcfg.nms.rpn_nms_thresh)
     return module, rcfg, changed, run_id
+
+
+def warn_other_data(module: MaskRCNNModule, rcfg: DictConfig, cfg: DictConfig) -> None:
+    """Say so when the data to score is not the data the model trained on (by their annotations' digests)."""
+    root = OmegaConf.select(rcfg, "data.root", default=None)
+    if (trained := module.data_digest) and (here := digest(root)) and here != trained:
+        log.warning(
+            "ckpt=%s trained on data whose annotations are %s; %s holds %s (other data, or prepared again: then its "
+            "%s split may hold images the model trained on, and the metrics are too high)",
+            cfg.ckpt, trained, root, here, cfg.split,
+        )  # fmt: skip

@@ -64,6 +64,8 @@ class MaskRCNNModule(L.LightningModule):
     ``warmup_factor``, ``lr_lambda(epoch, epochs)``), ``stages`` ([{epochs, trainable}], else one stage of
     ``trainable_layers``) and the data's ``class_names``; conf/module/mask_rcnn.yaml wires them from the config."""
 
+    data_digest: str | None = None  # of the prepared data it trains on (set by training; kept in its checkpoints)
+
     def __init__(
         self,
         net: nn.Module,
@@ -246,6 +248,7 @@ class MaskRCNNModule(L.LightningModule):
         run_id = getattr(self.logger, "run_id", None)
         if run_id:
             checkpoint["mlflow_run_id"] = run_id
+        checkpoint["data_digest"] = self.data_digest  # the prepared data it trained on
 
 
 def _check_boundaries(sched: dict) -> None:

@@ -153,7 +153,7 @@ def log_params(logger, cfg: DictConfig) -> None:
     new = {k: v for k, v in params.items() if k not in existing}
     if new:
         logger.log_hyperparams(new)
-    if (root := OmegaConf.select(cfg, "data.root", default=None)) and (data := digest(root)):
+    if data := digest(OmegaConf.select(cfg, "data.root", default=None)):
         logger.experiment.set_tag(logger.run_id, "data_digest", data)  # runs on data prepared again differ here
     if changed:  # MLflow params are immutable: record what the resumed run changed as a tag
         logger.experiment.set_tag(
