@@ -37,7 +37,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     logger = make_logger(cfg, run_id)
     try:
         if logger:
-            log_fit(logger, fit)
+            log_fit(logger, fit, module.data_digest)
             log_params(logger, cfg)
         return fit_and_test(cfg, datamodule, module, ckpt_path, logger)
     except Exception as exc:

@@ -251,8 +251,9 @@ class OptunaSweeperBase(Sweeper):
                       sampler=sampler, pruner=optuna_pruner, directions=dirs)  # fmt: skip
         tracker = Tracker(self.config, store, self.sweep_dir, fixed)
         store.on_dead = tracker.dead_run
+        data = self._data(dists)  # a large dataset's annotations take a while to hash: not under the lock
         with store.lock():
-            store.same_data(*self._data(dists))
+            store.same_data(*data)
             tracker.open_parent()  # first: the trials failed below get their MLflow runs ended under it
             store.fail_dead()
             store.study.set_user_attr("masklab_pruner", pruning)

@@ -141,10 +141,7 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
 
 @rank_zero_only  # DDP ranks > 0 hold Lightning's dummy experiment (get_run returned None there)
 def log_params(logger, cfg: DictConfig) -> None:
-    """Log the flattened config; a resumed run keeps its params and tags the ones that changed; tag the prepared
-    data's digest (``data_digest``)."""
-    from masklab.data.canonical import digest
-
+    """Log the flattened config; a resumed run keeps its params and tags the ones that changed."""
     params = {k: mask(str(v))[:6000] for k, v in flat_params(cfg).items()}
     run = logger.experiment.get_run(logger.run_id)
     mark_model_training(logger.experiment, run.info.experiment_id)
@@ -153,8 +150,6 @@ def log_params(logger, cfg: DictConfig) -> None:
     new = {k: v for k, v in params.items() if k not in existing}
     if new:
         logger.log_hyperparams(new)
-    if data := digest(OmegaConf.select(cfg, "data.root", default=None)):
-        logger.experiment.set_tag(logger.run_id, "data_digest", data)  # runs on data prepared again differ here
     if changed:  # MLflow params are immutable: record what the resumed run changed as a tag
         logger.experiment.set_tag(
             logger.run_id,
@@ -164,10 +159,13 @@ def log_params(logger, cfg: DictConfig) -> None:
 
 
 @rank_zero_only
-def log_fit(logger, fit) -> None:
+def log_fit(logger, fit, data_digest: str | None = None) -> None:
     """The auto settings' values and reasons (``auto.txt``), what does not fit (tag ``data_advice``) and the
-    anchor recall (metric ``data/anchor_recall``) of a :class:`masklab.data.auto.Fit`."""
+    anchor recall (metric ``data/anchor_recall``) of a :class:`masklab.data.auto.Fit`; which prepared data
+    (tag ``data_digest``: runs on data prepared again differ there)."""
     client, run_id = logger.experiment, logger.run_id
+    if data_digest:
+        client.set_tag(run_id, "data_digest", data_digest)
     text = "\n".join(["# auto settings", *fit.lines(), "", "# what does not fit", *(fit.advice or ["nothing"])])
     client.log_text(run_id, text + "\n", "auto.txt")
     if fit.advice:
