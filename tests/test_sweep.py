@@ -884,3 +884,35 @@ def test_a_sigterm_whose_exit_python_swallowed_still_stops_the_worker_before_its
         gc.collect()
         sweeper._ask(session)
     assert exited.value.code == 143 and store.trials() == []  # no trial claimed after the stop
+
+
+def test_a_worker_that_does_not_see_the_study_s_checkpoint_dir_is_refused(tmp_path, monkeypatch):
+    # two machines given checkpoint_dir=/data/ckpt, each its own local disk: the second would fail every promotion
+    from masklab import MasklabError
+    from masklab.paths import read_text
+    from masklab.sweep.storage import Store
+
+    store = Store(f"journal:{tmp_path}/j", tmp_path, stale_after_s=60, study_name="s")
+    shared, local = tmp_path / "shared", tmp_path / "b-local"
+    monkeypatch.setenv("MASKLAB_HOSTNAME", "a")
+    store.same_checkpoints(None)  # no checkpoint_dir: nothing kept
+    assert "masklab_checkpoints" not in store.study.user_attrs
+    store.same_checkpoints(str(shared))
+    token = store.study.user_attrs["masklab_checkpoints"]["token"]
+    assert (shared / "s" / ".masklab-study").read_text() == token
+    monkeypatch.setenv("MASKLAB_HOSTNAME", "b")
+    store.same_checkpoints(str(shared))  # b sees the folder a wrote: a shared mount
+    with pytest.raises(MasklabError) as err:
+        store.same_checkpoints(str(local))
+    assert str(err.value) == (
+        f"hydra.sweeper.checkpoint_dir={local}: this machine does not see the study's checkpoints there: a keeps them "
+        f"in {shared}, and {local}/s/.masklab-study here is missing; give a folder every machine mounts, or an fsspec "
+        "URL (s3://...), so that any worker can resume and evaluate any trial"
+    )
+    assert not local.exists()  # refused before writing anything there
+    monkeypatch.setenv("MASKLAB_HOSTNAME", "a")
+    (shared / "s" / ".masklab-study").unlink()  # its own host, the folder emptied: marked again with the same token
+    store.same_checkpoints(str(shared))
+    assert (shared / "s" / ".masklab-study").read_text() == token
+    store.same_checkpoints("memory://ck")  # an fsspec URL likewise
+    assert read_text("memory://ck/s/.masklab-study", "k") == token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import socket
 from pathlib import Path
 
@@ -33,6 +34,26 @@ def filesystem(url, key: str):
         return fsspec.core.url_to_fs(str(url))
     except (ImportError, ValueError) as exc:  # "Install s3fs to access S3", "Protocol not known: foo"
         raise MasklabError(f"{key}={url}: fsspec cannot open it here ({first_line(exc)})") from None
+
+
+def read_text(url, key: str) -> str | None:
+    """A small file's text at a local path or fsspec URL (given as ``key``); None where there is none."""
+    fs, inner = filesystem(url, key)
+    try:
+        return fs.cat_file(inner).decode()
+    except FileNotFoundError:
+        return None
+
+
+def write_text(url, text: str, key: str) -> None:
+    from masklab.errors import MasklabError, first_line
+
+    fs, inner = filesystem(url, key)
+    try:
+        fs.makedirs(posixpath.dirname(inner), exist_ok=True)
+        fs.pipe_file(inner, text.encode())
+    except OSError as exc:  # read-only, no permission, no such bucket
+        raise MasklabError(f"{key}={url}: cannot write there ({first_line(exc)})") from None
 
 
 def is_file(path, key: str = "ckpt") -> bool:

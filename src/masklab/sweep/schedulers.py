@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from masklab import CONFIG_DIR, MasklabError
-from masklab.paths import filesystem, is_url
+from masklab.paths import filesystem
 
 
 def node(kind: str, name, kwargs: dict | None = None) -> dict:
@@ -107,7 +107,7 @@ class Scheduler:
         # file:// as a plain path (Lightning turns that URL into a folder named 'file:'), ~ expanded as Lightning does
         folder = str(checkpoint_dir or "").rstrip("/").removeprefix("file://")
         self.checkpoint_dir = os.path.expanduser(folder) if folder else None
-        if is_url(folder):  # its fsspec package missing: every trial would fail on its checkpoint callback
+        if folder:  # a URL's fsspec package missing: every trial would fail (and fsspec's imports: not under a lock)
             filesystem(folder, "hydra.sweeper.checkpoint_dir")
 
     def promotion(self, trials, maximize: bool) -> tuple[dict, dict] | None:

@@ -10,9 +10,9 @@ in sync, NTP) or that has no owner (not a masklab worker's).
 
 Attributes kept. Study: ``masklab_pruner`` (trials rebuild their pruner and signal from it), ``masklab_uid``,
 ``mlflow_parent_run_id``, ``masklab_sessions``, ``masklab_data`` {digest, folder, host} (the prepared data every
-worker must have). Trial: ``masklab_owner`` {host, pid, start}, ``masklab_heartbeat``, ``fixed``, ``same_as``,
-``note``, ``metrics``, ``mlflow_run_id``, ``fail_reason``, ``prune_reason``, ``asha_root``, ``asha_rung``,
-``asha_paused``.
+worker must have), ``masklab_checkpoints`` {token, host, folder} (a token in ``checkpoint_dir``, seen by every worker).
+Trial: ``masklab_owner`` {host, pid, start}, ``masklab_heartbeat``, ``fixed``, ``same_as``, ``note``, ``metrics``,
+``mlflow_run_id``, ``fail_reason``, ``prune_reason``, ``asha_root``, ``asha_rung``, ``asha_paused``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import warnings
 import zlib
 from datetime import datetime
@@ -35,7 +36,7 @@ from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
 from masklab import MasklabError, first_line
-from masklab.paths import hostname
+from masklab.paths import hostname, read_text, write_text
 from masklab.secrets import mask, reveal
 
 log = logging.getLogger("masklab.sweep")
@@ -204,6 +205,27 @@ class Store:
             f"study's ({known['digest']}: {known['folder']} on {known['host']}); copy the study's data to {folder}, so "
             "every trial trains on the same data, or start another study (hydra.sweeper.study_name=<new name>)"
         )
+
+    def same_checkpoints(self, folder: str | None) -> None:
+        """Keep a token where the study's checkpoints go; refuse a worker of another host that does not see it
+        there (a folder that is not shared: no other worker could resume or evaluate its trials)."""
+        if not folder:
+            return
+        key, marker = "hydra.sweeper.checkpoint_dir", f"{folder}/{self.study.study_name}/.masklab-study"
+        known, seen = self.study.user_attrs.get("masklab_checkpoints"), read_text(marker, key)
+        if known and seen == known["token"]:
+            return
+        if known and known["host"] != hostname():
+            here = "another study's" if seen else "missing"
+            raise MasklabError(
+                f"{key}={folder}: this machine does not see the study's checkpoints there: {known['host']} keeps them "
+                f"in {known['folder']}, and {marker} here is {here}; "
+                "give a folder every machine mounts, or an fsspec URL (s3://...), so that any worker can resume and "
+                "evaluate any trial"
+            )
+        token = known["token"] if known else uuid.uuid4().hex  # on its own host: the folder was emptied or changed
+        write_text(marker, token, key)
+        self.study.set_user_attr("masklab_checkpoints", {"token": token, "host": hostname(), "folder": folder})
 
     def trials(self, *states: TrialState) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states or None)

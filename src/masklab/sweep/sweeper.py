@@ -254,6 +254,7 @@ class OptunaSweeperBase(Sweeper):
         data = self._data(dists)  # a large dataset's annotations take a while to hash: not under the lock
         with store.lock():
             store.same_data(*data)
+            store.same_checkpoints(scheduler.checkpoint_dir)
             tracker.open_parent()  # first: the trials failed below get their MLflow runs ended under it
             store.fail_dead()
             store.study.set_user_attr("masklab_pruner", pruning)
