@@ -7,6 +7,8 @@ import posixpath
 import socket
 from pathlib import Path
 
+from masklab.errors import MasklabError, first_line
+
 #: The project root: the folder holding ``conf/`` (the repository), else the working directory.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 if not (PROJECT_ROOT / "conf").is_dir():  # installed into site-packages without the repo
@@ -28,8 +30,6 @@ def filesystem(url, key: str):
     """(fsspec filesystem, path in it) of ``url``, given as ``key``; one line when fsspec cannot read that kind."""
     import fsspec
 
-    from masklab.errors import MasklabError, first_line
-
     try:
         return fsspec.core.url_to_fs(str(url))
     except (ImportError, ValueError) as exc:  # "Install s3fs to access S3", "Protocol not known: foo"
@@ -46,8 +46,7 @@ def read_text(url, key: str) -> str | None:
 
 
 def write_text(url, text: str, key: str) -> None:
-    from masklab.errors import MasklabError, first_line
-
+    """Write a small file at a local path or fsspec URL (given as ``key``), its folder made; one line if it cannot."""
     fs, inner = filesystem(url, key)
     try:
         fs.makedirs(posixpath.dirname(inner), exist_ok=True)
