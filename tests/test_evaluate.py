@@ -575,7 +575,7 @@ def test_predict_input_patterns_and_output_names_that_do_not_overwrite(tmp_path)
             image_paths(spec)
 
 
-def test_report_sorts_by_a_metric_it_does_not_show_and_names_bad_choices():
+def test_report_sorts_by_a_metric_it_does_not_show_and_names_bad_choices(caplog):
     from types import SimpleNamespace
 
     from masklab import MasklabError
@@ -601,6 +601,14 @@ def test_report_sorts_by_a_metric_it_does_not_show_and_names_bad_choices():
         table(runs, [], [], "val/bogus", "max")
     with pytest.raises(MasklabError, match="mode=up: choose max or min"):
         table(runs, [], [], "val/segm_AP", "up")
+    assert "data" not in rows[0]  # one data (none tagged): no column
+    first, again = "6de9457baf19", "0123456789ab"  # again: trained after the data was prepared again
+    runs[0].data.tags["data_digest"] = runs[2].data.tags["data_digest"] = first
+    runs[1].data.tags["data_digest"] = again
+    with caplog.at_level("WARNING", logger="masklab.report"):
+        rows = table(runs, [], ["val/segm_AP"], "val/segm_AP", "max")
+    assert [(r["run"], r["data"]) for r in rows] == [("c", first), ("a", first), ("b", again)]
+    assert "the runs trained on 2 different data" in caplog.text
 
 
 def test_report_on_a_database_that_does_not_exist_is_one_line_and_creates_none(tmp_path):

@@ -4,6 +4,7 @@ predictions of the same val image side by side."""
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import tempfile
@@ -17,6 +18,8 @@ from mlflow import MlflowClient
 from masklab import MasklabError
 from masklab.track.history import read_csv
 from masklab.viz import draw, plots
+
+log = logging.getLogger("masklab.report")
 
 
 def runs_of(client: MlflowClient, experiment: str, include_children: bool = True):
@@ -61,11 +64,16 @@ def table(runs, params, metrics, metric: str, mode: str) -> list[dict]:
         known = sorted({k for r in runs for k in r.data.metrics if not k.startswith("train/")})
         raise MasklabError(f"metric={metric}: no run of this experiment logged it; logged: {known}")
     metrics = [*metrics, *([metric] if metric not in metrics else [])]
+    data = {r.data.tags.get("data_digest", "?") for r in runs}
+    if len(data) > 1:  # a dataset prepared again, or several datasets under one experiment name
+        log.warning("the runs trained on %d different data (column data: their tag data_digest; ? = generated data "
+                    "or a run from before the tag): compare runs of the same data", len(data))  # fmt: skip
     rows = [
         {
             "run": r.info.run_name,
             "status": r.data.tags.get("trial_state", r.info.status),
             "run_id": r.info.run_id,
+            **({"data": r.data.tags.get("data_digest", "?")} if len(data) > 1 else {}),
             **{p: r.data.params.get(p, "") for p in params},
             **{m: r.data.metrics.get(m, math.nan) for m in metrics},
         }
