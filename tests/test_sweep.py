@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -279,6 +280,13 @@ def test_tiny_study_parent_child_runs_and_best_params(tmp_path, monkeypatch):
     assert best["optimizer"]["lr"] == pytest.approx(study.best_params["optimizer.lr"])
     assert "paths" not in best and "experiment_name" not in best  # where it ran is not part of the winner
     assert "trial" in proc.stdout and "COMPLETE" in proc.stdout  # the summary table
+    # each trial's line says how the study stands, as Optuna's own lines do
+    said = re.findall(r"trial (\d) COMPLETE value=([\d.]+); best is trial (\d) with value ([\d.]+)", proc.stdout)
+    assert [int(n) for n, *_ in said] == [0, 1, 2, 3]
+    for i, (_, _, best, value) in enumerate(said):  # the best of trials 0..i (the first of equals), as told then
+        first_best = max(range(i + 1), key=lambda n: (study.trials[n].value, -n))
+        assert int(best) == first_best and float(value) == pytest.approx(study.trials[first_best].value, abs=5e-5)
+    assert int(said[-1][2]) == study.best_trial.number
     # ... and the last line names every picture, the sheet from MLflow's drawings too, no download bars
     assert proc.stdout.strip().splitlines()[-1].endswith("intermediate_values, predictions)")
     assert "Downloading artifacts" not in proc.stdout + proc.stderr

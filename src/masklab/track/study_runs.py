@@ -113,16 +113,24 @@ class Tracker:
         self.client.set_terminated(run.info.run_id, status="FINISHED")
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
 
+    def _best(self) -> str:
+        """How the study stands, as Optuna's own trial lines end: the best trial so far (single objective)."""
+        with contextlib.suppress(ValueError, RuntimeError):  # none COMPLETE yet; several objectives (a front)
+            best = self.study.best_trial
+            return f"; best is trial {best.user_attrs.get('same_as', best.number)} with value {best.value:.4f}"
+        return ""
+
     def after_trial(self, trial: optuna.Trial, state: TrialState, reason: str) -> TrialState:
         frozen = self.store.frozen(trial)
         # a PRUNED trial's value is Optuna's last reported pruning signal (maybe -val/loss): its reason says it
         value = frozen.values[0] if frozen.values and state == TrialState.COMPLETE else None
         log.info(
-            "trial %d %s%s%s",
+            "trial %d %s%s%s%s",
             trial.number,
             state.name,
             f" value={value:.4f}" if value is not None else "",
             f" ({reason})" if reason else "",
+            self._best(),
         )
         run_id = frozen.user_attrs.get("mlflow_run_id")
         if self.client and run_id:
