@@ -173,6 +173,7 @@ class Store:
         self.on_dead = on_dead or (lambda trial, reason: None)  # e.g. end the trial's MLflow run
         if proxy:  # its server made the tables: opening it (gRPC's import, 0.25 s) need not hold the lock
             _process_storage(spec, proxy)
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its "setup plugin ..." lines as it is imported
         for module in PROXY_IMPORTS if proxy else DB_IMPORTS if "://" in spec else ():
             with contextlib.suppress(ImportError):  # only a speed-up: another Optuna's modules (tests name them)
                 importlib.import_module(module)
