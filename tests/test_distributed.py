@@ -233,3 +233,51 @@ def test_asha_across_machines_needs_a_shared_checkpoint_folder_and_errors_hide_t
     last = logs["b"].strip().splitlines()[-1]
     assert procs["b"].returncode == 1 and last.startswith("error: hydra.sweeper.storage=postgresql://ml:***@127.0.0.1")
     assert PASSWORD not in logs["a"] + logs["b"]
+
+
+def _trials(url: str, name: str) -> list:
+    import optuna
+
+    try:
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    except Exception:  # no tables or study yet
+        return []
+
+
+def test_a_database_outage_is_waited_for_and_a_long_one_is_one_line(services, tmp_path):
+    """The database down for a few seconds while a trial trains (a restart, a network cut): the worker waits for it
+    to tell the trial, and the study completes; down longer than stale_after_s: one line, and nothing lost."""
+    pg, _ = services
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna", *TINY, "schedule.epochs=6",
+           "hparams_search=none", "optimizer.lr=tag(log,interval(0.001,0.05))", "hydra.sweeper.pruner=median",
+           "hydra.sweeper.heartbeat_s=1", "hydra.sweeper.n_trials=2", f"paths.root_dir={tmp_path}"]  # fmt: skip
+
+    def sweep(name: str, url: str, limit_s: int, down_s: float) -> tuple[int, str]:
+        log = tmp_path / f"{name}.log"
+        proc = subprocess.Popen([*cmd, f"experiment_name={name}", f"hydra.sweeper.storage='{url}'",
+                                 f"hydra.sweeper.stale_after_s={limit_s}"], stdout=log.open("a"),
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        STARTED.append(proc)
+        while not any(t.intermediate_values for t in _trials(url, name)) and proc.poll() is None:
+            time.sleep(0.2)  # trial 0 has reported its first epoch: down while it trains the other 5 and ends
+        pg.down_for(down_s)
+        return proc.wait(timeout=300), log.read_text()
+
+    url = pg.database("outage")
+    rc, out = sweep("outage", url, 120, down_s=8)
+    assert rc == 0, out[-3000:]
+    assert [t.state.name for t in _trials(url, "outage")] == ["COMPLETE", "COMPLETE"]
+    assert "the study's database does not answer ((psycopg.OperationalError) connection failed" in out
+    assert "trying again every 1 s for up to 120 s" in out and "the study's database answers again" in out
+    assert "Traceback" not in out and PASSWORD not in out
+    url = pg.database("outage_long")  # down for longer than the worker waits
+    rc, out = sweep("outage_long", url, 2, down_s=6)
+    assert rc == 1 and out.strip().splitlines()[-1].startswith(
+        f"error: hydra.sweeper.storage=postgresql://ml:***@127.0.0.1:{pg.port}/outage_long: the database has not "
+        "answered for 2 s ((psycopg.OperationalError) connection failed"
+    )
+    assert out.strip().endswith("the study is kept there: run the same command once it is back")
+    # the trial it was telling stays RUNNING: the same command, once the database is back, fails it at once (its
+    # worker is gone from this host) and goes on, as after a kill (test_sweep: killed_sweep_resumes)
+    assert [t.state.name for t in _trials(url, "outage_long")] == ["RUNNING"]

@@ -764,9 +764,9 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
     monkeypatch.setattr(sw, "free_memory", spy)
     sweeper = object.__new__(sw.OptunaSweeperBase)
     sweeper.launcher, sweeper.study_name, sweeper.validate_batch_is_legal = Launcher(), "s", lambda batch: None
-    sweeper.proxy = None
+    sweeper.proxy, sweeper.stale_after_s, sweeper.heartbeat_s = None, 1.0, 1.0
     sweeper._tell = lambda s, trial, error, value: sw.user_message(error)
-    store = types.SimpleNamespace(trial_id=lambda trial: 0)
+    store = types.SimpleNamespace(trial_id=lambda trial: 0, patiently=lambda call, *limits: call())
     session = types.SimpleNamespace(fixed=[], spec="journal:x", store=store, scheduler=Scheduler(),
                                     tracker=types.SimpleNamespace(parent_id=None))  # fmt: skip
     reason = sweeper._run(session, types.SimpleNamespace(params={}, number=0, user_attrs={}))

@@ -51,12 +51,21 @@ class Postgres:
             shutil.chown(pwfile, "postgres")
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", f"--pwfile={pwfile}",
                   "--auth-local=trust", "--auth-host=scram-sha-256")  # fmt: skip
+        self._serve()
+        self.sql(f"CREATE ROLE ml LOGIN PASSWORD '{PASSWORD}'")
+        return self
+
+    def _serve(self) -> None:
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
         self._run(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start"
         )
-        self.sql(f"CREATE ROLE ml LOGIN PASSWORD '{PASSWORD}'")
-        return self
+
+    def down_for(self, seconds: float) -> None:
+        """The server stopped for ``seconds``, then started again (a restart, a network cut): calls fail meanwhile."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        time.sleep(seconds)
+        self._serve()
 
     def sql(self, query: str, db: str = "postgres") -> str:
         cmd = ["psql", "-h", str(self.root), "-p", str(self.port), "-U", "postgres", "-d", db, "-tAc", query]

@@ -6,15 +6,19 @@ it runs; outside a sweep the callback does nothing.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import lightning.pytorch as L
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from masklab import MasklabError, StudySettingError
+from masklab import MasklabError, StudySettingError, first_line
+from masklab.secrets import mask
 from masklab.sweep.schedulers import build_pruner
-from masklab.sweep.storage import trial_of
+from masklab.sweep.storage import trial_of, unreachable
+
+log = logging.getLogger(__name__)
 
 
 def pruning_signal(metric: str, mode: str | None, direction: str) -> dict:
@@ -69,14 +73,28 @@ class PruningBridge(L.Callback):
             trainer.should_stop = True
         if not math.isfinite(float(value)) or len(self.study.directions) > 1:  # Optuna prunes one objective only
             return
-        self.trial.report(self.sign * float(value), step=epoch)
-        if self.paused_at is None and self.trial.should_prune():
+        try:
+            self.trial.report(self.sign * float(value), step=epoch)
+            prune = self.paused_at is None and self.trial.should_prune()
+        except Exception as exc:  # the database restarting or cut off: this epoch goes unjudged, training goes on
+            if (cut := unreachable(exc)) is None:
+                raise
+            log.warning("epoch %d not reported to the study (its database does not answer: %s); the pruner skips it",
+                        epoch, mask(first_line(cut)))  # fmt: skip
+            return
+        if prune:
             self.pruned_at, self.pruned_value = epoch, float(value)
             trainer.should_stop = True
 
     def finish(self, metrics: dict) -> None:
         """Leave the final metrics on the trial (for several objectives); raise ``TrialPruned`` if it stopped."""
-        self.trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
+        try:
+            self.trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
+        except Exception as exc:  # the sweeper tells the outcome once the database is back (one objective: the value)
+            if (cut := unreachable(exc)) is None:
+                raise
+            log.warning("the final metrics did not reach the study (its database does not answer: %s)",
+                        mask(first_line(cut)))  # fmt: skip
         if self.paused_at is not None:
             eta = self.study.user_attrs.get("masklab_pruner", {}).get("spec", {}).get("reduction_factor", 3)
             raise optuna.TrialPruned(

@@ -35,7 +35,7 @@ import psutil
 from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
-from masklab import MasklabError, first_line
+from masklab import MasklabError, causes, first_line
 from masklab.paths import hostname, read_text, write_text
 from masklab.secrets import mask, reveal
 
@@ -114,6 +114,15 @@ def _proxy(spec: str, address: str) -> optuna.storages.BaseStorage:
     return storage
 
 
+def unreachable(exc: BaseException) -> BaseException | None:
+    """The error in ``exc``'s causes saying the database does not answer (down, restarting, cut off), or None."""
+    import sys
+
+    if (sa := sys.modules.get("sqlalchemy.exc")) is None:  # no database was ever opened
+        return None
+    return next((e for e in causes(exc, 8) if isinstance(e, (sa.OperationalError, sa.InterfaceError))), None)
+
+
 def _cannot_open(spec: str, exc: Exception) -> MasklabError:
     first = first_line(exc)
     hint = ' (pip install -e ".[distributed]")' if "import" in first.lower() else ""
@@ -133,7 +142,7 @@ def lock(spec: str, sweep_dir: Path):
         try:
             conn = _engine(spec).connect()
         except Exception as exc:
-            raise _cannot_open(spec, exc) from None
+            raise _cannot_open(spec, exc) from exc  # its cause: a database that went away (unreachable)
         with conn:  # a dead process's connection closes, and the server frees its lock
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
             try:
@@ -227,6 +236,31 @@ class Store:
         token = known["token"] if known else uuid.uuid4().hex  # on its own host: the folder was emptied or changed
         write_text(marker, token, key)
         self.study.set_user_attr("masklab_checkpoints", {"token": token, "host": hostname(), "folder": folder})
+
+    def patiently(self, call, limit_s: float, every_s: float):
+        """``call()``, again every ``every_s`` while the database does not answer (a restart, a network cut), for up
+        to ``limit_s``; then one line. Other errors raise at once."""
+        waited = 0.0
+        while True:
+            try:
+                result = call()
+            except Exception as exc:
+                if (cut := unreachable(exc)) is None:
+                    raise
+                if waited >= limit_s:
+                    raise MasklabError(
+                        f"hydra.sweeper.storage={mask(self.spec)}: the database has not answered for {waited:.0f} s "
+                        f"({mask(first_line(cut))}); the study is kept there: run the same command once it is back"
+                    ) from None
+                if not waited:
+                    log.warning("the study's database does not answer (%s): trying again every %g s for up to %g s",
+                                mask(first_line(cut)), every_s, limit_s)  # fmt: skip
+                time.sleep(every_s)
+                waited += every_s
+                continue
+            if waited:
+                log.info("the study's database answers again")
+            return result
 
     def trials(self, *states: TrialState) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states or None)

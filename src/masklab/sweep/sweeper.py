@@ -31,7 +31,7 @@ from masklab.errors import on_interrupt, terminating
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
 from masklab.sweep.schedulers import Scheduler, build_pruner, grid_values, make_sampler, pruner_spec, space_size
-from masklab.sweep.storage import INTERRUPTED, Store
+from masklab.sweep.storage import INTERRUPTED, Store, unreachable
 from masklab.track.outcome import NOT_PARAMS
 from masklab.track.study_runs import Tracker
 
@@ -137,9 +137,17 @@ class OptunaSweeperBase(Sweeper):
         """The next trial, or why to wait for other workers' trials, or None when the study is done."""
         if terminating():  # a SIGTERM whose exit Python swallowed (raised inside a weakref callback or __del__)
             raise SystemExit(143)
-        with s.store.lock():  # every worker counts and claims under it: n_trials holds across machines
-            trial = self._claim(s)
-        return s.store.trial(trial, s.dists) if isinstance(trial, int) else trial
+
+        def claim():
+            with s.store.lock():  # every worker counts and claims under it: n_trials holds across machines
+                return self._claim(s)
+
+        trial = self._patiently(s, claim)
+        return self._patiently(s, lambda: s.store.trial(trial, s.dists)) if isinstance(trial, int) else trial
+
+    def _patiently(self, s: Session, call):
+        """``call()``, waiting for a database that does not answer for up to ``stale_after_s``."""
+        return s.store.patiently(call, self.stale_after_s, self.heartbeat_s)
 
     def _claim(self, s: Session) -> int | str | None:
         """Under the lock: a new trial's id (its parameters drawn after), or why to wait, or None."""
@@ -206,7 +214,7 @@ class OptunaSweeperBase(Sweeper):
         if terminating():  # its error is the stop's (a DataLoader worker killed by the same SIGTERM)
             raise SystemExit(143)
         try:
-            return self._tell(s, trial, error, value)
+            return self._patiently(s, lambda: self._tell(s, trial, error, value))
         finally:
             error = ret = None  # a failed trial's traceback holds its model and activations: drop it, then free
             free_memory()
@@ -229,9 +237,11 @@ class OptunaSweeperBase(Sweeper):
             if not bad:
                 s.store.tell(trial, values if len(values) > 1 else values[0])
                 return s.tracker.after_trial(trial, State.COMPLETE, ""), None
-            error = f"objective {bad} is NaN/inf (diverged, or no validation ran)"
+            error = f"objective {bad} is NaN/inf (diverged, no validation ran, or its metrics did not reach the study)"
         setting = isinstance(error, BaseException) and any(isinstance(e, StudySettingError) for e in causes(error))
-        if isinstance(error, BaseException):
+        if isinstance(error, BaseException) and (cut := unreachable(error)):  # Optuna's own words blame the data
+            error = f"the study's database did not answer ({secrets.mask(first_line(cut))})"
+        elif isinstance(error, BaseException):
             error = user_message(error) or first_line(error, with_type=True)
         s.store.tell(trial, state=State.FAIL, fail_reason=error[:2000])
         return s.tracker.after_trial(trial, State.FAIL, error), error if setting else None
