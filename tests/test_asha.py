@@ -228,6 +228,8 @@ def test_a_shared_checkpoint_dir_holds_a_configuration_s_checkpoints_and_resumes
     with fsspec.open("memory://ckpt/st/5/last.ckpt", "wb") as f:
         f.write(b"x")
     assert resume_checkpoint("memory://ckpt/st/5/last.ckpt", tmp_path) == "memory://ckpt/st/5/last.ckpt"
+    with pytest.raises(MasklabError, match=r"^resume=nosuch://b/last.ckpt: fsspec cannot open it here"):
+        resume_checkpoint("nosuch://b/last.ckpt", tmp_path)  # named by its own key
     asha.start(4, tmp_path / "sweep", "st", f"file://{tmp_path}/ck")  # a shared mount written as a URL
     assert asha.overrides({"asha_root": 5, "asha_rung": 1}, 7)[-1] == f"resume='{tmp_path}/ck/st/5/last.ckpt'"
     asha.start(4, tmp_path / "sweep", "st", "~/ck")  # resume reads what Lightning wrote: ~ is the home folder

@@ -24,7 +24,7 @@ def resume_checkpoint(resume, experiment_dir: Path) -> str | None:
                 f"resume=true: no */{LAST_CHECKPOINT} under {experiment_dir}; give resume=/path/to/last.ckpt"
             )
         return str(found[-1])
-    if not is_file(resume):  # a local file, or an fsspec URL (a sweep's shared checkpoint_dir)
+    if not is_file(resume, "resume"):  # a local file, or an fsspec URL (a sweep's shared checkpoint_dir)
         raise MasklabError(f"resume={resume}: no such checkpoint file")
     return str(resume)
 
