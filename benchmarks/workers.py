@@ -38,7 +38,7 @@ def worker(spec: str, folder: str, n_trials: int, trial_s: float, heartbeat_s: f
     from masklab.sweep.sweeper import OptunaSweeperBase, Session
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = Store(spec, Path(folder), stale_after_s=120, proxy=proxy, study_name="bench", direction="maximize")
+    store = Store(spec, Path(folder), 120, heartbeat_s, proxy=proxy, study_name="bench", direction="maximize")
     dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
     session = Session(store, Scheduler(), None, dists, [], [], ["v"], n_trials, spec)
     sweeper = object.__new__(OptunaSweeperBase)
@@ -46,7 +46,7 @@ def worker(spec: str, folder: str, n_trials: int, trial_s: float, heartbeat_s: f
     optuna.create_study(sampler=type(store.study.sampler)()).ask(dists)  # the sampler's imports: start-up, not storage
     ready.wait()  # every worker's loop starts together (8 start-ups on 2 cores overlap the first asks otherwise)
     asks, tells, done, start = [], [], 0, time.time()
-    with store.heartbeat(heartbeat_s):
+    with store.heartbeat():
         while True:
             t0 = time.perf_counter()
             trial = sweeper._ask(session)

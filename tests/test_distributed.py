@@ -281,3 +281,21 @@ def test_a_database_outage_is_waited_for_and_a_long_one_is_one_line(services, tm
     # the trial it was telling stays RUNNING: the same command, once the database is back, fails it at once (its
     # worker is gone from this host) and goes on, as after a kill (test_sweep: killed_sweep_resumes)
     assert [t.state.name for t in _trials(url, "outage_long")] == ["RUNNING"]
+
+
+def test_a_network_cut_ends_the_worker_within_its_bound_not_when_the_network_is_back(tmp_path):
+    """A network cut drops packets (no refusal to retry on): the worker must not wait out TCP's ~15 min per call.
+    The loopback of a network namespace of its own (helpers/partition.py) is down for 60 s from trial 0's first
+    report, with heartbeat_s=1 and stale_after_s=3: trial 0 trains on, and the worker ends with its one line well
+    within the cut, not when the network is back."""
+    if pg_bin() is None or os.geteuid() != 0 or subprocess.run(["unshare", "-n", "true"]).returncode:
+        pytest.skip("needs PostgreSQL and root for a network namespace of its own (unshare -n): .ci/run has both")
+    script = ROOT / "tests" / "helpers" / "partition.py"
+    proc = subprocess.run(["unshare", "-n", sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    last = result["log"].strip().splitlines()[-1]
+    assert result["rc"] == 1 and result["ended_s"] is not None and result["ended_s"] < 45, (result["ended_s"], last)
+    assert last.startswith("error: hydra.sweeper.storage=postgresql://ml:***@127.0.0.1:") and "has not answered" in last
+    assert result["states"] == ["RUNNING"] and PASSWORD not in result["log"] and "Traceback" not in result["log"]

@@ -17,8 +17,8 @@ real, holds = storage.lock, []
 
 
 @contextlib.contextmanager
-def watched(spec, sweep_dir):
-    with real(spec, sweep_dir):
+def watched(*args):
+    with real(*args):
         before = set(sys.modules)
         try:
             yield

@@ -48,6 +48,8 @@ _LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks
 DB_IMPORTS = ("alembic.command", "alembic.config", "alembic.migration", "alembic.script", "optuna.storages._rdb.models")
 PROXY_IMPORTS = ("optuna.storages._grpc.servicer",)
 PROXY_WAIT_S = 10.0  # how long a worker waits for a gRPC storage proxy to answer at start
+SILENCE_S = 10.0  # a database that acknowledges nothing for this long is taken as cut off (Store: heartbeat_s)
+_OPENED: dict[tuple, optuna.storages.BaseStorage] = {}
 
 
 def scheme(spec: str) -> str:
@@ -59,7 +61,7 @@ def shared(spec: str) -> bool:
     return scheme(spec) == "postgresql"
 
 
-def open_storage(spec: str, proxy: str | None = None) -> optuna.storages.BaseStorage:
+def open_storage(spec: str, proxy: str | None = None, silence_s: float = SILENCE_S) -> optuna.storages.BaseStorage:
     """Optuna's storage of ``spec``, or of the gRPC ``proxy`` (``host:port``) that serves ``spec``'s database."""
     spec = reveal(spec)
     if "://" in spec and scheme(spec) not in ("sqlite", "postgresql"):  # no lock we can take there (see lock)
@@ -76,7 +78,7 @@ def open_storage(spec: str, proxy: str | None = None) -> optuna.storages.BaseSto
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock))
     for attempt in (1, 2):
         try:
-            return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True})
+            return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True, **_bounds(spec, silence_s)})
         except Exception as exc:  # sqlalchemy: unparsable URL, missing driver, unreachable server
             # a reader outside our lock (a dashboard, a script) stamps Optuna's alembic table while we create it
             if attempt == 1 and "UniqueViolation" in type(exc).__name__ + str(exc):
@@ -85,14 +87,21 @@ def open_storage(spec: str, proxy: str | None = None) -> optuna.storages.BaseSto
             raise _cannot_open(spec, exc) from None
 
 
-def _process_storage(spec: str, proxy: str | None) -> optuna.storages.BaseStorage:
+def _process_storage(spec: str, proxy: str | None, silence_s: float = SILENCE_S) -> optuna.storages.BaseStorage:
     """One storage for a worker and the trials it runs in its process: the trials' connections are the worker's."""
-    return _opened(reveal(spec), proxy, os.getpid(), os.getcwd())  # a file's path may be relative; a fork reopens
+    key = (reveal(spec), proxy, os.getpid(), os.getcwd())  # a file's path may be relative; a fork reopens
+    if key not in _OPENED:
+        _OPENED[key] = open_storage(key[0], proxy, silence_s)
+    return _OPENED[key]
 
 
-@functools.cache
-def _opened(spec: str, proxy: str | None, pid: int, cwd: str) -> optuna.storages.BaseStorage:
-    return open_storage(spec, proxy)
+def _bounds(spec: str, silence_s: float) -> dict:
+    """libpq's limits on a silent network (a cut, not a refusal): without them a call waits out TCP's ~15 min."""
+    if not shared(spec):
+        return {}
+    s = max(1, round(silence_s))
+    keepalives = {"keepalives": 1, "keepalives_idle": s, "keepalives_interval": max(1, s // 3), "keepalives_count": 3}
+    return {"connect_args": {"connect_timeout": s, "tcp_user_timeout": s * 1000, **keepalives}}
 
 
 def _proxy(spec: str, address: str) -> optuna.storages.BaseStorage:
@@ -133,14 +142,14 @@ def _cannot_open(spec: str, exc: Exception) -> MasklabError:
 
 
 @contextlib.contextmanager
-def lock(spec: str, sweep_dir: Path):
+def lock(spec: str, sweep_dir: Path, silence_s: float = SILENCE_S):
     """The storage's lock: held while counting and asking, creating the study or the MLflow parent run."""
     spec = reveal(spec)
     if shared(spec):
         from sqlalchemy import text  # 0.2 s: only where a database is
 
         try:
-            conn = _engine(spec).connect()
+            conn = _engine(spec, silence_s).connect()
         except Exception as exc:
             raise _cannot_open(spec, exc) from exc  # its cause: a database that went away (unreachable)
         with conn:  # a dead process's connection closes, and the server frees its lock
@@ -160,11 +169,11 @@ def lock(spec: str, sweep_dir: Path):
 
 
 @functools.cache
-def _engine(spec: str):
+def _engine(spec: str, silence_s: float):
     """One small connection pool per database for the lock (a new connection costs a password handshake)."""
     import sqlalchemy
 
-    return sqlalchemy.create_engine(spec, pool_size=1, max_overflow=1, pool_pre_ping=True)
+    return sqlalchemy.create_engine(spec, pool_size=1, max_overflow=1, pool_pre_ping=True, **_bounds(spec, silence_s))
 
 
 def _process_start(pid: int) -> float | None:
@@ -177,8 +186,10 @@ def _process_start(pid: int) -> float | None:
 class Store:
     """One worker's handle on the study: ask under the lock, tell, attributes, liveness."""
 
-    def __init__(self, spec: str, sweep_dir: Path, stale_after_s: float, on_dead=None, proxy=None, **study_kwargs):
+    def __init__(self, spec: str, sweep_dir: Path, stale_after_s: float, heartbeat_s: float = SILENCE_S, on_dead=None,
+                 proxy=None, **study_kwargs):  # fmt: skip
         self.spec, self.sweep_dir, self.stale_after_s = spec, Path(sweep_dir), float(stale_after_s)
+        self.heartbeat_s = float(heartbeat_s)  # how often it beats, and how long a silent database may take
         self.on_dead = on_dead or (lambda trial, reason: None)  # e.g. end the trial's MLflow run
         if proxy:  # its server made the tables: opening it (gRPC's import, 0.25 s) need not hold the lock
             _process_storage(spec, proxy)
@@ -187,12 +198,12 @@ class Store:
             with contextlib.suppress(ImportError):  # only a speed-up: another Optuna's modules (tests name them)
                 importlib.import_module(module)
         with self.lock():  # PostgreSQL: workers creating the tables together collide (UniqueViolation)
-            storage = _process_storage(spec, proxy)
+            storage = _process_storage(spec, proxy, self.heartbeat_s)
             self.study = optuna.create_study(storage=storage, load_if_exists=True, **study_kwargs)
         self.current: int | None = None  # the id of this worker's RUNNING trial
 
     def lock(self):
-        return lock(self.spec, self.sweep_dir)
+        return lock(self.spec, self.sweep_dir, self.heartbeat_s)
 
     def new_session(self) -> None:
         """Count this worker's session; after the first, reseed the sampler: a seeded sampler draws the same
@@ -237,28 +248,28 @@ class Store:
         write_text(marker, token, key)
         self.study.set_user_attr("masklab_checkpoints", {"token": token, "host": hostname(), "folder": folder})
 
-    def patiently(self, call, limit_s: float, every_s: float):
-        """``call()``, again every ``every_s`` while the database does not answer (a restart, a network cut), for up
-        to ``limit_s``; then one line. Other errors raise at once."""
-        waited = 0.0
+    def patiently(self, call):
+        """``call()``, again every ``heartbeat_s`` while the database does not answer (a restart, a network cut),
+        for up to ``stale_after_s`` of wall time; then one line. Other errors raise at once."""
+        start, cut = time.monotonic(), None
         while True:
             try:
                 result = call()
             except Exception as exc:
-                if (cut := unreachable(exc)) is None:
+                if (new := unreachable(exc)) is None:
                     raise
-                if waited >= limit_s:
+                if (waited := time.monotonic() - start) >= self.stale_after_s:
                     raise MasklabError(
                         f"hydra.sweeper.storage={mask(self.spec)}: the database has not answered for {waited:.0f} s "
-                        f"({mask(first_line(cut))}); the study is kept there: run the same command once it is back"
+                        f"({mask(first_line(new))}); the study is kept there: run the same command once it is back"
                     ) from None
-                if not waited:
+                if cut is None:
                     log.warning("the study's database does not answer (%s): trying again every %g s for up to %g s",
-                                mask(first_line(cut)), every_s, limit_s)  # fmt: skip
-                time.sleep(every_s)
-                waited += every_s
+                                mask(first_line(new)), self.heartbeat_s, self.stale_after_s)  # fmt: skip
+                cut = new
+                time.sleep(self.heartbeat_s)
                 continue
-            if waited:
+            if cut is not None:
                 log.info("the study's database answers again")
             return result
 
@@ -333,9 +344,9 @@ class Store:
         return True
 
     @contextlib.contextmanager
-    def heartbeat(self, every_s: float):
-        """A thread that, every ``every_s`` seconds, writes the current trial's heartbeat and fails dead ones."""
-        stop = threading.Event()
+    def heartbeat(self):
+        """A thread that, every ``heartbeat_s``, writes the current trial's heartbeat and fails dead ones."""
+        stop, every_s = threading.Event(), self.heartbeat_s
 
         def beat():
             while not stop.wait(every_s):

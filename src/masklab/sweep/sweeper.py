@@ -99,7 +99,7 @@ class OptunaSweeperBase(Sweeper):
     # ---- the loop: ask -> launch -> record -----------------------------------------------------------
     def _sweep(self, s: Session):
         failures, repeats, waited, ran = 0, 0, False, 0
-        with s.store.heartbeat(self.heartbeat_s):
+        with s.store.heartbeat():
             while (trial := self._ask(s)) is not None:
                 if isinstance(trial, str):  # the budget is taken, but other workers' trials may still fail
                     if not waited:
@@ -142,12 +142,8 @@ class OptunaSweeperBase(Sweeper):
             with s.store.lock():  # every worker counts and claims under it: n_trials holds across machines
                 return self._claim(s)
 
-        trial = self._patiently(s, claim)
-        return self._patiently(s, lambda: s.store.trial(trial, s.dists)) if isinstance(trial, int) else trial
-
-    def _patiently(self, s: Session, call):
-        """``call()``, waiting for a database that does not answer for up to ``stale_after_s``."""
-        return s.store.patiently(call, self.stale_after_s, self.heartbeat_s)
+        trial = s.store.patiently(claim)  # a database that does not answer: waited for up to stale_after_s
+        return s.store.patiently(lambda: s.store.trial(trial, s.dists)) if isinstance(trial, int) else trial
 
     def _claim(self, s: Session) -> int | str | None:
         """Under the lock: a new trial's id (its parameters drawn after), or why to wait, or None."""
@@ -214,7 +210,7 @@ class OptunaSweeperBase(Sweeper):
         if terminating():  # its error is the stop's (a DataLoader worker killed by the same SIGTERM)
             raise SystemExit(143)
         try:
-            return self._patiently(s, lambda: self._tell(s, trial, error, value))
+            return s.store.patiently(lambda: self._tell(s, trial, error, value))
         finally:
             error = ret = None  # a failed trial's traceback holds its model and activations: drop it, then free
             free_memory()
@@ -257,8 +253,8 @@ class OptunaSweeperBase(Sweeper):
         if isinstance(sampler, optuna.samplers.GridSampler) and n_trials > (size := space_size(dists)):
             log.warning("sampler=grid: the grid has %d points; n_trials=%d lowered to it", size, n_trials)
             n_trials = size
-        store = Store(spec, self.sweep_dir, self.stale_after_s, proxy=self.proxy, study_name=self.study_name,
-                      sampler=sampler, pruner=optuna_pruner, directions=dirs)  # fmt: skip
+        store = Store(spec, self.sweep_dir, self.stale_after_s, self.heartbeat_s, proxy=self.proxy,
+                      study_name=self.study_name, sampler=sampler, pruner=optuna_pruner, directions=dirs)  # fmt: skip
         tracker = Tracker(self.config, store, self.sweep_dir, fixed)
         store.on_dead = tracker.dead_run
         data = self._data(dists)  # a large dataset's annotations take a while to hash: not under the lock
