@@ -38,6 +38,10 @@ def pruning_bridge(study: optuna.Study, trial: optuna.Trial, optimized_metric: s
     return PruningBridge(study, trial, on, sign, objectives=objectives, stop_epoch=stop_epoch)
 
 
+class TrialPaused(optuna.TrialPruned):
+    """ASHA's pause at a rung: the sweeper marks it (PRUNED, ``asha_paused``), waiting out a database outage."""
+
+
 class PruningBridge(L.Callback):
     """Report ``metric`` (times ``sign``) to the trial after every validation epoch; stop training when the pruner
     says so, or at ``stop_epoch`` (ASHA's rung: paused). Stopping is graceful (``should_stop``): the MLflow run ends
@@ -69,7 +73,6 @@ class PruningBridge(L.Callback):
         epoch = trainer.current_epoch
         if self.stop_epoch and epoch + 1 >= self.stop_epoch and epoch + 1 < trainer.max_epochs:
             self.paused_at = epoch  # at a rung: its checkpoint waits for a promotion (masklab.sweep.asha)
-            self.trial.set_user_attr("asha_paused", True)
             trainer.should_stop = True
         if not math.isfinite(float(value)) or len(self.study.directions) > 1:  # Optuna prunes one objective only
             return
@@ -97,9 +100,7 @@ class PruningBridge(L.Callback):
                         mask(first_line(cut)))  # fmt: skip
         if self.paused_at is not None:
             eta = self.study.user_attrs.get("masklab_pruner", {}).get("spec", {}).get("reduction_factor", 3)
-            raise optuna.TrialPruned(
-                f"asha: paused after epoch {self.paused_at + 1}, resumed if in the top 1/{eta} there"
-            )
+            raise TrialPaused(f"asha: paused after epoch {self.paused_at + 1}, resumed if in the top 1/{eta} there")
         if self.pruned_at is not None:
             raise optuna.TrialPruned(
                 f"pruned by the {type(self.study.pruner).__name__} after epoch {self.pruned_at} "

@@ -24,7 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 from masklab import MasklabError, StudySettingError, causes, exit_on_error, first_line, secrets, user_message
-from masklab.callbacks.optuna_trial import pruning_signal
+from masklab.callbacks.optuna_trial import TrialPaused, pruning_signal
 from masklab.data.auto import resolved
 from masklab.data.canonical import digest
 from masklab.errors import on_interrupt, terminating
@@ -223,7 +223,8 @@ class OptunaSweeperBase(Sweeper):
                         trial.number, told.state.name, reason)  # fmt: skip
             return s.tracker.after_trial(trial, told.state, reason), None
         if isinstance(error, optuna.TrialPruned):
-            s.store.tell(trial, state=State.PRUNED, prune_reason=str(error)[:2000])
+            paused = {"asha_paused": True} if isinstance(error, TrialPaused) else {}
+            s.store.tell(trial, state=State.PRUNED, prune_reason=str(error)[:2000], **paused)
             return s.tracker.after_trial(trial, State.PRUNED, str(error)), None
         if error is None:
             metrics = told.user_attrs.get("metrics", {})

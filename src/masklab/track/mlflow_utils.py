@@ -182,7 +182,7 @@ def end_failed(logger, exc: BaseException | None = None) -> None:
     "Failed to submit batch for logging" and the run stayed RUNNING). A pruned trial's run is not failed."""
     import mlflow
 
-    if type(exc).__name__ == "TrialPruned":
+    if any(c.__name__ == "TrialPruned" for c in type(exc).__mro__):  # pruned or paused (optuna: imported lazily)
         return
 
     mlflow.flush_async_logging()
