@@ -524,6 +524,37 @@ def test_a_trial_another_worker_failed_while_it_ran_is_dropped_and_the_study_goe
     assert [t.state.name for t in trials].count("COMPLETE") == 2  # n_trials met without it
 
 
+def test_a_tell_the_database_committed_but_did_not_confirm_is_not_blamed_on_another_worker(tmp_path, monkeypatch,
+                                                                                           caplog):  # fmt: skip
+    """The connection drops after the database commits a tell and before it answers: the retry finds the trial
+    finished by this worker's own tell and reports it as it is, not as 'marked by another worker, result dropped'."""
+    import types
+
+    import sqlalchemy.exc
+
+    from masklab.sweep import sweeper as sw
+    from masklab.sweep.storage import Store
+
+    store = Store(f"journal:{tmp_path}/j", tmp_path, 5, 0.1, study_name="s", direction="maximize")
+    trial, real_tell, cut = store.trial(store.ask(), {}), store.tell, []
+
+    def tell_then_cut(*args, **kwargs):
+        real_tell(*args, **kwargs)
+        if not cut:
+            cut.append(True)
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, OSError("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(store, "tell", tell_then_cut)
+    after = []
+    tracker = types.SimpleNamespace(after_trial=lambda trial, state, reason: after.append((state.name, reason)))
+    session = types.SimpleNamespace(store=store, tracker=tracker, names=["val/segm_AP"])
+    with caplog.at_level("INFO", logger="masklab.sweep"):
+        store.patiently(lambda: object.__new__(sw.OptunaSweeperBase)._tell(session, trial, None, 0.5))
+    assert cut and after == [("COMPLETE", "")] and store.frozen(trial).value == 0.5 and store.current is None
+    assert "server closed the connection" in caplog.text and "the study's database answers again" in caplog.text
+    assert "another worker" not in caplog.text
+
+
 def test_nan_trial_fails_and_the_study_finishes(tmp_path):
     # lr 1e6 diverges at once (non-finite loss): with seed 0 random sampling draws it among the good ones
     proc = run(
@@ -764,9 +795,8 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
     monkeypatch.setattr(sw, "free_memory", spy)
     sweeper = object.__new__(sw.OptunaSweeperBase)
     sweeper.launcher, sweeper.study_name, sweeper.validate_batch_is_legal = Launcher(), "s", lambda batch: None
-    sweeper.proxy, sweeper.stale_after_s, sweeper.heartbeat_s = None, 1.0, 1.0
-    sweeper._tell = lambda s, trial, error, value: sw.user_message(error)
-    store = types.SimpleNamespace(trial_id=lambda trial: 0, patiently=lambda call, *limits: call())
+    sweeper.proxy, sweeper._tell = None, lambda s, trial, error, value: sw.user_message(error)
+    store = types.SimpleNamespace(trial_id=lambda trial: 0, patiently=lambda call: call())
     session = types.SimpleNamespace(fixed=[], spec="journal:x", store=store, scheduler=Scheduler(),
                                     tracker=types.SimpleNamespace(parent_id=None))  # fmt: skip
     reason = sweeper._run(session, types.SimpleNamespace(params={}, number=0, user_attrs={}))

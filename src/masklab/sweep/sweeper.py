@@ -31,7 +31,7 @@ from masklab.errors import on_interrupt, terminating
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import space
 from masklab.sweep.schedulers import Scheduler, build_pruner, grid_values, make_sampler, pruner_spec, space_size
-from masklab.sweep.storage import INTERRUPTED, Store, unreachable
+from masklab.sweep.storage import INTERRUPTED, WORKER_DIED, Store, unreachable
 from masklab.track.outcome import NOT_PARAMS
 from masklab.track.study_runs import Tracker
 
@@ -216,11 +216,12 @@ class OptunaSweeperBase(Sweeper):
             free_memory()
 
     def _tell(self, s: Session, trial: optuna.Trial, error, value) -> tuple[State, str | None]:
-        if (told := s.store.frozen(trial)).state.is_finished():  # failed by a worker that took this one for dead
-            reason, s.store.current = told.user_attrs.get("fail_reason", ""), None
-            log.warning("trial %d was marked %s by another worker while it ran here (%s: was this machine suspended "
-                        "or cut off from the database?); its result is dropped",
-                        trial.number, told.state.name, reason)  # fmt: skip
+        if (told := s.store.frozen(trial)).state.is_finished():  # told already: by a retry, or failed as dead
+            s.store.current, attrs = None, told.user_attrs
+            if (reason := attrs.get("fail_reason", attrs.get("prune_reason", ""))) == WORKER_DIED:
+                log.warning("trial %d was marked FAIL by another worker while it ran here (%s: was this machine "
+                            "suspended or cut off from the database?); its result is dropped",
+                            trial.number, reason)  # fmt: skip
             return s.tracker.after_trial(trial, told.state, reason), None
         if isinstance(error, optuna.TrialPruned):
             paused = {"asha_paused": True} if isinstance(error, TrialPaused) else {}
