@@ -4,11 +4,13 @@ only the database, the tracking server and (for ASHA) a checkpoint folder."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +40,7 @@ def services(tmp_path_factory):
 
 
 STARTED: list[subprocess.Popen] = []
+TEST_APP = "masklab-test"  # application_name of the test's own database connections
 
 
 @pytest.fixture(autouse=True)
@@ -79,19 +82,32 @@ def finish(tmp_path: Path, procs: dict, timeout: float = 600) -> dict[str, str]:
 
 
 def most_connections(pg: Postgres, db: str, procs: dict) -> int:
-    """The most connections to database ``db`` seen while ``procs`` run (the README's connection figures)."""
-    most = 0
+    """The most connections to database ``db`` seen while ``procs`` run, the test's own left out (the README's
+    connection figures)."""
+    most, query = (
+        0,
+        f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name <> '{TEST_APP}'",
+    )
     while any(p.poll() is None for p in procs.values()):
-        most = max(most, int(pg.sql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'")))
+        most = max(most, int(pg.sql(query)))
         time.sleep(0.5)
     return most
+
+
+@functools.cache
+def _own_storage(url: str):
+    """The test's one pool per database, named for most_connections to leave out; the workers create the tables
+    (under their lock), the test only reads them."""
+    import optuna
+
+    connect = {"connect_args": {"application_name": TEST_APP}}
+    return optuna.storages.RDBStorage(url, skip_table_creation=True, engine_kwargs=connect)
 
 
 def study_of(url: str):
     import optuna
 
-    # the workers create the tables (under their lock); the test only reads them
-    return optuna.load_study(study_name="d", storage=optuna.storages.RDBStorage(url, skip_table_creation=True))
+    return optuna.load_study(study_name="d", storage=_own_storage(url))
 
 
 def trials_now(url: str) -> list:
@@ -155,17 +171,29 @@ def test_two_machines_with_the_default_pruner_share_one_budget_and_no_password(s
     assert_no_password(pg, server, tmp_path, logs)
 
 
-def test_two_machines_through_a_grpc_storage_proxy_keep_the_budget(services, tmp_path):
+def test_two_machines_through_a_grpc_storage_proxy_keep_the_budget_and_wait_out_its_restart(services, tmp_path):
+    """The proxy restarts (down 4 s) as the first trial to report ends: the workers wait for it and complete."""
     pytest.importorskip("grpc", reason='the gRPC proxy\'s client: pip install -e ".[dev,distributed]"')
     pg, server = services
     url = pg.database("optuna_proxy")
     proxy = StorageProxy(url, tmp_path).wait()
     try:
-        args = ["hydra.sweeper.pruner=median", f"hydra.sweeper.proxy={proxy.address}"]
+        args = ["hydra.sweeper.pruner=median", f"hydra.sweeper.proxy={proxy.address}", "hydra.sweeper.heartbeat_s=1"]
         procs = {h: worker(tmp_path, h, server.uri, url, *args, n_trials=3) for h in ("a", "b")}
+
+        def restart() -> None:
+            while not any(t.intermediate_values for t in trials_now(url)):
+                time.sleep(0.1)
+            proxy.down_for(4)
+
+        restarted = threading.Thread(target=restart, daemon=True)
+        restarted.start()
         most = most_connections(pg, "optuna_proxy", procs)
         logs = finish(tmp_path, procs)
+        restarted.join(timeout=1)
         assert [p.returncode for p in procs.values()] == [0, 0]
+        assert any("database does not answer: UNAVAILABLE" in log or "database does not answer (UNAVAILABLE" in log
+                   for log in logs.values())  # fmt: skip
         assert 0 < most <= 2 * 1 + 2, most  # README: 1 per worker with the proxy, the proxy's own 2
         trials = study_of(url).trials  # read from the database itself: the proxy wrote there
         assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3

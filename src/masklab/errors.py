@@ -75,6 +75,8 @@ def first_line(exc: BaseException, with_type: bool = False) -> str:
     """The first line of ``exc``'s message (``with_type``: after its type's name), or its type's name when it has
     none: for one-line errors."""
     text = str(exc).strip()
+    if callable(getattr(exc, "details", None)):  # a gRPC error: its status and details, not its repr's header
+        text = f"{exc.code().name}: {exc.details()}"
     line = text.splitlines()[0] if text else ""
     if not line:
         return type(exc).__name__

@@ -22,6 +22,7 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -48,6 +49,7 @@ _LOCK_KEY = zlib.crc32(b"masklab.sweep")  # one advisory lock per database: asks
 DB_IMPORTS = ("alembic.command", "alembic.config", "alembic.migration", "alembic.script", "optuna.storages._rdb.models")
 PROXY_IMPORTS = ("optuna.storages._grpc.servicer",)
 PROXY_WAIT_S = 10.0  # how long a worker waits for a gRPC storage proxy to answer at start
+PROXY_DB = "An exception is raised during the commit"  # Optuna's StorageInternalError, as a proxy passes it on
 SILENCE_S = 10.0  # a database that acknowledges nothing for this long is taken as cut off (Store: heartbeat_s)
 _OPENED: dict[tuple, optuna.storages.BaseStorage] = {}
 
@@ -124,12 +126,16 @@ def _proxy(spec: str, address: str) -> optuna.storages.BaseStorage:
 
 
 def unreachable(exc: BaseException) -> BaseException | None:
-    """The error in ``exc``'s causes saying the database does not answer (down, restarting, cut off), or None."""
-    import sys
-
-    if (sa := sys.modules.get("sqlalchemy.exc")) is None:  # no database was ever opened
-        return None
-    return next((e for e in causes(exc, 8) if isinstance(e, (sa.OperationalError, sa.InterfaceError))), None)
+    """The error in ``exc``'s causes saying the database, or the gRPC proxy before it, does not answer (down,
+    restarting, cut off), or None."""
+    sa, grpc = sys.modules.get("sqlalchemy.exc"), sys.modules.get("grpc")  # None: never opened
+    for e in causes(exc, 8):
+        if sa and isinstance(e, (sa.OperationalError, sa.InterfaceError)):
+            return e
+        # the proxy itself, or its database: the proxy passes on Optuna's words for a SQLAlchemy error, no more
+        if grpc and isinstance(e, grpc.RpcError) and (e.code() == grpc.StatusCode.UNAVAILABLE or PROXY_DB in str(e)):
+            return e
+    return None
 
 
 def _cannot_open(spec: str, exc: Exception) -> MasklabError:
