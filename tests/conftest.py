@@ -21,6 +21,8 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # -n N: the cores shared out, o
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+import masklab  # noqa: E402,F401  (before any test module's albumentations: no version check reaching pypi.org)
+
 
 def pytest_configure(config):
     """``-n N`` alone distributes with ``worksteal``, not xdist's ``load``: the long sweep tests would otherwise

@@ -1,10 +1,14 @@
 """Transforms move boxes with masks, and drop instances whose mask vanishes."""
 
+import os
+import sys
+
 import albumentations as A
 import numpy as np
 import pytest
 import torch
 
+from conftest import SRC
 from masklab.data.shapes import ShapesDataset
 from masklab.data.target import make_target, masks_to_boxes, validate_target
 from masklab.data.transforms import Augment, CapInstances, Compose, to_tensor
@@ -107,3 +111,22 @@ def test_augmentation_follows_the_torch_seed():
     assert first == flips(42)  # same seed, same flips
     assert 4 < sum(first) < 28  # p=0.5 is still random within a run
     assert first != flips(43)
+
+
+def test_importing_masklab_asks_no_server_for_a_newer_albumentations():
+    """albumentations asks pypi.org for a newer version of itself at import: offline (here a proxy that refuses),
+    a warning in every process, after up to 2 s. masklab turns that off; NO_ALBUMENTATIONS_UPDATE=0 turns it on."""
+    import subprocess
+
+    from helpers.services import free_port
+
+    proxy = f"http://127.0.0.1:{free_port()}"  # nothing listens: the request fails at once
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    env |= {"https_proxy": proxy, "HTTPS_PROXY": proxy, "PYTHONPATH": str(SRC)}
+
+    def stderr(**extra) -> str:
+        cmd = [sys.executable, "-c", "import masklab.data.transforms"]
+        return subprocess.run(cmd, env={**env, **extra}, capture_output=True, text=True, check=True).stderr
+
+    assert "Error fetching version info" in stderr(NO_ALBUMENTATIONS_UPDATE="0")
+    assert stderr() == ""

@@ -1,10 +1,15 @@
 """masklab: a hyperparameter experiment platform for Mask R-CNN transfer learning.
 
 The package face: the error contract (:mod:`masklab.errors`), the project's paths (:mod:`masklab.paths`) and, on
-import, the OmegaConf resolvers the configs use (:mod:`masklab.resolvers`: the one side effect, which Hydra needs).
+import, the OmegaConf resolvers the configs use (:mod:`masklab.resolvers`, which Hydra needs) and albumentations' check
+for a newer version of itself turned off (``NO_ALBUMENTATIONS_UPDATE=0`` turns it back on).
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else every process asks pypi.org (2-s timeout offline)
 
 from masklab import resolvers  # noqa: F401  (registers ${masklab_root:}, ${mul:}, ${px:}, the --help resolvers)
 from masklab.cli_help import quiet_lightning
