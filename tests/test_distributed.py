@@ -316,14 +316,26 @@ def test_a_network_cut_ends_the_worker_within_its_bound_not_when_the_network_is_
     The loopback of a network namespace of its own (helpers/partition.py) is down for 60 s from trial 0's first
     report, with heartbeat_s=1 and stale_after_s=3: trial 0 trains on, and the worker ends with its one line well
     within the cut, not when the network is back."""
-    if pg_bin() is None or os.geteuid() != 0 or subprocess.run(["unshare", "-n", "true"]).returncode:
-        pytest.skip("needs PostgreSQL and root for a network namespace of its own (unshare -n): .ci/run has both")
-    script = ROOT / "tests" / "helpers" / "partition.py"
-    proc = subprocess.run(["unshare", "-n", sys.executable, str(script), str(tmp_path)], capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.splitlines()[-1])
+    result = cut_off(tmp_path, "sweep")
     last = result["log"].strip().splitlines()[-1]
     assert result["rc"] == 1 and result["ended_s"] is not None and result["ended_s"] < 45, (result["ended_s"], last)
     assert last.startswith("error: hydra.sweeper.storage=postgresql://ml:***@127.0.0.1:") and "has not answered" in last
     assert result["states"] == ["RUNNING"] and PASSWORD not in result["log"] and "Traceback" not in result["log"]
+
+
+def test_a_worker_cut_off_while_it_holds_the_lock_loses_it_within_seconds(tmp_path):
+    """PostgreSQL keeps a silent client's session, and its advisory lock, until TCP gives up (2 h by default): every
+    other worker would wait that long. The lock's connection has the server probe it every second or so here."""
+    result = cut_off(tmp_path, "lock")
+    assert result == {"held": True, "taken_by_another": True}
+
+
+def cut_off(tmp_path: Path, scenario: str) -> dict:
+    """helpers/partition.py's ``scenario`` in a network namespace of its own, whose loopback it takes down."""
+    if pg_bin() is None or os.geteuid() != 0 or subprocess.run(["unshare", "-n", "true"]).returncode:
+        pytest.skip("needs PostgreSQL and root for a network namespace of its own (unshare -n): .ci/run has both")
+    script = ROOT / "tests" / "helpers" / "partition.py"
+    cmd = ["unshare", "-n", sys.executable, str(script), str(tmp_path), scenario]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])

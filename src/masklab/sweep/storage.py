@@ -101,9 +101,14 @@ def _bounds(spec: str, silence_s: float) -> dict:
     """libpq's limits on a silent network (a cut, not a refusal): without them a call waits out TCP's ~15 min."""
     if not shared(spec):
         return {}
+    return {"connect_args": {"connect_timeout": max(1, round(silence_s)), "keepalives": 1, **_tcp(silence_s)}}
+
+
+def _tcp(silence_s: float) -> dict:
+    """TCP's bounds on a silent peer, by libpq's names (the server's settings: the same, ``tcp_``-prefixed)."""
     s = max(1, round(silence_s))
-    keepalives = {"keepalives": 1, "keepalives_idle": s, "keepalives_interval": max(1, s // 3), "keepalives_count": 3}
-    return {"connect_args": {"connect_timeout": s, "tcp_user_timeout": s * 1000, **keepalives}}
+    keepalives = {"keepalives_idle": s, "keepalives_interval": max(1, s // 3), "keepalives_count": 3}
+    return {**keepalives, "tcp_user_timeout": s * 1000}
 
 
 def _proxy(spec: str, address: str) -> optuna.storages.BaseStorage:
@@ -179,7 +184,11 @@ def _engine(spec: str, silence_s: float):
     """One small connection pool per database for the lock (a new connection costs a password handshake)."""
     import sqlalchemy
 
-    return sqlalchemy.create_engine(spec, pool_size=1, max_overflow=1, pool_pre_ping=True, **_bounds(spec, silence_s))
+    engine = sqlalchemy.create_engine(spec, pool_size=1, max_overflow=1, pool_pre_ping=True, **_bounds(spec, silence_s))
+    # the server's side: a worker cut off while it holds the lock loses it in seconds (the OS's keepalive default: 2 h)
+    sql = "; ".join(f"SET tcp_{k.removeprefix('tcp_')} = {v}" for k, v in _tcp(silence_s).items())
+    sqlalchemy.event.listen(engine, "connect", lambda dbapi, _: (dbapi.execute(sql), dbapi.commit()))  # SET rolls back
+    return engine
 
 
 def _process_start(pid: int) -> float | None:
