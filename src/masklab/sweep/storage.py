@@ -185,9 +185,15 @@ def _engine(spec: str, silence_s: float):
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(spec, pool_size=1, max_overflow=1, pool_pre_ping=True, **_bounds(spec, silence_s))
-    # the server's side: a worker cut off while it holds the lock loses it in seconds (the OS's keepalive default: 2 h)
-    sql = "; ".join(f"SET tcp_{k.removeprefix('tcp_')} = {v}" for k, v in _tcp(silence_s).items())
-    sqlalchemy.event.listen(engine, "connect", lambda dbapi, _: (dbapi.execute(sql), dbapi.commit()))  # SET rolls back
+
+    def bound(dbapi, _record) -> None:
+        """The server's side: a worker cut off while it holds the lock loses it in seconds, not the OS's 2 h."""
+        with contextlib.closing(dbapi.cursor()) as cursor:  # a cursor: any DB-API driver (psycopg 2 or 3)
+            for name, value in _tcp(silence_s).items():
+                cursor.execute(f"SET tcp_{name.removeprefix('tcp_')} = {value}")
+        dbapi.commit()  # a SET rolls back with its transaction
+
+    sqlalchemy.event.listen(engine, "connect", bound)
     return engine
 
 
