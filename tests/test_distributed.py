@@ -170,7 +170,8 @@ def test_two_machines_with_the_default_pruner_share_one_budget_and_no_password(s
 
 
 def test_two_machines_through_a_grpc_storage_proxy_keep_the_budget_and_wait_out_its_restart(services, tmp_path):
-    """The proxy restarts (down 4 s) as the first trial to report ends: the workers wait for it and complete."""
+    """The proxy restarts (down 4 s) as the first trial to report ends: the workers wait for it and meet the budget.
+    A trial that was starting on the other worker meanwhile may fail, saying why, and is replaced (README)."""
     pytest.importorskip("grpc", reason='the gRPC proxy\'s client: pip install -e ".[dev,distributed]"')
     pg, server = services
     url = pg.database("optuna_proxy")
@@ -197,9 +198,12 @@ def test_two_machines_through_a_grpc_storage_proxy_keep_the_budget_and_wait_out_
                    for log in logs.values())  # fmt: skip
         assert 0 < most <= 2 * 1 + 2, most  # README: 1 per worker with the proxy, the proxy's own 2
         trials = study_of(url).trials  # read from the database itself: the proxy wrote there
-        assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3
+        states = [t.state.name for t in trials]
+        assert states.count("COMPLETE") == 3 and set(states) <= {"COMPLETE", "FAIL"}, states
+        failed = [t.user_attrs["fail_reason"] for t in trials if t.state.name == "FAIL"]  # started while it was down
+        assert all(r.startswith("the study's database did not answer (UNAVAILABLE") for r in failed), failed
         assert {t.user_attrs["masklab_owner"]["host"] for t in trials} == {"a", "b"}
-        assert proxy.trials_created() == 3  # every trial was asked for through the proxy
+        assert proxy.trials_created() == len(trials)  # every trial was asked for through the proxy
         assert_nothing_imported_under_the_lock(tmp_path, procs)
         assert_no_password(pg, server, tmp_path, logs)
     finally:
