@@ -796,6 +796,7 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
     sweeper = object.__new__(sw.OptunaSweeperBase)
     sweeper.launcher, sweeper.study_name, sweeper.validate_batch_is_legal = Launcher(), "s", lambda batch: None
     sweeper.proxy, sweeper._tell = None, lambda s, trial, error, value: sw.user_message(error)
+    sweeper.stale_after_s, sweeper.heartbeat_s = 120.0, 10.0
     store = types.SimpleNamespace(trial_id=lambda trial: 0, patiently=lambda call: call())
     session = types.SimpleNamespace(fixed=[], spec="journal:x", store=store, scheduler=Scheduler(),
                                     tracker=types.SimpleNamespace(parent_id=None))  # fmt: skip

@@ -51,11 +51,11 @@ class Postgres:
             shutil.chown(pwfile, "postgres")
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", f"--pwfile={pwfile}",
                   "--auth-local=trust", "--auth-host=scram-sha-256")  # fmt: skip
-        self._serve()
+        self.serve()
         self.sql(f"CREATE ROLE ml LOGIN PASSWORD '{PASSWORD}'")
         return self
 
-    def _serve(self) -> None:
+    def serve(self) -> None:
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
         self._run(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start"
@@ -63,9 +63,13 @@ class Postgres:
 
     def down_for(self, seconds: float) -> None:
         """The server stopped for ``seconds``, then started again (a restart, a network cut): calls fail meanwhile."""
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.halt()
         time.sleep(seconds)
-        self._serve()
+        self.serve()
+
+    def halt(self) -> None:
+        """The server stopped (its clients' connections closed) until :meth:`serve`."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def sql(self, query: str, db: str = "postgres") -> str:
         cmd = ["psql", "-h", str(self.root), "-p", str(self.port), "-U", "postgres", "-d", db, "-tAc", query]
@@ -145,9 +149,9 @@ class StorageProxy:
     def __init__(self, url: str, root: Path):
         self.url, self.port, self.count = url, free_port(), Path(root) / "proxy-trials"
         self.address = f"127.0.0.1:{self.port}"
-        self._serve()
+        self.serve()
 
-    def _serve(self) -> None:
+    def serve(self) -> None:
         env = {**os.environ, "OPTUNA_STORAGE": self.url}  # not on the command line: ps shows that to everyone
         cmd = [sys.executable, "-c", PROXY_SERVER, str(self.port), str(self.count)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -156,7 +160,7 @@ class StorageProxy:
         """The proxy stopped for ``seconds``, then started again on its port (a restart): calls fail meanwhile."""
         self.stop()
         time.sleep(seconds)
-        self._serve()
+        self.serve()
 
     def wait(self, timeout_s: float = 60) -> StorageProxy:
         """Until a worker would get through to it (the server imports Optuna first)."""

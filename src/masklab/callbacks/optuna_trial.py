@@ -1,7 +1,7 @@
 """The sweep's side of a training run (``callbacks.optuna_trial``): the trial it belongs to and what it reports to
-the pruner. The sweeper passes ``sweep.{study,storage,proxy,trial_id,parent_run_id,stop_epoch}`` as overrides (the
-storage's password masked, revealed from this process's environment), so a trial finds its Optuna trial wherever
-it runs; outside a sweep the callback does nothing.
+the pruner. The sweeper passes ``sweep.*`` overrides (``conf/config.yaml``; the storage's password masked, revealed
+from this process's environment), so a trial finds its Optuna trial wherever it runs; outside a sweep the callback
+does nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from masklab import MasklabError, StudySettingError, first_line
 from masklab.secrets import mask
 from masklab.sweep.schedulers import build_pruner
-from masklab.sweep.storage import trial_of, unreachable
+from masklab.sweep.storage import SILENCE_S, patiently, trial_of, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +121,17 @@ class OptunaTrial(L.Callback):
         s = self.sweep
         if stage != "fit" or self.bridge is not None or s.get("trial_id") is None:
             return
-        study, trial = trial_of(s.study, s.storage, s.trial_id, s.get("proxy"))
+        every_s = float(s.get("heartbeat_s") or SILENCE_S)
+
+        def wait(call):  # a database restarting as the trial starts: waited for as its worker waits
+            return patiently(call, s.storage, float(s.get("stale_after_s") or 0), every_s)
+
+        study, trial = wait(lambda: trial_of(s.study, s.storage, s.trial_id, s.get("proxy"), every_s))
         if spec := study.user_attrs.get("masklab_pruner", {}).get("spec"):
             study.pruner = build_pruner(spec)[0]  # the trial decides on pruning in its own process
         self.bridge = pruning_bridge(study, trial, self.metric, s.get("stop_epoch"))
         if (run_id := getattr(trainer.logger, "run_id", None)) and trainer.is_global_zero:
-            trial.set_user_attr("mlflow_run_id", run_id)
+            wait(lambda: trial.set_user_attr("mlflow_run_id", run_id))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bridge is not None:

@@ -143,6 +143,32 @@ def unreachable(exc: BaseException) -> BaseException | None:
     return None
 
 
+def patiently(call, spec: str, wait_s: float, every_s: float = SILENCE_S):
+    """``call()``, again every ``every_s`` while the database does not answer (a restart, a network cut), for up to
+    ``wait_s`` of wall time; then one line. Other errors raise at once."""
+    start, cut = time.monotonic(), None
+    while True:
+        try:
+            result = call()
+        except Exception as exc:
+            if (new := unreachable(exc)) is None:
+                raise
+            if (waited := time.monotonic() - start) >= wait_s:
+                raise MasklabError(
+                    f"hydra.sweeper.storage={mask(spec)}: the database has not answered for {waited:.0f} s "
+                    f"({mask(first_line(new))}); the study is kept there: run the same command once it is back"
+                ) from None
+            if cut is None:
+                log.warning("the study's database does not answer (%s): trying again every %g s for up to %g s",
+                            mask(first_line(new)), every_s, wait_s)  # fmt: skip
+            cut = new
+            time.sleep(every_s)
+            continue
+        if cut is not None:
+            log.info("the study's database answers again")
+        return result
+
+
 def _cannot_open(spec: str, exc: Exception) -> MasklabError:
     first = first_line(exc)
     hint = ' (pip install -e ".[distributed]")' if "import" in first.lower() else ""
@@ -270,29 +296,7 @@ class Store:
         self.study.set_user_attr("masklab_checkpoints", {"token": token, "host": hostname(), "folder": folder})
 
     def patiently(self, call):
-        """``call()``, again every ``heartbeat_s`` while the database does not answer (a restart, a network cut),
-        for up to ``stale_after_s`` of wall time; then one line. Other errors raise at once."""
-        start, cut = time.monotonic(), None
-        while True:
-            try:
-                result = call()
-            except Exception as exc:
-                if (new := unreachable(exc)) is None:
-                    raise
-                if (waited := time.monotonic() - start) >= self.stale_after_s:
-                    raise MasklabError(
-                        f"hydra.sweeper.storage={mask(self.spec)}: the database has not answered for {waited:.0f} s "
-                        f"({mask(first_line(new))}); the study is kept there: run the same command once it is back"
-                    ) from None
-                if cut is None:
-                    log.warning("the study's database does not answer (%s): trying again every %g s for up to %g s",
-                                mask(first_line(new)), self.heartbeat_s, self.stale_after_s)  # fmt: skip
-                cut = new
-                time.sleep(self.heartbeat_s)
-                continue
-            if cut is not None:
-                log.info("the study's database answers again")
-            return result
+        return patiently(call, self.spec, self.stale_after_s, self.heartbeat_s)
 
     def trials(self, *states: TrialState) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states or None)
@@ -385,7 +389,7 @@ class Store:
             thread.join(timeout=every_s + 5)
 
 
-def trial_of(study_name: str, spec: str, trial_id: int, proxy=None) -> tuple[optuna.Study, optuna.Trial]:
-    """A job's own trial (in the launcher's process or another)."""
-    study = optuna.load_study(study_name=study_name, storage=_process_storage(spec, proxy))
+def trial_of(study_name: str, spec: str, trial_id: int, proxy=None, silence_s: float = SILENCE_S):
+    """A job's own (study, trial), in the launcher's process or another."""
+    study = optuna.load_study(study_name=study_name, storage=_process_storage(spec, proxy, silence_s))
     return study, optuna.Trial(study, int(trial_id))

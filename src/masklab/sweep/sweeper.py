@@ -198,6 +198,8 @@ class OptunaSweeperBase(Sweeper):
             f"sweep.trial_id={s.store.trial_id(trial)}",
             f"sweep.trial_number={trial.number}",
             f"sweep.parent_run_id={s.tracker.parent_id or 'null'}",
+            f"sweep.stale_after_s={self.stale_after_s}",
+            f"sweep.heartbeat_s={self.heartbeat_s}",
             *s.scheduler.overrides(trial.user_attrs, trial.number),
         ]
         try:
