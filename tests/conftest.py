@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -91,6 +92,19 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("MASKLAB_OUTPUT_ROOT", str(tmp_path / "outputs"))
     monkeypatch.setenv("MASKLAB_MULTIRUN_ROOT", str(tmp_path / "multirun"))
     monkeypatch.setenv("PYTHONPATH", str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def mlflow_store(folder: Path) -> str:
+    """The URI of an MLflow store in ``folder`` (kept if there), copied from an empty one made once per test process:
+    MLflow's migrations take ~2 s a store, which every sweep test paid. Creating a store is tested where it matters
+    (test_recovery) and by every other test that tracks to MLflow."""
+    from masklab.track.mlflow_utils import ensure_store
+
+    db, empty = folder / "mlflow.db", folder.parent / "empty-mlflow.db"  # parent: this process's pytest basetemp
+    if not db.exists():
+        ensure_store(f"sqlite:///{empty}")
+        shutil.copyfile(empty, db)
+    return f"sqlite:///{db}"
 
 
 def needs_shared(*parts: str) -> Path:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import OUT_OF_MEMORY, ROOT, TINY, sigint_as_in_a_terminal
+from conftest import OUT_OF_MEMORY, ROOT, TINY, mlflow_store, sigint_as_in_a_terminal
 from masklab.sweep.space import parse, to_overrides
 from masklab.sweep.storage import open_storage
 
@@ -43,7 +43,7 @@ def sweep_cmd(tmp_path, *overrides, n_trials=4, name="s"):
 
 def run(cmd, tmp_path, timeout=600, wait=True, env=None, **popen):
     """The sweep's CompletedProcess, or (``wait=False``) its Popen (``popen``: more of its arguments)."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", **(env or {})}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path), **(env or {})}
     if not wait:
         return subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **popen
@@ -476,6 +476,8 @@ def test_an_interrupt_fails_the_trial_it_stopped_ends_the_study_run_killed_and_t
     assert run_.info.status == "FAILED" and run_.data.tags["fail_reason"] == INTERRUPTED
     parent = client.get_run(run_.data.tags["mlflow.parentRunId"])
     assert parent.info.status == "KILLED"
+    if not workers:  # every case leaves the same state (asserted above): going on from it is run once, in the last
+        return
     again = run(cmd, tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert [t.state.name for t in load(tmp_path).trials].count("COMPLETE") == 2
