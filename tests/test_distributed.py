@@ -304,7 +304,7 @@ def test_a_database_outage_is_waited_for_and_a_long_one_is_one_line(services, tm
     assert "trying again every 1 s for up to 120 s" in out and "the study's database answers again" in out
     assert "Traceback" not in out and PASSWORD not in out
     url = pg.database("outage_long")  # down for longer than the worker waits
-    rc, out = sweep("outage_long", url, 2, down_s=6)
+    rc, out = sweep("outage_long", url, 2, down_s=10)  # the trial waits up to 2 s for its metrics, then its worker
     assert rc == 1 and out.strip().splitlines()[-1].startswith(
         f"error: hydra.sweeper.storage=postgresql://ml:***@127.0.0.1:{pg.port}/outage_long: the database has not "
         "answered for 2 s ((psycopg.OperationalError) connection failed"
@@ -316,8 +316,9 @@ def test_a_database_outage_is_waited_for_and_a_long_one_is_one_line(services, tm
 
 
 def test_a_trial_that_starts_while_the_database_is_down_waits_for_it(services, tmp_path, caplog):
-    """A trial's job loads its trial and records its MLflow run on it as it starts: a database that is down then
-    (here for 4 s) is waited for, up to the sweep's stale_after_s, as its worker waits; the trial does not fail."""
+    """A trial's job loads its trial and records its MLflow run on it as it starts, and leaves its final metrics on
+    it as it ends (what several objectives are told from): a database that is down then (here for 4 s and 3 s) is
+    waited for, up to the sweep's stale_after_s, as its worker waits; nothing is lost."""
     import types
 
     from masklab.callbacks.optuna_trial import OptunaTrial
@@ -330,20 +331,26 @@ def test_a_trial_that_starts_while_the_database_is_down_waits_for_it(services, t
     callback = OptunaTrial({"study": "d", "storage": url, "trial_id": trial_id, "stale_after_s": 60,
                             "heartbeat_s": 0.5}, "val/segm_AP")  # fmt: skip
     trainer = types.SimpleNamespace(logger=types.SimpleNamespace(run_id="run-0"), is_global_zero=True)
-    pg.halt()
-    back = threading.Timer(4, pg.serve)
-    back.start()
-    try:
-        start = time.monotonic()
-        with caplog.at_level("INFO", logger="masklab.sweep"):
-            callback.setup(trainer, None, "fit")
-        waited = time.monotonic() - start
-    finally:
-        back.join()
+
+    def while_down(seconds: float, call) -> float:
+        pg.halt()
+        back = threading.Timer(seconds, pg.serve)
+        back.start()
+        try:
+            start = time.monotonic()
+            with caplog.at_level("INFO", logger="masklab.sweep"):
+                call()
+            return time.monotonic() - start
+        finally:
+            back.join()
+
+    waited = while_down(4, lambda: callback.setup(trainer, None, "fit"))
     assert 3.5 < waited < 30 and callback.bridge is not None, waited
     assert store.frozen(trial_id).user_attrs["mlflow_run_id"] == "run-0"
-    assert "the study's database does not answer" in caplog.text and "answers again" in caplog.text
-    assert PASSWORD not in caplog.text
+    waited = while_down(3, lambda: callback.finish({"val/segm_AP": 0.5, "val/bbox_AP": float("nan")}))
+    assert 2.5 < waited < 30 and store.frozen(trial_id).user_attrs["metrics"] == {"val/segm_AP": 0.5}, waited
+    assert caplog.text.count("the study's database does not answer") == 2 and "answers again" in caplog.text
+    assert "did not reach" not in caplog.text and PASSWORD not in caplog.text
 
 
 def test_a_network_cut_ends_the_worker_within_its_bound_not_when_the_network_is_back(tmp_path):

@@ -89,15 +89,15 @@ class PruningBridge(L.Callback):
             self.pruned_at, self.pruned_value = epoch, float(value)
             trainer.should_stop = True
 
-    def finish(self, metrics: dict) -> None:
-        """Leave the final metrics on the trial (for several objectives); raise ``TrialPruned`` if it stopped."""
+    def finish(self, metrics: dict, wait=lambda call: call()) -> None:
+        """Leave the final metrics on the trial (for several objectives), waiting for its database as ``wait`` does;
+        raise ``TrialPruned`` if it stopped."""
         try:
-            self.trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
+            wait(lambda: self.trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)}))
         except Exception as exc:  # the sweeper tells the outcome once the database is back (one objective: the value)
-            if (cut := unreachable(exc)) is None:
+            if (cut := unreachable(exc)) is None and not isinstance(exc, MasklabError):  # MasklabError: waited enough
                 raise
-            log.warning("the final metrics did not reach the study (its database does not answer: %s)",
-                        mask(first_line(cut)))  # fmt: skip
+            log.warning("the final metrics did not reach the study (%s)", mask(first_line(cut or exc)))
         if self.paused_at is not None:
             eta = self.study.user_attrs.get("masklab_pruner", {}).get("spec", {}).get("reduction_factor", 3)
             raise TrialPaused(f"asha: paused after epoch {self.paused_at + 1}, resumed if in the top 1/{eta} there")
@@ -122,16 +122,17 @@ class OptunaTrial(L.Callback):
         if stage != "fit" or self.bridge is not None or s.get("trial_id") is None:
             return
         every_s = float(s.get("heartbeat_s") or SILENCE_S)
-
-        def wait(call):  # a database restarting as the trial starts: waited for as its worker waits
-            return patiently(call, s.storage, float(s.get("stale_after_s") or 0), every_s)
-
-        study, trial = wait(lambda: trial_of(s.study, s.storage, s.trial_id, s.get("proxy"), every_s))
+        study, trial = self.wait(lambda: trial_of(s.study, s.storage, s.trial_id, s.get("proxy"), every_s))
         if spec := study.user_attrs.get("masklab_pruner", {}).get("spec"):
             study.pruner = build_pruner(spec)[0]  # the trial decides on pruning in its own process
         self.bridge = pruning_bridge(study, trial, self.metric, s.get("stop_epoch"))
         if (run_id := getattr(trainer.logger, "run_id", None)) and trainer.is_global_zero:
-            wait(lambda: trial.set_user_attr("mlflow_run_id", run_id))
+            self.wait(lambda: trial.set_user_attr("mlflow_run_id", run_id))
+
+    def wait(self, call):
+        """``call()``, waiting for a database that does not answer (a restart) as the trial's worker waits."""
+        s = self.sweep
+        return patiently(call, s.storage, float(s.get("stale_after_s") or 0), float(s.get("heartbeat_s") or SILENCE_S))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bridge is not None:
@@ -143,4 +144,4 @@ class OptunaTrial(L.Callback):
 
     def finish(self, metrics: dict) -> None:
         if self.bridge is not None:
-            self.bridge.finish(metrics)
+            self.bridge.finish(metrics, self.wait)
