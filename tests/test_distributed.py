@@ -372,6 +372,13 @@ def test_a_worker_cut_off_while_it_holds_the_lock_loses_it_within_seconds(tmp_pa
     assert result == {"held": True, "taken_by_another": True}
 
 
+def test_a_worker_cut_off_mid_call_does_not_keep_its_trial_locked(tmp_path):
+    """Optuna locks a trial's row while it tells it; a worker cut off then would keep the row locked (2 h), and the
+    worker that fails that trial as dead, under the storage's lock, would wait as long, and every other with it."""
+    result = cut_off(tmp_path, "row")
+    assert result == {"held": True, "updated_by_another": True}
+
+
 def cut_off(tmp_path: Path, scenario: str) -> dict:
     """helpers/partition.py's ``scenario`` in a network namespace of its own, whose loopback it takes down."""
     if pg_bin() is None or os.geteuid() != 0 or subprocess.run(["unshare", "-n", "true"]).returncode:

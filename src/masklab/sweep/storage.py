@@ -80,7 +80,10 @@ def open_storage(spec: str, proxy: str | None = None, silence_s: float = SILENCE
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock))
     for attempt in (1, 2):
         try:
-            return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True, **_bounds(spec, silence_s)})
+            engine_kwargs = {"pool_pre_ping": True, **_bounds(spec, silence_s)}
+            storage = optuna.storages.RDBStorage(spec, engine_kwargs=engine_kwargs)
+            _server_bounds(storage.engine, spec, silence_s)
+            return storage
         except Exception as exc:  # sqlalchemy: unparsable URL, missing driver, unreachable server
             # a reader outside our lock (a dashboard, a script) stamps Optuna's alembic table while we create it
             if attempt == 1 and "UniqueViolation" in type(exc).__name__ + str(exc):
@@ -211,15 +214,23 @@ def _engine(spec: str, silence_s: float):
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(spec, pool_size=1, max_overflow=1, pool_pre_ping=True, **_bounds(spec, silence_s))
+    return _server_bounds(engine, spec, silence_s)
+
+
+def _server_bounds(engine, spec: str, silence_s: float):
+    """``engine``, whose connections have the server drop them after ``silence_s`` without an answer: a worker cut
+    off while it holds the lock or a trial's row (Optuna's calls lock it) loses it in seconds, not the OS's 2 h."""
+    import sqlalchemy
 
     def bound(dbapi, _record) -> None:
-        """The server's side: a worker cut off while it holds the lock loses it in seconds, not the OS's 2 h."""
         with contextlib.closing(dbapi.cursor()) as cursor:  # a cursor: any DB-API driver (psycopg 2 or 3)
             for name, value in _tcp(silence_s).items():
                 cursor.execute(f"SET tcp_{name.removeprefix('tcp_')} = {value}")
         dbapi.commit()  # a SET rolls back with its transaction
 
-    sqlalchemy.event.listen(engine, "connect", bound)
+    if shared(spec):
+        sqlalchemy.event.listen(engine, "connect", bound)
+        engine.dispose()  # a connection made before (Optuna's table checks) would go without
     return engine
 
 
