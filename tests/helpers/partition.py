@@ -1,8 +1,8 @@
 """Run by test_distributed under ``unshare -n``: a PostgreSQL of its own, and this network namespace's loopback down
 (packets dropped, not refused: a network cut). ``sweep``: a sweep, cut for ``CUT_S`` from trial 0's first epoch
 report; prints, as JSON, when the worker ended counted from the cut (null: not before the network came back).
-``lock``: a worker holds the storage's lock and is cut off for good; prints whether another can take it after.
-``row``: the same for a trial's row, locked by Optuna's connection mid-call (as it tells the trial)."""
+``lock``: a worker holds the storage's lock and a trial's row (Optuna's connection, mid-write) and is cut off for
+good; prints whether another can take them after."""
 
 from __future__ import annotations
 
@@ -38,21 +38,22 @@ def main(tmp: Path, scenario: str) -> dict:
     link("up")
     pg = Postgres().start()
     try:
-        return {"sweep": sweep, "lock": lock, "row": row}[scenario](pg, tmp)
+        return {"sweep": sweep, "lock": lock}[scenario](pg, tmp)
     finally:
         link("up")
         pg.stop()
 
 
-def lock(pg: Postgres, tmp: Path) -> dict:
+@contextlib.contextmanager
+def cut_off_holding(hold):
+    """``hold()`` (a context manager) entered in a thread whose connection dies with the network, cut for 8 s, as a
+    machine cut off (its process lives on); yields whether it held, and lets go after the block."""
     import threading
 
-    from masklab.sweep import storage
+    held, gone = threading.Event(), threading.Event()
 
-    url, held, gone = pg.database("cut"), threading.Event(), threading.Event()
-
-    def holder() -> None:  # its connection dies with the network; its process lives on, as a machine cut off does
-        with contextlib.suppress(Exception), storage.lock(url, tmp, silence_s=1.0):
+    def holder() -> None:
+        with contextlib.suppress(Exception), hold():
             held.set()
             gone.wait(60)
 
@@ -61,40 +62,34 @@ def lock(pg: Postgres, tmp: Path) -> dict:
     link("down")
     time.sleep(8)
     link("up")
-    taken = pg.sql(f"SELECT pg_try_advisory_lock({storage._LOCK_KEY})", db="cut").strip() == "t"
-    gone.set()
-    return {"held": held.is_set(), "taken_by_another": taken}
+    try:
+        yield held.is_set()
+    finally:
+        gone.set()
 
 
-def row(pg: Postgres, tmp: Path) -> dict:
-    import threading
-
+def lock(pg: Postgres, tmp: Path) -> dict:
     from sqlalchemy import text
 
-    from masklab.sweep.storage import Store, _process_storage
+    from masklab.sweep.storage import _LOCK_KEY, Store, _process_storage, lock
 
-    url, held, gone = pg.database("cut"), threading.Event(), threading.Event()
-    store = Store(url, tmp, 60, heartbeat_s=1.0, study_name="cut", direction="maximize")
-    trial_id = store.ask()
+    url = pg.database("cut")
+    trial_id = Store(url, tmp, 60, heartbeat_s=1.0, study_name="cut", direction="maximize").ask()
 
-    def holder() -> None:  # Optuna's own connection, cut off between two statements of one transaction
-        with contextlib.suppress(Exception), _process_storage(url, None).engine.connect() as conn:
+    @contextlib.contextmanager
+    def both():  # the storage's lock, and a trial's row as Optuna's own connection locks it while it writes it
+        with lock(url, tmp, silence_s=1.0), _process_storage(url, None).engine.connect() as conn:
             conn.execute(text("SELECT trial_id FROM trials WHERE trial_id = :t FOR UPDATE"), {"t": trial_id})
-            held.set()
-            gone.wait(60)
+            yield
 
-    threading.Thread(target=holder, daemon=True).start()
-    held.wait(30)
-    link("down")
-    time.sleep(8)
-    link("up")
-    try:  # as another worker failing that trial as dead would: blocked for as long as the row stays locked
-        pg.sql(f"SET lock_timeout = '5s'; UPDATE trials SET state = 'FAIL' WHERE trial_id = {trial_id}", db="cut")
-        updated = True
-    except subprocess.CalledProcessError:
-        updated = False
-    gone.set()
-    return {"held": held.is_set(), "updated_by_another": updated}
+    with cut_off_holding(both) as held:
+        taken = pg.sql(f"SELECT pg_try_advisory_lock({_LOCK_KEY})", db="cut").strip() == "t"
+        try:  # as another worker failing that trial as dead would: blocked for as long as the row stays locked
+            pg.sql(f"SET lock_timeout = '5s'; UPDATE trials SET state = 'FAIL' WHERE trial_id = {trial_id}", db="cut")
+            updated = True
+        except subprocess.CalledProcessError:
+            updated = False
+    return {"held": held, "lock_taken_by_another": taken, "row_updated_by_another": updated}
 
 
 def sweep(pg: Postgres, tmp: Path) -> dict:
