@@ -121,18 +121,21 @@ class OptunaTrial(L.Callback):
         s = self.sweep
         if stage != "fit" or self.bridge is not None or s.get("trial_id") is None:
             return
-        every_s = float(s.get("heartbeat_s") or SILENCE_S)
-        study, trial = self.wait(lambda: trial_of(s.study, s.storage, s.trial_id, s.get("proxy"), every_s))
+        study, trial = self.wait(lambda: trial_of(s.study, s.storage, s.trial_id, s.get("proxy"), self.every_s))
         if spec := study.user_attrs.get("masklab_pruner", {}).get("spec"):
             study.pruner = build_pruner(spec)[0]  # the trial decides on pruning in its own process
         self.bridge = pruning_bridge(study, trial, self.metric, s.get("stop_epoch"))
         if (run_id := getattr(trainer.logger, "run_id", None)) and trainer.is_global_zero:
             self.wait(lambda: trial.set_user_attr("mlflow_run_id", run_id))
 
+    @property
+    def every_s(self) -> float:
+        """The worker's ``heartbeat_s``: how often the trial tries its database again, and how long a call may wait."""
+        return float(self.sweep.get("heartbeat_s") or SILENCE_S)
+
     def wait(self, call):
         """``call()``, waiting for a database that does not answer (a restart) as the trial's worker waits."""
-        s = self.sweep
-        return patiently(call, s.storage, float(s.get("stale_after_s") or 0), float(s.get("heartbeat_s") or SILENCE_S))
+        return patiently(call, self.sweep.storage, float(self.sweep.get("stale_after_s") or 0), self.every_s)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bridge is not None:
