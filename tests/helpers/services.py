@@ -149,9 +149,9 @@ class StorageProxy:
     def __init__(self, url: str, root: Path):
         self.url, self.port, self.count = url, free_port(), Path(root) / "proxy-trials"
         self.address = f"127.0.0.1:{self.port}"
-        self.serve()
+        self._serve()
 
-    def serve(self) -> None:
+    def _serve(self) -> None:
         env = {**os.environ, "OPTUNA_STORAGE": self.url}  # not on the command line: ps shows that to everyone
         cmd = [sys.executable, "-c", PROXY_SERVER, str(self.port), str(self.count)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -160,7 +160,7 @@ class StorageProxy:
         """The proxy stopped for ``seconds``, then started again on its port (a restart): calls fail meanwhile."""
         self.stop()
         time.sleep(seconds)
-        self.serve()
+        self._serve()
 
     def wait(self, timeout_s: float = 60) -> StorageProxy:
         """Until a worker would get through to it (the server imports Optuna first)."""
