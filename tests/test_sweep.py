@@ -825,7 +825,14 @@ def test_which_running_trials_count_as_left_by_a_dead_worker(tmp_path, monkeypat
         return store.frozen(trial)
 
     me, here = os.getpid(), hostname()
-    assert store.dead(running(host=here, pid=me, start=_process_start(me))) is None
+    assert store.dead(mine := running(host=here, pid=me, start=_process_start(me))) is None
+    if sys.platform == "linux":  # the wall clock stepped 30 s (NTP, a VM resumed): the boot time psutil adds moves
+        import psutil._pslinux
+
+        booted = psutil._pslinux.boot_time()
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: booted + 30)
+        assert store.dead(mine) is None  # its worker's heartbeat thread would fail its own live trial
+        monkeypatch.undo()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     # this machine: its process is gone, or its pid was reused by another process (at once, whatever the heartbeat)

@@ -51,6 +51,7 @@ PROXY_IMPORTS = ("optuna.storages._grpc.servicer",)
 PROXY_WAIT_S = 10.0  # how long a worker waits for a gRPC storage proxy to answer at start
 PROXY_DB = "An exception is raised during the commit"  # Optuna's StorageInternalError, as a proxy passes it on
 SILENCE_S = 10.0  # a database that acknowledges nothing for this long is taken as cut off (Store: heartbeat_s)
+_PROC = Path("/proc/self/stat").exists()  # Linux: a process's start in clock ticks since boot
 _OPENED: dict[tuple, optuna.storages.BaseStorage] = {}
 
 
@@ -235,6 +236,13 @@ def _server_bounds(engine, spec: str, silence_s: float):
 
 
 def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started, in s since boot where /proc says (a step of the wall clock, by NTP or a VM's
+    resume, leaves it as it was: psutil's epoch time moves with it), else psutil's; None: no such process."""
+    if _PROC:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
