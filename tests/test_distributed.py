@@ -291,20 +291,20 @@ def test_a_database_outage_is_waited_for_and_a_long_one_is_one_line(services, tm
                                  f"hydra.sweeper.stale_after_s={limit_s}"], stdout=log.open("a"),
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         STARTED.append(proc)
-        while not any(t.intermediate_values for t in _trials(url, name)) and proc.poll() is None:
-            time.sleep(0.2)  # trial 0 has reported its first epoch: down while it trains the other 5 and ends
+        while not any(4 in t.intermediate_values for t in _trials(url, name)) and proc.poll() is None:
+            time.sleep(0.2)  # trial 0 has reported its 5th epoch of 6: down while it trains the last and ends
         pg.down_for(down_s)
         return proc.wait(timeout=300), log.read_text()
 
     url = pg.database("outage")
     rc, out = sweep("outage", url, 120, down_s=8)
     assert rc == 0, out[-3000:]
-    assert [t.state.name for t in _trials(url, "outage")] == ["COMPLETE", "COMPLETE"]
+    assert [t.state.name for t in _trials(url, "outage")] == ["COMPLETE", "COMPLETE"], out[-3000:]
     assert "the study's database does not answer ((psycopg.OperationalError) connection failed" in out
     assert "trying again every 1 s for up to 120 s" in out and "the study's database answers again" in out
     assert "Traceback" not in out and PASSWORD not in out
     url = pg.database("outage_long")  # down for longer than the worker waits
-    rc, out = sweep("outage_long", url, 2, down_s=10)  # the trial waits up to 2 s for its metrics, then its worker
+    rc, out = sweep("outage_long", url, 2, down_s=12)  # the trial waits up to 2 s for its metrics, then its worker
     assert rc == 1 and out.strip().splitlines()[-1].startswith(
         f"error: hydra.sweeper.storage=postgresql://ml:***@127.0.0.1:{pg.port}/outage_long: the database has not "
         "answered for 2 s ((psycopg.OperationalError) connection failed"
