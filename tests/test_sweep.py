@@ -811,6 +811,32 @@ def test_a_failed_trial_s_tensors_are_freed_before_the_next_trial(monkeypatch):
     )
 
 
+def test_one_outage_is_waited_for_once_in_a_process_the_trial_s_wait_and_then_its_worker_s():
+    """A trial ending while its database is down waits up to stale_after_s to leave its metrics; its worker, telling
+    it right after in the same process, counts from the same start: it says so at once instead of waiting again."""
+    import sqlalchemy.exc
+
+    from masklab import MasklabError
+    from masklab.sweep.storage import patiently
+
+    calls = []
+
+    def down():
+        calls.append(time.monotonic())
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    def tries(wait_s: float = 1.0) -> int:
+        calls.clear()
+        with pytest.raises(MasklabError, match=r"postgresql://ml:\*\*\*@db/s: the database has not answered for"):
+            patiently(down, "postgresql://ml:pw@db/s", wait_s, every_s=0.2)
+        return len(calls)
+
+    assert tries() >= 5  # the trial: every 0.2 s for 1 s
+    assert tries() == 1  # its worker, right after: the same outage, already waited for
+    assert patiently(lambda: "back", "postgresql://ml:pw@db/s", 1.0, 0.2) == "back"
+    assert tries() >= 5  # a later outage: waited for again
+
+
 def test_which_running_trials_count_as_left_by_a_dead_worker(tmp_path, monkeypatch):
     from masklab.paths import hostname
     from masklab.sweep.storage import NO_OWNER, WORKER_DIED, Store, _process_start

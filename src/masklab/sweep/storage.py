@@ -53,6 +53,7 @@ PROXY_DB = "An exception is raised during the commit"  # Optuna's StorageInterna
 SILENCE_S = 10.0  # a database that acknowledges nothing for this long is taken as cut off (Store: heartbeat_s)
 _PROC = Path("/proc/self/stat").exists()  # Linux: a process's start in clock ticks since boot
 _OPENED: dict[tuple, optuna.storages.BaseStorage] = {}
+_SILENT: dict[str, tuple[float, float]] = {}  # storage -> (first, last) monotonic s it did not answer
 
 
 def scheme(spec: str) -> str:
@@ -149,15 +150,20 @@ def unreachable(exc: BaseException) -> BaseException | None:
 
 def patiently(call, spec: str, wait_s: float, every_s: float = SILENCE_S):
     """``call()``, again every ``every_s`` while the database does not answer (a restart, a network cut), for up to
-    ``wait_s`` of wall time; then one line. Other errors raise at once."""
-    start, cut = time.monotonic(), None
+    ``wait_s`` since this process found it silent (a trial's wait, then its worker's, count as one); then one line.
+    Other errors raise at once."""
+    key, cut = mask(spec), None
     while True:
         try:
             result = call()
         except Exception as exc:
             if (new := unreachable(exc)) is None:
                 raise
-            if (waited := time.monotonic() - start) >= wait_s:
+            now = time.monotonic()
+            first, last = _SILENT.get(key, (now, now))
+            first = first if now - last < 2 * every_s + 5 else now  # else what it saw was an earlier outage
+            _SILENT[key] = (first, now)
+            if (waited := now - first) >= wait_s:
                 raise MasklabError(
                     f"hydra.sweeper.storage={mask(spec)}: the database has not answered for {waited:.0f} s "
                     f"({mask(first_line(new))}); the study is kept there: run the same command once it is back"
@@ -168,6 +174,7 @@ def patiently(call, spec: str, wait_s: float, every_s: float = SILENCE_S):
             cut = new
             time.sleep(every_s)
             continue
+        _SILENT.pop(key, None)
         if cut is not None:
             log.info("the study's database answers again")
         return result
