@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from masklab import MasklabError, StudySettingError
-from masklab.callbacks.optuna_trial import PruningBridge, pruning_bridge, pruning_signal
-from masklab.sweep.schedulers import build_pruner, pruner_spec
+from masklab.callbacks.optuna_trial import PruningBridge, pruning_bridge
+from masklab.sweep.schedulers import build_pruner, pruner_spec, pruning_signal
 
 
 def make_pruner(name, kwargs=None, epochs=None):

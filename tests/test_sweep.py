@@ -609,18 +609,23 @@ def test_a_study_setting_no_trial_can_meet_stops_the_study_at_the_first_trial(tm
 
 
 @pytest.mark.parametrize(
-    "override, problem",
+    "override, said",
     [
-        ("hydra.sweeper.n_trials=0", "must be at least 1"),
-        ("hydra.sweeper.max_failures=0", "must be at least 1"),
-        ("hydra.sweeper.duplicates=skip", "choose reuse or train"),
+        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0: must be at least 1"),
+        ("hydra.sweeper.max_failures=0", "hydra.sweeper.max_failures=0: must be at least 1"),
+        ("hydra.sweeper.duplicates=skip", "hydra.sweeper.duplicates=skip: choose reuse or train"),
+        ("hydra.sweeper.prune_mode=up", "hydra.sweeper.prune_mode='up': choose min or max (how val/segm_AP improves)"),
+        ("hydra.sweeper.storage=mysql://db/o", "hydra.sweeper.storage=mysql://db/o: mysql is not supported"),  # last
     ],
 )
-def test_a_budget_below_one_is_one_line(tmp_path, override, problem):
-    # n_trials=0 ran nothing and printed an empty table with exit 0
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", override), tmp_path)
+def test_a_wrong_sweep_setting_is_one_line_before_torch_is_imported(tmp_path, override, said):
+    # n_trials=0 ran nothing and printed an empty table with exit 0; each took 6-7 s to say, importing Lightning
+    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)", override), tmp_path,
+               env={"PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == f"error: {override}: {problem}"
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {said}")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    assert "hydra" in imported and not imported & {"torch", "lightning"}  # the trial imports them, if any runs
     assert not journal(tmp_path).exists()
 
 

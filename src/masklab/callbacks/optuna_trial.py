@@ -21,16 +21,6 @@ from masklab.sweep.storage import SILENCE_S, patiently, trial_of, unreachable
 log = logging.getLogger(__name__)
 
 
-def pruning_signal(metric: str, mode: str | None, direction: str) -> dict:
-    """What a trial reports to its pruner: ``{"on": metric, "sign": +1 | -1}``. Optuna's pruners compare values in
-    the study's direction, so a metric watched the other way (``val/loss`` in a study that maximizes AP) is
-    reported negated. ``mode`` null: ``min`` for a metric named ``*loss*``, else ``max``."""
-    mode = mode or ("min" if "loss" in metric.rsplit("/", 1)[-1] else "max")
-    if mode not in ("min", "max"):
-        raise MasklabError(f"hydra.sweeper.prune_mode={mode!r}: choose min or max (how {metric} improves)")
-    return {"on": metric, "sign": 1 if (mode == "max") == (direction == "maximize") else -1}
-
-
 def pruning_bridge(study: optuna.Study, trial: optuna.Trial, optimized_metric: str, stop_epoch=None) -> PruningBridge:
     """The bridge for the signal the sweeper chose (``hydra.sweeper.prune_on``; default the optimized metric)."""
     signal = study.user_attrs.get("masklab_pruner", {})

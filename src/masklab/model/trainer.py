@@ -4,12 +4,15 @@ settings a sweep's trials cannot have (each trial runs in one process)."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-import lightning.pytorch as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from masklab import MasklabError, causes, first_line, missing_cuda
+
+if TYPE_CHECKING:  # Lightning (5 s): the sweeper checks its settings with this module before any trial imports it
+    import lightning.pytorch as L
 
 log = logging.getLogger("masklab.train")
 

@@ -53,6 +53,16 @@ def pruner_spec(name, kwargs: dict | None = None, epochs: int | None = None) -> 
     return spec
 
 
+def pruning_signal(metric: str, mode: str | None, direction: str) -> dict:
+    """What a trial reports to its pruner: ``{"on": metric, "sign": +1 | -1}``. Optuna's pruners compare values in
+    the study's direction, so a metric watched the other way (``val/loss`` in a study that maximizes AP) is
+    reported negated. ``mode`` null: ``min`` for a metric named ``*loss*``, else ``max``."""
+    mode = mode or ("min" if "loss" in metric.rsplit("/", 1)[-1] else "max")
+    if mode not in ("min", "max"):
+        raise MasklabError(f"hydra.sweeper.prune_mode={mode!r}: choose min or max (how {metric} improves)")
+    return {"on": metric, "sign": 1 if (mode == "max") == (direction == "maximize") else -1}
+
+
 def build_pruner(spec: dict) -> tuple[optuna.pruners.BasePruner, Scheduler]:
     """(the Optuna pruner, the scheduler) of a pruner file: (NopPruner, it) when it builds a :class:`Scheduler`
     (ASHA), else (it, Optuna's way)."""

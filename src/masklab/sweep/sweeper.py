@@ -24,12 +24,11 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 from masklab import MasklabError, StudySettingError, causes, exit_on_error, first_line, secrets, user_message
-from masklab.callbacks.optuna_trial import TrialPaused, pruning_signal
 from masklab.data.auto import resolved
 from masklab.data.canonical import digest
 from masklab.errors import on_interrupt, terminating
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
-from masklab.sweep import space
+from masklab.sweep import schedulers, space
 from masklab.sweep.schedulers import Scheduler, build_pruner, grid_values, make_sampler, pruner_spec, space_size
 from masklab.sweep.storage import INTERRUPTED, WORKER_DIED, Store, unreachable
 from masklab.track.outcome import NOT_PARAMS
@@ -226,6 +225,8 @@ class OptunaSweeperBase(Sweeper):
                             trial.number, reason)  # fmt: skip
             return s.tracker.after_trial(trial, told.state, reason), None
         if isinstance(error, optuna.TrialPruned):
+            from masklab.callbacks.optuna_trial import TrialPaused  # Lightning (5 s): the trial has loaded it
+
             paused = {"asha_paused": True} if isinstance(error, TrialPaused) else {}
             s.store.tell(trial, state=State.PRUNED, prune_reason=str(error)[:2000], **paused)
             return s.tracker.after_trial(trial, State.PRUNED, str(error)), None
@@ -304,7 +305,7 @@ class OptunaSweeperBase(Sweeper):
                             "(hydra.sweeper.pruner=%s has no effect)", len(names), self.pruner)  # fmt: skip
         scheduler.start(epochs, self.sweep_dir, self.study_name, self.checkpoint_dir, dists=dists, spec=spec)
         mode = self.prune_mode or (None if self.prune_on else {"maximize": "max", "minimize": "min"}[dirs[0]])
-        signal = pruning_signal(self.prune_on or names[0], mode, dirs[0])
+        signal = schedulers.pruning_signal(self.prune_on or names[0], mode, dirs[0])
         return {"spec": pruner, **signal, "objectives": names}, optuna_pruner, scheduler
 
     def _data(self, dists) -> tuple[str | None, str]:
