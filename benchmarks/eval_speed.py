@@ -25,6 +25,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+
+def arguments() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=500)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3, help="best of N for each backend")
+    return p
+
+
+if __name__ == "__main__":  # --help and a wrong argument answer before torch and Lightning are imported (5 s)
+    arguments().parse_args()
+
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -84,11 +97,7 @@ def timed(backend: str, encoded: CocoEvaluator, repeats: int):
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=500)
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=3, help="best of N for each backend")
-    args = p.parse_args(argv)
+    args = arguments().parse_args(argv)
     names = ["square", "circle", "triangle", "ellipse"]
     targets, preds = build(args.images, args.size)
     encoded = CocoEvaluator(names)

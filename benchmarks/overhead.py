@@ -23,6 +23,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+
+def arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=30, help="timed batches per run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches at the start of each run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating Lightning/bare rounds (median taken)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a wrong argument answer before torch and Lightning are imported (5 s)
+    arguments().parse_intermixed_args()
+
+
 import lightning.pytorch as L  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
@@ -94,12 +108,7 @@ def bare_run(cfg, datamodule, batches: int, warmup: int) -> float:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, default=30, help="timed batches per run")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed batches at the start of each run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating Lightning/bare rounds (median taken)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml")
-    args = parser.parse_intermixed_args(argv)
+    args = arguments().parse_intermixed_args(argv)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["logger=none", *args.overrides])
     datamodule = build_datamodule(cfg)

@@ -26,12 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-
-from masklab.data.datamodule import build_datamodule  # noqa: E402
-from overhead import lightning_run  # noqa: E402
-
 #: mode -> (Lightning precision, TF32 matmuls and convolutions allowed)
 MODES = {
     "32-true": ("32-true", False),
@@ -41,7 +35,7 @@ MODES = {
 }
 
 
-def main(argv=None) -> dict:
+def arguments() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batches", type=int, default=40, help="timed batches per run")
     p.add_argument("--warmup", type=int, default=5, help="untimed batches at the start of each run")
@@ -57,6 +51,22 @@ def main(argv=None) -> dict:
         "--modes", default=",".join(MODES), help=f"comma-separated, first is the reference; of {','.join(MODES)}"
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml")
+    return p
+
+
+if __name__ == "__main__":  # --help and a wrong argument answer before torch and Lightning are imported (5 s)
+    arguments().parse_intermixed_args()
+
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from masklab.data.datamodule import build_datamodule  # noqa: E402
+from overhead import lightning_run  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    p = arguments()
     args = p.parse_intermixed_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if unknown := [m for m in args.modes if m not in MODES]:

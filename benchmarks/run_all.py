@@ -23,6 +23,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
+
+def arguments() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--resume", action="store_true", help="reuse benchmarks/.results/<name>.json of finished benchmarks")
+    only = "run this benchmark alone and replace its rows in RESULTS.md"
+    p.add_argument("--only", choices=["your_data"], help=only)  # ALONE's keys (below, after the imports)
+    return p
+
+
+if __name__ == "__main__":  # --help and a wrong argument answer before torch and Lightning are imported (5 s)
+    arguments().parse_args()
+
+
 import torch  # noqa: E402
 
 import dataloader  # noqa: E402
@@ -318,11 +332,7 @@ def replace_rows(name: str, rows: list[dict], path: Path = HERE / "RESULTS.md") 
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--resume", action="store_true", help="reuse benchmarks/.results/<name>.json of finished benchmarks")
-    p.add_argument("--only", choices=sorted(ALONE), help="run this benchmark alone and replace its rows in RESULTS.md")
-    args = p.parse_args(argv)
+    args = arguments().parse_args(argv)
     if args.only:
         print(replace_rows(args.only, ALONE[args.only][1](args.quick, args.resume)))
         return
