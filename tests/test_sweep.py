@@ -869,6 +869,8 @@ def test_which_running_trials_count_as_left_by_a_dead_worker(tmp_path, monkeypat
     # this machine: its process is gone, or its pid was reused by another process (at once, whatever the heartbeat)
     assert store.dead(running(host=here, pid=gone.pid, start=time.time())) == WORKER_DIED
     assert store.dead(running(host=here, pid=me, start=123.0)) == WORKER_DIED
+    # its pid and start since boot recur, in another boot (a container's pid 1 after a reboot)
+    assert store.dead(running(host=here, pid=me, start=_process_start(me), boot="an earlier boot")) == WORKER_DIED
     # another machine: its heartbeat, 59 s old is alive, 61 s is not
     assert store.dead(running(host="elsewhere", pid=1, beat=time.time() - 59)) is None
     assert store.dead(running(host="elsewhere", pid=1, beat=time.time() - 61)) == WORKER_DIED
@@ -878,7 +880,7 @@ def test_which_running_trials_count_as_left_by_a_dead_worker(tmp_path, monkeypat
     with store.lock():
         trials = store.fail_dead()
     failed = {t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name == "FAIL"}
-    assert failed == {1: WORKER_DIED, 2: WORKER_DIED, 4: WORKER_DIED, 5: NO_OWNER}
+    assert failed == {1: WORKER_DIED, 2: WORKER_DIED, 3: WORKER_DIED, 5: WORKER_DIED, 6: NO_OWNER}
     # seen from the machine 'elsewhere' (MASKLAB_HOSTNAME): trial 0 is another host's, with a fresh heartbeat
     monkeypatch.setenv("MASKLAB_HOSTNAME", "elsewhere")
     assert store.dead(trials[0]) is None

@@ -11,7 +11,7 @@ in sync, NTP) or that has no owner (not a masklab worker's).
 Attributes kept. Study: ``masklab_pruner`` (trials rebuild their pruner and signal from it), ``masklab_uid``,
 ``mlflow_parent_run_id``, ``masklab_sessions``, ``masklab_data`` {digest, folder, host} (the prepared data every
 worker must have), ``masklab_checkpoints`` {token, host, folder} (a token in ``checkpoint_dir``, seen by every worker).
-Trial: ``masklab_owner`` {host, pid, start}, ``masklab_heartbeat``, ``fixed``, ``same_as``, ``note``, ``metrics``,
+Trial: ``masklab_owner`` {host, pid, start, boot}, ``masklab_heartbeat``, ``fixed``, ``same_as``, ``note``, ``metrics``,
 ``mlflow_run_id``, ``fail_reason``, ``prune_reason``, ``asha_root``, ``asha_rung``, ``asha_paused``.
 """
 
@@ -52,6 +52,8 @@ PROXY_WAIT_S = 10.0  # how long a worker waits for a gRPC storage proxy to answe
 PROXY_DB = "An exception is raised during the commit"  # Optuna's StorageInternalError, as a proxy passes it on
 SILENCE_S = 10.0  # a database that acknowledges nothing for this long is taken as cut off (Store: heartbeat_s)
 _PROC = Path("/proc/self/stat").exists()  # Linux: a process's start in clock ticks since boot
+_BOOT = Path("/proc/sys/kernel/random/boot_id")  # Linux: one per boot (a pid and start may recur after a reboot)
+_BOOT_ID = _BOOT.read_text().strip() if _BOOT.exists() else None
 _OPENED: dict[tuple, optuna.storages.BaseStorage] = {}
 _SILENT: dict[str, tuple[float, float]] = {}  # storage -> (first, last) monotonic s it did not answer
 
@@ -334,7 +336,7 @@ class Store:
     def ask(self, params: dict | None = None, dists: dict | None = None, **attrs) -> int:
         """The id of a new RUNNING trial owned by this worker, created with its owner and ``attrs`` in one write
         (``params`` of ``dists``: a promoted configuration's values); :meth:`trial` makes it a trial after the lock."""
-        own = {"host": hostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+        own = {"host": hostname(), "pid": os.getpid(), "start": _process_start(os.getpid()), "boot": _BOOT_ID}
         template = FrozenTrial(
             number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(), datetime_complete=None,
             params=dict(params or {}), distributions={k: (dists or {})[k] for k in params or {}},
@@ -366,9 +368,10 @@ class Store:
         own, beat = t.user_attrs.get("masklab_owner"), t.user_attrs.get("masklab_heartbeat")
         if own is None:  # masklab's workers create trials with their owner, in one write
             return NO_OWNER
-        if own["host"] == hostname():
+        if own["host"] == hostname():  # the same process: its pid, its start since boot, this boot
             start = _process_start(int(own["pid"]))
-            return WORKER_DIED if start is None or abs(start - (own.get("start") or start)) > 1 else None
+            same = start is not None and abs(start - (own.get("start") or start)) <= 1
+            return None if same and own.get("boot", _BOOT_ID) == _BOOT_ID else WORKER_DIED
         beat = beat or (t.datetime_start.timestamp() if t.datetime_start else time.time())
         return WORKER_DIED if time.time() - float(beat) > self.stale_after_s else None
 
