@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout,
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from masklab import EVALUATE_OOM_ADVICE, exit_on_error
 
@@ -22,10 +22,11 @@ log = logging.getLogger("masklab.evaluate")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from masklab.evaluation import evaluate  # torch (5 s): not imported for --help or a config error
-
     out = Path(HydraConfig.get().runtime.output_dir)
     with exit_on_error(log, EVALUATE_OOM_ADVICE):
+        OmegaConf.select(cfg, "ckpt", throw_on_missing=True)  # left out: said before torch is imported
+        from masklab.evaluation import evaluate  # torch (5 s): not imported for --help or a config error
+
         metrics = evaluate(cfg, out)
     width = max(map(len, metrics))
     print("\n".join(f"{k:<{width}}  {v:.4f}" for k, v in metrics.items()))
