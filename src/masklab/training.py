@@ -29,6 +29,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     L.seed_everything(cfg.seed, workers=True)
     cfg, fit = resolve(cfg)  # every `auto` value from the prepared data's statistics, logged with its reason
     OmegaConf.update(cfg, "paths.output_dir", str(output_dir), force_add=True)
+    callbacks = cb.instantiate_callbacks(cfg.callbacks)  # their settings checked before the data and model are built
     ckpt_path = resume_checkpoint(cfg.resume, Path(cfg.paths.output_root) / cfg.experiment_name)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, class_names=datamodule.class_names)
@@ -39,7 +40,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         if logger:
             log_fit(logger, fit, module.data_digest)
             log_params(logger, cfg)
-        return fit_and_test(cfg, datamodule, module, ckpt_path, logger)
+        return fit_and_test(cfg, datamodule, module, callbacks, ckpt_path, logger)
     except Exception as exc:
         # Lightning finalizes a run that fails inside fit/test; one that fails before or after it stayed RUNNING
         if logger:
@@ -47,9 +48,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         raise
 
 
-def fit_and_test(cfg: DictConfig, datamodule, module, ckpt_path: str | None, logger) -> float:
+def fit_and_test(cfg: DictConfig, datamodule, module, callbacks: list, ckpt_path: str | None, logger) -> float:
     """Fit, test the best checkpoint, then the run's files, summary and exports."""
-    callbacks = cb.instantiate_callbacks(cfg.callbacks)
     trainer = make_trainer(
         cfg.trainer,
         max_epochs=cfg.schedule.epochs,
