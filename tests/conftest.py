@@ -94,6 +94,13 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+def imported_modules(stderr: str) -> tuple[set[str], str]:
+    """(the modules a process run with PYTHONPROFILEIMPORTTIME=1 imported, its stderr without those lines)."""
+    lines = stderr.splitlines()
+    timed = [line for line in lines if line.startswith("import time")]
+    return {line.rsplit("|", 1)[-1].strip() for line in timed}, "\n".join(x for x in lines if x not in timed)
+
+
 def mlflow_store(folder: Path) -> str:
     """The URI of an MLflow store in ``folder`` (kept if there), copied from an empty one made once per test process:
     MLflow's migrations take ~2 s a store, which every sweep test paid. Creating a store is tested where it matters

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import OUT_OF_MEMORY, ROOT, TINY, mlflow_store, sigint_as_in_a_terminal
+from conftest import OUT_OF_MEMORY, ROOT, TINY, imported_modules, mlflow_store, sigint_as_in_a_terminal
 from masklab.sweep.space import parse, to_overrides
 from masklab.sweep.storage import open_storage
 
@@ -624,7 +624,7 @@ def test_a_wrong_sweep_setting_is_one_line_before_torch_is_imported(tmp_path, ov
                env={"PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {said}")
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    imported, _ = imported_modules(proc.stderr)
     assert "hydra" in imported and not imported & {"torch", "lightning"}  # the trial imports them, if any runs
     assert not journal(tmp_path).exists()
 

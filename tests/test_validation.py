@@ -13,7 +13,7 @@ import pycocotools.mask as mask_utils
 import pytest
 from PIL import Image
 
-from conftest import ROOT, compose_cfg, sigint_as_in_a_terminal
+from conftest import ROOT, compose_cfg, imported_modules, sigint_as_in_a_terminal
 from masklab import MasklabError
 from masklab.data.dataset import CocoDataset
 from masklab.data.prepare import prepare
@@ -312,8 +312,7 @@ def test_clis_say_what_is_missing_in_one_line(tmp_path):
         )
     for proc, (script, args, expected) in zip(procs, CLI_CASES):
         _, stderr = proc.communicate(timeout=300)
-        imported = {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time")}
-        stderr = "\n".join(line for line in stderr.splitlines() if not line.startswith("import time"))
+        imported, stderr = imported_modules(stderr)
         case = f"{script} {' '.join(args)}: {stderr[-2000:]}"
         assert proc.returncode == 1 and "Traceback" not in stderr and "HYDRA_FULL_ERROR" not in stderr, case
         (line,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
