@@ -300,6 +300,35 @@ def test_asha_across_machines_needs_a_shared_checkpoint_folder_and_errors_hide_t
     assert PASSWORD not in logs["a"] + logs["b"]
 
 
+def test_a_database_tracking_uri_s_password_is_in_no_console_line_checkpoint_or_help(services, tmp_path, capsys):
+    """MLflow's store as a database URL with its password (no server): a run's summary, its checkpoints (their
+    config), evaluate.py's line and ``--help`` show it masked."""
+    from masklab.eval.outputs import log_to_mlflow
+
+    pg, _ = services
+    url = pg.database("mlflow_direct")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url}
+    tiny = [o for o in TINY if not o.startswith("logger=")]
+
+    def cli(script: str, *args: str) -> str:
+        proc = subprocess.run([sys.executable, str(ROOT / "src" / script), *args], env=env, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        return f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
+
+    trained = cli("train.py", *tiny, "logger=mlflow", f"paths.root_dir={tmp_path}", "experiment_name=direct")
+    assert trained.startswith("exit 0") and f"ml:***@127.0.0.1:{pg.port}/mlflow_direct" in trained, trained[-3000:]
+    run_id = re.search(r"MLflow run ([0-9a-f]{32})", trained).group(1)
+    log_to_mlflow(url, "direct", run_id, {"test/segm_AP": 0.5}, [])  # what evaluate.py does at its end
+    evaluated = capsys.readouterr().out
+    assert evaluated == f"logged to MLflow run {run_id} (postgresql://ml:***@127.0.0.1:{pg.port}/mlflow_direct)\n"
+    helped = cli("train.py", "--help") + cli("report.py", "--help")
+    assert helped.count("(postgresql://ml:***@") == 2
+    checkpoints = list(tmp_path.rglob("*.ckpt"))
+    assert checkpoints and not [p for p in tmp_path.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
+    for out in (trained, evaluated, helped):
+        assert PASSWORD not in out
+
+
 def _trials(url: str, name: str) -> list:
     import optuna
 

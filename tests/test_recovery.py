@@ -7,9 +7,11 @@ import os
 from types import SimpleNamespace
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from masklab import MasklabError, exit_on_error
 from masklab.secrets import STORAGE_ENV, install, mask, reveal
 from masklab.sweep.storage import Store
 from masklab.track.mlflow_utils import ensure_store, flat_params
@@ -32,6 +34,22 @@ def test_passwords_are_masked_in_urls_log_lines_and_mlflow_params(monkeypatch, c
     cfg = OmegaConf.create({"sweep": {"storage": url}, "paths": {"tracking_uri": "http://u:p@h:5000"}})
     params = {k: mask(str(v)) for k, v in flat_params(cfg).items()}  # what log_params logs
     assert "s3cr" not in str(params) and ":p@" not in str(params)
+
+
+def test_a_cli_s_error_line_and_run_summary_mask_a_tracking_uri_s_password(capsys):
+    from masklab.track.summary import run_summary
+
+    uri = "postgresql://ml:s3cr3t@db/mlflow"
+    with pytest.raises(SystemExit) as stop, exit_on_error():
+        raise MasklabError(f"ckpt=runs:/0: no MLflow run 0 in {uri}")
+    assert stop.value.code == 1 and capsys.readouterr().err == "error: ckpt=runs:/0: no MLflow run 0 in " + (
+        "postgresql://ml:***@db/mlflow\n"
+    )
+    summary = run_summary({"val/segm_AP": 0.5}, "val/segm_AP", 0.5, None, "abc", "e", uri).splitlines()[-2:]
+    assert summary == ["MLflow run abc in experiment 'e' at postgresql://ml:***@db/mlflow",
+                       "  compare runs: mlflow ui --backend-store-uri postgresql://ml:***@db/mlflow"]  # fmt: skip
+    served = run_summary({}, "val/segm_AP", 0.5, None, "abc", "e", "http://u:pw@mlflow:5000").splitlines()[-1]
+    assert served == "  compare runs: open http://u:***@mlflow:5000"  # a tracking server: its address
 
 
 def test_an_mlflow_store_is_created_whole_and_a_killed_creation_leaves_nothing_behind(tmp_path):

@@ -8,6 +8,8 @@ import signal
 import sys
 import threading
 
+from masklab import secrets
+
 
 class MasklabError(Exception):
     """An error with a one-line message for the user (the CLIs print it and exit non-zero)."""
@@ -140,6 +142,7 @@ def exit_on_error(log: logging.Logger | None = None, oom_advice: str | None = No
     """The CLIs' contract: a user error (see :func:`user_message`) becomes one ``error:`` line on stderr
     and exit code 1, Ctrl-C one ``interrupted`` line and exit code 130, SIGTERM (a cluster's stop) likewise with
     143; anything else keeps its traceback. Both signals unwind: what is being written is finished or removed."""
+    secrets.install()  # a tracking or storage URL's password: in no log line either
     main = threading.current_thread() is threading.main_thread()  # signal handlers: the main thread's only
     previous = signal.signal(signal.SIGTERM, _sigterm) if main else None
     try:
@@ -154,6 +157,7 @@ def exit_on_error(log: logging.Logger | None = None, oom_advice: str | None = No
         message = None if isinstance(exc, SystemExit) else user_message(exc, oom_advice)
         if message is None:
             raise
+        message = secrets.mask(message)  # e.g. "no MLflow run ... in postgresql://user:***@host/db"
         if log is not None:
             _log_to_files(log, message)
         print(f"error: {message}", file=sys.stderr)

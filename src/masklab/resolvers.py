@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 
 from masklab.cli_help import help_groups, help_keys, help_sweeper
 from masklab.paths import PROJECT_ROOT
+from masklab.secrets import mask
 
 if not OmegaConf.has_resolver("help_groups"):
     OmegaConf.register_new_resolver("help_groups", help_groups)
@@ -13,6 +14,8 @@ if not OmegaConf.has_resolver("help_groups"):
     OmegaConf.register_new_resolver("help_sweeper", help_sweeper)
 if not OmegaConf.has_resolver("masklab_root"):
     OmegaConf.register_new_resolver("masklab_root", lambda: str(PROJECT_ROOT))
+if not OmegaConf.has_resolver("masked"):  # a URL in --help, its password hidden: ${masked:${paths.tracking_uri}}
+    OmegaConf.register_new_resolver("masked", mask)
 if not OmegaConf.has_resolver("mul"):  # search spaces relative to a config value: ${mul:${optimizer.lr},0.25}
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
 if not OmegaConf.has_resolver(

@@ -23,6 +23,15 @@ def mask(text):
     return _CREDENTIALS.sub(r"\g<head>***\g<at>", text) if isinstance(text, str) else text
 
 
+def mask_all(obj):
+    """``obj`` (a config as plain containers) with :func:`mask` applied to every string in it."""
+    if isinstance(obj, dict):
+        return {k: mask_all(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [mask_all(v) for v in obj]
+    return mask(obj)
+
+
 def reveal(masked: str) -> str:
     """The real URL behind ``masked`` when this process holds it (:data:`STORAGE_ENV`), else ``masked``."""
     real = os.environ.get(STORAGE_ENV)

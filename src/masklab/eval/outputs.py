@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from masklab.metrics import registry
+from masklab.secrets import mask
 from masklab.viz import plots
 
 log = logging.getLogger("masklab.evaluate")
@@ -68,7 +69,7 @@ def log_to_mlflow(tracking_uri: str, experiment: str, run_id: str | None, metric
     try:
         client.get_run(run_id) if run_id else None
     except mlflow.exceptions.MlflowException:
-        log.info("the checkpoint's MLflow run %s is not in %s: logging to a new run", run_id, tracking_uri)
+        log.info("the checkpoint's MLflow run %s is not in %s: logging to a new run", run_id, mask(tracking_uri))
         run_id = None
     if run_id is None:
         run_id = client.create_run(
@@ -80,7 +81,7 @@ def log_to_mlflow(tracking_uri: str, experiment: str, run_id: str | None, metric
             client.log_metric(run_id, f"eval/{k}", v)
     for f in files:
         client.log_artifact(run_id, str(f), "evaluate")
-    print(f"logged to MLflow run {run_id} ({tracking_uri})")
+    print(f"logged to MLflow run {run_id} ({mask(tracking_uri)})")
 
 
 def _json(v):

@@ -25,6 +25,7 @@ from masklab.metrics.coco import CocoEvaluator
 from masklab.model.build import NET_NUMBERS, build_model, parameter_summary, set_trainable, todays_node
 from masklab.model.schedules import SIZES as SCHEDULE_SIZES
 from masklab.model.schedules import boundaries, warmup
+from masklab.secrets import mask_all
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ def build_module(cfg: DictConfig, class_names=None) -> MaskRCNNModule:
     names = list(class_names if class_names is not None else cfg.data.class_names)
     net = build_model(cfg, num_classes=len(names) + 1)
     module = instantiate(cfg.module, net=net, class_names=names, _convert_="partial")
-    module.save_hyperparameters({"cfg": OmegaConf.to_container(cfg), "class_names": names}, logger=False)
+    saved = mask_all(OmegaConf.to_container(cfg))  # a tracking URI's password stays out of every checkpoint
+    module.save_hyperparameters({"cfg": saved, "class_names": names}, logger=False)
     return module
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from masklab.secrets import mask
+
 
 def metrics_table(metrics: dict[str, float], title: str = "final metrics") -> str:
     """A plain two-column table, grouped by stage (val/..., test/...), names sorted."""
@@ -46,10 +48,9 @@ def run_summary(
         f"best checkpoint: {best_ckpt or '(none)'}",
     ]
     if run_id:
-        lines += [
-            f"MLflow run {run_id} in experiment '{experiment}' at {tracking_uri}",
-            f"  compare runs: mlflow ui --backend-store-uri {tracking_uri}",
-        ]
+        uri = mask(tracking_uri)
+        compare = f"open {uri}" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
+        lines += [f"MLflow run {run_id} in experiment '{experiment}' at {uri}", f"  compare runs: {compare}"]
     return "\n".join(lines)
 
 
