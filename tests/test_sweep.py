@@ -437,13 +437,15 @@ def test_killed_sweep_resumes_with_the_killed_trial_failed(tmp_path):
     assert [s for _, s in after].count("COMPLETE") == 3 and len(after) == 4  # n_trials finished, the killed one extra
     # the resumed session's sampler drew afresh: seeded as the first, it proposed trial 0's learning rate again
     assert len({t.params["optimizer.lr"] for t in study.trials}) == 4 and study.user_attrs["masklab_sessions"] == 2
-    assert f"trial {killed} was left RUNNING" in again.stdout + again.stderr
+    from masklab.paths import hostname
+
+    assert f"trial {killed} (on {hostname()}) was left RUNNING" in again.stdout + again.stderr  # which machine died
     # its MLflow run ended FAILED and says why; the study has one parent run, FINISHED like the other trials' runs
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
     dead = client.get_run(study.trials[killed].user_attrs["mlflow_run_id"])
     assert dead.info.status == "FAILED" and dead.data.tags["trial_state"] == "FAIL"
-    assert "worker died" in dead.data.tags["fail_reason"]
+    assert "worker died" in dead.data.tags["fail_reason"] and dead.data.tags["host"] == hostname()
     assert len([r for r in runs if r.data.tags.get("masklab.role") == "study"]) == 1 and len(runs) == 1 + 4
     assert {r.info.status for r in runs if r.info.run_id != dead.info.run_id} == {"FINISHED"}
     done = run(cmd, tmp_path)  # the study is full: nothing runs, and it says so instead of only printing the table

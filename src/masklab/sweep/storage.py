@@ -384,7 +384,8 @@ class Store:
             failed = True
             with contextlib.suppress(Exception):  # MLflow unreachable: the trial is FAIL all the same
                 if self.fail(t._trial_id, reason):
-                    log.warning("trial %d was left RUNNING (%s): marked FAIL", t.number, reason)
+                    host = t.user_attrs.get("masklab_owner", {}).get("host", "no owner")
+                    log.warning("trial %d (on %s) was left RUNNING (%s): marked FAIL", t.number, host, reason)
                     self.on_dead(t, reason)
         return self.trials() if failed else trials
 

@@ -81,8 +81,11 @@ class Tracker:
             found = self.client.search_runs([exp_id], query + " and attributes.status = 'RUNNING'", max_results=1)
             run_id = found[0].info.run_id if found else None
         if run_id:
-            for k, v in {"trial_number": str(trial.number), "trial_state": "FAIL", "fail_reason": reason}.items():
-                self.client.set_tag(run_id, k, v)
+            host = trial.user_attrs.get("masklab_owner", {}).get("host")  # the machine that died: its files are there
+            tags = {"trial_number": str(trial.number), "trial_state": "FAIL", "fail_reason": reason, "host": host}
+            for k, v in tags.items():
+                if v:
+                    self.client.set_tag(run_id, k, v)
             self.client.set_terminated(run_id, status="FAILED")
 
     def repeat_run(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
