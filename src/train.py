@@ -22,6 +22,7 @@ from masklab import exit_on_error, on_interrupt, quiet_lightning, secrets
 from masklab.track.resume import LAST_CHECKPOINT
 
 log = logging.getLogger("masklab.train")
+secrets.install()  # before Hydra's first line: a grid's launcher logs each job's overrides (a password in a URL)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -29,7 +30,6 @@ def main(cfg: DictConfig) -> float:
     from masklab.training import train  # torch and Lightning (5 s): not imported for --help or a config error
 
     quiet_lightning()
-    secrets.install()  # a grid's jobs too (exit_on_error installs it for a single run, the sweeper for a study)
     hc = HydraConfig.get()
     multirun, trial = hc.mode == RunMode.MULTIRUN, cfg.sweep.trial_id is not None  # a grid's job or a trial
     errors = contextlib.nullcontext() if multirun else exit_on_error(log)  # hydra.callbacks or the sweeper record them

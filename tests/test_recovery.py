@@ -24,6 +24,7 @@ def test_passwords_are_masked_in_urls_log_lines_and_mlflow_params(monkeypatch, c
     assert mask(f"storage='{url}' and http://u:p@mlflow:5000") == (
         "storage='postgresql://ml:***@db:5432/optuna' and http://u:***@mlflow:5000"
     )
+    assert mask(r"- a=postgresql\://ml\:s3cr3t@db/x") == r"- a=postgresql\://ml\:***@db/x"  # a grid job's overrides
     assert mask("journal:/tmp/x.journal") == "journal:/tmp/x.journal" and mask("http://host:5000") == "http://host:5000"
     monkeypatch.setenv(STORAGE_ENV, url)  # what the sweeper keeps for its trials
     assert reveal(mask(url)) == url and reveal("sqlite:///other.db") == "sqlite:///other.db"

@@ -168,6 +168,18 @@ def test_ctrl_c_exits_130_and_says_how_to_go_on(tmp_path, grid):
     assert "the grid's later jobs did not run" in out and not (tmp_path / "grid" / "1").exists()
 
 
+def test_a_password_given_on_the_command_line_is_masked_in_the_lines_and_configs_hydra_saves(tmp_path):
+    url = "postgresql://ml:pw-on-the-command-line@db.invalid/mlflow"  # logger=none: never connected to
+    grid = ["hydra.mode=MULTIRUN", "seed=1", f"hydra.sweep.dir={tmp_path}/grid"]  # a grid saves multirun.yaml too
+    done = cli("logger=none", f"paths.tracking_uri={url}", *grid, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = sorted(tmp_path.rglob("*.yaml"))
+    assert {p.name for p in saved} >= {"multirun.yaml", "config.yaml", "hydra.yaml", "overrides.yaml"}
+    assert not [p for p in saved if "pw-on-the-command-line" in p.read_text()]
+    assert "postgresql://ml:***@db.invalid/mlflow" in (tmp_path / "grid" / "0" / ".hydra" / "config.yaml").read_text()
+    assert "pw-on-the-command-line" not in done.stdout + done.stderr  # Hydra's "#0 : ..." line included
+
+
 def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     # exact resume: the loader order and augmentation draws come from (seed, epoch, image), the generators of the
     # RPN/RoI samplers and dropout are restored from the checkpoint, the history and best score carry over

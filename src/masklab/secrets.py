@@ -13,7 +13,8 @@ import re
 
 from omegaconf import DictConfig, read_write
 
-_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][\w+.-]*://[^:/@\s'\"]+:)(?P<pw>[^@\s'\"]+)(?P<at>@)")
+# a ':' may come escaped (\:), as Hydra writes a grid job's overrides
+_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][\w+.-]*\\?://[^:/@\s'\"\\]+\\?:)(?P<pw>[^@\s'\"]+)(?P<at>@)")
 #: the sweep's real storage URL, for its trials (in this process or a launcher's child)
 STORAGE_ENV = "MASKLAB_SWEEP_STORAGE"
 
