@@ -969,6 +969,31 @@ def test_a_sigterm_whose_exit_python_swallowed_still_stops_the_worker_before_its
     assert exited.value.code == 143 and store.trials() == []  # no trial claimed after the stop
 
 
+def test_a_failed_trial_s_reason_keeps_no_password(tmp_path):
+    """``fail_reason`` goes to the study's storage and the trial's MLflow tags: a URL's password in the error that
+    failed the trial (e.g. its tracking store's) is masked there, as in console lines."""
+    from masklab import MasklabError
+    from masklab.sweep.schedulers import Scheduler
+    from masklab.sweep.storage import Store
+    from masklab.sweep.sweeper import OptunaSweeperBase, Session
+
+    class Tracker:
+        def after_trial(self, trial, state, reason):
+            self.reason = reason
+            return state
+
+    store = Store(f"journal:{journal(tmp_path)}", tmp_path, stale_after_s=120, study_name="s", direction="maximize")
+    dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    session = Session(store, Scheduler(), tracker := Tracker(), dists, [], [], ["v"], 3, "journal")
+    sweeper = object.__new__(OptunaSweeperBase)
+    sweeper.duplicates, sweeper.study_name = "train", "s"
+    trial = sweeper._ask(session)
+    error = MasklabError("cannot log to postgresql://ml:s3cr3t@db/mlflow")
+    assert sweeper._tell(session, trial, error, None) == (optuna.trial.TrialState.FAIL, None)
+    masked = "cannot log to postgresql://ml:***@db/mlflow"
+    assert store.frozen(trial).user_attrs["fail_reason"] == masked and tracker.reason == masked
+
+
 def test_a_worker_that_does_not_see_the_study_s_checkpoint_dir_is_refused(tmp_path, monkeypatch):
     # two machines given checkpoint_dir=/data/ckpt, each its own local disk: the second would fail every promotion
     from masklab import MasklabError

@@ -243,7 +243,7 @@ class OptunaSweeperBase(Sweeper):
         if isinstance(error, BaseException) and (cut := unreachable(error)):  # Optuna's own words blame the data
             error = f"the study's database did not answer ({secrets.mask(first_line(cut))})"
         elif isinstance(error, BaseException):
-            error = user_message(error) or first_line(error, with_type=True)
+            error = secrets.mask(user_message(error) or first_line(error, with_type=True))  # to the study and MLflow
         s.store.tell(trial, state=State.FAIL, fail_reason=error[:2000])
         return s.tracker.after_trial(trial, State.FAIL, error), error if setting else None
 
