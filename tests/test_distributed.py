@@ -301,30 +301,35 @@ def test_asha_across_machines_needs_a_shared_checkpoint_folder_and_errors_hide_t
 
 
 def test_a_database_tracking_uri_s_password_is_in_no_console_line_checkpoint_or_help(services, tmp_path, capsys):
-    """MLflow's store as a database URL with its password (no server): a run's summary, its checkpoints (their
-    config), evaluate.py's line and ``--help`` show it masked."""
+    """MLflow's store as a database URL with its password (no server), given on a sweep's command line: its trial
+    trains with it, and the trial's summary, saved configs and checkpoints, evaluate.py's line and ``--help``
+    (the URL in the environment) show it masked."""
     from masklab.eval.outputs import log_to_mlflow
 
     pg, _ = services
     url = pg.database("mlflow_direct")
     env = {**os.environ, "MLFLOW_TRACKING_URI": url}
     tiny = [o for o in TINY if not o.startswith("logger=")]
+    study = ["-m", "hydra/sweeper=optuna", "hparams_search=none", "optimizer.lr=choice(0.01)",
+             "hydra.sweeper.n_trials=1", "hydra.sweeper.pruner=none", f"paths.tracking_uri={url}"]  # fmt: skip
 
     def cli(script: str, *args: str) -> str:
         proc = subprocess.run([sys.executable, str(ROOT / "src" / script), *args], env=env, capture_output=True,
                               text=True, timeout=600)  # fmt: skip
         return f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
 
-    trained = cli("train.py", *tiny, "logger=mlflow", f"paths.root_dir={tmp_path}", "experiment_name=direct")
-    assert trained.startswith("exit 0") and f"ml:***@127.0.0.1:{pg.port}/mlflow_direct" in trained, trained[-3000:]
+    trained = cli("train.py", *study, *tiny, "logger=mlflow", f"paths.root_dir={tmp_path}", "experiment_name=direct")
+    assert trained.startswith("exit 0") and "trial 0 COMPLETE" in trained, trained[-3000:]
+    assert f"at postgresql://ml:***@127.0.0.1:{pg.port}/mlflow_direct" in trained  # the trial's run summary
     run_id = re.search(r"MLflow run ([0-9a-f]{32})", trained).group(1)
     log_to_mlflow(url, "direct", run_id, {"test/segm_AP": 0.5}, [])  # what evaluate.py does at its end
     evaluated = capsys.readouterr().out
     assert evaluated == f"logged to MLflow run {run_id} (postgresql://ml:***@127.0.0.1:{pg.port}/mlflow_direct)\n"
     helped = cli("train.py", "--help") + cli("report.py", "--help")
     assert helped.count("(postgresql://ml:***@") == 2
-    checkpoints = list(tmp_path.rglob("*.ckpt"))
-    assert checkpoints and not [p for p in tmp_path.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
+    saved = [p.suffix for p in tmp_path.rglob("*") if p.suffix in (".ckpt", ".yaml")]
+    assert ".ckpt" in saved and ".yaml" in saved  # the trial's checkpoints and .hydra/*.yaml, with the study's
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
     for out in (trained, evaluated, helped):
         assert PASSWORD not in out
 

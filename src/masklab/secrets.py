@@ -40,14 +40,14 @@ def reveal(masked: str) -> str:
 
 
 def hide_storage(config: DictConfig, storage: str | None) -> None:
-    """Keep a sweep's real storage URL in this process's environment only; ``config`` (saved as ``.hydra/*.yaml``
-    and passed to trials) gets it masked, in ``hydra.sweeper.storage`` and in the overrides."""
+    """Keep a sweep's real storage URL in this process's environment only; ``config`` (composed into every trial's)
+    gets it masked, in ``hydra.sweeper.storage`` and the hydra overrides. The task overrides stay as given: they are
+    the trials' arguments (a tracking URL's password included; their saved files: ``hydra.callbacks.mask_saved``)."""
     if storage:
         os.environ[STORAGE_ENV] = str(storage)
     with read_write(config.hydra):
         config.hydra.sweeper.storage = mask(storage)
-        for key in ("hydra", "task"):
-            config.hydra.overrides[key] = [mask(o) for o in config.hydra.overrides[key]]
+        config.hydra.overrides.hydra = [mask(o) for o in config.hydra.overrides.hydra]
 
 
 def install() -> None:
