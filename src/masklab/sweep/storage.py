@@ -384,7 +384,7 @@ class Store:
             failed = True
             with contextlib.suppress(Exception):  # MLflow unreachable: the trial is FAIL all the same
                 if self.fail(t._trial_id, reason):
-                    host = t.user_attrs.get("masklab_owner", {}).get("host", "no owner")
+                    host = owner_host(t) or "no owner"
                     log.warning("trial %d (on %s) was left RUNNING (%s): marked FAIL", t.number, host, reason)
                     self.on_dead(t, reason)
         return self.trials() if failed else trials
@@ -417,6 +417,11 @@ class Store:
         finally:
             stop.set()
             thread.join(timeout=every_s + 5)
+
+
+def owner_host(t: FrozenTrial) -> str | None:
+    """The host of the worker that asked for trial ``t`` (``masklab_owner``); None for a trial with no owner."""
+    return t.user_attrs.get("masklab_owner", {}).get("host")
 
 
 def trial_of(study_name: str, spec: str, trial_id: int, proxy=None, silence_s: float = SILENCE_S):

@@ -30,7 +30,7 @@ from masklab.errors import on_interrupt, terminating
 from masklab.model.trainer import free_memory, refuse_gpu_trials_without_gpu, refuse_multiprocess
 from masklab.sweep import schedulers, space
 from masklab.sweep.schedulers import Scheduler, build_pruner, grid_values, make_sampler, pruner_spec, space_size
-from masklab.sweep.storage import INTERRUPTED, WORKER_DIED, Store, unreachable
+from masklab.sweep.storage import INTERRUPTED, WORKER_DIED, Store, owner_host, unreachable
 from masklab.track.outcome import NOT_PARAMS
 from masklab.track.study_runs import Tracker
 
@@ -156,7 +156,7 @@ class OptunaSweeperBase(Sweeper):
         if len(used) >= s.n_trials:
             if not running:
                 return None
-            hosts = ", ".join(f"{t.number} on {t.user_attrs.get('masklab_owner', {}).get('host')}" for t in running)
+            hosts = ", ".join(f"{t.number} on {owner_host(t)}" for t in running)
             return f"all n_trials={s.n_trials} are started; trials {hosts} still run"
         size = space_size(s.dists) if self.duplicates == "reuse" else None
         if size is not None and len(self._trained(s, trials)) >= size:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from masklab.secrets import mask
+from masklab.sweep.storage import owner_host
 from masklab.track.outcome import retrain_command, save_plots, summary_table, write_best_params
 
 log = logging.getLogger("masklab.sweep")
@@ -81,7 +82,7 @@ class Tracker:
             found = self.client.search_runs([exp_id], query + " and attributes.status = 'RUNNING'", max_results=1)
             run_id = found[0].info.run_id if found else None
         if run_id:
-            host = trial.user_attrs.get("masklab_owner", {}).get("host")  # the machine that died: its files are there
+            host = owner_host(trial)  # the machine that died: its files are there
             tags = {"trial_number": str(trial.number), "trial_state": "FAIL", "fail_reason": reason, "host": host}
             for k, v in tags.items():
                 if v:
