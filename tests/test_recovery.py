@@ -99,3 +99,31 @@ def test_a_dead_trial_s_mlflow_run_ends_failed_even_before_it_was_recorded_on_th
     ended = tracker.client.get_run(run.info.run_id)
     assert ended.info.status == "FAILED" and ended.data.tags["trial_state"] == "FAIL"
     assert ended.data.tags["fail_reason"] == "worker died (killed or crashed) mid-trial"
+
+
+def test_child_runs_left_running_by_finished_trials_end_as_their_trials_did_on_the_next_session(tmp_path):
+    """MLflow that did not answer as a trial ended leaves its run RUNNING: the study's next session ends it with the
+    trial's state; a run a RUNNING trial still uses (an ASHA promotion resumes its configuration's run) stays."""
+    store, cfg = study_with_mlflow(tmp_path)
+    tracker = Tracker(cfg, store, tmp_path, [])
+    tracker.open_parent()
+    exp = tracker.client.get_run(tracker.parent_id).info.experiment_id
+
+    def run(number: int) -> str:
+        tags = {"mlflow.parentRunId": tracker.parent_id, "trial_number": str(number)}
+        return tracker.client.create_run(exp, tags=tags).info.run_id
+
+    failed, paused, done = store.study.ask(), store.study.ask(), store.study.ask()
+    store.tell(failed, state=optuna.trial.TrialState.FAIL, fail_reason="MLflow's tracking database cannot be used")
+    store.tell(paused, state=optuna.trial.TrialState.PRUNED, asha_rung=0, asha_paused=True)
+    store.tell(done, 0.5)
+    runs = {"failed": run(failed.number), "paused": run(paused.number), "done": run(done.number)}
+    tracker.client.set_terminated(runs["done"])
+    store.ask(asha_root=paused.number, asha_rung=1)  # its promotion, running: it has resumed the paused run
+    Tracker(cfg, store, tmp_path, []).open_parent()  # the next session
+    got = {k: tracker.client.get_run(v) for k, v in runs.items()}
+    assert got["failed"].info.status == "FAILED" and got["failed"].data.tags["trial_state"] == "FAIL"
+    assert got["failed"].data.tags["fail_reason"] == "MLflow's tracking database cannot be used"
+    assert got["paused"].info.status == "RUNNING" and "trial_state" not in got["paused"].data.tags
+    assert got["done"].info.status == "FINISHED" and "trial_state" not in got["done"].data.tags
+

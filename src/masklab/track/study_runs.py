@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from masklab.secrets import mask
+from masklab.sweep.asha import asha_root
 from masklab.sweep.storage import owner_host
 from masklab.track.outcome import retrain_command, save_plots, summary_table, write_best_params
 
@@ -61,6 +62,7 @@ class Tracker:
         if known:
             self.parent_id = known
             self.client.update_run(known, status="RUNNING")
+            self._end_left_runs(exp_id)
         else:
             tags = {"masklab.role": "study", "study": self.study.study_name, "study_uid": uid}
             self.parent_id = self.client.create_run(
@@ -88,6 +90,24 @@ class Tracker:
                 if v:
                     self.client.set_tag(run_id, k, v)
             self.client.set_terminated(run_id, status="FAILED")
+
+    def _end_left_runs(self, exp_id: str) -> None:
+        """End the child runs left RUNNING of trials the study has finished (MLflow did not answer as they ended, or
+        as their dead worker's trial was failed): with the trial's state, as :meth:`after_trial` would have."""
+        trials = self.study.get_trials(deepcopy=False)
+        live = {asha_root(t) for t in trials if t.state == TrialState.RUNNING}  # an ASHA promotion resumes its run
+        done = {str(t.number): t for t in trials if t.state.is_finished()}
+        query = f"tags.mlflow.parentRunId = '{self.parent_id}' and attributes.status = 'RUNNING'"
+        for run in self.client.search_runs([exp_id], query, max_results=10000):
+            t = done.get(run.data.tags.get("trial_number", ""))
+            if t is None or asha_root(t) in live:
+                continue
+            key = "fail_reason" if t.state == TrialState.FAIL else "prune_reason"
+            self.client.set_tag(run.info.run_id, "trial_state", t.state.name)
+            if reason := t.user_attrs.get(key):
+                self.client.set_tag(run.info.run_id, key, reason[:5000])
+            self.client.set_terminated(run.info.run_id, status="FAILED" if t.state == TrialState.FAIL else "FINISHED")
+            log.info("trial %d's MLflow run was left RUNNING: ended %s", t.number, t.state.name)
 
     def repeat_run(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
         """A child run for a trial that repeats ``earlier``'s parameters and was not trained: its params and final
