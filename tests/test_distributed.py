@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TINY
-from helpers.services import PASSWORD, MlflowServer, Postgres, StorageProxy, pg_bin
+from helpers.services import PASSWORD, MlflowServer, Postgres, StorageProxy, free_port, pg_bin
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("services")]  # one cluster and server for the module
 
@@ -420,6 +420,89 @@ def test_a_trial_that_starts_while_the_database_is_down_waits_for_it(services, t
     assert 2.5 < waited < 30 and store.frozen(trial_id).user_attrs["metrics"] == {"val/segm_AP": 0.5}, waited
     assert caplog.text.count("the study's database does not answer") == 2 and "answers again" in caplog.text
     assert "did not reach" not in caplog.text and PASSWORD not in caplog.text
+
+
+def _journal_trials(path: Path) -> list:
+    import optuna
+
+    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    try:
+        return optuna.load_study(study_name="down", storage=optuna.storages.JournalStorage(backend)).get_trials()
+    except KeyError:  # no study yet
+        return []
+
+
+def test_mlflow_s_database_refusing_or_going_down_is_one_line_and_its_runs_end_on_the_next_session(services, tmp_path):
+    """MLflow's store a database, the study a journal file: a wrong password is one line within seconds, before any
+    trial (MLflow itself retries for 100 s); the database down from trial 0's first report stops the sweep with one
+    line about MLflow's database, not the study's; once it is back, the same command goes on and ends trial 0's run
+    as the study has it."""
+    from mlflow import MlflowClient
+
+    pg, _ = services
+    url, journal = pg.database("mlflow_down"), tmp_path / "study.journal"
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "hydra/sweeper=optuna",
+           *[o for o in TINY if not o.startswith("logger=")], "logger=mlflow", "schedule.epochs=6",
+           "hparams_search=none", "optimizer.lr=tag(log,interval(0.001,0.05))", "hydra.sweeper.pruner=median",
+           "hydra.sweeper.n_trials=2", f"paths.root_dir={tmp_path}", "experiment_name=down",
+           f"hydra.sweeper.storage=journal:{journal}"]  # fmt: skip
+
+    def sweep(tracking_uri: str, halt_at_first_report: bool = False) -> tuple[int, str, float]:
+        log, start = tmp_path / "sweep.log", time.monotonic()
+        proc = subprocess.Popen(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}, stdout=log.open("w"),
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        STARTED.append(proc)
+        while halt_at_first_report and proc.poll() is None and not any(t.intermediate_values
+                                                                       for t in _journal_trials(journal)):  # fmt: skip
+            time.sleep(0.2)
+        if halt_at_first_report:
+            pg.halt()  # while trial 0 trains its 5 other epochs: its run cannot end, nor its worker tag it
+        rc = proc.wait(timeout=300)
+        return rc, log.read_text(), time.monotonic() - start
+
+    rc, out, took = sweep(url.replace(PASSWORD, "wrong"))
+    assert rc == 1 and took < 60 and not _journal_trials(journal), (took, out[-3000:])
+    assert out.strip().splitlines()[-1] == (
+        f"error: MLflow's tracking database at postgresql://ml:***@127.0.0.1:{pg.port}/mlflow_down cannot be used "
+        f'(connection failed: connection to server at "127.0.0.1", port {pg.port} failed: FATAL: password '
+        'authentication failed for user "ml"): is it running, and are paths.tracking_uri (MLFLOW_TRACKING_URI) '
+        "and its password right?"
+    )
+    try:
+        rc, out, _ = sweep(url, halt_at_first_report=True)
+    finally:
+        pg.serve()
+    last = out.strip().splitlines()[-1]
+    assert rc == 1 and last.startswith("error: MLflow's tracking database cannot be used (connection failed: "), out
+    assert "Traceback" not in out and "study's database" not in out and PASSWORD not in out
+    (failed,) = _journal_trials(journal)
+    assert failed.state.name == "FAIL" and failed.user_attrs["fail_reason"].startswith("MLflow's tracking database")
+    rc, out, _ = sweep(url)
+    assert rc == 0 and "trial 0's MLflow run was left RUNNING: ended FAIL" in out, out[-3000:]
+    assert [t.state.name for t in _journal_trials(journal)] == ["FAIL", "COMPLETE", "COMPLETE"]
+    client = MlflowClient(url)
+    runs = client.search_runs([client.get_experiment_by_name("down").experiment_id])
+    status = {r.data.tags.get("trial_number", "study"): (r.info.status, r.data.tags.get("trial_state")) for r in runs}
+    assert status == {"study": ("FINISHED", None), "0": ("FAILED", "FAIL"), "1": ("FINISHED", "COMPLETE"),
+                      "2": ("FINISHED", "COMPLETE")}  # fmt: skip
+
+
+def test_an_mlflow_server_that_does_not_answer_is_one_line_within_seconds(tmp_path):
+    """A tracking server not started yet, or a wrong port: MLflow's client retries for 4 min in silence; train.py and
+    report.py say it in one line within seconds."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    for script, args in (("train.py", [*TINY, "logger=mlflow"]), ("report.py", [])):
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, str(ROOT / "src" / script), *args, f"paths.root_dir={tmp_path}"],
+                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        took = time.monotonic() - start
+        assert proc.returncode == 1 and took < 60, (script, took, proc.stderr[-3000:])
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: MLflow's tracking server at {uri} cannot be used (Connection refused): is it running, and are "
+            "paths.tracking_uri (MLFLOW_TRACKING_URI) and its password right?"
+        ), script
+        assert "Traceback" not in proc.stderr + proc.stdout
 
 
 def test_a_network_cut_ends_the_worker_within_its_bound_not_when_the_network_is_back(tmp_path):

@@ -127,3 +127,23 @@ def test_child_runs_left_running_by_finished_trials_end_as_their_trials_did_on_t
     assert got["paused"].info.status == "RUNNING" and "trial_state" not in got["paused"].data.tags
     assert got["done"].info.status == "FINISHED" and "trial_state" not in got["done"].data.tags
 
+
+def test_mlflow_s_tracking_store_not_answering_mid_run_is_one_line_naming_it(monkeypatch, tmp_path):
+    """What MLflow raises when its server is gone after retrying (here at once), or its database refuses: the CLIs'
+    one line names the server, or says it is MLflow's database (not the study's, which the sweep waits for)."""
+    from masklab import user_message
+    from masklab.sweep.storage import unreachable
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(Exception) as gone:
+        MlflowClient("http://u:s3cr3t@127.0.0.1:9").search_experiments(max_results=1)  # port 9: nothing listens
+    assert user_message(gone.value) == (
+        "MLflow's tracking server at http://u:***@127.0.0.1:9 cannot be used (Connection refused): is it running, "
+        "and are paths.tracking_uri (MLFLOW_TRACKING_URI) and its password right?"
+    )
+    (tmp_path / "mlflow.db").mkdir()  # a folder where the SQLite file should be: sqlite3 cannot open it
+    monkeypatch.setattr("mlflow.store.db.utils.MAX_RETRY_COUNT", 1)
+    with pytest.raises(Exception) as refused:
+        MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()
+    assert user_message(refused.value).startswith("MLflow's tracking database cannot be used (")
+    assert unreachable(refused.value) is None

@@ -26,8 +26,8 @@ def user_message(exc: BaseException, oom_advice: str | None = None) -> str | Non
     A :class:`MasklabError`, also when Hydra's ``instantiate`` wrapped it (a reader or the datamodule
     raised it while being built), a required key left unset (``???`` in the config), and a value a config
     interpolation cannot use (``optimizer.lr=abc`` where the search space computes ``${mul:${optimizer.lr},0.25}``),
-    and the GPU running out of memory (a batch or image size too big for it: torch's traceback ends in a conv;
-    ``oom_advice``: the keys that help, training's by default)."""
+    the GPU running out of memory (a batch or image size too big for it: torch's traceback ends in a conv;
+    ``oom_advice``: the keys that help, training's by default), and MLflow's tracking store not answering."""
     from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
     torch = sys.modules.get("torch")  # an out-of-memory can only come from a loaded torch
@@ -41,6 +41,10 @@ def user_message(exc: BaseException, oom_advice: str | None = None) -> str | Non
             return f"{seen.full_key}: {first_line(seen)}"
         if torch is not None and isinstance(seen, torch.OutOfMemoryError):
             return out_of_memory(str(seen), oom_advice or TRAINING_OOM_ADVICE)
+    if "mlflow" in sys.modules:  # its tracking store not answering: only a loaded MLflow raises that
+        from masklab.track.mlflow_utils import tracking_failure
+
+        return tracking_failure(exc)
     return None
 
 
@@ -95,6 +99,17 @@ def causes(exc: BaseException, depth: int = 5):
     while exc is not None and depth > 0:
         yield exc
         exc, depth = exc.__cause__, depth - 1
+
+
+def raised_in(exc: BaseException, package: str) -> bool:
+    """Whether ``exc`` was raised in, or passed through, a module of ``package`` (e.g. MLflow's database errors,
+    which are SQLAlchemy's, as the study's database's are)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").split(".", 1)[0] == package:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 _SIGTERM = threading.Event()  # set by the handler: an error after it is the stop's doing (a killed DataLoader worker)

@@ -16,12 +16,15 @@ from masklab.data.datamodule import build_datamodule
 from masklab.eval import runner
 from masklab.eval.checkpoint import load_for_inference, resolve_device, warn_other_data
 from masklab.eval.outputs import log_to_mlflow, write_outputs, write_retune
+from masklab.track.mlflow_utils import ensure_store
 
 
 def evaluate(cfg: DictConfig, out: Path, overridden: list[str] | None = None) -> dict:
     """``overridden``: the command line's overrides (default: Hydra's): the runtime keys to take from ``cfg``."""
     check_numbers(cfg, {"min_score": (in_range(0, 1), "a score in [0, 1]")})
     module, rcfg, changed, run_id = load_for_inference(cfg, overridden)
+    if cfg.log_mlflow and rcfg.logger.get("_target_"):
+        ensure_store(rcfg.paths.tracking_uri)  # a server that does not answer: one line now, not after the evaluation
     names, prefix, nms = module.class_names, cfg.split, rcfg.nms
     grid = _retune_grid(cfg, nms)
     if cfg.cache and changed:

@@ -37,6 +37,7 @@ from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
 from masklab import MasklabError, causes, first_line
+from masklab.errors import raised_in
 from masklab.paths import hostname, read_text, write_text
 from masklab.secrets import mask, reveal
 
@@ -143,7 +144,7 @@ def unreachable(exc: BaseException) -> BaseException | None:
     sa, grpc = sys.modules.get("sqlalchemy.exc"), sys.modules.get("grpc")  # None: never opened
     for e in causes(exc, 8):
         if sa and isinstance(e, (sa.OperationalError, sa.InterfaceError)):
-            return e
+            return None if raised_in(e, "mlflow") else e  # MLflow's database is not the study's
         # the proxy itself, or its database: the proxy passes on Optuna's words for a SQLAlchemy error, no more
         if grpc and isinstance(e, grpc.RpcError) and (e.code() == grpc.StatusCode.UNAVAILABLE or PROXY_DB in str(e)):
             return e

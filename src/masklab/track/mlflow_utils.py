@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import time
 from pathlib import Path
 
 from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's own, without its 5-s import
 from omegaconf import DictConfig, OmegaConf
 
+from masklab.errors import causes, first_line, raised_in
 from masklab.paths import absolute, hostname
 from masklab.secrets import mask
 
@@ -55,17 +59,24 @@ def make_logger(cfg: DictConfig, run_id: str | None):
     )
 
 
-def ensure_store(tracking_uri: str) -> None:
-    """Create a SQLite tracking store whole or not at all: built under a temporary name, then renamed (a run killed
-    while MLflow created its tables left a store every later run failed on: 'table datasets already exists')."""
-    import os
+#: how long a CLI waits for MLflow's tracking server or database to answer at its start, in s (MLflow's own
+#: retries wait 4 min for a server and 100 s for a database, in silence)
+REACH_S = 10
 
+
+def ensure_store(tracking_uri: str) -> None:
+    """The tracking store, ready: a SQLite file created whole or not at all (a run killed while MLflow created its
+    tables left a store every later run failed on: 'table datasets already exists'); a server or database checked to
+    answer within :data:`REACH_S`, else one line."""
     from filelock import FileLock
     from mlflow import MlflowClient
 
+    _quiet_database_errors()
     uri = str(tracking_uri)
     path = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-    if path is None or path.is_file():
+    if path is None:
+        return reach(uri)
+    if path.is_file():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock", timeout=600):  # workers starting together: one creates it
@@ -77,9 +88,93 @@ def ensure_store(tracking_uri: str) -> None:
         os.replace(tmp, path)
 
 
+class _WithoutTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def _quiet_database_errors() -> None:
+    """MLflow's database errors logged without their tracebacks (a hundred lines each, several per failed call):
+    each record's message says what failed, and the run's own error its one line."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _WithoutTraceback) for f in logger.filters):
+        logger.addFilter(_WithoutTraceback())
+
+
+def reach(uri: str) -> None:
+    """One line, within about :data:`REACH_S`, when the tracking server or database at ``uri`` does not answer
+    (down, a wrong port or host) or refuses (a wrong password); nothing for a local store."""
+    from masklab import MasklabError
+
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    try:
+        if scheme in ("http", "https"):
+            _ask_server(uri)
+        elif "://" in uri and scheme not in ("sqlite", "file", "databricks"):
+            _connect_database(uri)
+    except Exception as exc:  # requests', SQLAlchemy's or the driver's
+        what = "server" if scheme in ("http", "https") else "database"
+        advice = 'pip install -e ".[distributed]" (its driver)' if isinstance(exc, ImportError) else HINT
+        raise MasklabError(f"MLflow's tracking {what} at {mask(uri)} cannot be used ({_why(exc)}): {advice}") from None
+
+
+def _ask_server(uri: str) -> None:
+    from mlflow import MlflowClient
+
+    bounds = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(REACH_S)}
+    saved = {k: os.environ.get(k) for k in bounds}
+    os.environ.update(bounds)  # read at each request; only this one's
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
+
+
+def _connect_database(uri: str) -> None:
+    import sqlalchemy
+
+    timeout = {"connect_args": {"connect_timeout": REACH_S}} if uri.startswith(("postgresql", "mysql")) else {}
+    engine = sqlalchemy.create_engine(uri, **timeout)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
+HINT = "is it running, and are paths.tracking_uri (MLFLOW_TRACKING_URI) and its password right?"
+
+
+def tracking_failure(exc: BaseException) -> str | None:
+    """One line for ``exc`` when it is MLflow's tracking server or database not answering or refusing (MLflow's
+    database errors are SQLAlchemy's, as the study's are), else None."""
+    for e in causes(exc):
+        if type(e).__name__ == "MlflowException" and (
+            m := re.match(r"API request to (\S+?)/api/\S* failed with ", str(e))
+        ):
+            return f"MLflow's tracking server at {mask(m[1])} cannot be used ({_why(e)}): {HINT}"
+        if type(e).__name__ in ("OperationalError", "InterfaceError") and raised_in(e, "mlflow"):
+            return f"MLflow's tracking database cannot be used ({_why(e)}): {HINT}"
+    return None
+
+
+def _why(exc: BaseException) -> str:
+    """The cause in a few words: the OS's (``Connection refused``), a timeout, or the first line of the error."""
+    text = str(exc)
+    if found := re.search(r"\[Errno -?\d+\] ([^'\")]+)|(timed out)", text):
+        return next(g for g in found.groups() if g)
+    return mask(re.sub(r"^\([\w.]+\) ", "", " ".join(first_line(exc).split())))  # less SQLAlchemy's "(psycopg.X) "
+
+
 def open_client(tracking_uri: str, what: str):
     """An MlflowClient on ``tracking_uri``, or one line (starting with ``what``) when it names a SQLite file
-    that does not exist: MLflow would create it empty, and every lookup would then say 'not found'."""
+    that does not exist (MLflow would create it empty, and every lookup would then say 'not found') or a store
+    that does not answer."""
     from mlflow import MlflowClient
 
     from masklab import MasklabError
@@ -90,6 +185,11 @@ def open_client(tracking_uri: str, what: str):
             f"{what}no MLflow database at {uri[len('sqlite:///') :]}: train first, or point "
             "paths.tracking_uri (or MLFLOW_TRACKING_URI) at the sqlite:///<file> the runs went to"
         )
+    _quiet_database_errors()
+    try:
+        reach(uri)
+    except MasklabError as exc:
+        raise MasklabError(f"{what}{exc}") from None
     return MlflowClient(uri)
 
 
