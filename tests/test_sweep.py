@@ -360,6 +360,13 @@ def test_a_repeated_setting_is_not_trained_again_and_a_done_space_ends_the_study
         "all 3 settings of the space have a COMPLETE trial; stopping before n_trials=5" in again.stdout + again.stderr
     )
     assert "raise hydra.sweeper.n_trials" not in again.stdout + again.stderr
+    # a session with another fixed setting (another machine's command line, a resume with other settings) is told
+    other = run([*cmd, "data.train.num_images=3"], tmp_path)
+    assert other.returncode == 0 and (
+        f"study 's': trial {study.trials[-1].number} ran with other fixed settings (data.train.num_images=4; here: "
+        "data.train.num_images=3): the study ranks them together" in other.stdout + other.stderr
+    ), other.stdout[-3000:] + other.stderr[-3000:]
+    assert "other fixed settings" not in said + again.stdout + again.stderr
 
 
 def test_two_objectives_with_nsga2_complete_and_leave_a_pareto_front(tmp_path):

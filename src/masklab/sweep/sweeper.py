@@ -274,7 +274,20 @@ class OptunaSweeperBase(Sweeper):
         log.info("study %r (%s): %d finished of n_trials=%d; space %s",
                  self.study_name, secrets.mask(spec), done, n_trials, sorted(dists))  # fmt: skip
         key = [o for o in fixed if not o.startswith(NOT_PARAMS)]
+        self._same_settings(store, key)
         return Session(store, scheduler, tracker, dists, fixed, key, names, n_trials, secrets.mask(spec))
+
+    def _same_settings(self, store: Store, key: list[str]) -> None:
+        """Say so when this session's fixed overrides are not those of the study's last trial (another machine's
+        command line, or the study resumed with other settings): the study then ranks trials of unlike settings."""
+        last = next((t for t in reversed(store.trials()) if "fixed" in t.user_attrs), None)
+        if last is None or last.user_attrs["fixed"] == key:
+            return
+        ran = last.user_attrs["fixed"]
+        there, here = " ".join(sorted(set(ran) - set(key))) or "-", " ".join(sorted(set(key) - set(ran))) or "-"
+        log.warning("study %r: trial %d ran with other fixed settings (%s; here: %s): the study ranks them together "
+                    "(hydra.sweeper.study_name=<new name> for a study of their own)",
+                    self.study_name, last.number, secrets.mask(there), secrets.mask(here))  # fmt: skip
 
     def _space(self, arguments: list[str]) -> tuple[dict, list[str]]:
         """The search space's distributions and the fixed overrides, the study's settings checked first."""
