@@ -83,13 +83,16 @@ class Tracker:
             exp_id = self.client.get_run(self.parent_id).info.experiment_id
             found = self.client.search_runs([exp_id], query + " and attributes.status = 'RUNNING'", max_results=1)
             run_id = found[0].info.run_id if found else None
-        if run_id:
-            host = owner_host(trial)  # the machine that died: its files are there
-            tags = {"trial_number": str(trial.number), "trial_state": "FAIL", "fail_reason": reason, "host": host}
-            for k, v in tags.items():
-                if v:
-                    self.client.set_tag(run_id, k, v)
-            self.client.set_terminated(run_id, status="FAILED")
+        if run_id:  # its host: the machine that died, where its files are
+            self._end(run_id, TrialState.FAIL, trial_number=trial.number, fail_reason=reason, host=owner_host(trial))
+
+    def _end(self, run_id: str, state: TrialState, **tags) -> None:
+        """End run ``run_id`` as its trial ended (FAILED for FAIL, else FINISHED), tagged ``trial_state`` and ``tags``
+        (those with a value)."""
+        for k, v in {"trial_state": state.name, **tags}.items():
+            if v is not None and str(v):
+                self.client.set_tag(run_id, k, str(v)[:5000])
+        self.client.set_terminated(run_id, status="FAILED" if state == TrialState.FAIL else "FINISHED")
 
     def _end_left_runs(self, exp_id: str) -> None:
         """End the child runs left RUNNING of trials the study has finished (MLflow did not answer as they ended, or
@@ -103,10 +106,7 @@ class Tracker:
             if t is None or asha_root(t) in live:
                 continue
             key = "fail_reason" if t.state == TrialState.FAIL else "prune_reason"
-            self.client.set_tag(run.info.run_id, "trial_state", t.state.name)
-            if reason := t.user_attrs.get(key):
-                self.client.set_tag(run.info.run_id, key, reason[:5000])
-            self.client.set_terminated(run.info.run_id, status="FAILED" if t.state == TrialState.FAIL else "FINISHED")
+            self._end(run.info.run_id, t.state, **{key: t.user_attrs.get(key)})
             log.info("trial %d's MLflow run was left RUNNING: ended %s", t.number, t.state.name)
 
     def repeat_run(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
