@@ -74,3 +74,12 @@ def parse(search_space: dict | None, params: dict | None, arguments: list[str]):
 def to_overrides(params: dict) -> list[str]:
     """Hydra overrides of a trial's sampled params (floats with full precision)."""
     return [f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()]
+
+
+def describe(d: BaseDistribution) -> str:
+    """A distribution in the sweep grammar it came from: ``choice(a, b)``, ``tag(log, interval(a, b))``, ``range``."""
+    if isinstance(d, CategoricalDistribution):
+        return f"choice({', '.join(map(str, d.choices))})"
+    if d.step not in (None, 1):  # Optuna's stepped distributions are never log
+        return f"range({d.low:g}, {d.high + d.step:g}, {d.step:g})"
+    return f"tag(log, interval({d.low}, {d.high}))" if d.log else f"interval({d.low}, {d.high})"

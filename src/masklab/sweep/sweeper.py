@@ -260,6 +260,7 @@ class OptunaSweeperBase(Sweeper):
             n_trials = size
         store = Store(spec, self.sweep_dir, self.stale_after_s, self.heartbeat_s, proxy=self.proxy,
                       study_name=self.study_name, sampler=sampler, pruner=optuna_pruner, directions=dirs)  # fmt: skip
+        self._same_space(store, dists)
         tracker = Tracker(self.config, store, self.sweep_dir, fixed)
         store.on_dead = tracker.dead_run
         data = self._data(dists)  # a large dataset's annotations take a while to hash: not under the lock
@@ -276,6 +277,21 @@ class OptunaSweeperBase(Sweeper):
         key = [o for o in fixed if not o.startswith(NOT_PARAMS)]
         self._same_settings(store, key)
         return Session(store, scheduler, tracker, dists, fixed, key, names, n_trials, secrets.mask(spec))
+
+    def _same_space(self, store: Store, dists: dict) -> None:
+        """Refuse, before any trial, a parameter the study's trials drew from another kind of distribution (or other
+        choices), which Optuna cannot mix in one study: a space changed on a resume or on another machine."""
+        for t in store.trials():
+            for name in dists.keys() & t.distributions.keys():
+                try:
+                    optuna.distributions.check_distribution_compatibility(t.distributions[name], dists[name])
+                except ValueError:
+                    here, there = space.describe(dists[name]), space.describe(t.distributions[name])
+                    raise MasklabError(
+                        f"study {self.study_name!r}: {name} is {here} here, but trial {t.number} drew it from {there}, "
+                        "and Optuna cannot mix the two in one study: keep its kind and choices (an interval's bounds "
+                        "may change), or start another study (hydra.sweeper.study_name=<new name>)"
+                    ) from None
 
     def _same_settings(self, store: Store, key: list[str]) -> None:
         """Say so when this session's fixed overrides are not those of the study's last trial (another machine's
