@@ -638,24 +638,32 @@ def test_a_wrong_sweep_setting_is_one_line_before_torch_is_imported(tmp_path, ov
     assert not journal(tmp_path).exists()
 
 
-def test_a_study_resumed_with_another_kind_of_distribution_is_one_line_before_any_trial(tmp_path):
-    """Optuna cannot draw one parameter from two kinds of distribution (or two sets of choices) in one study: a space
-    changed on a resume, or on another machine, is refused before any trial (it was a traceback, with a trial left
-    RUNNING), and said in the sweep grammar."""
+def test_a_study_resumed_with_another_objective_or_kind_of_distribution_is_one_line_before_any_trial(tmp_path):
+    """A command line changed on a resume, or on another machine: another objective or direction was taken silently
+    (Optuna keeps a study's first direction: a study minimizing what it had maximized picked its best the old way),
+    and a parameter drawn from another kind of distribution (Optuna cannot mix kinds or choices in one study) was a
+    traceback with a trial left RUNNING. Both are refused before any trial, in one line; an interval may widen."""
     path = journal(tmp_path)
     path.parent.mkdir(parents=True)
     study = optuna.create_study(study_name="s", storage=open_storage(f"journal:{path}"), direction="maximize")
+    study.set_user_attr("masklab_pruner", {"objectives": ["val/segm_AP"]})  # as the sweeper keeps them
     trial = study.ask({"optimizer.lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)})
     study.tell(trial, 0.5)
-    proc = run(sweep_cmd(tmp_path, "optimizer.lr=choice(0.01,0.02)"), tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "error: study 's': optimizer.lr is choice(0.01, 0.02) here, but trial 0 drew it from tag(log, interval(0.001, "
-        "0.1)), and Optuna cannot mix the two in one study: keep its kind and choices (an interval's bounds may "
-        "change), or start another study (hydra.sweeper.study_name=<new name>)"
-    )
-    imported, _ = imported_modules(proc.stderr)
-    assert not imported & {"torch", "lightning"} and states(load(tmp_path)) == [(0, "COMPLETE")]
+    same = "optimizer.lr=tag(log,interval(0.001,0.1))"
+    for overrides, said in [
+        (["optimizer.lr=choice(0.01,0.02)"], ": optimizer.lr is choice(0.01, 0.02) here, but trial 0 drew it from "
+         "tag(log, interval(0.001, 0.1)), and Optuna cannot mix the two in one study: keep its kind and choices (an "
+         "interval's bounds may change), or start another study (hydra.sweeper.study_name=<new name>)"),
+        ([same, "optimized_mode=min"], " is to maximize val/segm_AP, and this session to minimize val/segm_AP: their "
+         "values would not rank together; keep the study's objective, or start another study"),
+        ([same, "optimized_metric=val/bbox_AP"], " is to maximize val/segm_AP, and this session to maximize "
+         "val/bbox_AP"),
+    ]:  # fmt: skip
+        proc = run(sweep_cmd(tmp_path, *overrides), tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: study 's'{said}"), overrides
+        imported, _ = imported_modules(proc.stderr)
+        assert not imported & {"torch", "lightning"} and states(load(tmp_path)) == [(0, "COMPLETE")]
     wider = run(sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.0001,0.5))", n_trials=1), tmp_path)
     assert wider.returncode == 0 and "already has its n_trials=1 trials" in wider.stderr + wider.stdout
 

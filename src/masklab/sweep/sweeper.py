@@ -260,7 +260,7 @@ class OptunaSweeperBase(Sweeper):
             n_trials = size
         store = Store(spec, self.sweep_dir, self.stale_after_s, self.heartbeat_s, proxy=self.proxy,
                       study_name=self.study_name, sampler=sampler, pruner=optuna_pruner, directions=dirs)  # fmt: skip
-        self._same_space(store, dists)
+        self._same_study(store, dists, names, dirs)
         tracker = Tracker(self.config, store, self.sweep_dir, fixed)
         store.on_dead = tracker.dead_run
         data = self._data(dists)  # a large dataset's annotations take a while to hash: not under the lock
@@ -278,9 +278,17 @@ class OptunaSweeperBase(Sweeper):
         self._same_settings(store, key)
         return Session(store, scheduler, tracker, dists, fixed, key, names, n_trials, secrets.mask(spec))
 
-    def _same_space(self, store: Store, dists: dict) -> None:
-        """Refuse, before any trial, a parameter the study's trials drew from another kind of distribution (or other
-        choices), which Optuna cannot mix in one study: a space changed on a resume or on another machine."""
+    def _same_study(self, store: Store, dists: dict, names: list[str], dirs: list[str]) -> None:
+        """Refuse, before any trial, a session whose values would not rank with the study's trials (other objectives
+        or directions: Optuna keeps the study's first ones) or that Optuna cannot mix with them (a parameter drawn
+        from another kind of distribution, or other choices): a command line changed on a resume or another machine."""
+        known = store.study.user_attrs.get("masklab_pruner", {}).get("objectives", names)
+        if (known, [d.name.lower() for d in store.study.directions]) != (names, dirs):
+            raise MasklabError(
+                f"study {self.study_name!r} is to {_goal(known, store.study.directions)}, and this session to "
+                f"{_goal(names, dirs)}: their values would not rank together; keep the study's objective, or start "
+                "another study (hydra.sweeper.study_name=<new name>)"
+            )
         for t in store.trials():
             for name in dists.keys() & t.distributions.keys():
                 try:
@@ -357,6 +365,11 @@ class OptunaSweeperBase(Sweeper):
             return max(int(v) for v in grid_values(d) or [d.high])
         epochs = OmegaConf.select(resolved(self.config), "schedule.epochs", default=None)  # auto: from data.steps
         return int(epochs) if epochs not in (None, "auto") else None  # auto left: the data is not prepared yet
+
+
+def _goal(names: list[str], directions: list) -> str:
+    """``maximize val/segm_AP, minimize val/loss``."""
+    return ", ".join(f"{getattr(d, 'name', d).lower()} {n}" for n, d in zip(names, directions))
 
 
 def _key(params: dict) -> tuple:
