@@ -367,6 +367,13 @@ def test_a_repeated_setting_is_not_trained_again_and_a_done_space_ends_the_study
         "data.train.num_images=3): the study ranks them together" in other.stdout + other.stderr
     ), other.stdout[-3000:] + other.stderr[-3000:]
     assert "other fixed settings" not in said + again.stdout + again.stderr
+    # and one pruned another way (asha's paused configurations would wait for good): said too, once trials exist
+    unpruned = run([*cmd, "hydra.sweeper.pruner=none"], tmp_path)
+    assert unpruned.returncode == 0 and (
+        "study 's': its trials were pruned by Asha(min_resource=2, reduction_factor=3) on val/segm_AP; this session "
+        "prunes by NopPruner() on val/segm_AP" in unpruned.stdout + unpruned.stderr
+    ), unpruned.stderr[-3000:]
+    assert "were pruned by" not in said + again.stdout + again.stderr + other.stdout + other.stderr
 
 
 def test_two_objectives_with_nsga2_complete_and_leave_a_pareto_front(tmp_path):
@@ -647,8 +654,11 @@ def test_a_study_resumed_with_another_objective_or_kind_of_distribution_is_one_l
     path.parent.mkdir(parents=True)
     study = optuna.create_study(study_name="s", storage=open_storage(f"journal:{path}"), direction="maximize")
     study.set_user_attr("masklab_pruner", {"objectives": ["val/segm_AP"]})  # as the sweeper keeps them
-    trial = study.ask({"optimizer.lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)})
+    lr = {"optimizer.lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)}
+    trial = study.ask(lr)
     study.tell(trial, 0.5)
+    promoted = {"asha_root": 0, "asha_rung": 1}  # its resume by ASHA: not a configuration of its own
+    study.add_trial(optuna.trial.create_trial(params=trial.params, distributions=lr, value=0.6, user_attrs=promoted))
     same = "optimizer.lr=tag(log,interval(0.001,0.1))"
     for overrides, said in [
         (["optimizer.lr=choice(0.01,0.02)"], ": optimizer.lr is choice(0.01, 0.02) here, but trial 0 drew it from "
@@ -663,9 +673,11 @@ def test_a_study_resumed_with_another_objective_or_kind_of_distribution_is_one_l
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert proc.stderr.strip().splitlines()[-1].startswith(f"error: study 's'{said}"), overrides
         imported, _ = imported_modules(proc.stderr)
-        assert not imported & {"torch", "lightning"} and states(load(tmp_path)) == [(0, "COMPLETE")]
-    wider = run(sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.0001,0.5))", n_trials=1), tmp_path)
-    assert wider.returncode == 0 and "already has its n_trials=1 trials" in wider.stderr + wider.stdout
+        assert not imported & {"torch", "lightning"} and len(load(tmp_path).trials) == 2
+    # a wider interval goes on, pruned now by median: one configuration so far, so n_trials=2 trains one more
+    wider = sweep_cmd(tmp_path, "optimizer.lr=tag(log,interval(0.0001,0.5))", "hydra.sweeper.pruner=median", n_trials=2)
+    proc = run(wider, tmp_path)
+    assert proc.returncode == 0 and states(load(tmp_path)) == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "COMPLETE")]
 
 
 def test_a_trial_failing_while_hydra_builds_its_data_keeps_the_one_line_reason(tmp_path):

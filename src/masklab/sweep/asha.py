@@ -111,9 +111,6 @@ class Asha(Scheduler):
         note = f"resumes trial {root}, epochs {self.rungs[k] + 1}-{self.rungs[k + 1]}"
         return params[root], {"asha_root": root, "asha_rung": k + 1, "note": note}
 
-    def new_configuration(self, t) -> bool:
-        return not t.user_attrs.get("asha_rung")
-
     def overrides(self, attrs: dict, number: int) -> list[str]:
         """A trial stops at its rung; a promoted one resumes its configuration's last checkpoint, in that
         configuration's folder (one history, one best checkpoint, one MLflow run per configuration)."""

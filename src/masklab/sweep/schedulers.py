@@ -125,8 +125,9 @@ class Scheduler:
         return None
 
     def new_configuration(self, t) -> bool:
-        """Whether trial ``t`` spends the ``n_trials`` budget (configurations, not their resumes)."""
-        return True
+        """Whether trial ``t`` spends the ``n_trials`` budget: configurations, not their resumes (an ASHA promotion,
+        also in a study pruned otherwise since)."""
+        return not t.user_attrs.get("asha_rung")
 
     def folder(self, root: int) -> str:
         """Where configuration ``root`` keeps its checkpoints: ``checkpoint_dir``, or its folder of the sweep."""

@@ -261,6 +261,7 @@ class OptunaSweeperBase(Sweeper):
         store = Store(spec, self.sweep_dir, self.stale_after_s, self.heartbeat_s, proxy=self.proxy,
                       study_name=self.study_name, sampler=sampler, pruner=optuna_pruner, directions=dirs)  # fmt: skip
         self._same_study(store, dists, names, dirs)
+        self._same_pruning(store, pruning)
         tracker = Tracker(self.config, store, self.sweep_dir, fixed)
         store.on_dead = tracker.dead_run
         data = self._data(dists)  # a large dataset's annotations take a while to hash: not under the lock
@@ -300,6 +301,15 @@ class OptunaSweeperBase(Sweeper):
                         "and Optuna cannot mix the two in one study: keep its kind and choices (an interval's bounds "
                         "may change), or start another study (hydra.sweeper.study_name=<new name>)"
                     ) from None
+
+    def _same_pruning(self, store: Store, pruning: dict) -> None:
+        """Say so when the study's trials were pruned otherwise (another pruner, its settings or its signal): the
+        study ranks trials judged two ways, and a configuration ASHA paused is resumed only under ASHA."""
+        known = store.study.user_attrs.get("masklab_pruner", {})
+        if "spec" not in known or not store.trials() or all(known.get(k) == pruning[k] for k in ("spec", "on", "sign")):
+            return
+        log.warning("study %r: its trials were pruned by %s; this session prunes by %s (a configuration asha paused "
+                    "is resumed only under asha)", self.study_name, _pruner(known), _pruner(pruning))  # fmt: skip
 
     def _same_settings(self, store: Store, key: list[str]) -> None:
         """Say so when this session's fixed overrides are not those of the study's last trial (another machine's
@@ -365,6 +375,14 @@ class OptunaSweeperBase(Sweeper):
             return max(int(v) for v in grid_values(d) or [d.high])
         epochs = OmegaConf.select(resolved(self.config), "schedule.epochs", default=None)  # auto: from data.steps
         return int(epochs) if epochs not in (None, "auto") else None  # auto left: the data is not prepared yet
+
+
+def _pruner(pruning: dict) -> str:
+    """``MedianPruner(n_startup_trials=3, n_warmup_steps=1) on val/segm_AP`` of a study's ``masklab_pruner``."""
+    spec = pruning.get("spec", {})
+    kwargs = ", ".join(f"{k}={v}" for k, v in spec.items() if not k.startswith("_"))
+    sign = "" if pruning.get("sign", 1) == 1 else " (negated)"
+    return f"{spec.get('_target_', '?').rsplit('.', 1)[-1]}({kwargs}) on {pruning.get('on')}{sign}"
 
 
 def _goal(names: list[str], directions: list) -> str:
