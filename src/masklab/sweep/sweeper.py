@@ -260,8 +260,9 @@ class OptunaSweeperBase(Sweeper):
             n_trials = size
         store = Store(spec, self.sweep_dir, self.stale_after_s, self.heartbeat_s, proxy=self.proxy,
                       study_name=self.study_name, sampler=sampler, pruner=optuna_pruner, directions=dirs)  # fmt: skip
-        self._same_study(store, dists, names, dirs)
-        self._same_pruning(store, pruning)
+        trials, known = store.trials(), store.study.user_attrs.get("masklab_pruner", {})  # as the last session left it
+        self._same_study(store, trials, known, dists, names, dirs)
+        self._same_pruning(trials, known, pruning)
         tracker = Tracker(self.config, store, self.sweep_dir, fixed)
         store.on_dead = tracker.dead_run
         data = self._data(dists)  # a large dataset's annotations take a while to hash: not under the lock
@@ -272,25 +273,26 @@ class OptunaSweeperBase(Sweeper):
             store.fail_dead()
             store.study.set_user_attr("masklab_pruner", pruning)
             store.new_session()
-        done = len(store.trials(State.COMPLETE, State.PRUNED))
+        trials = store.trials()
+        done = sum(t.state in (State.COMPLETE, State.PRUNED) for t in trials)
         log.info("study %r (%s): %d finished of n_trials=%d; space %s",
                  self.study_name, secrets.mask(spec), done, n_trials, sorted(dists))  # fmt: skip
         key = [o for o in fixed if not o.startswith(NOT_PARAMS)]
-        self._same_settings(store, key)
+        self._same_settings(trials, key)
         return Session(store, scheduler, tracker, dists, fixed, key, names, n_trials, secrets.mask(spec))
 
-    def _same_study(self, store: Store, dists: dict, names: list[str], dirs: list[str]) -> None:
+    def _same_study(self, store: Store, trials, known: dict, dists: dict, names: list[str], dirs: list[str]) -> None:
         """Refuse, before any trial, a session whose values would not rank with the study's trials (other objectives
         or directions: Optuna keeps the study's first ones) or that Optuna cannot mix with them (a parameter drawn
         from another kind of distribution, or other choices): a command line changed on a resume or another machine."""
-        known = store.study.user_attrs.get("masklab_pruner", {}).get("objectives", names)
-        if (known, [d.name.lower() for d in store.study.directions]) != (names, dirs):
+        objectives, directions = known.get("objectives", names), store.study.directions
+        if (objectives, [d.name.lower() for d in directions]) != (names, dirs):
             raise MasklabError(
-                f"study {self.study_name!r} is to {_goal(known, store.study.directions)}, and this session to "
+                f"study {self.study_name!r} is to {_goal(objectives, directions)}, and this session to "
                 f"{_goal(names, dirs)}: their values would not rank together; keep the study's objective, or start "
                 "another study (hydra.sweeper.study_name=<new name>)"
             )
-        for t in store.trials():
+        for t in trials:
             for name in dists.keys() & t.distributions.keys():
                 try:
                     optuna.distributions.check_distribution_compatibility(t.distributions[name], dists[name])
@@ -302,19 +304,18 @@ class OptunaSweeperBase(Sweeper):
                         "may change), or start another study (hydra.sweeper.study_name=<new name>)"
                     ) from None
 
-    def _same_pruning(self, store: Store, pruning: dict) -> None:
+    def _same_pruning(self, trials, known: dict, pruning: dict) -> None:
         """Say so when the study's trials were pruned otherwise (another pruner, its settings or its signal): the
         study ranks trials judged two ways, and a configuration ASHA paused is resumed only under ASHA."""
-        known = store.study.user_attrs.get("masklab_pruner", {})
-        if "spec" not in known or not store.trials() or all(known.get(k) == pruning[k] for k in ("spec", "on", "sign")):
+        if "spec" not in known or not trials or all(known.get(k) == pruning[k] for k in ("spec", "on", "sign")):
             return
         log.warning("study %r: its trials were pruned by %s; this session prunes by %s (a configuration asha paused "
                     "is resumed only under asha)", self.study_name, _pruner(known), _pruner(pruning))  # fmt: skip
 
-    def _same_settings(self, store: Store, key: list[str]) -> None:
+    def _same_settings(self, trials, key: list[str]) -> None:
         """Say so when this session's fixed overrides are not those of the study's last trial (another machine's
         command line, or the study resumed with other settings): the study then ranks trials of unlike settings."""
-        last = next((t for t in reversed(store.trials()) if "fixed" in t.user_attrs), None)
+        last = next((t for t in reversed(trials) if "fixed" in t.user_attrs), None)
         if last is None or last.user_attrs["fixed"] == key:
             return
         ran = last.user_attrs["fixed"]
